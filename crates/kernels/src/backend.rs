@@ -1,0 +1,48 @@
+use crate::matrix::Matrix;
+
+/// One sequence's slice of an absorbed-MLA attention call.
+///
+/// Query `t` sits at position `start_pos + t` and attends to cache rows `0..=start_pos + t`.
+/// Scores are `scale * (q_latent . c_kv + q_pe . k_pe)`; the output is the softmax-weighted
+/// sum of `c_kv`, still in latent space (the caller applies `wkv_b`'s value half after).
+pub struct MlaAttention<'a> {
+    /// [tokens, n_heads, kv_lora_rank]: q_nope with wkv_b's key half folded in
+    pub q_latent: &'a [f32],
+    /// [tokens, n_heads, rope_dim]: roped
+    pub q_pe: &'a [f32],
+    /// [cached tokens, kv_lora_rank + rope_dim]: normalised c_kv then roped k_pe, per token
+    pub kv: &'a [f32],
+    pub n_heads: usize,
+    pub kv_lora_rank: usize,
+    pub rope_dim: usize,
+    pub start_pos: usize,
+    pub scale: f32,
+}
+
+/// The model-level operations. Shapes are row-major; `n` is the number of rows (tokens).
+pub trait Backend: Send + Sync {
+    /// `y[n, w.rows] = x[n, w.cols] · Wᵀ`.
+    fn matmul(&self, x: &[f32], w: &Matrix, y: &mut [f32]);
+
+    /// `y[n, w.cols] = x[n, w.rows] · W` (a head's q_nope through wkv_b's key half).
+    fn matmul_t(&self, x: &[f32], w: &Matrix, y: &mut [f32]);
+
+    /// `out[n, cols] = table[ids[i]]`, widened to f32.
+    fn embedding(&self, table: &Matrix, ids: &[u32], out: &mut [f32]);
+
+    /// Per row of `weight.len()` values: `out = x / sqrt(mean(x²) + eps) * weight`.
+    fn rms_norm(&self, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]);
+
+    /// Rotate interleaved pairs `(x[2i], x[2i+1])` of each `cos.len() * 2`-wide head in
+    /// `x[heads, 2 * cos.len()]` by the angle whose cosine and sine are given.
+    fn rope(&self, x: &mut [f32], cos: &[f32], sin: &[f32]);
+
+    /// `gate = silu(gate) * up`, elementwise (SwiGLU).
+    fn silu_mul(&self, gate: &mut [f32], up: &[f32]);
+
+    /// In-place softmax over `x`.
+    fn softmax(&self, x: &mut [f32]);
+
+    /// Absorbed MLA attention for one sequence; `out[tokens, n_heads, kv_lora_rank]`.
+    fn mla_attention(&self, a: &MlaAttention<'_>, out: &mut [f32]);
+}

@@ -1,0 +1,11 @@
+//! Kernels: the small set of model-level operations the DeepSeek-V3 forward needs, behind
+//! one [`Backend`] trait, with a CPU implementation. The model code calls only the trait, so
+//! a faster kernel (SIMD, another device) changes nothing above it.
+
+mod backend;
+pub mod cpu;
+mod matrix;
+
+pub use backend::{Backend, MlaAttention};
+pub use cpu::CpuBackend;
+pub use matrix::{Matrix, MatrixError};

@@ -1,0 +1,183 @@
+//! A Hugging Face model directory: `config.json` and one `model.safetensors` or shards
+//! listed in `model.safetensors.index.json`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::ModelConfig;
+use crate::dtype::DType;
+use crate::error::{LoadError, Result};
+use crate::safetensors::SafetensorsFile;
+use crate::storage::Tensor;
+
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    files: Vec<SafetensorsFile>,
+    /// tensor name -> index into `files`
+    by_name: BTreeMap<String, usize>,
+}
+
+impl Checkpoint {
+    /// Open a model directory: parse `config.json`, map every weight file, check headers.
+    pub fn open(dir: &Path) -> Result<Checkpoint> {
+        if !dir.is_dir() {
+            return Err(LoadError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not a model directory (expected a folder with config.json and *.safetensors)",
+                ),
+            });
+        }
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let index_path = dir.join("model.safetensors.index.json");
+        let single = dir.join("model.safetensors");
+        let mut files = Vec::new();
+        let mut by_name = BTreeMap::new();
+        if index_path.exists() {
+            let shards = read_index(&index_path)?;
+            let mut shard_ids: BTreeMap<String, usize> = BTreeMap::new();
+            for (tensor, shard) in &shards {
+                let id = match shard_ids.get(shard) {
+                    Some(&id) => id,
+                    None => {
+                        let p = dir.join(shard);
+                        if !p.is_file() {
+                            return Err(LoadError::BadIndex {
+                                path: index_path.clone(),
+                                reason: format!(
+                                    "shard `{shard}` (holding `{tensor}`) does not exist"
+                                ),
+                            });
+                        }
+                        files.push(SafetensorsFile::open(&p)?);
+                        shard_ids.insert(shard.clone(), files.len() - 1);
+                        files.len() - 1
+                    }
+                };
+                by_name.insert(tensor.clone(), id);
+            }
+            for (tensor, &id) in &by_name {
+                if files[id].get(tensor).is_none() {
+                    return Err(LoadError::BadIndex {
+                        path: index_path.clone(),
+                        reason: format!(
+                            "tensor `{tensor}` is listed in shard {}, which does not hold it",
+                            files[id].path.display()
+                        ),
+                    });
+                }
+            }
+        } else if single.exists() {
+            files.push(SafetensorsFile::open(&single)?);
+            for name in files[0].names() {
+                by_name.insert(name.to_string(), 0);
+            }
+        } else {
+            return Err(LoadError::NoWeights {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            config,
+            files,
+            by_name,
+        })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(|s| s.as_str())
+    }
+
+    /// The file a tensor lives in (for error messages), or the directory if it is unknown.
+    pub fn file_of(&self, name: &str) -> PathBuf {
+        match self.by_name.get(name) {
+            Some(&id) => self.files[id].path.clone(),
+            None => self.dir.clone(),
+        }
+    }
+
+    pub fn tensor(&self, name: &str) -> Result<&Tensor> {
+        match self.by_name.get(name) {
+            Some(&id) => self.files[id].tensor(name),
+            None => Err(LoadError::MissingTensor {
+                path: self.dir.clone(),
+                tensor: name.to_string(),
+            }),
+        }
+    }
+
+    /// The tensor `name`, checked to have exactly `shape` and one of `dtypes`.
+    pub fn tensor_checked(&self, name: &str, shape: &[usize], dtypes: &[DType]) -> Result<&Tensor> {
+        let t = self.tensor(name)?;
+        if t.shape != shape {
+            return Err(LoadError::WrongShape {
+                path: self.file_of(name),
+                tensor: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.shape.clone(),
+            });
+        }
+        if !dtypes.contains(&t.dtype) {
+            return Err(LoadError::WrongDtype {
+                path: self.file_of(name),
+                tensor: name.to_string(),
+                expected: dtypes
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                found: t.dtype.to_string(),
+            });
+        }
+        Ok(t)
+    }
+
+    /// Every tensor of every file (for parameter counts and dtype summaries).
+    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        self.by_name
+            .iter()
+            .filter_map(|(n, &id)| self.files[id].get(n))
+    }
+
+    /// Total bytes of weight data mapped.
+    pub fn weight_bytes(&self) -> u64 {
+        self.tensors().map(|t| t.bytes().len() as u64).sum()
+    }
+}
+
+fn read_index(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| LoadError::BadIndex {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("missing object `weight_map`".into()))?;
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        let shard = v
+            .as_str()
+            .ok_or_else(|| bad(format!("weight_map[`{k}`] is not a file name")))?;
+        if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
+            return Err(bad(format!(
+                "weight_map[`{k}`] = `{shard}` is not a plain file name in this directory"
+            )));
+        }
+        out.insert(k.clone(), shard.to_string());
+    }
+    Ok(out)
+}

@@ -1,0 +1,128 @@
+use std::sync::Arc;
+
+use crate::dtype::{DType, bf16_to_f32, f16_to_f32, fp8_e4m3_to_f32};
+
+/// Bytes that back tensors: a memory-mapped file natively, or an owned buffer (e.g. weights
+/// embedded in a binary or fetched by a browser). Tensors share it; nothing is copied.
+pub type Storage = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A typed, shaped window into a [`Storage`]. Cloning is cheap (an `Arc` bump).
+#[derive(Clone)]
+pub struct Tensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    storage: Storage,
+    offset: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({} {} {:?})", self.name, self.dtype, self.shape)
+    }
+}
+
+impl Tensor {
+    /// The caller has checked that `offset + len` lies within the storage and that `len`
+    /// equals the element count times the dtype size.
+    pub(crate) fn new(
+        name: String,
+        dtype: DType,
+        shape: Vec<usize>,
+        storage: Storage,
+        offset: usize,
+        len: usize,
+    ) -> Tensor {
+        Tensor {
+            name,
+            dtype,
+            shape,
+            storage,
+            offset,
+            len,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &(*self.storage).as_ref()[self.offset..self.offset + self.len]
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Element `i` widened to f32. Panics only if `i` is out of range or the dtype is not a
+    /// float type; callers check the dtype once when they bind the tensor.
+    #[inline]
+    pub fn get_f32(&self, i: usize) -> f32 {
+        let b = self.bytes();
+        match self.dtype {
+            DType::F32 => f32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap()),
+            DType::BF16 => bf16_to_f32(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])),
+            DType::F16 => f16_to_f32(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])),
+            DType::F8E4M3 => fp8_e4m3_to_f32(b[i]),
+            DType::F64 => f64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap()) as f32,
+            other => panic!("tensor {}: {other} is not a float type", self.name),
+        }
+    }
+
+    /// Elements `[start, start + out.len())` widened to f32.
+    pub fn read_f32(&self, start: usize, out: &mut [f32]) {
+        let b = self.bytes();
+        match self.dtype {
+            DType::F32 => {
+                for (o, c) in out.iter_mut().zip(b[4 * start..].chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            DType::BF16 => {
+                for (o, c) in out.iter_mut().zip(b[2 * start..].chunks_exact(2)) {
+                    *o = bf16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+                }
+            }
+            DType::F16 => {
+                for (o, c) in out.iter_mut().zip(b[2 * start..].chunks_exact(2)) {
+                    *o = f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+                }
+            }
+            DType::F8E4M3 => {
+                for (o, &c) in out.iter_mut().zip(&b[start..]) {
+                    *o = fp8_e4m3_to_f32(c);
+                }
+            }
+            _ => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = self.get_f32(start + k);
+                }
+            }
+        }
+    }
+
+    /// The whole tensor widened to f32 (small tensors: norms, biases, goldens).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        let mut v = vec![0f32; self.numel()];
+        self.read_f32(0, &mut v);
+        v
+    }
+
+    /// The whole tensor as i64 (integer goldens such as token ids). None for float dtypes.
+    pub fn to_i64_vec(&self) -> Option<Vec<i64>> {
+        let b = self.bytes();
+        Some(match self.dtype {
+            DType::I64 => b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            DType::I32 => b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            DType::U32 => b
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            _ => return None,
+        })
+    }
+}

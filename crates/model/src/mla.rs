@@ -1,0 +1,194 @@
+//! Multi-head Latent Attention (DeepSeek-V2 paper §2.1; V3 report §2.1.1).
+//!
+//! Keys and values are compressed into one latent `c_kv` per token (plus one shared roped
+//! key `k_pe`), and only those are cached. At attention time `wkv_b`'s key half is folded
+//! into the query and its value half applied to the latent output ("absorbed" form), so no
+//! per-head K or V is ever materialised.
+
+use kernels::{Backend, Matrix, MlaAttention};
+use loader::ModelConfig;
+
+use crate::error::ModelError;
+use crate::weights::WeightLoader;
+
+/// The latent norms use the reference's default eps, not `rms_norm_eps` (as DeepSeek's
+/// `model.py` and transformers both construct them).
+const LATENT_NORM_EPS: f32 = 1e-6;
+
+/// The query path: low-rank (V3, V2) or one projection (V2-Lite, `q_lora_rank: null`).
+pub enum QProj {
+    LowRank {
+        wq_a: Matrix,     // [q_lora_rank, hidden]
+        q_norm: Vec<f32>, // [q_lora_rank]
+        wq_b: Matrix,     // [n_heads * qk_head_dim, q_lora_rank]
+    },
+    Full {
+        wq: Matrix, // [n_heads * qk_head_dim, hidden]
+    },
+}
+
+pub struct Mla {
+    pub q: QProj,
+    pub wkv_a: Matrix,     // [kv_lora_rank + qk_rope_head_dim, hidden]
+    pub kv_norm: Vec<f32>, // [kv_lora_rank]
+    pub wkv_b: Matrix,     // [n_heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]
+    pub wo: Matrix,        // [hidden, n_heads * v_head_dim]
+    pub n_heads: usize,
+    pub kv_lora_rank: usize,
+    pub qk_nope_head_dim: usize,
+    pub qk_rope_head_dim: usize,
+    pub v_head_dim: usize,
+    pub softmax_scale: f32,
+    /// eps of q_a_layernorm and kv_a_layernorm
+    pub eps: f32,
+}
+
+/// Where the tokens of one forward go: which cache rows each sequence's chunk occupies.
+pub struct AttnSpan<'a> {
+    pub start_pos: usize,
+    pub len: usize,
+    /// This sequence's rows of this layer: [capacity, kv_lora_rank + rope_dim]
+    pub cache: &'a mut [f32],
+}
+
+impl Mla {
+    pub(crate) fn load(w: &WeightLoader, cfg: &ModelConfig, p: &str) -> Result<Mla, ModelError> {
+        let (h, hidden) = (cfg.num_attention_heads, cfg.hidden_size);
+        let q = match cfg.q_lora_rank {
+            Some(rank) => QProj::LowRank {
+                wq_a: w.matrix(&format!("{p}.q_a_proj.weight"), rank, hidden)?,
+                q_norm: w.vector(&format!("{p}.q_a_layernorm.weight"), rank)?,
+                wq_b: w.matrix(&format!("{p}.q_b_proj.weight"), h * cfg.qk_head_dim(), rank)?,
+            },
+            None => QProj::Full {
+                wq: w.matrix(&format!("{p}.q_proj.weight"), h * cfg.qk_head_dim(), hidden)?,
+            },
+        };
+        let r = cfg.kv_lora_rank;
+        Ok(Mla {
+            q,
+            wkv_a: w.matrix(&format!("{p}.kv_a_proj_with_mqa.weight"), r + cfg.qk_rope_head_dim, hidden)?,
+            kv_norm: w.vector(&format!("{p}.kv_a_layernorm.weight"), r)?,
+            wkv_b: w.matrix(
+                &format!("{p}.kv_b_proj.weight"),
+                h * (cfg.qk_nope_head_dim + cfg.v_head_dim),
+                r,
+            )?,
+            wo: w.matrix(&format!("{p}.o_proj.weight"), hidden, h * cfg.v_head_dim)?,
+            n_heads: h,
+            kv_lora_rank: r,
+            qk_nope_head_dim: cfg.qk_nope_head_dim,
+            qk_rope_head_dim: cfg.qk_rope_head_dim,
+            v_head_dim: cfg.v_head_dim,
+            softmax_scale: cfg.softmax_scale() as f32,
+            eps: LATENT_NORM_EPS,
+        })
+    }
+
+    /// `x`: [tokens, hidden] normalised input; `cos`/`sin`: [tokens, rope_dim / 2];
+    /// `spans` cover the tokens in order. Returns [tokens, hidden].
+    pub fn forward(
+        &self,
+        be: &dyn Backend,
+        x: &[f32],
+        cos: &[f32],
+        sin: &[f32],
+        spans: &mut [AttnSpan<'_>],
+    ) -> Vec<f32> {
+        let (h, r, p) = (self.n_heads, self.kv_lora_rank, self.qk_rope_head_dim);
+        let (nope, vd) = (self.qk_nope_head_dim, self.v_head_dim);
+        let qk = nope + p;
+        let tokens = cos.len() / (p / 2);
+        let half = p / 2;
+
+        // q: [tokens, n_heads, qk_head_dim] = [q_nope | q_pe] per head
+        let q = match &self.q {
+            QProj::LowRank { wq_a, q_norm, wq_b } => {
+                let mut qa = vec![0f32; tokens * wq_a.rows];
+                be.matmul(x, wq_a, &mut qa);
+                let mut qa_n = vec![0f32; qa.len()];
+                be.rms_norm(&qa, q_norm, self.eps, &mut qa_n);
+                let mut q = vec![0f32; tokens * h * qk];
+                be.matmul(&qa_n, wq_b, &mut q);
+                q
+            }
+            QProj::Full { wq } => {
+                let mut q = vec![0f32; tokens * h * qk];
+                be.matmul(x, wq, &mut q);
+                q
+            }
+        };
+
+        // kv: [tokens, kv_lora_rank + rope_dim] = [c_kv | k_pe]; normalise c_kv, rope k_pe
+        let mut kv = vec![0f32; tokens * (r + p)];
+        be.matmul(x, &self.wkv_a, &mut kv);
+        let mut q_pe = vec![0f32; tokens * h * p]; // [tokens, n_heads, rope_dim]
+        let mut q_nope = vec![0f32; tokens * h * nope]; // [tokens, n_heads, qk_nope_head_dim]
+        for t in 0..tokens {
+            let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+            let row = &mut kv[t * (r + p)..(t + 1) * (r + p)];
+            let c_kv = row[..r].to_vec();
+            be.rms_norm(&c_kv, &self.kv_norm, self.eps, &mut row[..r]);
+            be.rope(&mut row[r..], c, s);
+            for head in 0..h {
+                let src = &q[(t * h + head) * qk..(t * h + head + 1) * qk];
+                q_nope[(t * h + head) * nope..][..nope].copy_from_slice(&src[..nope]);
+                q_pe[(t * h + head) * p..][..p].copy_from_slice(&src[nope..]);
+            }
+            be.rope(&mut q_pe[t * h * p..(t + 1) * h * p], c, s);
+        }
+
+        // Absorb wkv_b's key half into the query: q_latent[t, h] = q_nope[t, h] · W_uk[h]
+        let mut q_latent = vec![0f32; tokens * h * r]; // [tokens, n_heads, kv_lora_rank]
+        let mut head_in = vec![0f32; tokens * nope.max(r)];
+        let mut head_out = vec![0f32; tokens * r.max(vd)];
+        for head in 0..h {
+            let w_uk = self.wkv_b.rows_view(head * (nope + vd), nope); // [nope, kv_lora_rank]
+            for t in 0..tokens {
+                head_in[t * nope..(t + 1) * nope]
+                    .copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
+            }
+            be.matmul_t(&head_in[..tokens * nope], &w_uk, &mut head_out[..tokens * r]);
+            for t in 0..tokens {
+                q_latent[(t * h + head) * r..][..r].copy_from_slice(&head_out[t * r..(t + 1) * r]);
+            }
+        }
+
+        // Cache this chunk's latent rows, then attend per sequence.
+        let mut o_latent = vec![0f32; tokens * h * r]; // [tokens, n_heads, kv_lora_rank]
+        let mut t0 = 0;
+        for span in spans.iter_mut() {
+            let rows = &kv[t0 * (r + p)..(t0 + span.len) * (r + p)];
+            span.cache[span.start_pos * (r + p)..(span.start_pos + span.len) * (r + p)]
+                .copy_from_slice(rows);
+            let attn = MlaAttention {
+                q_latent: &q_latent[t0 * h * r..(t0 + span.len) * h * r],
+                q_pe: &q_pe[t0 * h * p..(t0 + span.len) * h * p],
+                kv: &span.cache[..(span.start_pos + span.len) * (r + p)],
+                n_heads: h,
+                kv_lora_rank: r,
+                rope_dim: p,
+                start_pos: span.start_pos,
+                scale: self.softmax_scale,
+            };
+            be.mla_attention(&attn, &mut o_latent[t0 * h * r..(t0 + span.len) * h * r]);
+            t0 += span.len;
+        }
+
+        // Apply wkv_b's value half per head: o[t, h] = W_uv[h] · o_latent[t, h]
+        let mut o = vec![0f32; tokens * h * vd]; // [tokens, n_heads * v_head_dim]
+        for head in 0..h {
+            let w_uv = self.wkv_b.rows_view(head * (nope + vd) + nope, vd); // [v, kv_lora_rank]
+            for t in 0..tokens {
+                head_in[t * r..(t + 1) * r].copy_from_slice(&o_latent[(t * h + head) * r..][..r]);
+            }
+            be.matmul(&head_in[..tokens * r], &w_uv, &mut head_out[..tokens * vd]);
+            for t in 0..tokens {
+                o[(t * h + head) * vd..][..vd].copy_from_slice(&head_out[t * vd..(t + 1) * vd]);
+            }
+        }
+        let mut out = vec![0f32; tokens * self.wo.rows];
+        be.matmul(&o, &self.wo, &mut out);
+        out
+    }
+}

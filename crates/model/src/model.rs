@@ -1,0 +1,187 @@
+//! Embedding -> decoder layers -> norm -> lm_head, over a batch of sequence chunks.
+
+use kernels::{Backend, CpuBackend, Matrix};
+use loader::{Checkpoint, ModelConfig};
+
+use crate::block::Block;
+use crate::error::ModelError;
+use crate::kv_cache::KvCache;
+use crate::mla::AttnSpan;
+use crate::mtp::Mtp;
+use crate::rope::Rope;
+use crate::weights::WeightLoader;
+
+/// Consecutive tokens of one sequence: a prompt (or a chunk of one) from any start position,
+/// or a single decode token.
+pub struct SeqChunk<'a> {
+    /// The sequence's slot in the KV cache.
+    pub slot: usize,
+    /// Position of `tokens[0]`; the cache must already hold positions `0..start_pos`.
+    pub start_pos: usize,
+    pub tokens: &'a [u32],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitsMode {
+    /// Logits for every token of the batch, in order.
+    All,
+    /// Logits for the last token of each chunk.
+    Last,
+}
+
+pub struct ForwardBatch<'a> {
+    pub seqs: Vec<SeqChunk<'a>>,
+    pub logits: LogitsMode,
+}
+
+/// Named intermediates of one forward, for comparing with the reference layer by layer.
+#[derive(Default)]
+pub struct Trace {
+    /// Per layer: the residual stream after the layer, [tokens, hidden].
+    pub residual: Vec<Vec<f32>>,
+    /// Per layer: for MoE layers, the chosen experts and weights, [tokens, top_k] each.
+    pub router: Vec<Option<(Vec<usize>, Vec<f32>)>>,
+}
+
+pub struct Model {
+    pub config: ModelConfig,
+    pub embed: Matrix, // [vocab, hidden]
+    pub layers: Vec<Block>,
+    pub norm: Vec<f32>, // [hidden]
+    pub lm_head: Matrix, // [vocab, hidden] (the embedding when tied)
+    pub mtp: Vec<Mtp>,
+    rope: Rope,
+    backend: Box<dyn Backend>,
+}
+
+impl Model {
+    /// Bind every tensor of `ckpt` (checked for shape and dtype) on the CPU backend.
+    pub fn load(ckpt: &Checkpoint) -> Result<Model, ModelError> {
+        Self::load_with(ckpt, Box::new(CpuBackend::new()))
+    }
+
+    pub fn load_with(ckpt: &Checkpoint, backend: Box<dyn Backend>) -> Result<Model, ModelError> {
+        let cfg = ckpt.config.clone();
+        let w = WeightLoader { ckpt };
+        let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+        let embed = w.matrix("model.embed_tokens.weight", v, d)?;
+        let lm_head = if cfg.tie_word_embeddings && !ckpt.contains("lm_head.weight") {
+            embed.clone()
+        } else {
+            w.matrix("lm_head.weight", v, d)?
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Block::load(&w, &cfg, i, &format!("model.layers.{i}")))
+            .collect::<Result<_, _>>()?;
+        let mtp = (0..cfg.num_nextn_predict_layers)
+            .map(|k| Mtp::load(&w, &cfg, k))
+            .collect::<Result<_, _>>()?;
+        Ok(Model {
+            norm: w.vector("model.norm.weight", d)?,
+            rope: Rope::new(&cfg),
+            config: cfg,
+            embed,
+            layers,
+            lm_head,
+            mtp,
+            backend,
+        })
+    }
+
+    /// A KV cache sized for this model.
+    pub fn new_cache(&self, slots: usize, capacity: usize) -> KvCache {
+        KvCache::new(&self.config, slots, capacity)
+    }
+
+    /// One forward over the batch; returns logits `[rows, vocab]` (rows per `LogitsMode`).
+    pub fn forward(&self, batch: &ForwardBatch<'_>, cache: &mut KvCache) -> Result<Vec<f32>, ModelError> {
+        self.forward_traced(batch, cache, None)
+    }
+
+    pub fn forward_traced(
+        &self,
+        batch: &ForwardBatch<'_>,
+        cache: &mut KvCache,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let cfg = &self.config;
+        let be = self.backend.as_ref();
+        self.check_batch(batch, cache)?;
+        let tokens: Vec<u32> = batch.seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        let n = tokens.len();
+        let d = cfg.hidden_size;
+
+        // cos/sin per token: [tokens, rope_dim / 2]
+        let half = self.rope.half_dim();
+        let (mut cos, mut sin) = (vec![0f32; n * half], vec![0f32; n * half]);
+        let mut t = 0;
+        for s in &batch.seqs {
+            for i in 0..s.tokens.len() {
+                let (c, sn) = (&mut cos[t * half..(t + 1) * half], &mut sin[t * half..(t + 1) * half]);
+                self.rope.cos_sin(s.start_pos + i, c, sn);
+                t += 1;
+            }
+        }
+
+        let mut h = vec![0f32; n * d]; // [tokens, hidden] residual stream
+        be.embedding(&self.embed, &tokens, &mut h);
+        for (li, layer) in self.layers.iter().enumerate() {
+            let mut spans = self.spans(batch, cache, li);
+            let routing = layer.forward(be, &mut h, &cos, &sin, &mut spans);
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.residual.push(h.clone());
+                tr.router.push(routing.map(|r| (r.indices, r.weights)));
+            }
+        }
+
+        // Only the rows whose logits are wanted go through the final norm and head.
+        let rows: Vec<usize> = match batch.logits {
+            LogitsMode::All => (0..n).collect(),
+            LogitsMode::Last => {
+                let mut end = 0;
+                batch.seqs.iter().map(|s| { end += s.tokens.len(); end - 1 }).collect()
+            }
+        };
+        let mut x = Vec::with_capacity(rows.len() * d);
+        for &r in &rows {
+            x.extend_from_slice(&h[r * d..(r + 1) * d]);
+        }
+        let mut xn = vec![0f32; x.len()];
+        be.rms_norm(&x, &self.norm, cfg.rms_norm_eps as f32, &mut xn);
+        let mut logits = vec![0f32; rows.len() * cfg.vocab_size];
+        be.matmul(&xn, &self.lm_head, &mut logits);
+        Ok(logits)
+    }
+
+    fn check_batch(&self, batch: &ForwardBatch<'_>, cache: &mut KvCache) -> Result<(), ModelError> {
+        if batch.seqs.is_empty() {
+            return Err(ModelError::BadBatch("no sequences".into()));
+        }
+        for (i, s) in batch.seqs.iter().enumerate() {
+            if s.tokens.is_empty() {
+                return Err(ModelError::BadBatch(format!("sequence {i} has no tokens")));
+            }
+            if batch.seqs[..i].iter().any(|o| o.slot == s.slot) {
+                return Err(ModelError::BadBatch(format!("slot {} appears twice", s.slot)));
+            }
+            if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+                return Err(ModelError::TokenOutOfRange { id, vocab: self.config.vocab_size });
+            }
+        }
+        for s in &batch.seqs {
+            cache.reserve(s.slot, s.start_pos, s.tokens.len())?;
+        }
+        Ok(())
+    }
+
+    /// Each chunk's span of the cache for layer `li`.
+    fn spans<'c>(&self, batch: &ForwardBatch<'_>, cache: &'c mut KvCache, li: usize) -> Vec<AttnSpan<'c>> {
+        let slots: Vec<usize> = batch.seqs.iter().map(|s| s.slot).collect();
+        batch
+            .seqs
+            .iter()
+            .zip(cache.layer_rows(&slots, li))
+            .map(|(s, rows)| AttnSpan { start_pos: s.start_pos, len: s.tokens.len(), cache: rows })
+            .collect()
+    }
+}

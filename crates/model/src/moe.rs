@@ -1,0 +1,232 @@
+//! DeepSeekMoE (DeepSeek-V2 paper §2.2; V3 report §2.1.2): shared experts that see every
+//! token, plus routed experts chosen per token by a gate. V3 scores experts with a sigmoid
+//! and selects on `score + e_score_correction_bias` (auxiliary-loss-free balancing) within
+//! the best groups; V2 scores with a softmax. Tokens are bucketed by expert once, and each
+//! chosen expert runs once over all of its tokens.
+
+use kernels::{Backend, Matrix};
+use loader::{ModelConfig, ScoringFunc, TopkMethod};
+
+use crate::error::ModelError;
+use crate::weights::WeightLoader;
+
+/// A SwiGLU MLP: `w2(silu(w1 x) * w3 x)`. Dense layers, shared experts and experts alike.
+pub struct Mlp {
+    pub w1: Matrix, // gate_proj [inter, hidden]
+    pub w3: Matrix, // up_proj   [inter, hidden]
+    pub w2: Matrix, // down_proj [hidden, inter]
+}
+
+impl Mlp {
+    pub(crate) fn load(w: &WeightLoader, p: &str, hidden: usize, inter: usize) -> Result<Mlp, ModelError> {
+        Ok(Mlp {
+            w1: w.matrix(&format!("{p}.gate_proj.weight"), inter, hidden)?,
+            w3: w.matrix(&format!("{p}.up_proj.weight"), inter, hidden)?,
+            w2: w.matrix(&format!("{p}.down_proj.weight"), hidden, inter)?,
+        })
+    }
+
+    /// `x`: [tokens, hidden] -> [tokens, hidden]
+    pub fn forward(&self, be: &dyn Backend, x: &[f32]) -> Vec<f32> {
+        let tokens = x.len() / self.w1.cols;
+        let mut g = vec![0f32; tokens * self.w1.rows];
+        let mut u = vec![0f32; tokens * self.w3.rows];
+        be.matmul(x, &self.w1, &mut g);
+        be.matmul(x, &self.w3, &mut u);
+        be.silu_mul(&mut g, &u);
+        let mut out = vec![0f32; tokens * self.w2.rows];
+        be.matmul(&g, &self.w2, &mut out);
+        out
+    }
+}
+
+/// The router.
+pub struct Gate {
+    pub weight: Matrix,         // [n_routed_experts, hidden]
+    pub bias: Option<Vec<f32>>, // [n_routed_experts] e_score_correction_bias (selection only)
+    pub scoring: ScoringFunc,
+    pub method: TopkMethod,
+    pub n_group: usize,
+    pub topk_group: usize,
+    pub top_k: usize,
+    pub norm_topk_prob: bool,
+    pub route_scale: f32,
+}
+
+/// Per token, the chosen experts and their weights (`top_k` each).
+pub struct Routing {
+    pub indices: Vec<usize>, // [tokens, top_k]
+    pub weights: Vec<f32>,   // [tokens, top_k]
+}
+
+impl Gate {
+    pub(crate) fn load(w: &WeightLoader, cfg: &ModelConfig, p: &str) -> Result<Gate, ModelError> {
+        let e = cfg.n_routed_experts;
+        let bias_name = format!("{p}.e_score_correction_bias");
+        // noaux_tc selects on biased scores, so the bias is required there; elsewhere a
+        // checkpoint may carry one that the method ignores.
+        let bias = if cfg.topk_method == TopkMethod::NoauxTc {
+            Some(w.vector(&bias_name, e)?)
+        } else {
+            None
+        };
+        Ok(Gate {
+            weight: w.matrix(&format!("{p}.weight"), e, cfg.hidden_size)?,
+            bias,
+            scoring: cfg.scoring_func,
+            method: cfg.topk_method,
+            n_group: cfg.n_group,
+            topk_group: cfg.topk_group,
+            top_k: cfg.num_experts_per_tok,
+            norm_topk_prob: cfg.norm_topk_prob,
+            route_scale: cfg.routed_scaling_factor as f32,
+        })
+    }
+
+    /// Router logits in f32, scores, then group-limited top-k per token.
+    pub fn route(&self, be: &dyn Backend, x: &[f32]) -> Routing {
+        let e = self.weight.rows;
+        let tokens = x.len() / self.weight.cols;
+        let mut scores = vec![0f32; tokens * e];
+        be.matmul(x, &self.weight, &mut scores);
+        let mut routing = Routing {
+            indices: Vec::with_capacity(tokens * self.top_k),
+            weights: Vec::with_capacity(tokens * self.top_k),
+        };
+        for s in scores.chunks_exact_mut(e) {
+            match self.scoring {
+                ScoringFunc::Sigmoid => s.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+                ScoringFunc::Softmax => be.softmax(s),
+            }
+            let chosen = self.select(s);
+            let mut w: Vec<f32> = chosen.iter().map(|&i| s[i]).collect();
+            self.weigh(&mut w);
+            routing.indices.extend_from_slice(&chosen);
+            routing.weights.extend_from_slice(&w);
+        }
+        routing
+    }
+
+    /// The experts one token is sent to (DeepSeek's `Gate.forward` selection).
+    fn select(&self, scores: &[f32]) -> Vec<usize> {
+        let e = scores.len();
+        let mut choice: Vec<f32> = match &self.bias {
+            Some(b) => scores.iter().zip(b).map(|(s, b)| s + b).collect(),
+            None => scores.to_vec(),
+        };
+        if self.method != TopkMethod::Greedy && self.n_group > 1 {
+            let per = e / self.n_group;
+            let group_scores: Vec<f32> = choice
+                .chunks_exact(per)
+                .map(|g| match self.method {
+                    // noaux_tc: a group is as good as its two best experts
+                    TopkMethod::NoauxTc => top_k_indices(g, 2).iter().map(|&i| g[i]).sum(),
+                    _ => g.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                })
+                .collect();
+            let keep = top_k_indices(&group_scores, self.topk_group);
+            for (gi, g) in choice.chunks_exact_mut(per).enumerate() {
+                if !keep.contains(&gi) {
+                    g.fill(f32::NEG_INFINITY);
+                }
+            }
+        }
+        top_k_indices(&choice, self.top_k)
+    }
+
+    /// Unbiased scores of the chosen experts -> mixing weights.
+    fn weigh(&self, w: &mut [f32]) {
+        let normalise = |w: &mut [f32]| {
+            let sum: f32 = w.iter().sum::<f32>() + 1e-20;
+            w.iter_mut().for_each(|v| *v /= sum);
+        };
+        match self.scoring {
+            // V3: renormalise (norm_topk_prob), then scale.
+            ScoringFunc::Sigmoid => {
+                if self.norm_topk_prob {
+                    normalise(w);
+                }
+                w.iter_mut().for_each(|v| *v *= self.route_scale);
+            }
+            // V2's reference: either renormalise or scale, never both.
+            ScoringFunc::Softmax => {
+                if self.norm_topk_prob && self.top_k > 1 {
+                    normalise(w);
+                } else {
+                    w.iter_mut().for_each(|v| *v *= self.route_scale);
+                }
+            }
+        }
+    }
+}
+
+/// Indices of the `k` largest values, best first; ties go to the lower index.
+fn top_k_indices(v: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+pub struct Moe {
+    pub gate: Gate,
+    pub experts: Vec<Mlp>,
+    pub shared: Option<Mlp>,
+}
+
+impl Moe {
+    pub(crate) fn load(w: &WeightLoader, cfg: &ModelConfig, p: &str) -> Result<Moe, ModelError> {
+        let (hidden, inter) = (cfg.hidden_size, cfg.moe_intermediate_size);
+        let experts = (0..cfg.n_routed_experts)
+            .map(|i| Mlp::load(w, &format!("{p}.experts.{i}"), hidden, inter))
+            .collect::<Result<_, _>>()?;
+        let shared = match cfg.n_shared_experts {
+            0 => None,
+            n => Some(Mlp::load(w, &format!("{p}.shared_experts"), hidden, inter * n)?),
+        };
+        Ok(Moe {
+            gate: Gate::load(w, cfg, &format!("{p}.gate"))?,
+            experts,
+            shared,
+        })
+    }
+
+    /// `x`: [tokens, hidden] -> [tokens, hidden], and the routing (for tracing).
+    pub fn forward(&self, be: &dyn Backend, x: &[f32]) -> (Vec<f32>, Routing) {
+        let hidden = self.gate.weight.cols;
+        let tokens = x.len() / hidden;
+        let routing = self.gate.route(be, x);
+        let k = self.gate.top_k;
+
+        // Bucket (token, weight) pairs by expert once.
+        let mut buckets: Vec<Vec<(usize, f32)>> = vec![Vec::new(); self.experts.len()];
+        for t in 0..tokens {
+            for j in 0..k {
+                buckets[routing.indices[t * k + j]].push((t, routing.weights[t * k + j]));
+            }
+        }
+        let mut out = vec![0f32; tokens * hidden];
+        let mut xs = Vec::new();
+        for (expert, bucket) in self.experts.iter().zip(&buckets) {
+            if bucket.is_empty() {
+                continue;
+            }
+            xs.clear();
+            for &(t, _) in bucket {
+                xs.extend_from_slice(&x[t * hidden..(t + 1) * hidden]);
+            }
+            let ys = expert.forward(be, &xs);
+            for (i, &(t, wt)) in bucket.iter().enumerate() {
+                for (o, &y) in out[t * hidden..(t + 1) * hidden].iter_mut().zip(&ys[i * hidden..]) {
+                    *o += wt * y;
+                }
+            }
+        }
+        if let Some(shared) = &self.shared {
+            for (o, s) in out.iter_mut().zip(shared.forward(be, x)) {
+                *o += s;
+            }
+        }
+        (out, routing)
+    }
+}

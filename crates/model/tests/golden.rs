@@ -1,0 +1,263 @@
+//! Logits, residual streams, routing and greedy continuations against goldens that
+//! transformers (pinned, float32) produced with `scripts/reference/generate.py`.
+
+use std::path::PathBuf;
+
+use loader::{Checkpoint, SafetensorsFile};
+use model::{ForwardBatch, LogitsMode, Model, SeqChunk, Trace};
+
+const MODELS: [&str; 4] = ["v3_yarn_mtp", "v3_nolora_f16", "v3_fp8_sharded", "v2_softmax_grouped"];
+
+fn golden_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name)
+}
+
+struct Case {
+    model: Model,
+    golden: SafetensorsFile,
+}
+
+impl Case {
+    fn open(name: &str) -> Case {
+        let dir = golden_dir(name);
+        let ckpt = Checkpoint::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model = Model::load(&ckpt).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let golden = SafetensorsFile::open(&dir.join("goldens.safetensors")).unwrap();
+        Case { model, golden }
+    }
+
+    fn f32s(&self, key: &str) -> Vec<f32> {
+        self.golden.tensor(key).unwrap().to_f32_vec()
+    }
+
+    fn ids(&self, key: &str) -> Vec<u32> {
+        self.golden.tensor(key).unwrap().to_i64_vec().unwrap().iter().map(|&x| x as u32).collect()
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.golden.get(key).is_some()
+    }
+
+    fn count(&self, prefix: &str, suffix: &str) -> usize {
+        (0..).take_while(|k| self.has(&format!("{prefix}.{k}.{suffix}"))).count()
+    }
+
+    /// One-shot prefill from position 0 in a fresh cache.
+    fn prefill(&self, ids: &[u32], trace: Option<&mut Trace>) -> Vec<f32> {
+        let mut cache = self.model.new_cache(1, ids.len() + 1);
+        let batch = ForwardBatch {
+            seqs: vec![SeqChunk { slot: 0, start_pos: 0, tokens: ids }],
+            logits: LogitsMode::All,
+        };
+        self.model.forward_traced(&batch, &mut cache, trace).unwrap()
+    }
+}
+
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Every row (token) of `[rows, width]` within `tol` relative L2.
+fn assert_rows_close(what: &str, got: &[f32], want: &[f32], width: usize, tol: f64) {
+    for (r, (g, w)) in got.chunks(width).zip(want.chunks(width)).enumerate() {
+        let e = rel_l2(g, w);
+        assert!(e <= tol, "{what}: row {r} relative L2 error {e:.3e} > {tol:.0e}");
+    }
+}
+
+fn check_prefill(name: &str) {
+    let case = Case::open(name);
+    let cfg = &case.model.config;
+    let prompts = case.count("prompt", "ids");
+    assert!(prompts >= 3, "{name}: expected several prompts");
+    for k in 0..prompts {
+        let ids = case.ids(&format!("prompt.{k}.ids"));
+        let mut trace = Trace::default();
+        let logits = case.prefill(&ids, Some(&mut trace));
+        let want = case.f32s(&format!("prompt.{k}.logits"));
+        assert_rows_close(&format!("{name} prompt {k} logits"), &logits, &want, cfg.vocab_size, 1e-4);
+
+        for l in 0..cfg.num_hidden_layers {
+            let want = case.f32s(&format!("prompt.{k}.residual.{l}"));
+            let e = rel_l2(&trace.residual[l], &want);
+            assert!(e <= 1e-5, "{name} prompt {k} layer {l}: residual rel L2 {e:.3e} > 1e-5");
+
+            let key = format!("prompt.{k}.router.{l}");
+            match (&trace.router[l], case.has(&format!("{key}.indices"))) {
+                (Some((idx, wts)), true) => {
+                    let top_k = cfg.num_experts_per_tok;
+                    let want_idx = case.ids(&format!("{key}.indices"));
+                    let want_w = case.f32s(&format!("{key}.weights"));
+                    for t in 0..ids.len() {
+                        // goldens are sorted by expert index; so are ours after this
+                        let mut pairs: Vec<(usize, f32)> = (0..top_k)
+                            .map(|j| (idx[t * top_k + j], wts[t * top_k + j]))
+                            .collect();
+                        pairs.sort_by_key(|p| p.0);
+                        let got_idx: Vec<u32> = pairs.iter().map(|p| p.0 as u32).collect();
+                        assert_eq!(
+                            got_idx,
+                            want_idx[t * top_k..(t + 1) * top_k],
+                            "{name} prompt {k} layer {l} token {t}: routed experts differ"
+                        );
+                        let got_w: Vec<f32> = pairs.iter().map(|p| p.1).collect();
+                        let e = rel_l2(&got_w, &want_w[t * top_k..(t + 1) * top_k]);
+                        assert!(e <= 1e-5, "{name} prompt {k} layer {l} token {t}: router weights rel {e:.3e}");
+                    }
+                }
+                (None, false) => {}
+                (got, want) => panic!(
+                    "{name} layer {l}: MoE layer mismatch (ours routed: {}, golden routed: {want})",
+                    got.is_some()
+                ),
+            }
+        }
+    }
+}
+
+fn check_greedy(name: &str) {
+    let case = Case::open(name);
+    let vocab = case.model.config.vocab_size;
+    let cases = case.count("greedy", "ids");
+    assert!(cases >= 2);
+    for g in 0..cases {
+        let prompt = case.ids(&format!("greedy.{g}.prompt_ids"));
+        let want_ids = case.ids(&format!("greedy.{g}.ids"));
+        let want_logits = case.f32s(&format!("greedy.{g}.step_logits"));
+        let steps = want_ids.len();
+        let mut cache = case.model.new_cache(1, prompt.len() + steps);
+        let mut logits = case
+            .model
+            .forward(
+                &ForwardBatch {
+                    seqs: vec![SeqChunk { slot: 0, start_pos: 0, tokens: &prompt }],
+                    logits: LogitsMode::Last,
+                },
+                &mut cache,
+            )
+            .unwrap();
+        let mut got = Vec::new();
+        for step in 0..steps {
+            let e = rel_l2(&logits, &want_logits[step * vocab..(step + 1) * vocab]);
+            assert!(e <= 1e-4, "{name} greedy {g} step {step}: logits rel L2 {e:.3e} > 1e-4");
+            let next = argmax(&logits);
+            got.push(next);
+            let pos = prompt.len() + step;
+            logits = case
+                .model
+                .forward(
+                    &ForwardBatch {
+                        seqs: vec![SeqChunk { slot: 0, start_pos: pos, tokens: &[next] }],
+                        logits: LogitsMode::Last,
+                    },
+                    &mut cache,
+                )
+                .unwrap();
+        }
+        assert_eq!(got, want_ids, "{name} greedy {g}: ids differ");
+    }
+}
+
+/// Chunked prefill, token-by-token decode through the cache, and several sequences in one
+/// batch all give the one-shot prefill's logits.
+fn check_cache_paths(name: &str) {
+    let case = Case::open(name);
+    let vocab = case.model.config.vocab_size;
+    let k = case.count("prompt", "ids") - 1;
+    let ids = case.ids(&format!("prompt.{k}.ids"));
+    let n = ids.len();
+    let one_shot = case.prefill(&ids, None);
+
+    // chunks of uneven sizes
+    let mut cache = case.model.new_cache(1, n);
+    let mut chunked = Vec::new();
+    let bounds = [0, 1, n / 3, n / 3 + 7, n];
+    for w in bounds.windows(2) {
+        let (a, b) = (w[0], w[1].min(n));
+        if a >= b {
+            continue;
+        }
+        let batch = ForwardBatch {
+            seqs: vec![SeqChunk { slot: 0, start_pos: a, tokens: &ids[a..b] }],
+            logits: LogitsMode::All,
+        };
+        chunked.extend(case.model.forward(&batch, &mut cache).unwrap());
+    }
+    assert_rows_close(&format!("{name} chunked prefill"), &chunked, &one_shot, vocab, 1e-5);
+
+    // one token at a time
+    let mut cache = case.model.new_cache(1, n);
+    let mut stepwise = Vec::new();
+    for (i, t) in ids.iter().enumerate() {
+        let batch = ForwardBatch {
+            seqs: vec![SeqChunk { slot: 0, start_pos: i, tokens: std::slice::from_ref(t) }],
+            logits: LogitsMode::Last,
+        };
+        stepwise.extend(case.model.forward(&batch, &mut cache).unwrap());
+    }
+    assert_rows_close(&format!("{name} decode through cache"), &stepwise, &one_shot, vocab, 1e-5);
+
+    // two sequences in one batch, in slots 1 and 0, the second a prefix of the first
+    let short = &ids[..n / 2];
+    let mut cache = case.model.new_cache(2, n);
+    let batch = ForwardBatch {
+        seqs: vec![
+            SeqChunk { slot: 1, start_pos: 0, tokens: &ids },
+            SeqChunk { slot: 0, start_pos: 0, tokens: short },
+        ],
+        logits: LogitsMode::All,
+    };
+    let both = case.model.forward(&batch, &mut cache).unwrap();
+    assert_rows_close(&format!("{name} batched (long)"), &both[..n * vocab], &one_shot, vocab, 1e-6);
+    assert_rows_close(
+        &format!("{name} batched (short)"),
+        &both[n * vocab..],
+        &one_shot[..short.len() * vocab],
+        vocab,
+        1e-5,
+    );
+}
+
+#[test]
+fn prefill_matches_reference() {
+    for name in MODELS {
+        check_prefill(name);
+    }
+}
+
+#[test]
+fn greedy_decode_matches_reference() {
+    for name in MODELS {
+        check_greedy(name);
+    }
+}
+
+#[test]
+fn chunked_prefill_and_decode_equal_one_shot() {
+    for name in MODELS {
+        check_cache_paths(name);
+    }
+}
+
+#[test]
+fn mtp_module_is_loaded_apart_from_the_layers() {
+    let case = Case::open("v3_yarn_mtp");
+    assert_eq!(case.model.layers.len(), case.model.config.num_hidden_layers);
+    assert_eq!(case.model.mtp.len(), 1);
+    let case = Case::open("v3_fp8_sharded");
+    assert_eq!(case.model.mtp.len(), 1);
+    assert_eq!(case.model.mtp[0].eh_proj.dtype(), loader::DType::F8E4M3);
+}
