@@ -155,6 +155,20 @@ V2_SOFTMAX_GROUPED = {  # real V2 configs carry no num_nextn_predict_layers
     "vocab_size": 320,
 }
 
+# V2-Lite's shape: no q low-rank, plain greedy top-k over all experts, two shared experts.
+V2_LITE_GREEDY = dict(
+    V2_SOFTMAX_GROUPED,
+    q_lora_rank=None,
+    topk_method="greedy",
+    n_group=1,
+    topk_group=1,
+    n_routed_experts=8,
+    num_experts_per_tok=3,
+    n_shared_experts=2,
+    routed_scaling_factor=1.0,
+    num_hidden_layers=2,
+)
+
 # storage: "bf16" (all bf16), "f16" (f16, norms f32), "fp8" (block fp8 linears, rest bf16).
 # e_score_correction_bias is always f32.
 MODELS = [
@@ -166,6 +180,8 @@ MODELS = [
          prompts=[1, 8, 70], greedy=[4, 66]),
     dict(name="v2_softmax_grouped", config=V2_SOFTMAX_GROUPED, storage="bf16", shards=1, seed=4,
          prompts=[1, 7, 60], greedy=[4, 30]),
+    dict(name="v2_lite_greedy", config=V2_LITE_GREEDY, storage="bf16", shards=1, seed=5,
+         prompts=[1, 11, 45], greedy=[6, 25]),
 ]
 
 

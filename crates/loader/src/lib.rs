@@ -11,6 +11,7 @@ mod dtype;
 mod error;
 mod safetensors;
 mod storage;
+mod writer;
 
 pub use checkpoint::Checkpoint;
 pub use config::{
@@ -20,3 +21,4 @@ pub use dtype::{DType, bf16_to_f32, f16_to_f32, fp8_e4m3_to_f32};
 pub use error::{LoadError, Result};
 pub use safetensors::SafetensorsFile;
 pub use storage::{Storage, Tensor};
+pub use writer::{TensorOut, write_safetensors};

@@ -6,7 +6,13 @@ use std::path::PathBuf;
 use loader::{Checkpoint, SafetensorsFile};
 use model::{ForwardBatch, LogitsMode, Model, SeqChunk, Trace};
 
-const MODELS: [&str; 4] = ["v3_yarn_mtp", "v3_nolora_f16", "v3_fp8_sharded", "v2_softmax_grouped"];
+const MODELS: [&str; 5] = [
+    "v3_yarn_mtp",
+    "v3_nolora_f16",
+    "v3_fp8_sharded",
+    "v2_softmax_grouped",
+    "v2_lite_greedy",
+];
 
 fn golden_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name)
