@@ -33,7 +33,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 16)]
     pub max_tokens: usize,
     /// 0 is greedy decoding; higher values sample from softmax(logits / temperature).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Seed for sampling (temperature > 0).
     #[arg(long, default_value_t = 0)]
@@ -57,7 +57,9 @@ fn parse_ids(s: &str) -> Result<TokenIds, String> {
         .split(',')
         .map(|x| {
             let x = x.trim();
-            x.parse::<u32>().map_err(|_| format!("`{x}` is not a token id (expected comma-separated non-negative integers)"))
+            x.parse::<u32>().map_err(|_| {
+                format!("`{x}` is not a token id (expected comma-separated non-negative integers)")
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if ids.is_empty() {
@@ -76,7 +78,11 @@ pub fn logits(a: &LogitsArgs) -> Result<()> {
     let ids = &a.token_ids.0;
     let mut cache = model.new_cache(1, ids.len());
     let batch = ForwardBatch {
-        seqs: vec![SeqChunk { slot: 0, start_pos: 0, tokens: ids }],
+        seqs: vec![SeqChunk {
+            slot: 0,
+            start_pos: 0,
+            tokens: ids,
+        }],
         logits: LogitsMode::All,
     };
     let logits = model.forward(&batch, &mut cache)?;
@@ -92,8 +98,11 @@ pub fn logits(a: &LogitsArgs) -> Result<()> {
 }
 
 pub fn generate(a: &GenerateArgs) -> Result<()> {
-    if !(a.temperature >= 0.0) || !a.temperature.is_finite() {
-        bail!("--temperature must be a finite number >= 0 (got {})", a.temperature);
+    if !a.temperature.is_finite() || a.temperature < 0.0 {
+        bail!(
+            "--temperature must be a finite number >= 0 (got {})",
+            a.temperature
+        );
     }
     let model = load(&a.model)?;
     let prompt = &a.token_ids.0;
@@ -116,7 +125,11 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     let mut pos = 0;
     while out.len() < a.max_tokens && pos + chunk.len() <= capacity {
         let batch = ForwardBatch {
-            seqs: vec![SeqChunk { slot: 0, start_pos: pos, tokens: &chunk }],
+            seqs: vec![SeqChunk {
+                slot: 0,
+                start_pos: pos,
+                tokens: &chunk,
+            }],
             logits: LogitsMode::Last,
         };
         let logits = model.forward(&batch, &mut cache)?;
@@ -164,7 +177,10 @@ fn argmax(v: &[f32]) -> u32 {
 
 fn sample(logits: &[f32], temperature: f32, rng: &mut SplitMix64) -> u32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let p: Vec<f64> = logits.iter().map(|&l| (((l - max) / temperature) as f64).exp()).collect();
+    let p: Vec<f64> = logits
+        .iter()
+        .map(|&l| (((l - max) / temperature) as f64).exp())
+        .collect();
     let total: f64 = p.iter().sum();
     let mut u = rng.next_f64() * total;
     for (i, &pi) in p.iter().enumerate() {

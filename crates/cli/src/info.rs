@@ -51,7 +51,9 @@ pub fn run(a: &InfoArgs) -> Result<()> {
         total
     };
     let kv_values = c.kv_values_per_token_per_layer() * c.num_hidden_layers;
-    let moe_layers = (0..c.num_hidden_layers).filter(|&i| c.is_moe_layer(i)).count();
+    let moe_layers = (0..c.num_hidden_layers)
+        .filter(|&i| c.is_moe_layer(i))
+        .count();
     let rope = match &c.rope_scaling {
         None => "plain".to_string(),
         Some(RopeScaling::Yarn(y)) => format!(
@@ -119,7 +121,11 @@ pub fn run(a: &InfoArgs) -> Result<()> {
         );
     }
     println!("mtp modules    {}", c.num_nextn_predict_layers);
-    println!("parameters     {} total, {} active per token", human(total), human(active));
+    println!(
+        "parameters     {} total, {} active per token",
+        human(total),
+        human(active)
+    );
     if mtp > 0 {
         println!("               + {} in the MTP module(s)", human(mtp));
     }

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "deeprust", version, about = "DeepSeek-V3 family inference in Rust")]
+#[command(
+    name = "deeprust",
+    version,
+    about = "DeepSeek-V3 family inference in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -124,7 +124,7 @@ impl ModelConfig {
     pub fn is_moe_layer(&self, i: usize) -> bool {
         self.n_routed_experts > 0
             && i >= self.first_k_dense_replace
-            && i % self.moe_layer_freq.max(1) == 0
+            && i.is_multiple_of(self.moe_layer_freq.max(1))
     }
 
     /// Values cached per token and layer by MLA: the latent c_kv plus the shared roped k_pe.
@@ -160,7 +160,7 @@ impl ModelConfig {
                 return bad(name, "must be positive".into());
             }
         }
-        if self.qk_rope_head_dim % 2 != 0 {
+        if !self.qk_rope_head_dim.is_multiple_of(2) {
             return bad(
                 "qk_rope_head_dim",
                 format!("{} is odd; RoPE rotates pairs", self.qk_rope_head_dim),
@@ -182,7 +182,7 @@ impl ModelConfig {
                     ),
                 );
             }
-            if self.n_group == 0 || self.n_routed_experts % self.n_group != 0 {
+            if self.n_group == 0 || !self.n_routed_experts.is_multiple_of(self.n_group) {
                 return bad(
                     "n_group",
                     format!(
@@ -194,7 +194,10 @@ impl ModelConfig {
             if self.topk_group == 0 || self.topk_group > self.n_group {
                 return bad(
                     "topk_group",
-                    format!("{} is not in 1..={} (n_group)", self.topk_group, self.n_group),
+                    format!(
+                        "{} is not in 1..={} (n_group)",
+                        self.topk_group, self.n_group
+                    ),
                 );
             }
             let per_group = self.n_routed_experts / self.n_group;
@@ -212,7 +215,8 @@ impl ModelConfig {
             if self.topk_method == TopkMethod::NoauxTc && per_group < 2 {
                 return bad(
                     "n_group",
-                    "noaux_tc scores a group by its top-2 experts; each group needs at least 2".into(),
+                    "noaux_tc scores a group by its top-2 experts; each group needs at least 2"
+                        .into(),
                 );
             }
             if self.moe_layer_freq == 0 {
@@ -220,8 +224,11 @@ impl ModelConfig {
             }
         }
         if let Some(RopeScaling::Yarn(y)) = &self.rope_scaling {
-            if !(y.factor > 0.0) {
-                return bad("rope_scaling.factor", format!("{} must be positive", y.factor));
+            if y.factor.is_nan() || y.factor <= 0.0 {
+                return bad(
+                    "rope_scaling.factor",
+                    format!("{} must be positive", y.factor),
+                );
             }
             if y.original_max_position_embeddings == 0 {
                 return bad(
@@ -230,10 +237,10 @@ impl ModelConfig {
                 );
             }
         }
-        if !(self.rms_norm_eps >= 0.0) {
+        if self.rms_norm_eps.is_nan() || self.rms_norm_eps < 0.0 {
             return bad("rms_norm_eps", "must be non-negative".into());
         }
-        if !(self.rope_theta > 0.0) {
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
             return bad("rope_theta", "must be positive".into());
         }
         Ok(())
@@ -342,19 +349,30 @@ impl Fields<'_> {
 
     fn parse(&self) -> Result<ModelConfig> {
         let model_type = self.req_str("model_type")?.to_string();
-        if !matches!(model_type.as_str(), "deepseek_v3" | "deepseek_v2" | "kimi_k2") {
+        if !matches!(
+            model_type.as_str(),
+            "deepseek_v3" | "deepseek_v2" | "kimi_k2"
+        ) {
             return Err(self.bad(
                 "model_type",
-                format!("`{model_type}` is not of the DeepSeek-V3 family (deepseek_v3, deepseek_v2)"),
+                format!(
+                    "`{model_type}` is not of the DeepSeek-V3 family (deepseek_v3, deepseek_v2)"
+                ),
             ));
         }
-        if let Some(act) = self.value("hidden_act") {
-            if act.as_str() != Some("silu") {
-                return Err(self.bad("hidden_act", format!("{act} is unsupported (only \"silu\")")));
-            }
+        if let Some(act) = self.value("hidden_act")
+            && act.as_str() != Some("silu")
+        {
+            return Err(self.bad(
+                "hidden_act",
+                format!("{act} is unsupported (only \"silu\")"),
+            ));
         }
         if self.opt_bool("attention_bias", false)? {
-            return Err(self.bad("attention_bias", "true is unsupported (DeepSeek models have no attention bias)".into()));
+            return Err(self.bad(
+                "attention_bias",
+                "true is unsupported (DeepSeek models have no attention bias)".into(),
+            ));
         }
         if self.opt_bool("mlp_bias", false)? {
             return Err(self.bad("mlp_bias", "true is unsupported".into()));
@@ -363,7 +381,11 @@ impl Fields<'_> {
         let moe = n_routed_experts > 0;
         // MoE fields are required only for models that have routed experts.
         let moe_usize = |k: &str| -> Result<usize> {
-            if moe { self.req_usize(k) } else { Ok(self.opt_usize(k)?.unwrap_or(0)) }
+            if moe {
+                self.req_usize(k)
+            } else {
+                Ok(self.opt_usize(k)?.unwrap_or(0))
+            }
         };
         let topk_method = match (moe, self.value("topk_method").and_then(|v| v.as_str())) {
             (_, Some("noaux_tc")) => TopkMethod::NoauxTc,
@@ -413,12 +435,28 @@ impl Fields<'_> {
             n_shared_experts: self.opt_usize("n_shared_experts")?.unwrap_or(0),
             moe_intermediate_size: moe_usize("moe_intermediate_size")?,
             num_experts_per_tok: moe_usize("num_experts_per_tok")?,
-            n_group: if moe { self.opt_usize("n_group")?.unwrap_or(1) } else { 1 },
-            topk_group: if moe { self.opt_usize("topk_group")?.unwrap_or(1) } else { 1 },
+            n_group: if moe {
+                self.opt_usize("n_group")?.unwrap_or(1)
+            } else {
+                1
+            },
+            topk_group: if moe {
+                self.opt_usize("topk_group")?.unwrap_or(1)
+            } else {
+                1
+            },
             topk_method,
             scoring_func,
-            norm_topk_prob: if moe { self.req_bool("norm_topk_prob")? } else { false },
-            routed_scaling_factor: if moe { self.req_f64("routed_scaling_factor")? } else { 1.0 },
+            norm_topk_prob: if moe {
+                self.req_bool("norm_topk_prob")?
+            } else {
+                false
+            },
+            routed_scaling_factor: if moe {
+                self.req_f64("routed_scaling_factor")?
+            } else {
+                1.0
+            },
             first_k_dense_replace: moe_usize("first_k_dense_replace")?,
             moe_layer_freq: self.opt_usize("moe_layer_freq")?.unwrap_or(1),
             num_nextn_predict_layers: self.opt_usize("num_nextn_predict_layers")?.unwrap_or(0),
@@ -432,9 +470,12 @@ impl Fields<'_> {
         let Some(v) = self.value("rope_scaling") else {
             return Ok(None);
         };
-        let o = v
-            .as_object()
-            .ok_or_else(|| self.bad("rope_scaling", format!("expected an object or null, found {v}")))?;
+        let o = v.as_object().ok_or_else(|| {
+            self.bad(
+                "rope_scaling",
+                format!("expected an object or null, found {v}"),
+            )
+        })?;
         let kind = o
             .get("rope_type")
             .or_else(|| o.get("type"))
@@ -444,15 +485,20 @@ impl Fields<'_> {
             return Ok(None);
         }
         if kind != "yarn" {
-            return Err(self.bad("rope_scaling.type", format!("`{kind}` is unsupported (only \"yarn\")")));
+            return Err(self.bad(
+                "rope_scaling.type",
+                format!("`{kind}` is unsupported (only \"yarn\")"),
+            ));
         }
         let num = |k: &str| -> Result<Option<f64>> {
             match o.get(k).filter(|v| !v.is_null()) {
                 None => Ok(None),
-                Some(v) => v
-                    .as_f64()
-                    .map(Some)
-                    .ok_or_else(|| self.bad(&format!("rope_scaling.{k}"), format!("expected a number, found {v}"))),
+                Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                    self.bad(
+                        &format!("rope_scaling.{k}"),
+                        format!("expected a number, found {v}"),
+                    )
+                }),
             }
         };
         let factor = num("factor")?.ok_or_else(|| self.missing("rope_scaling.factor"))?;
@@ -487,20 +533,28 @@ impl Fields<'_> {
         if method != Some("fp8") {
             return Err(self.bad(
                 "quantization_config.quant_method",
-                format!("{} is unsupported (only \"fp8\" block-scaled)", v.get("quant_method").unwrap_or(&Value::Null)),
+                format!(
+                    "{} is unsupported (only \"fp8\" block-scaled)",
+                    v.get("quant_method").unwrap_or(&Value::Null)
+                ),
             ));
         }
         if let Some(fmt) = v.get("fmt").and_then(|m| m.as_str())
             && fmt != "e4m3"
         {
-            return Err(self.bad("quantization_config.fmt", format!("`{fmt}` is unsupported (only e4m3)")));
+            return Err(self.bad(
+                "quantization_config.fmt",
+                format!("`{fmt}` is unsupported (only e4m3)"),
+            ));
         }
         let block = match v.get("weight_block_size").filter(|b| !b.is_null()) {
             None => [128, 128],
             Some(b) => {
-                let dims: Option<Vec<usize>> = b
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect());
+                let dims: Option<Vec<usize>> = b.as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_u64().map(|x| x as usize))
+                        .collect()
+                });
                 match dims.as_deref() {
                     Some([r, c]) if *r > 0 && *c > 0 => [*r, *c],
                     _ => {

@@ -48,6 +48,8 @@ pub enum LoadError {
         field: String,
         reason: String,
     },
-    #[error("{path}: no weights found (expected model.safetensors or model.safetensors.index.json)")]
+    #[error(
+        "{path}: no weights found (expected model.safetensors or model.safetensors.index.json)"
+    )]
     NoWeights { path: PathBuf },
 }

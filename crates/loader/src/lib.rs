@@ -14,9 +14,7 @@ mod storage;
 mod writer;
 
 pub use checkpoint::Checkpoint;
-pub use config::{
-    ModelConfig, Quantization, RopeScaling, ScoringFunc, TopkMethod, YarnParams,
-};
+pub use config::{ModelConfig, Quantization, RopeScaling, ScoringFunc, TopkMethod, YarnParams};
 pub use dtype::{DType, bf16_to_f32, f16_to_f32, fp8_e4m3_to_f32};
 pub use error::{LoadError, Result};
 pub use safetensors::SafetensorsFile;

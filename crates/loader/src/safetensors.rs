@@ -105,8 +105,8 @@ impl SafetensorsFile {
                 .get("dtype")
                 .and_then(|v| v.as_str())
                 .ok_or_else(|| bad_t("missing `dtype`".into()))?;
-            let dtype = DType::parse(dtype_s)
-                .ok_or_else(|| bad_t(format!("unknown dtype `{dtype_s}`")))?;
+            let dtype =
+                DType::parse(dtype_s).ok_or_else(|| bad_t(format!("unknown dtype `{dtype_s}`")))?;
             let shape: Vec<usize> = info
                 .get("shape")
                 .and_then(|v| v.as_array())

@@ -44,6 +44,32 @@ impl Tensor {
         }
     }
 
+    /// A tensor over owned bytes (built in memory, e.g. by tests or a repacking step).
+    /// Fails if `bytes` does not hold exactly `shape` elements of `dtype`.
+    pub fn from_bytes(
+        name: &str,
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: Vec<u8>,
+    ) -> Result<Tensor, String> {
+        let want = shape.iter().product::<usize>() * dtype.size();
+        if bytes.len() != want {
+            return Err(format!(
+                "tensor `{name}`: {} bytes given, {dtype} {shape:?} needs {want}",
+                bytes.len()
+            ));
+        }
+        let len = bytes.len();
+        Ok(Tensor::new(
+            name.to_string(),
+            dtype,
+            shape,
+            Arc::new(bytes),
+            0,
+            len,
+        ))
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &(*self.storage).as_ref()[self.offset..self.offset + self.len]
     }

@@ -15,7 +15,11 @@ pub struct TensorOut<'a> {
 }
 
 /// Write `tensors` (in order) as a safetensors file, with optional string metadata.
-pub fn write_safetensors(path: &Path, tensors: &[TensorOut<'_>], metadata: &[(&str, &str)]) -> Result<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[TensorOut<'_>],
+    metadata: &[(&str, &str)],
+) -> Result<()> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         let m: serde_json::Map<_, _> = metadata
@@ -33,9 +37,10 @@ pub fn write_safetensors(path: &Path, tensors: &[TensorOut<'_>], metadata: &[(&s
         );
         offset += n;
     }
-    let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).expect("JSON of strings and numbers");
+    let mut h = serde_json::to_vec(&serde_json::Value::Object(header))
+        .expect("JSON of strings and numbers");
     // pad the header so the data starts 8-byte aligned, as other writers do
-    while (8 + h.len()) % 8 != 0 {
+    while !(8 + h.len()).is_multiple_of(8) {
         h.push(b' ');
     }
     let io = |source| LoadError::Io {

@@ -8,6 +8,7 @@ use crate::mla::{AttnSpan, Mla};
 use crate::moe::{Mlp, Moe, Routing};
 use crate::weights::WeightLoader;
 
+#[allow(clippy::large_enum_variant)] // one per layer; boxing buys nothing
 pub enum Ffn {
     Dense(Mlp),
     Moe(Moe),
@@ -23,12 +24,22 @@ pub struct Block {
 
 impl Block {
     /// Layer `i` under prefix `p` (e.g. `model.layers.3`). MTP layers pass their own index.
-    pub(crate) fn load(w: &WeightLoader, cfg: &ModelConfig, i: usize, p: &str) -> Result<Block, ModelError> {
+    pub(crate) fn load(
+        w: &WeightLoader,
+        cfg: &ModelConfig,
+        i: usize,
+        p: &str,
+    ) -> Result<Block, ModelError> {
         let hidden = cfg.hidden_size;
         let ffn = if cfg.is_moe_layer(i) {
             Ffn::Moe(Moe::load(w, cfg, &format!("{p}.mlp"))?)
         } else {
-            Ffn::Dense(Mlp::load(w, &format!("{p}.mlp"), hidden, cfg.intermediate_size)?)
+            Ffn::Dense(Mlp::load(
+                w,
+                &format!("{p}.mlp"),
+                hidden,
+                cfg.intermediate_size,
+            )?)
         };
         Ok(Block {
             attn_norm: w.vector(&format!("{p}.input_layernorm.weight"), hidden)?,

@@ -53,7 +53,12 @@ impl KvCache {
 
     /// Check that `slot` can take `n` tokens starting at `start` (a chunk may rewrite a
     /// suffix, never leave a gap), and record its new length.
-    pub(crate) fn reserve(&mut self, slot: usize, start: usize, n: usize) -> Result<(), ModelError> {
+    pub(crate) fn reserve(
+        &mut self,
+        slot: usize,
+        start: usize,
+        n: usize,
+    ) -> Result<(), ModelError> {
         if slot >= self.lens.len() {
             return Err(ModelError::BadBatch(format!(
                 "slot {slot} does not exist (the cache has {})",

@@ -16,6 +16,7 @@ use crate::weights::WeightLoader;
 const LATENT_NORM_EPS: f32 = 1e-6;
 
 /// The query path: low-rank (V3, V2) or one projection (V2-Lite, `q_lora_rank: null`).
+#[allow(clippy::large_enum_variant)] // one per layer
 pub enum QProj {
     LowRank {
         wq_a: Matrix,     // [q_lora_rank, hidden]
@@ -67,7 +68,11 @@ impl Mla {
         let r = cfg.kv_lora_rank;
         Ok(Mla {
             q,
-            wkv_a: w.matrix(&format!("{p}.kv_a_proj_with_mqa.weight"), r + cfg.qk_rope_head_dim, hidden)?,
+            wkv_a: w.matrix(
+                &format!("{p}.kv_a_proj_with_mqa.weight"),
+                r + cfg.qk_rope_head_dim,
+                hidden,
+            )?,
             kv_norm: w.vector(&format!("{p}.kv_a_layernorm.weight"), r)?,
             wkv_b: w.matrix(
                 &format!("{p}.kv_b_proj.weight"),
@@ -125,7 +130,10 @@ impl Mla {
         let mut q_pe = vec![0f32; tokens * h * p]; // [tokens, n_heads, rope_dim]
         let mut q_nope = vec![0f32; tokens * h * nope]; // [tokens, n_heads, qk_nope_head_dim]
         for t in 0..tokens {
-            let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+            let (c, s) = (
+                &cos[t * half..(t + 1) * half],
+                &sin[t * half..(t + 1) * half],
+            );
             let row = &mut kv[t * (r + p)..(t + 1) * (r + p)];
             let c_kv = row[..r].to_vec();
             be.rms_norm(&c_kv, &self.kv_norm, self.eps, &mut row[..r]);
@@ -148,7 +156,11 @@ impl Mla {
                 head_in[t * nope..(t + 1) * nope]
                     .copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
             }
-            be.matmul_t(&head_in[..tokens * nope], &w_uk, &mut head_out[..tokens * r]);
+            be.matmul_t(
+                &head_in[..tokens * nope],
+                &w_uk,
+                &mut head_out[..tokens * r],
+            );
             for t in 0..tokens {
                 q_latent[(t * h + head) * r..][..r].copy_from_slice(&head_out[t * r..(t + 1) * r]);
             }
@@ -190,5 +202,130 @@ impl Mla {
         let mut out = vec![0f32; tokens * self.wo.rows];
         be.matmul(&o, &self.wo, &mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The test oracle: attention with K and V decompressed per head from the latent, as
+    //! the paper writes it before absorption. Production never takes this path.
+
+    use super::*;
+    use crate::rope::Rope;
+    use kernels::CpuBackend;
+    use loader::Checkpoint;
+
+    fn naive(m: &Mla, be: &dyn Backend, x: &[f32], cos: &[f32], sin: &[f32]) -> Vec<f32> {
+        let (h, r, p) = (m.n_heads, m.kv_lora_rank, m.qk_rope_head_dim);
+        let (nope, vd) = (m.qk_nope_head_dim, m.v_head_dim);
+        let tokens = cos.len() / (p / 2);
+        let half = p / 2;
+        let mut q = vec![0f32; tokens * h * (nope + p)];
+        match &m.q {
+            QProj::LowRank { wq_a, q_norm, wq_b } => {
+                let mut qa = vec![0f32; tokens * wq_a.rows];
+                be.matmul(x, wq_a, &mut qa);
+                let mut qn = vec![0f32; qa.len()];
+                be.rms_norm(&qa, q_norm, m.eps, &mut qn);
+                be.matmul(&qn, wq_b, &mut q);
+            }
+            QProj::Full { wq } => be.matmul(x, wq, &mut q),
+        }
+        let mut kv = vec![0f32; tokens * (r + p)];
+        be.matmul(x, &m.wkv_a, &mut kv);
+        let mut c_kv = vec![0f32; tokens * r];
+        let mut k_pe = vec![0f32; tokens * p];
+        for t in 0..tokens {
+            let row = &kv[t * (r + p)..(t + 1) * (r + p)];
+            be.rms_norm(&row[..r], &m.kv_norm, m.eps, &mut c_kv[t * r..(t + 1) * r]);
+            k_pe[t * p..(t + 1) * p].copy_from_slice(&row[r..]);
+            let (c, s) = (
+                &cos[t * half..(t + 1) * half],
+                &sin[t * half..(t + 1) * half],
+            );
+            be.rope(&mut k_pe[t * p..(t + 1) * p], c, s);
+            for head in 0..h {
+                let at = (t * h + head) * (nope + p) + nope;
+                be.rope(&mut q[at..at + p], c, s);
+            }
+        }
+        // Decompress: [tokens, n_heads * (nope + v)]
+        let mut kv_full = vec![0f32; tokens * h * (nope + vd)];
+        be.matmul(&c_kv, &m.wkv_b, &mut kv_full);
+        let mut o = vec![0f32; tokens * h * vd];
+        for head in 0..h {
+            for t in 0..tokens {
+                let qh = &q[(t * h + head) * (nope + p)..][..nope + p];
+                let mut scores: Vec<f32> = (0..=t)
+                    .map(|j| {
+                        let k = &kv_full[(j * h + head) * (nope + vd)..][..nope];
+                        let dot_nope: f32 = qh[..nope].iter().zip(k).map(|(a, b)| a * b).sum();
+                        let dot_pe: f32 = qh[nope..]
+                            .iter()
+                            .zip(&k_pe[j * p..(j + 1) * p])
+                            .map(|(a, b)| a * b)
+                            .sum();
+                        (dot_nope + dot_pe) * m.softmax_scale
+                    })
+                    .collect();
+                be.softmax(&mut scores);
+                for (j, pj) in scores.iter().enumerate() {
+                    let v = &kv_full[(j * h + head) * (nope + vd) + nope..][..vd];
+                    for (ov, vv) in o[(t * h + head) * vd..][..vd].iter_mut().zip(v) {
+                        *ov += pj * vv;
+                    }
+                }
+            }
+        }
+        let mut out = vec![0f32; tokens * m.wo.rows];
+        be.matmul(&o, &m.wo, &mut out);
+        out
+    }
+
+    #[test]
+    fn absorbed_attention_equals_decompressed() {
+        for name in ["v3_yarn_mtp", "v3_fp8_sharded", "v2_lite_greedy"] {
+            let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/golden")
+                .join(name);
+            let ckpt = Checkpoint::open(&dir).unwrap();
+            let cfg = &ckpt.config;
+            let w = WeightLoader { ckpt: &ckpt };
+            let mla = Mla::load(&w, cfg, "model.layers.1.self_attn").unwrap();
+            let be = CpuBackend::new();
+            let rope = Rope::new(cfg);
+            let tokens = 37;
+            let half = cfg.qk_rope_head_dim / 2;
+            let x: Vec<f32> = (0..tokens * cfg.hidden_size)
+                .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let (mut cos, mut sin) = (vec![0f32; tokens * half], vec![0f32; tokens * half]);
+            for t in 0..tokens {
+                rope.cos_sin(
+                    t,
+                    &mut cos[t * half..(t + 1) * half],
+                    &mut sin[t * half..(t + 1) * half],
+                );
+            }
+            let mut cache = vec![0f32; tokens * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)];
+            let mut spans = [AttnSpan {
+                start_pos: 0,
+                len: tokens,
+                cache: &mut cache,
+            }];
+            let got = mla.forward(&be, &x, &cos, &sin, &mut spans);
+            let want = naive(&mla, &be, &x, &cos, &sin);
+            let err: f64 = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                / want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+            assert!(
+                err < 1e-5,
+                "{name}: absorbed vs decompressed rel L2 {err:.3e}"
+            );
+        }
     }
 }

@@ -47,7 +47,7 @@ pub struct Model {
     pub config: ModelConfig,
     pub embed: Matrix, // [vocab, hidden]
     pub layers: Vec<Block>,
-    pub norm: Vec<f32>, // [hidden]
+    pub norm: Vec<f32>,  // [hidden]
     pub lm_head: Matrix, // [vocab, hidden] (the embedding when tied)
     pub mtp: Vec<Mtp>,
     rope: Rope,
@@ -94,7 +94,11 @@ impl Model {
     }
 
     /// One forward over the batch; returns logits `[rows, vocab]` (rows per `LogitsMode`).
-    pub fn forward(&self, batch: &ForwardBatch<'_>, cache: &mut KvCache) -> Result<Vec<f32>, ModelError> {
+    pub fn forward(
+        &self,
+        batch: &ForwardBatch<'_>,
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, ModelError> {
         self.forward_traced(batch, cache, None)
     }
 
@@ -107,7 +111,11 @@ impl Model {
         let cfg = &self.config;
         let be = self.backend.as_ref();
         self.check_batch(batch, cache)?;
-        let tokens: Vec<u32> = batch.seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        let tokens: Vec<u32> = batch
+            .seqs
+            .iter()
+            .flat_map(|s| s.tokens.iter().copied())
+            .collect();
         let n = tokens.len();
         let d = cfg.hidden_size;
 
@@ -117,7 +125,10 @@ impl Model {
         let mut t = 0;
         for s in &batch.seqs {
             for i in 0..s.tokens.len() {
-                let (c, sn) = (&mut cos[t * half..(t + 1) * half], &mut sin[t * half..(t + 1) * half]);
+                let (c, sn) = (
+                    &mut cos[t * half..(t + 1) * half],
+                    &mut sin[t * half..(t + 1) * half],
+                );
                 self.rope.cos_sin(s.start_pos + i, c, sn);
                 t += 1;
             }
@@ -139,7 +150,14 @@ impl Model {
             LogitsMode::All => (0..n).collect(),
             LogitsMode::Last => {
                 let mut end = 0;
-                batch.seqs.iter().map(|s| { end += s.tokens.len(); end - 1 }).collect()
+                batch
+                    .seqs
+                    .iter()
+                    .map(|s| {
+                        end += s.tokens.len();
+                        end - 1
+                    })
+                    .collect()
             }
         };
         let mut x = Vec::with_capacity(rows.len() * d);
@@ -162,10 +180,20 @@ impl Model {
                 return Err(ModelError::BadBatch(format!("sequence {i} has no tokens")));
             }
             if batch.seqs[..i].iter().any(|o| o.slot == s.slot) {
-                return Err(ModelError::BadBatch(format!("slot {} appears twice", s.slot)));
+                return Err(ModelError::BadBatch(format!(
+                    "slot {} appears twice",
+                    s.slot
+                )));
             }
-            if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= self.config.vocab_size) {
-                return Err(ModelError::TokenOutOfRange { id, vocab: self.config.vocab_size });
+            if let Some(&id) = s
+                .tokens
+                .iter()
+                .find(|&&id| id as usize >= self.config.vocab_size)
+            {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    vocab: self.config.vocab_size,
+                });
             }
         }
         for s in &batch.seqs {
@@ -175,13 +203,22 @@ impl Model {
     }
 
     /// Each chunk's span of the cache for layer `li`.
-    fn spans<'c>(&self, batch: &ForwardBatch<'_>, cache: &'c mut KvCache, li: usize) -> Vec<AttnSpan<'c>> {
+    fn spans<'c>(
+        &self,
+        batch: &ForwardBatch<'_>,
+        cache: &'c mut KvCache,
+        li: usize,
+    ) -> Vec<AttnSpan<'c>> {
         let slots: Vec<usize> = batch.seqs.iter().map(|s| s.slot).collect();
         batch
             .seqs
             .iter()
             .zip(cache.layer_rows(&slots, li))
-            .map(|(s, rows)| AttnSpan { start_pos: s.start_pos, len: s.tokens.len(), cache: rows })
+            .map(|(s, rows)| AttnSpan {
+                start_pos: s.start_pos,
+                len: s.tokens.len(),
+                cache: rows,
+            })
             .collect()
     }
 }

@@ -18,7 +18,12 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub(crate) fn load(w: &WeightLoader, p: &str, hidden: usize, inter: usize) -> Result<Mlp, ModelError> {
+    pub(crate) fn load(
+        w: &WeightLoader,
+        p: &str,
+        hidden: usize,
+        inter: usize,
+    ) -> Result<Mlp, ModelError> {
         Ok(Mlp {
             w1: w.matrix(&format!("{p}.gate_proj.weight"), inter, hidden)?,
             w3: w.matrix(&format!("{p}.up_proj.weight"), inter, hidden)?,
@@ -182,7 +187,12 @@ impl Moe {
             .collect::<Result<_, _>>()?;
         let shared = match cfg.n_shared_experts {
             0 => None,
-            n => Some(Mlp::load(w, &format!("{p}.shared_experts"), hidden, inter * n)?),
+            n => Some(Mlp::load(
+                w,
+                &format!("{p}.shared_experts"),
+                hidden,
+                inter * n,
+            )?),
         };
         Ok(Moe {
             gate: Gate::load(w, cfg, &format!("{p}.gate"))?,
@@ -217,7 +227,10 @@ impl Moe {
             }
             let ys = expert.forward(be, &xs);
             for (i, &(t, wt)) in bucket.iter().enumerate() {
-                for (o, &y) in out[t * hidden..(t + 1) * hidden].iter_mut().zip(&ys[i * hidden..]) {
+                for (o, &y) in out[t * hidden..(t + 1) * hidden]
+                    .iter_mut()
+                    .zip(&ys[i * hidden..])
+                {
                     *o += wt * y;
                 }
             }

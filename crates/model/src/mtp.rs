@@ -12,13 +12,13 @@ use crate::error::ModelError;
 use crate::weights::WeightLoader;
 
 pub struct Mtp {
-    pub embed: Matrix,      // embed_tokens [vocab, hidden]
-    pub enorm: Vec<f32>,    // [hidden]
-    pub hnorm: Vec<f32>,    // [hidden]
-    pub eh_proj: Matrix,    // [hidden, 2 * hidden]
-    pub block: Block,       // a full decoder layer (MoE in V3)
+    pub embed: Matrix,       // embed_tokens [vocab, hidden]
+    pub enorm: Vec<f32>,     // [hidden]
+    pub hnorm: Vec<f32>,     // [hidden]
+    pub eh_proj: Matrix,     // [hidden, 2 * hidden]
+    pub block: Block,        // a full decoder layer (MoE in V3)
     pub head_norm: Vec<f32>, // shared_head.norm [hidden]
-    pub head: Matrix,       // shared_head.head [vocab, hidden]
+    pub head: Matrix,        // shared_head.head [vocab, hidden]
 }
 
 impl Mtp {

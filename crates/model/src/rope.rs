@@ -28,7 +28,10 @@ impl Rope {
             Some(RopeScaling::Yarn(y)) => {
                 let factor = y.factor;
                 let attention_factor = y.attention_factor.unwrap_or_else(|| {
-                    match (y.mscale.filter(|&m| m != 0.0), y.mscale_all_dim.filter(|&m| m != 0.0)) {
+                    match (
+                        y.mscale.filter(|&m| m != 0.0),
+                        y.mscale_all_dim.filter(|&m| m != 0.0),
+                    ) {
                         (Some(m), Some(all)) => yarn_mscale(factor, m) / yarn_mscale(factor, all),
                         _ => yarn_mscale(factor, 1.0),
                     }
@@ -40,7 +43,10 @@ impl Rope {
                 };
                 let low = correction_dim(y.beta_fast).floor().max(0.0);
                 let high = correction_dim(y.beta_slow).ceil().min(dim as f64 - 1.0);
-                let (low, high) = (low as f32, if low == high { high + 0.001 } else { high } as f32);
+                let (low, high) = (
+                    low as f32,
+                    if low == high { high + 0.001 } else { high } as f32,
+                );
                 let inv_freq = pos_freqs
                     .iter()
                     .enumerate()

@@ -30,19 +30,14 @@ impl WeightLoader<'_> {
         } else {
             Matrix::dense(t.clone())
         };
-        m.map_err(|e| ModelError::Weight {
-            path,
-            reason: e.0,
-        })
+        m.map_err(|e| ModelError::Weight { path, reason: e.0 })
     }
 
     /// A small vector (norm weight, bias) widened to f32 once at load.
     pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
-        let t = self.ckpt.tensor_checked(
-            name,
-            &[len],
-            &[DType::BF16, DType::F16, DType::F32],
-        )?;
+        let t = self
+            .ckpt
+            .tensor_checked(name, &[len], &[DType::BF16, DType::F16, DType::F32])?;
         Ok(t.to_f32_vec())
     }
 }

@@ -15,7 +15,9 @@ const MODELS: [&str; 5] = [
 ];
 
 fn golden_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/golden")
+        .join(name)
 }
 
 struct Case {
@@ -37,7 +39,14 @@ impl Case {
     }
 
     fn ids(&self, key: &str) -> Vec<u32> {
-        self.golden.tensor(key).unwrap().to_i64_vec().unwrap().iter().map(|&x| x as u32).collect()
+        self.golden
+            .tensor(key)
+            .unwrap()
+            .to_i64_vec()
+            .unwrap()
+            .iter()
+            .map(|&x| x as u32)
+            .collect()
     }
 
     fn has(&self, key: &str) -> bool {
@@ -45,23 +54,35 @@ impl Case {
     }
 
     fn count(&self, prefix: &str, suffix: &str) -> usize {
-        (0..).take_while(|k| self.has(&format!("{prefix}.{k}.{suffix}"))).count()
+        (0..)
+            .take_while(|k| self.has(&format!("{prefix}.{k}.{suffix}")))
+            .count()
     }
 
     /// One-shot prefill from position 0 in a fresh cache.
     fn prefill(&self, ids: &[u32], trace: Option<&mut Trace>) -> Vec<f32> {
         let mut cache = self.model.new_cache(1, ids.len() + 1);
         let batch = ForwardBatch {
-            seqs: vec![SeqChunk { slot: 0, start_pos: 0, tokens: ids }],
+            seqs: vec![SeqChunk {
+                slot: 0,
+                start_pos: 0,
+                tokens: ids,
+            }],
             logits: LogitsMode::All,
         };
-        self.model.forward_traced(&batch, &mut cache, trace).unwrap()
+        self.model
+            .forward_traced(&batch, &mut cache, trace)
+            .unwrap()
     }
 }
 
 fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len(), "length mismatch");
-    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
     let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
     (num / den.max(1e-30)).sqrt()
 }
@@ -80,7 +101,10 @@ fn argmax(v: &[f32]) -> u32 {
 fn assert_rows_close(what: &str, got: &[f32], want: &[f32], width: usize, tol: f64) {
     for (r, (g, w)) in got.chunks(width).zip(want.chunks(width)).enumerate() {
         let e = rel_l2(g, w);
-        assert!(e <= tol, "{what}: row {r} relative L2 error {e:.3e} > {tol:.0e}");
+        assert!(
+            e <= tol,
+            "{what}: row {r} relative L2 error {e:.3e} > {tol:.0e}"
+        );
     }
 }
 
@@ -94,12 +118,21 @@ fn check_prefill(name: &str) {
         let mut trace = Trace::default();
         let logits = case.prefill(&ids, Some(&mut trace));
         let want = case.f32s(&format!("prompt.{k}.logits"));
-        assert_rows_close(&format!("{name} prompt {k} logits"), &logits, &want, cfg.vocab_size, 1e-4);
+        assert_rows_close(
+            &format!("{name} prompt {k} logits"),
+            &logits,
+            &want,
+            cfg.vocab_size,
+            1e-4,
+        );
 
         for l in 0..cfg.num_hidden_layers {
             let want = case.f32s(&format!("prompt.{k}.residual.{l}"));
             let e = rel_l2(&trace.residual[l], &want);
-            assert!(e <= 1e-5, "{name} prompt {k} layer {l}: residual rel L2 {e:.3e} > 1e-5");
+            assert!(
+                e <= 1e-5,
+                "{name} prompt {k} layer {l}: residual rel L2 {e:.3e} > 1e-5"
+            );
 
             let key = format!("prompt.{k}.router.{l}");
             match (&trace.router[l], case.has(&format!("{key}.indices"))) {
@@ -121,7 +154,10 @@ fn check_prefill(name: &str) {
                         );
                         let got_w: Vec<f32> = pairs.iter().map(|p| p.1).collect();
                         let e = rel_l2(&got_w, &want_w[t * top_k..(t + 1) * top_k]);
-                        assert!(e <= 1e-5, "{name} prompt {k} layer {l} token {t}: router weights rel {e:.3e}");
+                        assert!(
+                            e <= 1e-5,
+                            "{name} prompt {k} layer {l} token {t}: router weights rel {e:.3e}"
+                        );
                     }
                 }
                 (None, false) => {}
@@ -149,7 +185,11 @@ fn check_greedy(name: &str) {
             .model
             .forward(
                 &ForwardBatch {
-                    seqs: vec![SeqChunk { slot: 0, start_pos: 0, tokens: &prompt }],
+                    seqs: vec![SeqChunk {
+                        slot: 0,
+                        start_pos: 0,
+                        tokens: &prompt,
+                    }],
                     logits: LogitsMode::Last,
                 },
                 &mut cache,
@@ -158,7 +198,10 @@ fn check_greedy(name: &str) {
         let mut got = Vec::new();
         for step in 0..steps {
             let e = rel_l2(&logits, &want_logits[step * vocab..(step + 1) * vocab]);
-            assert!(e <= 1e-4, "{name} greedy {g} step {step}: logits rel L2 {e:.3e} > 1e-4");
+            assert!(
+                e <= 1e-4,
+                "{name} greedy {g} step {step}: logits rel L2 {e:.3e} > 1e-4"
+            );
             let next = argmax(&logits);
             got.push(next);
             let pos = prompt.len() + step;
@@ -166,7 +209,11 @@ fn check_greedy(name: &str) {
                 .model
                 .forward(
                     &ForwardBatch {
-                        seqs: vec![SeqChunk { slot: 0, start_pos: pos, tokens: &[next] }],
+                        seqs: vec![SeqChunk {
+                            slot: 0,
+                            start_pos: pos,
+                            tokens: &[next],
+                        }],
                         logits: LogitsMode::Last,
                     },
                     &mut cache,
@@ -197,37 +244,71 @@ fn check_cache_paths(name: &str) {
             continue;
         }
         let batch = ForwardBatch {
-            seqs: vec![SeqChunk { slot: 0, start_pos: a, tokens: &ids[a..b] }],
+            seqs: vec![SeqChunk {
+                slot: 0,
+                start_pos: a,
+                tokens: &ids[a..b],
+            }],
             logits: LogitsMode::All,
         };
         chunked.extend(case.model.forward(&batch, &mut cache).unwrap());
     }
-    assert_rows_close(&format!("{name} chunked prefill"), &chunked, &one_shot, vocab, 1e-5);
+    assert_rows_close(
+        &format!("{name} chunked prefill"),
+        &chunked,
+        &one_shot,
+        vocab,
+        1e-5,
+    );
 
     // one token at a time
     let mut cache = case.model.new_cache(1, n);
     let mut stepwise = Vec::new();
     for (i, t) in ids.iter().enumerate() {
         let batch = ForwardBatch {
-            seqs: vec![SeqChunk { slot: 0, start_pos: i, tokens: std::slice::from_ref(t) }],
+            seqs: vec![SeqChunk {
+                slot: 0,
+                start_pos: i,
+                tokens: std::slice::from_ref(t),
+            }],
             logits: LogitsMode::Last,
         };
         stepwise.extend(case.model.forward(&batch, &mut cache).unwrap());
     }
-    assert_rows_close(&format!("{name} decode through cache"), &stepwise, &one_shot, vocab, 1e-5);
+    assert_rows_close(
+        &format!("{name} decode through cache"),
+        &stepwise,
+        &one_shot,
+        vocab,
+        1e-5,
+    );
 
     // two sequences in one batch, in slots 1 and 0, the second a prefix of the first
     let short = &ids[..n / 2];
     let mut cache = case.model.new_cache(2, n);
     let batch = ForwardBatch {
         seqs: vec![
-            SeqChunk { slot: 1, start_pos: 0, tokens: &ids },
-            SeqChunk { slot: 0, start_pos: 0, tokens: short },
+            SeqChunk {
+                slot: 1,
+                start_pos: 0,
+                tokens: &ids,
+            },
+            SeqChunk {
+                slot: 0,
+                start_pos: 0,
+                tokens: short,
+            },
         ],
         logits: LogitsMode::All,
     };
     let both = case.model.forward(&batch, &mut cache).unwrap();
-    assert_rows_close(&format!("{name} batched (long)"), &both[..n * vocab], &one_shot, vocab, 1e-6);
+    assert_rows_close(
+        &format!("{name} batched (long)"),
+        &both[..n * vocab],
+        &one_shot,
+        vocab,
+        1e-6,
+    );
     assert_rows_close(
         &format!("{name} batched (short)"),
         &both[n * vocab..],

@@ -54,3 +54,6 @@ impl Backend for CpuBackend {
         attention::mla_attention(a, out)
     }
 }
+
+#[cfg(test)]
+mod tests;

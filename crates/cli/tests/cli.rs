@@ -1,0 +1,238 @@
+//! The `deeprust` binary's stable interfaces (`info`, `logits`, `generate`), end to end.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use loader::SafetensorsFile;
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/golden")
+        .join(name)
+}
+
+fn deeprust(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deeprust"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "deeprust failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// A clean failure: exit status 1 or 2 (never a panic's 101), with `mention` in stderr.
+fn fails(out: &Output, mention: &str) {
+    let code = out.status.code();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        matches!(code, Some(1) | Some(2)),
+        "exit {code:?}, stderr: {err}"
+    );
+    assert!(
+        err.contains(mention),
+        "stderr `{err}` does not mention `{mention}`"
+    );
+}
+
+fn ids_csv(t: &loader::Tensor) -> String {
+    t.to_i64_vec()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn logits_match_the_reference() {
+    for name in ["v3_yarn_mtp", "v3_fp8_sharded", "v2_softmax_grouped"] {
+        let g = SafetensorsFile::open(&golden(name).join("goldens.safetensors")).unwrap();
+        let ids = ids_csv(g.tensor("prompt.1.ids").unwrap());
+        let want = g.tensor("prompt.1.logits").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let out_path = tmp.path().join("logits.safetensors");
+        let model = golden(name);
+        ok(&deeprust(&[
+            "logits",
+            "--model",
+            model.to_str().unwrap(),
+            "--token-ids",
+            &ids,
+            "--out",
+            out_path.to_str().unwrap(),
+        ]));
+        let got = SafetensorsFile::open(&out_path).unwrap();
+        let got = got.tensor("logits").unwrap();
+        assert_eq!(got.dtype, loader::DType::F32);
+        assert_eq!(got.shape, want.shape);
+        let (a, b) = (got.to_f32_vec(), want.to_f32_vec());
+        let num: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        assert!((num / den).sqrt() <= 1e-4, "{name}: logits differ");
+    }
+}
+
+#[test]
+fn greedy_generate_matches_the_reference() {
+    for name in [
+        "v3_yarn_mtp",
+        "v3_nolora_f16",
+        "v3_fp8_sharded",
+        "v2_softmax_grouped",
+        "v2_lite_greedy",
+    ] {
+        let g = SafetensorsFile::open(&golden(name).join("goldens.safetensors")).unwrap();
+        let model = golden(name);
+        let cfg = loader::ModelConfig::from_file(&model.join("config.json")).unwrap();
+        for case in 0..2 {
+            let prompt = ids_csv(g.tensor(&format!("greedy.{case}.prompt_ids")).unwrap());
+            let want: Vec<i64> = g
+                .tensor(&format!("greedy.{case}.ids"))
+                .unwrap()
+                .to_i64_vec()
+                .unwrap();
+            let run = |extra: &[&str]| -> serde_json::Value {
+                let mut args = vec![
+                    "generate",
+                    "--model",
+                    model.to_str().unwrap(),
+                    "--token-ids",
+                    &prompt,
+                    "--max-tokens",
+                    "16",
+                    "--temperature",
+                    "0",
+                    "--json",
+                ];
+                args.extend_from_slice(extra);
+                let stdout = ok(&deeprust(&args));
+                serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+            };
+            let all = run(&["--ignore-eos"]);
+            let got: Vec<i64> = all["token_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
+            assert_eq!(got, want, "{name} greedy {case}");
+            // By default generation ends at (and includes) the first end-of-sequence token.
+            let stop = want
+                .iter()
+                .position(|&t| cfg.eos_token_ids.contains(&(t as u32)));
+            let expect = stop.map_or(&want[..], |i| &want[..=i]);
+            let j = run(&[]);
+            let got: Vec<i64> = j["token_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
+            assert_eq!(got, expect, "{name} greedy {case} with EOS");
+            assert_eq!(
+                j["finish_reason"],
+                if stop.is_some() { "stop" } else { "length" }
+            );
+        }
+    }
+}
+
+#[test]
+fn info_reports_the_architecture() {
+    let model = golden("v3_fp8_sharded");
+    let out = ok(&deeprust(&[
+        "info",
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+    ]));
+    let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(j["layers"], 3);
+    assert_eq!(j["moe_layers"], 2);
+    assert_eq!(j["mtp_modules"], 1);
+    // (kv_lora_rank 72 + rope 16) values x 3 layers
+    assert_eq!(j["kv_cache_values_per_token"], 264);
+    assert!(j["weight_dtypes"]["F8_E4M3"]["tensors"].as_u64().unwrap() > 0);
+    let total = j["parameters_total"].as_u64().unwrap();
+    let active = j["parameters_active_per_token"].as_u64().unwrap();
+    assert!(active < total);
+    let text = ok(&deeprust(&["info", "--model", model.to_str().unwrap()]));
+    assert!(text.contains("MLA") && text.contains("active per token"));
+}
+
+#[test]
+fn bad_input_fails_cleanly() {
+    let model = golden("v3_yarn_mtp");
+    let m = model.to_str().unwrap();
+    fails(
+        &deeprust(&["info", "--model", "/no/such/dir"]),
+        "/no/such/dir",
+    );
+    fails(
+        &deeprust(&["generate", "--model", m, "--token-ids", "5,x"]),
+        "`x` is not a token id",
+    );
+    fails(
+        &deeprust(&["generate", "--model", m, "--token-ids", "5,99999"]),
+        "out of range",
+    );
+    fails(
+        &deeprust(&[
+            "generate",
+            "--model",
+            m,
+            "--token-ids",
+            "1,2,3",
+            "--ctx-size",
+            "3",
+        ]),
+        "context holds 3",
+    );
+    fails(
+        &deeprust(&[
+            "generate",
+            "--model",
+            m,
+            "--token-ids",
+            "1",
+            "--temperature",
+            "-1",
+        ]),
+        "temperature",
+    );
+    fails(
+        &deeprust(&["generate", "--model", m, "--token-ids", "1", "--bogus"]),
+        "--bogus",
+    );
+    let long: String = (0..200)
+        .map(|i| (i % 300).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    fails(
+        &deeprust(&["generate", "--model", m, "--token-ids", &long]),
+        "context holds 128",
+    );
+    fails(
+        &deeprust(&[
+            "logits",
+            "--model",
+            m,
+            "--token-ids",
+            "1",
+            "--out",
+            "/no/such/dir/x.safetensors",
+        ]),
+        "/no/such/dir/x.safetensors",
+    );
+}

@@ -1,0 +1,235 @@
+//! CPU kernels against plain f64 definitions, on awkward sizes (tails, partial FP8 blocks).
+
+use loader::{DType, Tensor};
+
+use crate::backend::{Backend, MlaAttention};
+use crate::cpu::CpuBackend;
+use crate::matrix::Matrix;
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn f32_matrix(rows: usize, cols: usize, seed: u64) -> (Matrix, Vec<f32>) {
+    let v = values(rows * cols, seed);
+    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let t = Tensor::from_bytes("w", DType::F32, vec![rows, cols], bytes).unwrap();
+    (Matrix::dense(t).unwrap(), v)
+}
+
+/// An FP8 matrix with scale grid for `block`, and its dequantized f32 values.
+fn fp8_matrix(rows: usize, cols: usize, block: [usize; 2]) -> (Matrix, Vec<f32>) {
+    let codes: Vec<u8> = (0..rows * cols)
+        .map(|i| {
+            let c = (i * 37 % 251) as u8;
+            if c & 0x7f == 0x7f { 0x3c } else { c } // avoid NaN codes
+        })
+        .collect();
+    let grid = [rows.div_ceil(block[0]), cols.div_ceil(block[1])];
+    let scales: Vec<f32> = (0..grid[0] * grid[1])
+        .map(|i| 0.01 * (i + 1) as f32)
+        .collect();
+    let mut dense = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            dense[r * cols + c] = loader::fp8_e4m3_to_f32(codes[r * cols + c])
+                * scales[(r / block[0]) * grid[1] + c / block[1]];
+        }
+    }
+    let w = Tensor::from_bytes("w", DType::F8E4M3, vec![rows, cols], codes).unwrap();
+    let s = Tensor::from_bytes(
+        "w_scale_inv",
+        DType::F32,
+        grid.to_vec(),
+        scales.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+    .unwrap();
+    (Matrix::fp8(w, s, block).unwrap(), dense)
+}
+
+fn bf16_matrix(rows: usize, cols: usize) -> (Matrix, Vec<f32>) {
+    let v = values(rows * cols, 7);
+    let bits: Vec<u16> = v.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+    let dense = bits.iter().map(|&b| loader::bf16_to_f32(b)).collect();
+    let bytes = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+    let t = Tensor::from_bytes("w", DType::BF16, vec![rows, cols], bytes).unwrap();
+    (Matrix::dense(t).unwrap(), dense)
+}
+
+fn matmul_ref(x: &[f32], w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let n = x.len() / cols;
+    let mut y = vec![0f32; n * rows];
+    for t in 0..n {
+        for r in 0..rows {
+            y[t * rows + r] = (0..cols)
+                .map(|c| x[t * cols + c] as f64 * w[r * cols + c] as f64)
+                .sum::<f64>() as f32;
+        }
+    }
+    y
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len());
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * (1.0 + b.abs()),
+            "element {i}: {a} vs {b}"
+        );
+    }
+}
+
+#[test]
+fn fp8_rows_dequantize_with_partial_edge_blocks() {
+    // [200, 300] in 128x128 blocks: a 72-row and a 44-column partial edge.
+    let (m, dense) = fp8_matrix(200, 300, [128, 128]);
+    let mut row = vec![0f32; 300];
+    for r in [0, 127, 128, 199] {
+        m.read_row(r, &mut row);
+        assert_eq!(&row[..], &dense[r * 300..(r + 1) * 300], "row {r}");
+    }
+    // A view that starts inside a block keeps the stored tensor's block coordinates.
+    let v = m.rows_view(120, 20);
+    v.read_row(10, &mut row);
+    assert_eq!(&row[..], &dense[130 * 300..131 * 300]);
+}
+
+#[test]
+fn fp8_rejects_a_wrong_scale_grid() {
+    let codes = vec![0u8; 200 * 300];
+    let w = Tensor::from_bytes("w", DType::F8E4M3, vec![200, 300], codes).unwrap();
+    let s = Tensor::from_bytes("w_scale_inv", DType::F32, vec![2, 2], vec![0; 16]).unwrap();
+    let e = Matrix::fp8(w, s, [128, 128]).unwrap_err();
+    assert!(e.0.contains("expected [2, 3]"), "{}", e.0);
+}
+
+#[test]
+fn matmul_over_every_format() {
+    let be = CpuBackend::new();
+    for (rows, cols, n) in [(1, 1, 1), (7, 13, 3), (33, 129, 5), (200, 300, 2)] {
+        let x = values(n * cols, 3);
+        let cases = [
+            f32_matrix(rows, cols, 1),
+            bf16_matrix(rows, cols),
+            fp8_matrix(rows, cols, [128, 128]),
+        ];
+        for (m, dense) in cases {
+            let mut y = vec![0f32; n * rows];
+            be.matmul(&x, &m, &mut y);
+            assert_close(&y, &matmul_ref(&x, &dense, rows, cols), 1e-5);
+
+            // xᵀ-side product: y[n, cols] = x[n, rows] · W
+            let xt = values(n * rows, 9);
+            let mut yt = vec![0f32; n * cols];
+            be.matmul_t(&xt, &m, &mut yt);
+            let mut wt = vec![0f32; rows * cols];
+            for r in 0..rows {
+                for c in 0..cols {
+                    wt[c * rows + r] = dense[r * cols + c];
+                }
+            }
+            assert_close(&yt, &matmul_ref(&xt, &wt, cols, rows), 1e-5);
+        }
+    }
+}
+
+#[test]
+fn rms_norm_rope_softmax() {
+    let be = CpuBackend::new();
+    let x = values(3 * 37, 5);
+    let w = values(37, 6);
+    let mut out = vec![0f32; x.len()];
+    be.rms_norm(&x, &w, 1e-6, &mut out);
+    for t in 0..3 {
+        let row = &x[t * 37..(t + 1) * 37];
+        let ms = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 37.0;
+        let want: Vec<f32> = row
+            .iter()
+            .zip(&w)
+            .map(|(v, g)| (*v as f64 / (ms + 1e-6).sqrt() * *g as f64) as f32)
+            .collect();
+        assert_close(&out[t * 37..(t + 1) * 37], &want, 1e-6);
+    }
+
+    // Interleaved pairs: (x0, x1) rotated by angle 0, (x2, x3) by angle 1.
+    let mut v = vec![1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]; // two heads of 4
+    let (c, s) = ([1.0, 1f32.cos()], [0.0, 1f32.sin()]);
+    be.rope(&mut v, &c, &s);
+    let (c1, s1) = (1f32.cos(), 1f32.sin());
+    let want = [1.0, 2.0, 3.0 * c1 - 4.0 * s1, 3.0 * s1 + 4.0 * c1];
+    assert_close(&v[..4], &want, 1e-6);
+    assert_close(&v[4..], &want, 1e-6);
+
+    let mut p = vec![1000.0, 1001.0, f32::NEG_INFINITY];
+    be.softmax(&mut p);
+    let e = 1f64.exp();
+    assert_close(
+        &p,
+        &[(1.0 / (1.0 + e)) as f32, (e / (1.0 + e)) as f32, 0.0],
+        1e-6,
+    );
+}
+
+#[test]
+fn mla_attention_is_causal_softmax_over_latents() {
+    let be = CpuBackend::new();
+    let (h, r, p, start, tokens) = (3, 5, 4, 2, 3);
+    let row = r + p;
+    let kv = values((start + tokens) * row, 11);
+    let q_latent = values(tokens * h * r, 12);
+    let q_pe = values(tokens * h * p, 13);
+    let a = MlaAttention {
+        q_latent: &q_latent,
+        q_pe: &q_pe,
+        kv: &kv,
+        n_heads: h,
+        kv_lora_rank: r,
+        rope_dim: p,
+        start_pos: start,
+        scale: 0.7,
+    };
+    let mut out = vec![0f32; tokens * h * r];
+    be.mla_attention(&a, &mut out);
+    for t in 0..tokens {
+        for head in 0..h {
+            let len = start + t + 1;
+            let s: Vec<f64> = (0..len)
+                .map(|j| {
+                    let ql = &q_latent[(t * h + head) * r..][..r];
+                    let qp = &q_pe[(t * h + head) * p..][..p];
+                    let k = &kv[j * row..(j + 1) * row];
+                    0.7 * (ql
+                        .iter()
+                        .zip(&k[..r])
+                        .map(|(a, b)| (*a * *b) as f64)
+                        .sum::<f64>()
+                        + qp.iter()
+                            .zip(&k[r..])
+                            .map(|(a, b)| (*a * *b) as f64)
+                            .sum::<f64>())
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
+            let want: Vec<f32> = (0..r)
+                .map(|i| {
+                    (0..len)
+                        .map(|j| (s[j] - m).exp() / z * kv[j * row + i] as f64)
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            assert_close(&out[(t * h + head) * r..][..r], &want, 1e-5);
+        }
+    }
+}
