@@ -73,7 +73,13 @@ impl Model {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Block::load(&w, &cfg, i, &format!("model.layers.{i}")))
             .collect::<Result<_, _>>()?;
+        // Many redistributed checkpoints drop the MTP weights but keep the config field; a
+        // module with no tensors at all is absent, one with some tensors must be whole.
         let mtp = (0..cfg.num_nextn_predict_layers)
+            .take_while(|k| {
+                let prefix = format!("model.layers.{}.", cfg.num_hidden_layers + k);
+                ckpt.names().any(|n| n.starts_with(&prefix))
+            })
             .map(|k| Mtp::load(&w, &cfg, k))
             .collect::<Result<_, _>>()?;
         Ok(Model {

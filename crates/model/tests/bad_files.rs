@@ -144,6 +144,14 @@ fn missing_tensor() {
     rewrite(&d.path().join(WEIGHTS), |ts| ts.retain(|t| t.0 != name));
     assert_mentions(&load_err(d.path()), &[name, "not found"]);
 
+    // Without any MTP tensor the module is simply absent (redistributions often drop it).
+    let d = copy_of("v3_yarn_mtp");
+    rewrite(&d.path().join(WEIGHTS), |ts| {
+        ts.retain(|t| !t.0.starts_with("model.layers.3."))
+    });
+    let model = Model::load(&Checkpoint::open(d.path()).unwrap()).unwrap();
+    assert!(model.mtp.is_empty());
+
     // V3 routing needs the correction bias.
     let d = copy_of("v3_yarn_mtp");
     let name = "model.layers.2.mlp.gate.e_score_correction_bias";
