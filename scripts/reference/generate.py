@@ -12,6 +12,11 @@ For each tiny random model in MODELS this writes tests/golden/<name>/:
     prompt.{k}.router.{l}.indices [T,top_k] i64 (sorted per row) / .weights [T,top_k] (permuted to match),
     greedy.{g}.prompt_ids [P], greedy.{g}.ids [16], greedy.{g}.step_logits [16,V] (row 0 = prefill logits at the
     last prompt position, row i = logits of the KV-cached decode step that fed ids[i-1]).
+  tokenizer.json, tokenizer_config.json, text_goldens.json   (only for models with tokenizer=True) a 320-entry
+                                   byte-level BPE trained on TOKENIZER_CORPUS with DeepSeek-V3's pipeline and chat
+                                   template (taken from assets/tokenizers/deepseek-v3, see scripts/fetch-tokenizer.sh),
+                                   and transformers' prompt ids / 16 greedy ids / decoded text for TEXT_PROMPTS and
+                                   TEXT_CHATS (each the first robust candidate; the model sees token ids only).
 
 Robustness: every prompt is re-drawn (new seed) until (a) numpy re-computation of every router decision with
 DeepSeek's own semantics agrees with transformers with expert/group margins >= 1e-4, and (b) for greedy cases the
@@ -27,7 +32,8 @@ import numpy as np
 import torch
 import transformers
 from safetensors.torch import save_file
-from transformers import DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM
+from tokenizers import Tokenizer, pre_tokenizers, trainers
+from transformers import AutoTokenizer, DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "golden"
@@ -37,6 +43,7 @@ BLOCK = 128
 ROUTE_MARGIN = 1e-4
 GREEDY_GAP = 1e-3
 MAX_ATTEMPTS = 200
+DEEPSEEK_TOKENIZER = ROOT / "assets" / "tokenizers" / "deepseek-v3"
 
 # ----------------------------------------------------------------------------------------------------------------
 # Configs (hand-written; mirrors the keys of the official DeepSeek config.json files)
@@ -173,7 +180,7 @@ V2_LITE_GREEDY = dict(
 # e_score_correction_bias is always f32.
 MODELS = [
     dict(name="v3_yarn_mtp", config=V3_YARN_MTP, storage="bf16", shards=1, seed=1,
-         prompts=[1, 6, 40, 100], greedy=[5, 45]),
+         prompts=[1, 6, 40, 100], greedy=[5, 45], tokenizer=True),
     dict(name="v3_nolora_f16", config=V3_NOLORA_F16, storage="f16", shards=1, seed=2,
          prompts=[1, 9, 50], greedy=[3, 20]),
     dict(name="v3_fp8_sharded", config=V3_FP8_SHARDED, storage="fp8", shards=3, seed=3,
@@ -497,6 +504,102 @@ def greedy_goldens(cfg, model, rec, spec):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Tiny tokenizer + text goldens. Special tokens take ids 0.. (0 = BOS, 1 = EOS, matching the configs), then the
+# 256-symbol byte-level alphabet, then merges learned from TOKENIZER_CORPUS up to vocab_size.
+TOKENIZER_SPECIALS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<think>",
+                      "</think>"]
+TOKENIZER_CORPUS = [
+    "Once upon a time there was a small robot who lived in a quiet town by the sea. Every morning the robot "
+    "walked to the harbor, counted the boats, and wrote the number in a little book. On Monday there were "
+    "12 boats; on Tuesday there were 15. The robot liked numbers, but it liked the sea even more.",
+    "The town had a baker, a teacher and an old fisherman. The baker made bread before the sun came up, the "
+    "teacher told the children stories about the stars, and the fisherman mended his nets while he sang. "
+    "They all said hello to the robot, and the robot always said hello back.",
+    "One day a storm came over the water. The wind was loud, the rain was cold, and the boats could not find "
+    "the way home. The robot climbed the hill, turned on its bright lamp and held it high for the whole night. "
+    "In the morning all 15 boats were safe in the harbor, and the town thanked the robot again and again.",
+    "What did the robot learn? It learned that a light in the dark can help many people at once. It also "
+    "learned that friends are not counted like boats: you keep them, you help them, and they help you.",
+]
+# Candidates per golden; the first whose greedy run passes the robustness checks is used.
+TEXT_PROMPTS = [
+    ["Once upon a time", "Once upon a time there was", "Once upon a time, in a town"],
+    ["On Monday, 12 boats came in; by 9:30 there were 15!", "In 2024 the robot counted 1,234 boats (wow).",
+     "Call 555-0100 at 7:45, or else!"],
+    ["The robot said 你好 🤖", "Hello 世界 😀!", "A lamp 灯 and a star ⭐"],
+]
+TEXT_CHATS = [
+    [[{"role": "user", "content": "Tell me a story about the sea."}],
+     [{"role": "user", "content": "Who lived in the town?"}],
+     [{"role": "user", "content": "What did the robot count?"}]],
+    [[{"role": "system", "content": "You are a kind robot."},
+      {"role": "user", "content": "Hello!"},
+      {"role": "assistant", "content": "Hello back."},
+      {"role": "user", "content": "How many boats?"}],
+     [{"role": "system", "content": "Be brief."},
+      {"role": "user", "content": "Hi"},
+      {"role": "assistant", "content": "Hello."},
+      {"role": "user", "content": "What came over the water?"}]],
+]
+
+
+def write_tokenizer(cfg, out_dir):
+    """Byte-level BPE with DeepSeek-V3's normalizer / pre-tokenizer / post-processor / decoder and chat template."""
+    ds = json.loads((DEEPSEEK_TOKENIZER / "tokenizer.json").read_text(encoding="utf-8"))
+    ds_cfg = json.loads((DEEPSEEK_TOKENIZER / "tokenizer_config.json").read_text(encoding="utf-8"))
+    skeleton = dict(ds, added_tokens=[], model={"type": "BPE", "vocab": {}, "merges": []})
+    tok = Tokenizer.from_str(json.dumps(skeleton))
+    trainer = trainers.BpeTrainer(vocab_size=cfg["vocab_size"], special_tokens=TOKENIZER_SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(TOKENIZER_CORPUS, trainer)
+    n_special = len(TOKENIZER_SPECIALS)
+    assert tok.get_vocab_size(with_added_tokens=True) == cfg["vocab_size"], tok.get_vocab_size()
+    assert [tok.token_to_id(t) for t in TOKENIZER_SPECIALS] == list(range(n_special))
+    assert {tok.id_to_token(i) for i in range(n_special, n_special + 256)} == set(pre_tokenizers.ByteLevel.alphabet())
+    tok.save(str(out_dir / "tokenizer.json"))
+    tok_cfg = {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "bos_token": TOKENIZER_SPECIALS[0],
+        "eos_token": TOKENIZER_SPECIALS[1],
+        "pad_token": TOKENIZER_SPECIALS[1],
+        "unk_token": None,  # else transformers would add "<unk>" as id 320
+        "clean_up_tokenization_spaces": False,
+        "legacy": True,
+        "model_max_length": cfg["max_position_embeddings"],
+        "tokenizer_class": "LlamaTokenizerFast",
+        "chat_template": ds_cfg["chat_template"],
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n",
+                                                   encoding="utf-8")
+
+
+@torch.no_grad()
+def text_goldens(cfg, model, rec, out_dir):
+    """Prompt ids as HF feeds them (BOS via the tokenizer / chat template) and 16 greedy ids + decoded text."""
+    tok = AutoTokenizer.from_pretrained(out_dir)
+    assert len(tok) == cfg["vocab_size"] and (tok.bos_token_id, tok.eos_token_id) == (0, 1), (len(tok), tok)
+    out = []
+    for key, candidates in [("prompt", c) for c in TEXT_PROMPTS] + [("messages", c) for c in TEXT_CHATS]:
+        for cand in candidates:  # plain prompts: tokenizer defaults (BOS); chats: the template's own BOS
+            if key == "prompt":
+                ids = tok(cand)["input_ids"]
+            else:
+                ids = tok.apply_chat_template(cand, add_generation_prompt=True)
+            res = greedy_once(cfg, model, rec, torch.tensor(ids, dtype=torch.int64))
+            if res is not None:
+                break
+        else:
+            raise RuntimeError(f"no robust candidate among {candidates}")
+        greedy = res[0].tolist()
+        out.append({key: cand, "prompt_ids": list(ids), "greedy_ids": greedy,
+                    "greedy_text": tok.decode(greedy, skip_special_tokens=True)})
+    doc = {"generator": "scripts/reference/generate.py", "transformers": transformers.__version__,
+           "tokenizer_class": type(tok).__name__, "greedy_steps": GREEDY_STEPS, "cases": out}
+    (out_dir / "text_goldens.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 def generate(spec):
     cfg = spec["config"]
     out_dir = OUT / spec["name"]
@@ -515,6 +618,9 @@ def generate(spec):
     goldens, p_attempts = prompt_goldens(cfg, model, rec, spec)
     greedy, g_attempts, max_diff = greedy_goldens(cfg, model, rec, spec)
     goldens.update(greedy)
+    if spec.get("tokenizer"):
+        write_tokenizer(cfg, out_dir)
+        text_goldens(cfg, model, rec, out_dir)
     meta = {
         "generator": "scripts/reference/generate.py",
         "transformers": transformers.__version__,

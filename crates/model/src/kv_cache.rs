@@ -51,6 +51,24 @@ impl KvCache {
         self.lens[slot] = 0;
     }
 
+    /// Make `dst` hold the first `len` cached tokens of `src` (a shared prompt, a beam that
+    /// forks). Every layer's rows are copied; `dst`'s length becomes `len`.
+    pub fn copy_prefix(&mut self, src: usize, dst: usize, len: usize) {
+        assert!(
+            len <= self.lens[src],
+            "copy_prefix beyond the cached tokens of slot {src}"
+        );
+        if src != dst {
+            let stride = self.capacity * self.row;
+            for layer in 0..self.layers {
+                let from = (src * self.layers + layer) * stride;
+                let to = (dst * self.layers + layer) * stride;
+                self.data.copy_within(from..from + len * self.row, to);
+            }
+        }
+        self.lens[dst] = len;
+    }
+
     /// Check that `slot` can take `n` tokens starting at `start` (a chunk may rewrite a
     /// suffix, never leave a gap), and record its new length.
     pub(crate) fn reserve(

@@ -1,0 +1,12 @@
+//! The engine: sampling and generation over the model.
+
+mod error;
+pub mod generate;
+pub mod sampler;
+
+pub use error::EngineError;
+pub use generate::{
+    BeamParams, Completion, Event, FinishReason, GenerateRequest, Generation, Generator,
+    StopParams, Timings,
+};
+pub use sampler::{Sampled, Sampler, SamplingParams};
