@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use loader::{Checkpoint, RopeScaling};
 
-use crate::ModelArgs;
+use crate::common::ModelArgs;
 
 #[derive(Args)]
 pub struct InfoArgs {

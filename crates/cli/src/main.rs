@@ -1,12 +1,14 @@
 //! `deeprust`: the command-line face of the engine.
 
+mod chat;
+mod common;
 mod generate;
 mod info;
+mod tokenize;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -25,16 +27,12 @@ enum Command {
     Info(info::InfoArgs),
     /// Run one prefill from position 0 and write the logits ([T, vocab], f32) to a safetensors file.
     Logits(generate::LogitsArgs),
-    /// Generate tokens after a prompt, through the KV cache.
+    /// Generate text (or token ids) after a prompt, streaming it as it comes.
     Generate(generate::GenerateArgs),
-}
-
-/// Where the model comes from.
-#[derive(Args, Clone)]
-pub struct ModelArgs {
-    /// A Hugging Face model directory (config.json + *.safetensors).
-    #[arg(long)]
-    pub model: PathBuf,
+    /// An interactive conversation through the model's chat template.
+    Chat(chat::ChatArgs),
+    /// Token ids of a text, or of a conversation rendered through the chat template.
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +41,8 @@ fn main() -> ExitCode {
         Command::Info(a) => info::run(&a),
         Command::Logits(a) => generate::logits(&a),
         Command::Generate(a) => generate::generate(&a),
+        Command::Chat(a) => chat::run(&a),
+        Command::Tokenize(a) => tokenize::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

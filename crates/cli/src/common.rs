@@ -1,0 +1,262 @@
+//! What the commands share: finding and loading the model and tokenizer, sampling flags,
+//! and the timing report.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use engine::{BeamParams, SamplingParams, Timings};
+use loader::Checkpoint;
+use model::Model;
+use tokenizer::Tokenizer;
+
+/// Where the model comes from.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A Hugging Face model directory (config.json + *.safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Directory with tokenizer.json (and tokenizer_config.json); default: the model directory.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: Option<Tokenizer>,
+    pub load_time: Duration,
+}
+
+impl ModelArgs {
+    pub fn tokenizer_dir(&self) -> &Path {
+        self.tokenizer.as_deref().unwrap_or(&self.model)
+    }
+
+    /// The tokenizer, or an error saying why text cannot be handled.
+    pub fn load_tokenizer(&self) -> Result<Tokenizer> {
+        Tokenizer::from_dir(self.tokenizer_dir()).map_err(Into::into)
+    }
+
+    /// Load the model (with a spinner if it takes a moment) and, if present, the tokenizer.
+    pub fn load(&self, need_tokenizer: bool) -> Result<Loaded> {
+        let start = Instant::now();
+        let model = with_spinner("loading model", || -> Result<Model> {
+            let ckpt = Checkpoint::open(&self.model)?;
+            Ok(Model::load(&ckpt)?)
+        })?;
+        let dir = self.tokenizer_dir();
+        let tokenizer =
+            if need_tokenizer || self.tokenizer.is_some() || dir.join("tokenizer.json").is_file() {
+                Some(self.load_tokenizer()?)
+            } else {
+                None
+            };
+        Ok(Loaded {
+            model,
+            tokenizer,
+            load_time: start.elapsed(),
+        })
+    }
+}
+
+/// Run `f`, showing a spinner on stderr only if it takes longer than a moment.
+pub fn with_spinner<T>(msg: &'static str, f: impl FnOnce() -> T) -> T {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let handle = std::thread::spawn(move || {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(400) {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let bar = indicatif::ProgressBar::new_spinner().with_message(msg);
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            bar.tick();
+            std::thread::sleep(Duration::from_millis(80));
+        }
+        bar.finish_and_clear();
+    });
+    let out = f();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = handle.join();
+    out
+}
+
+/// Sampling controls, named as llama.cpp and the OpenAI API name them.
+#[derive(Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// 0 is greedy decoding; higher values sample from softmax(logits / temperature).
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches p.
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
+    pub top_p: f32,
+    /// Drop tokens less likely than min_p times the most likely one.
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
+    pub min_p: f32,
+    /// Penalise tokens already in the prompt or output (1: off).
+    #[arg(
+        long,
+        visible_alias = "repeat-penalty",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
+    pub repetition_penalty: f32,
+    /// Subtracted from the logits of tokens already generated (OpenAI's presence_penalty).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence of a generated token (OpenAI's frequency_penalty).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub frequency_penalty: f32,
+    /// TOKEN_ID=BIAS added to a token's logit; repeatable (-100 bans a token).
+    #[arg(long, value_parser = parse_bias, allow_hyphen_values = true)]
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Seed: the same seed and request give the same tokens.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Report log-probabilities of the chosen tokens and this many alternatives (0-20).
+    #[arg(long)]
+    pub logprobs: Option<usize>,
+    /// Most tokens to generate.
+    #[arg(long, short = 'n', visible_alias = "n-predict", default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Text that ends generation (not printed); repeatable.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Token id that ends generation; repeatable.
+    #[arg(long)]
+    pub stop_token_id: Vec<u32>,
+    /// Keep generating after an end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Context length (prompt + generated); default: the model's max_position_embeddings.
+    #[arg(long)]
+    pub ctx_size: Option<usize>,
+}
+
+fn parse_bias(s: &str) -> Result<(u32, f32), String> {
+    let (id, b) = s
+        .split_once(['=', ':'])
+        .ok_or_else(|| format!("`{s}`: expected TOKEN_ID=BIAS"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{id}` is not a token id"))?;
+    let b = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{b}` is not a number"))?;
+    Ok((id, b))
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            logit_bias: self.logit_bias.clone(),
+            seed: self.seed,
+            logprobs: self.logprobs,
+        }
+    }
+
+    pub fn stop(&self) -> engine::StopParams {
+        engine::StopParams {
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            stop_token_ids: self.stop_token_id.clone(),
+            ignore_eos: self.ignore_eos,
+        }
+    }
+
+    pub fn ctx(&self, model: &Model) -> Result<usize> {
+        match self.ctx_size {
+            Some(0) => bail!("--ctx-size must be positive"),
+            Some(c) => Ok(c),
+            None => Ok(model.config.max_position_embeddings),
+        }
+    }
+}
+
+/// Beam search instead of sampling.
+#[derive(Args, Clone, Debug)]
+pub struct BeamArgs {
+    /// Beam search with this many beams (instead of sampling).
+    #[arg(long)]
+    pub beam_width: Option<usize>,
+    /// Beam scores are sum(logprob) / length^penalty.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub length_penalty: f32,
+}
+
+impl BeamArgs {
+    pub fn params(&self) -> Option<BeamParams> {
+        self.beam_width.map(|width| BeamParams {
+            width,
+            length_penalty: self.length_penalty,
+        })
+    }
+}
+
+/// The figures people compare across engines, on stderr.
+pub fn report(t: &Timings, load: Option<Duration>) {
+    let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    if let Some(l) = load {
+        eprintln!("load time       {:>9.1} ms", l.as_secs_f64() * 1e3);
+    }
+    eprintln!(
+        "prompt          {:>9} tokens {:>9.1} ms {:>9.1} tok/s",
+        t.prompt_tokens,
+        t.prompt_secs * 1e3,
+        rate(t.prompt_tokens, t.prompt_secs)
+    );
+    eprintln!(
+        "generated       {:>9} tokens {:>9.1} ms {:>9.1} tok/s",
+        t.generated_tokens,
+        t.generate_secs * 1e3,
+        rate(t.generated_tokens, t.generate_secs)
+    );
+    eprintln!(
+        "first token     {:>9.1} ms",
+        t.time_to_first_token_secs * 1e3
+    );
+}
+
+/// Comma-separated token ids, as one argument.
+#[derive(Clone, Debug)]
+pub struct TokenIds(pub Vec<u32>);
+
+/// `5,17,3` -> ids.
+pub fn parse_ids(s: &str) -> Result<TokenIds, String> {
+    let ids = s
+        .split(',')
+        .map(|x| {
+            let x = x.trim();
+            x.parse::<u32>().map_err(|_| {
+                format!("`{x}` is not a token id (expected comma-separated non-negative integers)")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.is_empty() {
+        return Err("no token ids".into());
+    }
+    Ok(TokenIds(ids))
+}
+
+/// Read a JSON file, naming it in errors.
+pub fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
+}
