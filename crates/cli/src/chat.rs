@@ -33,10 +33,7 @@ pub fn run(a: &ChatArgs) -> Result<()> {
         .as_ref()
         .context("chat needs a tokenizer")?;
     if !tok.has_chat_template() {
-        anyhow::bail!(
-            "{}: the tokenizer has no chat template",
-            a.model.tokenizer_dir().display()
-        );
+        anyhow::bail!("{}: the tokenizer has no chat template", a.model.name());
     }
     let generator = Generator {
         model: &loaded.model,
@@ -54,7 +51,7 @@ pub fn run(a: &ChatArgs) -> Result<()> {
     }
     eprintln!(
         "deeprust chat: {} (Ctrl-C stops an answer, Ctrl-D or /exit quits, /reset forgets)",
-        a.model.model.display()
+        a.model.name()
     );
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();

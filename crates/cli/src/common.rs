@@ -2,6 +2,7 @@
 //! and the timing report.
 
 use std::path::{Path, PathBuf};
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -14,9 +15,10 @@ use tokenizer::Tokenizer;
 /// Where the model comes from.
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// A Hugging Face model directory (config.json + *.safetensors).
+    /// A Hugging Face model directory (config.json + *.safetensors); default: the small model
+    /// built into this binary.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Directory with tokenizer.json (and tokenizer_config.json); default: the model directory.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -29,29 +31,43 @@ pub struct Loaded {
 }
 
 impl ModelArgs {
-    pub fn tokenizer_dir(&self) -> &Path {
-        self.tokenizer.as_deref().unwrap_or(&self.model)
+    /// How to name the model to a person.
+    pub fn name(&self) -> String {
+        self.model
+            .as_ref()
+            .map_or(embedded::NAME.to_string(), |p| p.display().to_string())
     }
 
-    /// The tokenizer, or an error saying why text cannot be handled.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        Ok(match &self.model {
+            Some(dir) => Checkpoint::open(dir)?,
+            None => embedded::checkpoint()?,
+        })
+    }
+
+    /// `--tokenizer`, else the model directory's tokenizer, else the embedded one.
     pub fn load_tokenizer(&self) -> Result<Tokenizer> {
-        Tokenizer::from_dir(self.tokenizer_dir()).map_err(Into::into)
+        match (&self.tokenizer, &self.model) {
+            (Some(dir), _) | (None, Some(dir)) => Ok(Tokenizer::from_dir(dir)?),
+            (None, None) => Ok(embedded::tokenizer()?),
+        }
     }
 
     /// Load the model (with a spinner if it takes a moment) and, if present, the tokenizer.
     pub fn load(&self, need_tokenizer: bool) -> Result<Loaded> {
         let start = Instant::now();
         let model = with_spinner("loading model", || -> Result<Model> {
-            let ckpt = Checkpoint::open(&self.model)?;
-            Ok(Model::load(&ckpt)?)
+            Ok(Model::load(&self.checkpoint()?)?)
         })?;
-        let dir = self.tokenizer_dir();
-        let tokenizer =
-            if need_tokenizer || self.tokenizer.is_some() || dir.join("tokenizer.json").is_file() {
-                Some(self.load_tokenizer()?)
-            } else {
-                None
-            };
+        let has_tokenizer = match (&self.tokenizer, &self.model) {
+            (Some(_), _) | (None, None) => true,
+            (None, Some(dir)) => dir.join("tokenizer.json").is_file(),
+        };
+        let tokenizer = if need_tokenizer || has_tokenizer {
+            Some(self.load_tokenizer()?)
+        } else {
+            None
+        };
         Ok(Loaded {
             model,
             tokenizer,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use clap::Args;
-use loader::{Checkpoint, RopeScaling};
+use loader::RopeScaling;
 
 use crate::common::ModelArgs;
 
@@ -18,7 +18,7 @@ pub struct InfoArgs {
 }
 
 pub fn run(a: &InfoArgs) -> Result<()> {
-    let ckpt = Checkpoint::open(&a.model.model)?;
+    let ckpt = a.model.checkpoint()?;
     // Validate every tensor binding, so `info` fails on the same bad files a run would.
     model::Model::load(&ckpt)?;
     let c = &ckpt.config;

@@ -8,9 +8,10 @@ use crate::common::read_json;
 
 #[derive(Args)]
 pub struct TokenizeArgs {
-    /// A model directory, or any directory holding tokenizer.json (+ tokenizer_config.json).
+    /// A model directory, or any directory holding tokenizer.json (+ tokenizer_config.json);
+    /// default: the embedded model's tokenizer.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Use this tokenizer directory instead of the model's.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -36,8 +37,11 @@ pub struct TokenizeArgs {
 }
 
 pub fn run(a: &TokenizeArgs) -> Result<()> {
-    let dir = a.tokenizer.as_deref().unwrap_or(&a.model);
-    let tok = tokenizer::Tokenizer::from_dir(dir)?;
+    let tok = crate::common::ModelArgs {
+        model: a.model.clone(),
+        tokenizer: a.tokenizer.clone(),
+    }
+    .load_tokenizer()?;
     if let Some(text) = &a.text {
         let ids = tok.encode(text, a.add_special_tokens)?;
         let tokens = tok.tokens(&ids);

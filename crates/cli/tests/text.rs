@@ -449,3 +449,37 @@ fn interactive_chat_in_a_terminal() {
     p.send_line("/exit").unwrap();
     p.exp_eof().unwrap();
 }
+
+#[test]
+fn the_embedded_model_is_the_default() {
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("assets/model/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let case = &r["cases"][0];
+    let steps = r["greedy_steps"].to_string();
+    let out = json(&[
+        "generate",
+        "--prompt",
+        case["prompt"].as_str().unwrap(),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        &steps,
+        "--ignore-eos",
+        "--json",
+    ]);
+    assert_eq!(out["token_ids"], case["greedy_ids"]);
+    assert_eq!(out["text"], case["greedy_text"]);
+    let info = json(&["info", "--json"]);
+    assert_eq!(info["model_type"], "deepseek_v3");
+    assert_eq!(info["mtp_modules"], 1);
+    let t = json(&[
+        "tokenize",
+        "--text",
+        "Once upon a time",
+        "--add-special-tokens",
+        "--json",
+    ]);
+    assert_eq!(t["ids"], case["prompt_ids"]);
+}

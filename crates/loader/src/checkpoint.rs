@@ -8,7 +8,7 @@ use crate::config::ModelConfig;
 use crate::dtype::DType;
 use crate::error::{LoadError, Result};
 use crate::safetensors::SafetensorsFile;
-use crate::storage::Tensor;
+use crate::storage::{Storage, Tensor};
 
 pub struct Checkpoint {
     pub dir: PathBuf,
@@ -83,6 +83,37 @@ impl Checkpoint {
             dir: dir.to_path_buf(),
             config,
             files,
+            by_name,
+        })
+    }
+
+    /// A checkpoint held in memory (weights embedded in a binary, or fetched by a browser):
+    /// the text of `config.json` and each safetensors image, parsed in place with no copy.
+    /// `dir` only names the source in errors.
+    pub fn from_memory(
+        dir: &Path,
+        config_json: &str,
+        files: Vec<(String, Storage)>,
+    ) -> Result<Checkpoint> {
+        let config = ModelConfig::from_json_str(config_json, &dir.join("config.json"))?;
+        let mut parsed = Vec::new();
+        let mut by_name = BTreeMap::new();
+        for (name, storage) in files {
+            let f = SafetensorsFile::from_storage(dir.join(name), storage)?;
+            for t in f.names() {
+                by_name.insert(t.to_string(), parsed.len());
+            }
+            parsed.push(f);
+        }
+        if parsed.is_empty() {
+            return Err(LoadError::NoWeights {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            config,
+            files: parsed,
             by_name,
         })
     }

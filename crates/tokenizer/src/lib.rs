@@ -27,6 +27,16 @@ pub enum TokenizerError {
 
 pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
 
+pub use serde_json::Value as JsonValue;
+
+/// Parse a JSON config file's text, naming `path` in the error.
+pub fn parse_json(text: &str, path: PathBuf) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| TokenizerError::File {
+        path,
+        reason: format!("not valid JSON: {e}"),
+    })
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     pub bos_token: Option<String>,
@@ -58,11 +68,7 @@ impl Tokenizer {
                 path: cfg_path.clone(),
                 reason: e.to_string(),
             })?;
-            let v: Value = serde_json::from_str(&text).map_err(|e| TokenizerError::File {
-                path: cfg_path.clone(),
-                reason: format!("not valid JSON: {e}"),
-            })?;
-            Some(v)
+            Some(parse_json(&text, cfg_path.clone())?)
         } else {
             None
         };
