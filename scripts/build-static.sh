@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
   cargo build --release --locked -p cli --target x86_64-unknown-linux-gnu --target-dir target/static >&2
 bin="$PWD/target/static/x86_64-unknown-linux-gnu/release/deeprust"
-if ldd "$bin" >/dev/null 2>&1; then
+if ! ldd "$bin" 2>&1 | grep -qE "statically linked|not a dynamic executable"; then
   echo "error: $bin is dynamically linked" >&2
   exit 1
 fi
