@@ -10,8 +10,13 @@ pub struct MlaAttention<'a> {
     pub q_latent: &'a [f32],
     /// [tokens, n_heads, rope_dim]: roped
     pub q_pe: &'a [f32],
-    /// [cached tokens, kv_lora_rank + rope_dim]: normalised c_kv then roped k_pe, per token
+    /// One layer of the paged latent cache: [blocks, block_size, kv_lora_rank + rope_dim],
+    /// per token the normalised c_kv then the roped k_pe.
     pub kv: &'a [f32],
+    /// This sequence's blocks, in position order: position j is row `j % block_size` of
+    /// block `blocks[j / block_size]`.
+    pub blocks: &'a [u32],
+    pub block_size: usize,
     pub n_heads: usize,
     pub kv_lora_rank: usize,
     pub rope_dim: usize,

@@ -4,7 +4,8 @@ use kernels::Backend;
 use loader::ModelConfig;
 
 use crate::error::ModelError;
-use crate::mla::{AttnSpan, Mla};
+use crate::kv_cache::KvPool;
+use crate::mla::{Mla, SeqSpan};
 use crate::moe::{Mlp, Moe, Routing};
 use crate::weights::WeightLoader;
 
@@ -58,11 +59,13 @@ impl Block {
         h: &mut [f32],
         cos: &[f32],
         sin: &[f32],
-        spans: &mut [AttnSpan<'_>],
+        spans: &[SeqSpan<'_>],
+        pool: &mut KvPool,
+        layer: usize,
     ) -> Option<Routing> {
         let mut x = vec![0f32; h.len()];
         be.rms_norm(h, &self.attn_norm, self.eps, &mut x);
-        let a = self.attn.forward(be, &x, cos, sin, spans);
+        let a = self.attn.forward(be, &x, cos, sin, spans, pool, layer);
         h.iter_mut().zip(&a).for_each(|(h, a)| *h += a);
 
         be.rms_norm(h, &self.ffn_norm, self.eps, &mut x);

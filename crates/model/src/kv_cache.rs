@@ -1,31 +1,120 @@
-//! The MLA latent KV cache: per sequence slot, layer and position, the normalised latent
-//! `c_kv` (kv_lora_rank values) followed by the roped shared key `k_pe` (qk_rope_head_dim
-//! values): 576 values per token and layer for V3. Preallocated; never grown.
+//! The MLA latent KV cache: per layer and token, the normalised latent `c_kv`
+//! (kv_lora_rank values) followed by the roped shared key `k_pe` (qk_rope_head_dim values):
+//! 576 values per token and layer for V3. Preallocated in fixed-size blocks, never grown.
+//!
+//! [`KvPool`] is the block storage; which blocks a sequence owns is the caller's business
+//! (the engine's block manager). [`KvCache`] is the simple owner for one or a few sequences
+//! (the CLI, tests): each slot gets its own run of blocks up front.
 
 use loader::ModelConfig;
 
 use crate::error::ModelError;
 
-pub struct KvCache {
-    /// [slots][layers][capacity, row]
+/// Block storage for the latent cache: `[layers][blocks][block_size][row]`, so that one
+/// layer's blocks are contiguous.
+pub struct KvPool {
     data: Vec<f32>,
-    lens: Vec<usize>,
     layers: usize,
-    capacity: usize,
+    num_blocks: usize,
+    block_size: usize,
     row: usize,
 }
+
+impl KvPool {
+    pub fn new(cfg: &ModelConfig, num_blocks: usize, block_size: usize) -> KvPool {
+        assert!(block_size > 0, "block_size must be positive");
+        let row = cfg.kv_values_per_token_per_layer();
+        let layers = cfg.num_hidden_layers;
+        KvPool {
+            data: vec![0.0; layers * num_blocks * block_size * row],
+            layers,
+            num_blocks,
+            block_size,
+            row,
+        }
+    }
+
+    /// Bytes one block takes across all layers.
+    pub fn block_bytes(cfg: &ModelConfig, block_size: usize) -> usize {
+        cfg.num_hidden_layers
+            * block_size
+            * cfg.kv_values_per_token_per_layer()
+            * std::mem::size_of::<f32>()
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.num_blocks
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Values per cached token and layer (kv_lora_rank + qk_rope_head_dim).
+    pub fn row(&self) -> usize {
+        self.row
+    }
+
+    fn layer_len(&self) -> usize {
+        self.num_blocks * self.block_size * self.row
+    }
+
+    pub(crate) fn layer(&self, layer: usize) -> &[f32] {
+        let n = self.layer_len();
+        &self.data[layer * n..(layer + 1) * n]
+    }
+
+    pub(crate) fn layer_mut(&mut self, layer: usize) -> &mut [f32] {
+        let n = self.layer_len();
+        &mut self.data[layer * n..(layer + 1) * n]
+    }
+
+    /// Copy the first `rows` token rows of block `src` into block `dst`, in every layer
+    /// (copy-on-write of a shared, partly filled block; a forked beam).
+    pub fn copy_block(&mut self, src: u32, dst: u32, rows: usize) {
+        let (bs, row) = (self.block_size, self.row);
+        assert!(rows <= bs && (src as usize) < self.num_blocks && (dst as usize) < self.num_blocks);
+        if src == dst {
+            return;
+        }
+        for l in 0..self.layers {
+            let base = l * self.layer_len();
+            let from = base + src as usize * bs * row;
+            let to = base + dst as usize * bs * row;
+            self.data.copy_within(from..from + rows * row, to);
+        }
+    }
+
+    /// Position `pos` of a sequence with block table `blocks` as an offset into a layer.
+    pub(crate) fn offset(&self, blocks: &[u32], pos: usize) -> usize {
+        (blocks[pos / self.block_size] as usize * self.block_size + pos % self.block_size)
+            * self.row
+    }
+}
+
+/// A cache for a fixed number of sequence slots of up to `capacity` tokens each.
+pub struct KvCache {
+    pub(crate) pool: KvPool,
+    pub(crate) tables: Vec<Vec<u32>>,
+    lens: Vec<usize>,
+    capacity: usize,
+}
+
+/// Block size of the slot cache: small enough that a short sequence wastes little.
+const SLOT_BLOCK: usize = 16;
 
 impl KvCache {
     /// Room for `slots` sequences of up to `capacity` tokens each.
     pub fn new(cfg: &ModelConfig, slots: usize, capacity: usize) -> KvCache {
-        let row = cfg.kv_values_per_token_per_layer();
-        let layers = cfg.num_hidden_layers;
+        let per_slot = capacity.div_ceil(SLOT_BLOCK).max(1);
+        let tables = (0..slots)
+            .map(|s| ((s * per_slot) as u32..((s + 1) * per_slot) as u32).collect())
+            .collect();
         KvCache {
-            data: vec![0.0; slots * layers * capacity * row],
+            pool: KvPool::new(cfg, slots * per_slot, SLOT_BLOCK),
+            tables,
             lens: vec![0; slots],
-            layers,
             capacity,
-            row,
         }
     }
 
@@ -52,18 +141,17 @@ impl KvCache {
     }
 
     /// Make `dst` hold the first `len` cached tokens of `src` (a shared prompt, a beam that
-    /// forks). Every layer's rows are copied; `dst`'s length becomes `len`.
+    /// forks); `dst`'s length becomes `len`.
     pub fn copy_prefix(&mut self, src: usize, dst: usize, len: usize) {
         assert!(
             len <= self.lens[src],
             "copy_prefix beyond the cached tokens of slot {src}"
         );
         if src != dst {
-            let stride = self.capacity * self.row;
-            for layer in 0..self.layers {
-                let from = (src * self.layers + layer) * stride;
-                let to = (dst * self.layers + layer) * stride;
-                self.data.copy_within(from..from + len * self.row, to);
+            for b in 0..len.div_ceil(SLOT_BLOCK) {
+                let rows = (len - b * SLOT_BLOCK).min(SLOT_BLOCK);
+                self.pool
+                    .copy_block(self.tables[src][b], self.tables[dst][b], rows);
             }
         }
         self.lens[dst] = len;
@@ -98,22 +186,5 @@ impl KvCache {
         }
         self.lens[slot] = start + n;
         Ok(())
-    }
-
-    /// For each of `slots` (distinct), its rows of `layer`: `[capacity, kv_lora_rank + rope_dim]`.
-    pub(crate) fn layer_rows(&mut self, slots: &[usize], layer: usize) -> Vec<&mut [f32]> {
-        let stride = self.capacity * self.row;
-        let layers = self.layers;
-        let mut by_slot: Vec<Option<&mut [f32]>> = self
-            .data
-            .chunks_exact_mut(stride)
-            .skip(layer)
-            .step_by(layers)
-            .map(Some)
-            .collect();
-        slots
-            .iter()
-            .map(|&s| by_slot[s].take().expect("slots are distinct and in range"))
-            .collect()
     }
 }

@@ -17,6 +17,6 @@ pub mod rope;
 mod weights;
 
 pub use error::ModelError;
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvPool};
 pub use loader::ModelConfig;
-pub use model::{ForwardBatch, LogitsMode, Model, SeqChunk, Trace};
+pub use model::{ForwardBatch, LogitsMode, Model, PagedBatch, PagedSeq, SeqChunk, Trace};

@@ -9,6 +9,7 @@ use kernels::{Backend, Matrix, MlaAttention};
 use loader::ModelConfig;
 
 use crate::error::ModelError;
+use crate::kv_cache::KvPool;
 use crate::weights::WeightLoader;
 
 /// The latent norms use the reference's default eps, not `rms_norm_eps` (as DeepSeek's
@@ -44,12 +45,12 @@ pub struct Mla {
     pub eps: f32,
 }
 
-/// Where the tokens of one forward go: which cache rows each sequence's chunk occupies.
-pub struct AttnSpan<'a> {
+/// Where one sequence's tokens of this forward sit: positions `start_pos..start_pos + len`
+/// of a sequence whose cache lives in `blocks` of the pool.
+pub struct SeqSpan<'a> {
     pub start_pos: usize,
     pub len: usize,
-    /// This sequence's rows of this layer: [capacity, kv_lora_rank + rope_dim]
-    pub cache: &'a mut [f32],
+    pub blocks: &'a [u32],
 }
 
 impl Mla {
@@ -91,14 +92,18 @@ impl Mla {
     }
 
     /// `x`: [tokens, hidden] normalised input; `cos`/`sin`: [tokens, rope_dim / 2];
-    /// `spans` cover the tokens in order. Returns [tokens, hidden].
+    /// `spans` cover the tokens in order; their latent rows are written into `layer` of
+    /// `pool`, then every token attends over its sequence's cached rows. Returns
+    /// [tokens, hidden].
     pub fn forward(
         &self,
         be: &dyn Backend,
         x: &[f32],
         cos: &[f32],
         sin: &[f32],
-        spans: &mut [AttnSpan<'_>],
+        spans: &[SeqSpan<'_>],
+        pool: &mut KvPool,
+        layer: usize,
     ) -> Vec<f32> {
         let (h, r, p) = (self.n_heads, self.kv_lora_rank, self.qk_rope_head_dim);
         let (nope, vd) = (self.qk_nope_head_dim, self.v_head_dim);
@@ -167,16 +172,24 @@ impl Mla {
         }
 
         // Cache this chunk's latent rows, then attend per sequence.
+        let mut t0 = 0;
+        for span in spans {
+            for i in 0..span.len {
+                let at = pool.offset(span.blocks, span.start_pos + i);
+                pool.layer_mut(layer)[at..at + r + p]
+                    .copy_from_slice(&kv[(t0 + i) * (r + p)..(t0 + i + 1) * (r + p)]);
+            }
+            t0 += span.len;
+        }
         let mut o_latent = vec![0f32; tokens * h * r]; // [tokens, n_heads, kv_lora_rank]
         let mut t0 = 0;
-        for span in spans.iter_mut() {
-            let rows = &kv[t0 * (r + p)..(t0 + span.len) * (r + p)];
-            span.cache[span.start_pos * (r + p)..(span.start_pos + span.len) * (r + p)]
-                .copy_from_slice(rows);
+        for span in spans {
             let attn = MlaAttention {
                 q_latent: &q_latent[t0 * h * r..(t0 + span.len) * h * r],
                 q_pe: &q_pe[t0 * h * p..(t0 + span.len) * h * p],
-                kv: &span.cache[..(span.start_pos + span.len) * (r + p)],
+                kv: pool.layer(layer),
+                blocks: span.blocks,
+                block_size: pool.block_size(),
                 n_heads: h,
                 kv_lora_rank: r,
                 rope_dim: p,
@@ -307,13 +320,15 @@ mod tests {
                     &mut sin[t * half..(t + 1) * half],
                 );
             }
-            let mut cache = vec![0f32; tokens * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)];
-            let mut spans = [AttnSpan {
+            // blocks of 8 in a scrambled order
+            let mut pool = KvPool::new(cfg, 5, 8);
+            let blocks = [4u32, 1, 3, 0, 2];
+            let spans = [SeqSpan {
                 start_pos: 0,
                 len: tokens,
-                cache: &mut cache,
+                blocks: &blocks,
             }];
-            let got = mla.forward(&be, &x, &cos, &sin, &mut spans);
+            let got = mla.forward(&be, &x, &cos, &sin, &spans, &mut pool, 1);
             let want = naive(&mla, &be, &x, &cos, &sin);
             let err: f64 = got
                 .iter()

@@ -5,8 +5,8 @@ use loader::{Checkpoint, ModelConfig};
 
 use crate::block::Block;
 use crate::error::ModelError;
-use crate::kv_cache::KvCache;
-use crate::mla::AttnSpan;
+use crate::kv_cache::{KvCache, KvPool};
+use crate::mla::SeqSpan;
 use crate::mtp::Mtp;
 use crate::rope::Rope;
 use crate::weights::WeightLoader;
@@ -31,6 +31,19 @@ pub enum LogitsMode {
 
 pub struct ForwardBatch<'a> {
     pub seqs: Vec<SeqChunk<'a>>,
+    pub logits: LogitsMode,
+}
+
+/// Consecutive tokens of one sequence whose cache lives in pool blocks: position j is in
+/// `blocks[j / block_size]`. Positions before `start_pos` must already be cached there.
+pub struct PagedSeq<'a> {
+    pub blocks: &'a [u32],
+    pub start_pos: usize,
+    pub tokens: &'a [u32],
+}
+
+pub struct PagedBatch<'a> {
+    pub seqs: Vec<PagedSeq<'a>>,
     pub logits: LogitsMode,
 }
 
@@ -112,11 +125,37 @@ impl Model {
         &self,
         batch: &ForwardBatch<'_>,
         cache: &mut KvCache,
+        trace: Option<&mut Trace>,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.check_batch(batch, cache)?;
+        let KvCache { pool, tables, .. } = cache;
+        let paged = PagedBatch {
+            seqs: batch
+                .seqs
+                .iter()
+                .map(|s| PagedSeq {
+                    blocks: &tables[s.slot],
+                    start_pos: s.start_pos,
+                    tokens: s.tokens,
+                })
+                .collect(),
+            logits: batch.logits,
+        };
+        self.forward_paged(&paged, pool, trace)
+    }
+
+    /// One forward over sequences whose caches live in `pool` under their block tables.
+    /// Blocks a chunk writes must not be written by another chunk of the batch; blocks
+    /// before a chunk's start may be shared (a cached prefix).
+    pub fn forward_paged(
+        &self,
+        batch: &PagedBatch<'_>,
+        pool: &mut KvPool,
         mut trace: Option<&mut Trace>,
     ) -> Result<Vec<f32>, ModelError> {
         let cfg = &self.config;
         let be = self.backend.as_ref();
-        self.check_batch(batch, cache)?;
+        self.check_paged(batch, pool)?;
         let tokens: Vec<u32> = batch
             .seqs
             .iter()
@@ -139,12 +178,20 @@ impl Model {
                 t += 1;
             }
         }
+        let spans: Vec<SeqSpan> = batch
+            .seqs
+            .iter()
+            .map(|s| SeqSpan {
+                start_pos: s.start_pos,
+                len: s.tokens.len(),
+                blocks: s.blocks,
+            })
+            .collect();
 
         let mut h = vec![0f32; n * d]; // [tokens, hidden] residual stream
         be.embedding(&self.embed, &tokens, &mut h);
         for (li, layer) in self.layers.iter().enumerate() {
-            let mut spans = self.spans(batch, cache, li);
-            let routing = layer.forward(be, &mut h, &cos, &sin, &mut spans);
+            let routing = layer.forward(be, &mut h, &cos, &sin, &spans, pool, li);
             if let Some(tr) = trace.as_deref_mut() {
                 tr.residual.push(h.clone());
                 tr.router.push(routing.map(|r| (r.indices, r.weights)));
@@ -208,23 +255,48 @@ impl Model {
         Ok(())
     }
 
-    /// Each chunk's span of the cache for layer `li`.
-    fn spans<'c>(
-        &self,
-        batch: &ForwardBatch<'_>,
-        cache: &'c mut KvCache,
-        li: usize,
-    ) -> Vec<AttnSpan<'c>> {
-        let slots: Vec<usize> = batch.seqs.iter().map(|s| s.slot).collect();
-        batch
-            .seqs
-            .iter()
-            .zip(cache.layer_rows(&slots, li))
-            .map(|(s, rows)| AttnSpan {
-                start_pos: s.start_pos,
-                len: s.tokens.len(),
-                cache: rows,
-            })
-            .collect()
+    fn check_paged(&self, batch: &PagedBatch<'_>, pool: &KvPool) -> Result<(), ModelError> {
+        if batch.seqs.is_empty() {
+            return Err(ModelError::BadBatch("no sequences".into()));
+        }
+        let bs = pool.block_size();
+        let mut written = std::collections::HashSet::new();
+        for (i, s) in batch.seqs.iter().enumerate() {
+            if s.tokens.is_empty() {
+                return Err(ModelError::BadBatch(format!("sequence {i} has no tokens")));
+            }
+            if let Some(&id) = s
+                .tokens
+                .iter()
+                .find(|&&id| id as usize >= self.config.vocab_size)
+            {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    vocab: self.config.vocab_size,
+                });
+            }
+            let end = s.start_pos + s.tokens.len();
+            if s.blocks.len() * bs < end {
+                return Err(ModelError::BadBatch(format!(
+                    "sequence {i} reaches position {end}, but its {} blocks hold {}",
+                    s.blocks.len(),
+                    s.blocks.len() * bs
+                )));
+            }
+            if let Some(&b) = s.blocks.iter().find(|&&b| b as usize >= pool.num_blocks()) {
+                return Err(ModelError::BadBatch(format!(
+                    "block {b} is not in the pool ({} blocks)",
+                    pool.num_blocks()
+                )));
+            }
+            for b in &s.blocks[s.start_pos / bs..end.div_ceil(bs)] {
+                if !written.insert(*b) {
+                    return Err(ModelError::BadBatch(format!(
+                        "block {b} is written by two sequences"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -11,6 +11,8 @@ pub fn mla_attention(a: &MlaAttention<'_>, out: &mut [f32]) {
     let row = r + p;
     let tokens = a.q_pe.len() / (h * p);
     let mut scores = vec![0f32; a.start_pos + tokens];
+    let bs = a.block_size;
+    let at = |j: usize| (a.blocks[j / bs] as usize * bs + j % bs) * row;
     for t in 0..tokens {
         let len = a.start_pos + t + 1; // causal: keys 0..=position
         for head in 0..h {
@@ -18,14 +20,14 @@ pub fn mla_attention(a: &MlaAttention<'_>, out: &mut [f32]) {
             let q_pe = &a.q_pe[(t * h + head) * p..][..p];
             let s = &mut scores[..len];
             for (j, sj) in s.iter_mut().enumerate() {
-                let kv = &a.kv[j * row..(j + 1) * row];
+                let kv = &a.kv[at(j)..at(j) + row];
                 *sj = (dot(q_lat, &kv[..r]) + dot(q_pe, &kv[r..])) * a.scale;
             }
             softmax(s);
             let o = &mut out[(t * h + head) * r..][..r];
             o.fill(0.0);
             for (j, &pj) in s.iter().enumerate() {
-                for (ov, &c) in o.iter_mut().zip(&a.kv[j * row..j * row + r]) {
+                for (ov, &c) in o.iter_mut().zip(&a.kv[at(j)..at(j) + r]) {
                     *ov += pj * c;
                 }
             }

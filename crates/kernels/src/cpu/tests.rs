@@ -186,13 +186,22 @@ fn mla_attention_is_causal_softmax_over_latents() {
     let be = CpuBackend::new();
     let (h, r, p, start, tokens) = (3, 5, 4, 2, 3);
     let row = r + p;
-    let kv = values((start + tokens) * row, 11);
+    // Positions live in scattered blocks of 2: logical block i is physical block blocks[i].
+    let (bs, blocks) = (2, [3u32, 0, 2]);
+    let logical = values((start + tokens) * row, 11);
+    let mut kv = vec![f32::NAN; 4 * bs * row];
+    for j in 0..start + tokens {
+        let at = (blocks[j / bs] as usize * bs + j % bs) * row;
+        kv[at..at + row].copy_from_slice(&logical[j * row..(j + 1) * row]);
+    }
     let q_latent = values(tokens * h * r, 12);
     let q_pe = values(tokens * h * p, 13);
     let a = MlaAttention {
         q_latent: &q_latent,
         q_pe: &q_pe,
         kv: &kv,
+        blocks: &blocks,
+        block_size: bs,
         n_heads: h,
         kv_lora_rank: r,
         rope_dim: p,
@@ -208,7 +217,7 @@ fn mla_attention_is_causal_softmax_over_latents() {
                 .map(|j| {
                     let ql = &q_latent[(t * h + head) * r..][..r];
                     let qp = &q_pe[(t * h + head) * p..][..p];
-                    let k = &kv[j * row..(j + 1) * row];
+                    let k = &logical[j * row..(j + 1) * row];
                     0.7 * (ql
                         .iter()
                         .zip(&k[..r])
@@ -225,7 +234,7 @@ fn mla_attention_is_causal_softmax_over_latents() {
             let want: Vec<f32> = (0..r)
                 .map(|i| {
                     (0..len)
-                        .map(|j| (s[j] - m).exp() / z * kv[j * row + i] as f64)
+                        .map(|j| (s[j] - m).exp() / z * logical[j * row + i] as f64)
                         .sum::<f64>() as f32
                 })
                 .collect();
