@@ -1,8 +1,10 @@
 //! The engine: sampling and generation over the model.
 
+pub mod blocks;
 mod error;
 pub mod generate;
 pub mod sampler;
+pub mod scheduler;
 
 pub use error::EngineError;
 pub use generate::{
