@@ -34,7 +34,11 @@ pub struct PrefixStats {
 
 impl PrefixStats {
     pub fn hit_rate(&self) -> f64 {
-        if self.queried == 0 { 0.0 } else { self.hit as f64 / self.queried as f64 }
+        if self.queried == 0 {
+            0.0
+        } else {
+            self.hit as f64 / self.queried as f64
+        }
     }
 }
 
@@ -125,7 +129,11 @@ impl BlockManager {
         for chunk in tokens.chunks_exact(self.block_size).take(max_blocks) {
             h = chain_hash(h, chunk);
             match self.cached.get(&h) {
-                Some(&b) if self.content[b as usize].as_ref().is_some_and(|(_, t)| t == chunk) => {
+                Some(&b)
+                    if self.content[b as usize]
+                        .as_ref()
+                        .is_some_and(|(_, t)| t == chunk) =>
+                {
                     self.retain(b);
                     out.push(b);
                 }
@@ -158,7 +166,11 @@ pub struct BlockTable {
 
 impl BlockTable {
     pub fn new(manager: Rc<RefCell<BlockManager>>) -> BlockTable {
-        BlockTable { manager, blocks: Vec::new(), registered: (0, 0) }
+        BlockTable {
+            manager,
+            blocks: Vec::new(),
+            registered: (0, 0),
+        }
     }
 
     /// Attach cached prefix blocks for `tokens`; returns how many tokens they cover.

@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use model::{ForwardBatch, KvCache, LogitsMode, Model, SeqChunk};
-use tokenizer::{StopMatcher, StopStep, StreamDecoder, Tokenizer};
+use tokenizer::{StopMatcher, StopStep, Tokenizer};
 
 use crate::error::EngineError;
+use crate::output::OutputState;
 use crate::sampler::{Sampled, Sampler, SamplingParams, log_softmax, top_n};
 
 /// When a sequence ends.
@@ -104,8 +105,7 @@ pub struct Generator<'m> {
 struct Seq {
     slot: usize,
     sampler: Sampler,
-    decoder: StreamDecoder,
-    stops: StopMatcher,
+    output: OutputState,
     out: Completion,
     done: bool,
 }
@@ -206,8 +206,7 @@ impl Generator<'_> {
             .map(|i| Seq {
                 slot: i,
                 sampler: Sampler::new(req.sampling.clone(), &req.prompt, i as u64),
-                decoder: StreamDecoder::new(true),
-                stops: StopMatcher::new(req.stop.stop.clone()),
+                output: OutputState::new(&req.stop),
                 out: Completion {
                     ids: vec![],
                     text: String::new(),
@@ -228,61 +227,30 @@ impl Generator<'_> {
                 let tok = seq.sampler.sample(l);
                 ttft.get_or_insert_with(|| start.elapsed().as_secs_f64());
                 seq.out.ids.push(tok.id);
-                let stop_token = self.is_stop_token(req, tok.id);
-                let mut text = String::new();
-                if let Some(t) = self.tokenizer {
-                    if let Some(piece) = seq.decoder.step(t, tok.id)? {
-                        match seq.stops.push(&piece) {
-                            StopStep::Continue(s) => text = s,
-                            StopStep::Stop(s, _) => {
-                                text = s;
-                                seq.done = true;
-                                seq.out.finish_reason = FinishReason::Stop;
-                            }
-                        }
-                    }
-                    if stop_token
-                        || (!seq.done
-                            && (seq.out.ids.len() >= req.stop.max_tokens || pos + 1 >= capacity))
-                    {
-                        // end of output: release what the decoder and the stop matcher held
-                        if !stop_token && let Some(piece) = seq.decoder.flush(t)? {
-                            match seq.stops.push(&piece) {
-                                StopStep::Continue(s) => text.push_str(&s),
-                                StopStep::Stop(s, _) => {
-                                    text.push_str(&s);
-                                    seq.done = true;
-                                    seq.out.finish_reason = FinishReason::Stop;
-                                }
-                            }
-                        }
-                        if !seq.done {
-                            text.push_str(&seq.stops.flush());
-                        }
-                    }
-                }
-                seq.out.text.push_str(&text);
+                let at_limit = seq.out.ids.len() >= req.stop.max_tokens || pos + 1 >= capacity;
+                let step = seq.output.step(
+                    self.tokenizer,
+                    tok.id,
+                    self.is_stop_token(req, tok.id),
+                    at_limit,
+                )?;
+                seq.out.text.push_str(&step.text);
                 if !on_event(Event {
                     index: seq.slot,
                     token: &tok,
-                    text: &text,
+                    text: &step.text,
                 }) {
                     cancelled = true;
                 }
                 if req.sampling.logprobs.is_some() {
                     seq.out.logprobs.push(tok.clone());
                 }
-                if stop_token {
-                    seq.done = true;
-                    seq.out.finish_reason = FinishReason::Stop;
-                } else if !seq.done
-                    && (seq.out.ids.len() >= req.stop.max_tokens || pos + 1 >= capacity)
-                {
-                    seq.done = true;
-                    seq.out.finish_reason = FinishReason::Length;
-                }
-                if !seq.done {
-                    next.push((seq.slot, tok.id));
+                match step.finish {
+                    Some(reason) => {
+                        seq.done = true;
+                        seq.out.finish_reason = reason;
+                    }
+                    None => next.push((seq.slot, tok.id)),
                 }
             }
             if cancelled {

@@ -61,7 +61,13 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(cfg: SchedulerConfig, blocks: Rc<RefCell<BlockManager>>) -> Scheduler {
         assert!(cfg.max_batch_tokens > 0 && cfg.max_running > 0);
-        Scheduler { cfg, blocks, seqs: HashMap::new(), waiting: VecDeque::new(), running: Vec::new() }
+        Scheduler {
+            cfg,
+            blocks,
+            seqs: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+        }
     }
 
     pub fn blocks(&self) -> &Rc<RefCell<BlockManager>> {
@@ -71,7 +77,14 @@ impl Scheduler {
     /// Queue a new sequence.
     pub fn add(&mut self, id: SeqId, tokens: Vec<u32>) {
         let table = BlockTable::new(self.blocks.clone());
-        self.seqs.insert(id, SeqEntry { tokens, computed: 0, table });
+        self.seqs.insert(
+            id,
+            SeqEntry {
+                tokens,
+                computed: 0,
+                table,
+            },
+        );
         self.waiting.push_back(id);
     }
 
@@ -122,18 +135,28 @@ impl Scheduler {
         }
         // Admit from the queue in arrival order while blocks, budget and room allow.
         while budget > 0 && self.running.len() < self.cfg.max_running {
-            let Some(&id) = self.waiting.front() else { break };
+            let Some(&id) = self.waiting.front() else {
+                break;
+            };
             let s = self.seqs.get_mut(&id).expect("queued sequences exist");
             if s.computed == 0 && s.table.blocks.is_empty() {
                 s.computed = s.table.attach_prefix(&s.tokens);
             }
             let n = (s.tokens.len() - s.computed).min(budget);
             if !s.table.grow(s.computed + n) {
-                break; // first come, first served: later requests wait behind it
+                // First come, first served: later requests wait behind it. It holds no
+                // blocks while it waits (its prefix stays cached for the next try).
+                s.table.clear();
+                s.computed = 0;
+                break;
             }
             self.waiting.pop_front();
             self.running.push(id);
-            plan.items.push(Scheduled { id, start: s.computed, len: n });
+            plan.items.push(Scheduled {
+                id,
+                start: s.computed,
+                len: n,
+            });
             budget -= n;
         }
         plan
@@ -166,9 +189,16 @@ impl Scheduler {
 
     /// The forward ran `item`: its tokens are cached now.
     pub fn advance(&mut self, item: &Scheduled) {
-        let s = self.seqs.get_mut(&item.id).expect("scheduled sequences exist");
+        let s = self
+            .seqs
+            .get_mut(&item.id)
+            .expect("scheduled sequences exist");
         s.computed = item.start + item.len;
-        let SeqEntry { tokens, computed, table } = s;
+        let SeqEntry {
+            tokens,
+            computed,
+            table,
+        } = s;
         table.register_full(tokens, *computed);
     }
 

@@ -2,7 +2,13 @@ use super::*;
 
 fn sched(blocks: usize, bs: usize, budget: usize, max_running: usize) -> Scheduler {
     let m = Rc::new(RefCell::new(BlockManager::new(blocks, bs)));
-    Scheduler::new(SchedulerConfig { max_batch_tokens: budget, max_running }, m)
+    Scheduler::new(
+        SchedulerConfig {
+            max_batch_tokens: budget,
+            max_running,
+        },
+        m,
+    )
 }
 
 fn it(id: SeqId, start: usize, len: usize) -> Scheduled {
@@ -100,7 +106,11 @@ fn prefix_hits_skip_cached_blocks() {
     second.extend([5, 6, 7, 8, 9]);
     s.add(2, second);
     let p = s.schedule();
-    assert_eq!(p.items, vec![it(2, 12, 5)], "the first 12 tokens come from the cache");
+    assert_eq!(
+        p.items,
+        vec![it(2, 12, 5)],
+        "the first 12 tokens come from the cache"
+    );
     let st = s.blocks().borrow().stats;
     assert_eq!((st.queried, st.hit), (12 + 17, 12));
     // the same prompt again: everything but the block of the last token is reused
@@ -123,7 +133,11 @@ fn cached_blocks_are_evicted_least_recently_used_first() {
     s.finish(2);
     s.add(3, prompt(5, 0));
     let p = s.schedule();
-    assert_eq!(p.items, vec![it(3, 0, 5)], "the evicted prefix is recomputed");
+    assert_eq!(
+        p.items,
+        vec![it(3, 0, 5)],
+        "the evicted prefix is recomputed"
+    );
 }
 
 #[test]
@@ -149,8 +163,12 @@ fn no_request_starves() {
         }
         run(&mut s, &p);
         // small requests finish once they have two tokens of output
-        let done: Vec<SeqId> =
-            p.items.iter().map(|i| i.id).filter(|&id| id != 100 && s.contains(id) && s.seq(id).tokens.len() >= 5).collect();
+        let done: Vec<SeqId> = p
+            .items
+            .iter()
+            .map(|i| i.id)
+            .filter(|&id| id != 100 && s.contains(id) && s.seq(id).tokens.len() >= 5)
+            .collect();
         for id in done {
             s.finish(id);
         }
@@ -158,8 +176,15 @@ fn no_request_starves() {
             s.finish(100);
         }
     }
-    assert_eq!(admitted.first(), Some(&100), "nothing that arrived later was admitted before it: {admitted:?}");
-    assert!(admitted.len() > 5, "and the small ones ran after it: {admitted:?}");
+    assert_eq!(
+        admitted.first(),
+        Some(&100),
+        "nothing that arrived later was admitted before it: {admitted:?}"
+    );
+    assert!(
+        admitted.len() > 5,
+        "and the small ones ran after it: {admitted:?}"
+    );
 }
 
 #[test]
@@ -171,4 +196,24 @@ fn max_running_caps_the_batch() {
     let p = s.schedule();
     assert_eq!(p.items.len(), 2);
     assert_eq!(s.waiting(), 1);
+}
+
+#[test]
+fn a_waiting_sequence_holds_no_blocks() {
+    // The head of the queue found part of its prompt cached but cannot fit the rest: it
+    // must not keep the cached blocks from a sequence preempted in front of it.
+    let mut s = sched(6, 4, 64, 8);
+    s.add(1, prompt(8, 0));
+    let p = s.schedule();
+    run(&mut s, &p);
+    s.finish(1); // blocks 0-1 cached and idle
+    s.add(2, prompt(17, 5)); // 5 blocks: fits
+    s.add(3, [prompt(8, 0), prompt(12, 3)].concat()); // hits the cached 2 blocks, needs 5 in all
+    let p = s.schedule();
+    assert_eq!(p.items, vec![it(2, 0, 17)]);
+    assert_eq!(
+        s.blocks().borrow().in_use(),
+        5,
+        "sequence 3 waits without holding its prefix"
+    );
 }
