@@ -150,11 +150,9 @@ fn no_request_starves() {
     let p = s.schedule();
     run(&mut s, &p);
     s.add(100, prompt(28, 9)); // 7 of the 8 blocks
-    let mut next = 3;
     let mut admitted = Vec::new();
-    for _ in 0..30 {
+    for next in 3..33 {
         s.add(next, prompt(3, next as u32));
-        next += 1;
         let p = s.schedule();
         for i in &p.items {
             if i.start == 0 && !admitted.contains(&i.id) {

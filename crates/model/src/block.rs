@@ -5,7 +5,7 @@ use loader::ModelConfig;
 
 use crate::error::ModelError;
 use crate::kv_cache::KvPool;
-use crate::mla::{Mla, SeqSpan};
+use crate::mla::{Mla, Positions};
 use crate::moe::{Mlp, Moe, Routing};
 use crate::weights::WeightLoader;
 
@@ -57,15 +57,13 @@ impl Block {
         &self,
         be: &dyn Backend,
         h: &mut [f32],
-        cos: &[f32],
-        sin: &[f32],
-        spans: &[SeqSpan<'_>],
+        at: &Positions<'_>,
         pool: &mut KvPool,
         layer: usize,
     ) -> Option<Routing> {
         let mut x = vec![0f32; h.len()];
         be.rms_norm(h, &self.attn_norm, self.eps, &mut x);
-        let a = self.attn.forward(be, &x, cos, sin, spans, pool, layer);
+        let a = self.attn.forward(be, &x, at, pool, layer);
         h.iter_mut().zip(&a).for_each(|(h, a)| *h += a);
 
         be.rms_norm(h, &self.ffn_norm, self.eps, &mut x);

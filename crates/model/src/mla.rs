@@ -45,6 +45,14 @@ pub struct Mla {
     pub eps: f32,
 }
 
+/// Where the tokens of one forward sit: their rotary angles (`[tokens, rope_dim / 2]` each)
+/// and each sequence's span of positions and cache blocks, in token order.
+pub struct Positions<'a> {
+    pub cos: &'a [f32],
+    pub sin: &'a [f32],
+    pub spans: &'a [SeqSpan<'a>],
+}
+
 /// Where one sequence's tokens of this forward sit: positions `start_pos..start_pos + len`
 /// of a sequence whose cache lives in `blocks` of the pool.
 pub struct SeqSpan<'a> {
@@ -99,12 +107,11 @@ impl Mla {
         &self,
         be: &dyn Backend,
         x: &[f32],
-        cos: &[f32],
-        sin: &[f32],
-        spans: &[SeqSpan<'_>],
+        at: &Positions<'_>,
         pool: &mut KvPool,
         layer: usize,
     ) -> Vec<f32> {
+        let (cos, sin, spans) = (at.cos, at.sin, at.spans);
         let (h, r, p) = (self.n_heads, self.kv_lora_rank, self.qk_rope_head_dim);
         let (nope, vd) = (self.qk_nope_head_dim, self.v_head_dim);
         let qk = nope + p;
@@ -328,7 +335,12 @@ mod tests {
                 len: tokens,
                 blocks: &blocks,
             }];
-            let got = mla.forward(&be, &x, &cos, &sin, &spans, &mut pool, 1);
+            let at = Positions {
+                cos: &cos,
+                sin: &sin,
+                spans: &spans,
+            };
+            let got = mla.forward(&be, &x, &at, &mut pool, 1);
             let want = naive(&mla, &be, &x, &cos, &sin);
             let err: f64 = got
                 .iter()

@@ -6,7 +6,7 @@ use loader::{Checkpoint, ModelConfig};
 use crate::block::Block;
 use crate::error::ModelError;
 use crate::kv_cache::{KvCache, KvPool};
-use crate::mla::SeqSpan;
+use crate::mla::{Positions, SeqSpan};
 use crate::mtp::Mtp;
 use crate::rope::Rope;
 use crate::weights::WeightLoader;
@@ -188,10 +188,16 @@ impl Model {
             })
             .collect();
 
+        let at = Positions {
+            cos: &cos,
+            sin: &sin,
+            spans: &spans,
+        };
+
         let mut h = vec![0f32; n * d]; // [tokens, hidden] residual stream
         be.embedding(&self.embed, &tokens, &mut h);
         for (li, layer) in self.layers.iter().enumerate() {
-            let routing = layer.forward(be, &mut h, &cos, &sin, &spans, pool, li);
+            let routing = layer.forward(be, &mut h, &at, pool, li);
             if let Some(tr) = trace.as_deref_mut() {
                 tr.residual.push(h.clone());
                 tr.router.push(routing.map(|r| (r.indices, r.weights)));
