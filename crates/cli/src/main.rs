@@ -1,5 +1,6 @@
 //! `deeprust`: the command-line face of the engine.
 
+mod bench;
 mod chat;
 mod common;
 mod generate;
@@ -33,6 +34,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Token ids of a text, or of a conversation rendered through the chat template.
     Tokenize(tokenize::TokenizeArgs),
+    /// Throughput of the batching engine under concurrent multi-turn clients.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate::generate(&a),
         Command::Chat(a) => chat::run(&a),
         Command::Tokenize(a) => tokenize::run(&a),
+        Command::Bench(a) => bench::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
