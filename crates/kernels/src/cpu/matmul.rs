@@ -8,15 +8,15 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; 8];
-    let chunks = n / 8;
-    for i in 0..chunks {
+    // chunks_exact keeps bounds checks out of the loop so it vectorises
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
         for k in 0..8 {
-            acc[k] += a[8 * i + k] * b[8 * i + k];
+            acc[k] += x[k] * y[k];
         }
     }
     let mut tail = 0f32;
-    for i in chunks * 8..n {
-        tail += a[i] * b[i];
+    for (x, y) in a.chunks_exact(8).remainder().iter().zip(b.chunks_exact(8).remainder()) {
+        tail += x * y;
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
