@@ -5,6 +5,7 @@ mod chat;
 mod common;
 mod generate;
 mod info;
+mod serve;
 mod tokenize;
 
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Throughput of the batching engine under concurrent multi-turn clients.
     Bench(bench::BenchArgs),
+    /// The OpenAI-compatible HTTP server.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => chat::run(&a),
         Command::Tokenize(a) => tokenize::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Serve(a) => serve::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

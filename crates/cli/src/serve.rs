@@ -1,0 +1,65 @@
+//! `deeprust serve`: the OpenAI-compatible server on one model.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use engine::EngineHandle;
+use server::{AppState, app};
+
+use crate::bench::EngineArgs;
+use crate::common::ModelArgs;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", env = "DEEPRUST_HOST")]
+    pub host: String,
+    /// Port to listen on (0: any free port).
+    #[arg(long, default_value_t = 8080, env = "DEEPRUST_PORT")]
+    pub port: u16,
+    /// The model's name in the API (`model` field); default: the directory name.
+    #[arg(long, env = "DEEPRUST_MODEL_NAME")]
+    pub model_name: Option<String>,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 30)]
+    pub grace_secs: u64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+pub fn run(a: &ServeArgs) -> Result<()> {
+    let loaded = a.model.load(true)?;
+    let tokenizer = Arc::new(loaded.tokenizer.context("serve needs a tokenizer")?);
+    let model = Arc::new(loaded.model);
+    let cfg = a.engine.config(&model)?;
+    let name = a
+        .model_name
+        .clone()
+        .unwrap_or_else(|| match &a.model.model {
+            Some(p) => p
+                .file_name()
+                .map_or("model".into(), |n| n.to_string_lossy().into_owned()),
+            None => "deeprust-embedded".into(),
+        });
+    let engine = EngineHandle::start(model, Some(tokenizer.clone()), cfg);
+    let state = Arc::new(AppState::new(engine, tokenizer, name.clone()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let addr = format!("{}:{}", a.host, a.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        eprintln!("deeprust: serving `{name}` on http://{local} (OpenAI API at http://{local}/v1)");
+        server::serve(listener, app(state), Duration::from_secs(a.grace_secs)).await?;
+        eprintln!("deeprust: stopped");
+        Ok(())
+    })
+}

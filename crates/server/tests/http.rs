@@ -1,0 +1,274 @@
+//! The server on a real socket (port 0), read the way clients read it.
+
+use std::sync::Arc;
+
+use engine::{EngineConfig, EngineHandle};
+use serde_json::{Value, json};
+use server::{AppState, app};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start() -> std::net::SocketAddr {
+    let model = Arc::new(model::Model::load(&embedded::checkpoint().unwrap()).unwrap());
+    let tok = Arc::new(embedded::tokenizer().unwrap());
+    let cfg = EngineConfig {
+        kv_blocks: 512,
+        block_size: 16,
+        max_batch_tokens: 256,
+        max_running: 16,
+        ctx_size: 1024,
+    };
+    let engine = EngineHandle::start(model, Some(tok.clone()), cfg);
+    let state = Arc::new(AppState::new(engine, tok, "deeprust-embedded".into()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+    addr
+}
+
+/// A minimal HTTP/1.1 exchange: status and body (de-chunked).
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The `data:` payloads of an SSE body, up to and including `[DONE]`.
+fn sse(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_health_and_errors() {
+    let addr = start().await;
+    let (st, b) = http(addr, "GET", "/health", None).await;
+    assert_eq!((st, json(&b)["status"].as_str()), (200, Some("ok")));
+    let (st, b) = http(addr, "GET", "/v1/models", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(json(&b)["data"][0]["id"], "deeprust-embedded");
+    let (st, b) = http(addr, "GET", "/v1/models/nope", None).await;
+    assert_eq!(st, 404);
+    assert_eq!(json(&b)["error"]["code"], "model_not_found");
+
+    let chat = |body: Value| body.to_string();
+    let (st, b) = http(addr, "POST", "/v1/chat/completions", Some("{not json")).await;
+    assert_eq!(st, 400);
+    assert!(
+        json(&b)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    let (st, b) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(&chat(
+            json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}),
+        )),
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert_eq!(json(&b)["error"]["param"], "model");
+    let (st, b) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(&chat(
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}),
+        )),
+    )
+    .await;
+    assert_eq!(st, 400, "{b}");
+    let (st, b) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(&chat(
+            json!({"messages": [{"role": "user", "content": "hi"}], "top_p": 3.0}),
+        )),
+    )
+    .await;
+    assert_eq!(
+        (st, json(&b)["error"]["param"].as_str()),
+        (400, Some("top_p"))
+    );
+    let (st, b) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(&chat(
+            json!({"messages": [{"role": "user", "content": "word ".repeat(2000)}]}),
+        )),
+    )
+    .await;
+    assert_eq!(
+        (st, json(&b)["error"]["code"].as_str()),
+        (400, Some("context_length_exceeded"))
+    );
+    let big = format!(
+        "{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
+        "x".repeat(5 << 20)
+    );
+    let (st, b) = http(addr, "POST", "/v1/chat/completions", Some(&big)).await;
+    assert_eq!(st, 413, "{b}");
+    assert!(json(&b)["error"]["message"].is_string());
+    let (st, _) = http(addr, "GET", "/v2/nothing", None).await;
+    assert_eq!(st, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_and_completions_streaming_and_not() {
+    let addr = start().await;
+    let req = json!({"model": "deeprust-embedded", "messages": [{"role": "user", "content": "Tell me a story about a cat."}],
+                     "max_tokens": 24, "temperature": 0.8, "seed": 7, "n": 2, "logprobs": true, "top_logprobs": 2});
+    let (st, b) = http(addr, "POST", "/v1/chat/completions", Some(&req.to_string())).await;
+    assert_eq!(st, 200, "{b}");
+    let v = json(&b);
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+    assert!(v["system_fingerprint"].is_string());
+    let text0 = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!text0.is_empty());
+    assert_eq!(
+        v["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let u = &v["usage"];
+    assert_eq!(
+        u["total_tokens"],
+        u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()
+    );
+    // the same seed again: the same text
+    let (_, b2) = http(addr, "POST", "/v1/chat/completions", Some(&req.to_string())).await;
+    assert_eq!(json(&b2)["choices"][0]["message"]["content"], text0);
+
+    // streamed: role first, content deltas, a finish reason, usage, [DONE]
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    sreq["stream_options"] = json!({"include_usage": true});
+    let (st, b) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(&sreq.to_string()),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let data = sse(&b);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| json(d)).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let streamed: String = chunks
+        .iter()
+        .filter(|c| {
+            c["choices"].as_array().is_some_and(|a| !a.is_empty()) && c["choices"][0]["index"] == 0
+        })
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        streamed, text0,
+        "streamed text equals the non-streamed text"
+    );
+    assert_eq!(
+        chunks
+            .iter()
+            .filter(|c| c["choices"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty() && !a[0]["finish_reason"].is_null()))
+            .count(),
+        2
+    );
+    assert_eq!(
+        chunks.last().unwrap()["usage"]["completion_tokens"],
+        v["usage"]["completion_tokens"]
+    );
+
+    // text completions
+    let (st, b) = http(addr, "POST", "/v1/completions", Some(&json!({"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0, "logprobs": 1}).to_string())).await;
+    assert_eq!(st, 200, "{b}");
+    let v = json(&b);
+    assert_eq!(v["object"], "text_completion");
+    assert!(v["choices"][0]["text"].as_str().unwrap().len() > 10);
+    assert_eq!(
+        v["choices"][0]["logprobs"]["tokens"]
+            .as_array()
+            .unwrap()
+            .len(),
+        16
+    );
+    let (st, b) = http(addr, "POST", "/v1/completions", Some(&json!({"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0, "stream": true}).to_string())).await;
+    assert_eq!(st, 200);
+    let data = sse(&b);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let streamed: String = data[..data.len() - 1]
+        .iter()
+        .filter_map(|d| json(d)["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(streamed, v["choices"][0]["text"].as_str().unwrap());
+    // tokenize / detokenize round trip
+    let (_, b) = http(
+        addr,
+        "POST",
+        "/tokenize",
+        Some(&json!({"prompt": "Once upon a time"}).to_string()),
+    )
+    .await;
+    let ids = json(&b)["tokens"].clone();
+    let (_, b) = http(
+        addr,
+        "POST",
+        "/detokenize",
+        Some(&json!({"tokens": ids}).to_string()),
+    )
+    .await;
+    assert_eq!(json(&b)["prompt"], "Once upon a time");
+}
