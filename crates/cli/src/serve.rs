@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use engine::EngineHandle;
-use server::{AppState, app};
+use server::{AccessConfig, AppState, Limits, app};
 
 use crate::bench::EngineArgs;
 use crate::common::ModelArgs;
@@ -24,6 +24,21 @@ pub struct ServeArgs {
     /// The model's name in the API (`model` field); default: the directory name.
     #[arg(long, env = "DEEPRUST_MODEL_NAME")]
     pub model_name: Option<String>,
+    /// An accepted API key (repeatable); clients send `Authorization: Bearer KEY`.
+    #[arg(long = "api-key", env = "DEEPRUST_API_KEY", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// A file of API keys, one a line, each optionally followed by `rpm=N tpm=N concurrent=N`.
+    #[arg(long, env = "DEEPRUST_API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+    /// Requests per minute per key (or per client address without keys).
+    #[arg(long, env = "DEEPRUST_RATE_LIMIT_RPM")]
+    pub rate_limit_rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute per key.
+    #[arg(long, env = "DEEPRUST_RATE_LIMIT_TPM")]
+    pub rate_limit_tpm: Option<u64>,
+    /// Requests in flight per key.
+    #[arg(long, env = "DEEPRUST_MAX_CONCURRENT")]
+    pub max_concurrent: Option<u64>,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30)]
     pub grace_secs: u64,
@@ -45,8 +60,26 @@ pub fn run(a: &ServeArgs) -> Result<()> {
                 .map_or("model".into(), |n| n.to_string_lossy().into_owned()),
             None => "deeprust-embedded".into(),
         });
+    let mut access = AccessConfig {
+        keys: a
+            .api_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .map(|k| (k.clone(), None))
+            .collect(),
+        defaults: Limits {
+            rpm: a.rate_limit_rpm,
+            tpm: a.rate_limit_tpm,
+            concurrent: a.max_concurrent,
+        },
+    };
+    if let Some(f) = &a.api_keys_file {
+        access
+            .keys
+            .extend(AccessConfig::read_keys_file(f).map_err(anyhow::Error::msg)?);
+    }
     let engine = EngineHandle::start(model, Some(tokenizer.clone()), cfg);
-    let state = Arc::new(AppState::new(engine, tokenizer, name.clone()));
+    let state = Arc::new(AppState::new(engine, tokenizer, name.clone()).with_access(access));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

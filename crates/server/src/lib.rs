@@ -2,6 +2,7 @@
 //! CLI. Handlers turn requests into engine requests and engine events into OpenAI's JSON and
 //! server-sent events; they never see sequences or tensors.
 
+mod access;
 mod error;
 mod openai;
 
@@ -11,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
@@ -19,11 +19,13 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json};
 use engine::{EngineEvent, EngineHandle, EventStream, FinishReason, Sampled};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokenizer::Tokenizer;
 
+pub use access::{AccessConfig, Identity, Limits};
 pub use error::ApiError;
 use openai::{ChatRequest, CompletionRequest};
 
@@ -36,6 +38,8 @@ pub struct AppState {
     pub created: u64,
     /// Default max_tokens when a request gives none.
     pub default_max_tokens: usize,
+    pub access: AccessConfig,
+    limiter: Arc<access::Limiter>,
     next_id: AtomicU64,
 }
 
@@ -50,8 +54,15 @@ impl AppState {
             model_id,
             created,
             default_max_tokens: 256,
+            access: AccessConfig::default(),
+            limiter: Arc::default(),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    pub fn with_access(mut self, access: AccessConfig) -> AppState {
+        self.access = access;
+        self
     }
 
     fn fingerprint(&self) -> String {
@@ -77,15 +88,22 @@ impl AppState {
 pub const MAX_BODY: usize = 4 << 20;
 
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/ready", get(ready))
+    // Everything but the probes needs a key (when keys are set) and counts against limits.
+    let guarded = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::guard,
+        ));
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .merge(guarded)
         .fallback(|| async { ApiError::not_found("Unknown endpoint", None, "not_found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -208,10 +226,15 @@ struct Job {
     prompt_tokens: usize,
     include_usage: bool,
     logprobs: bool,
+    /// Charged with the tokens used when the request ends.
+    who: Option<Identity>,
 }
+
+type Ident = Option<Extension<Identity>>;
 
 async fn chat(
     State(s): State<Arc<AppState>>,
+    who: Ident,
     Body(r): Body<ChatRequest>,
 ) -> Result<Response, ApiError> {
     s.check_model(&r.common.model)?;
@@ -232,6 +255,7 @@ async fn chat(
     let req = r.common.request(prompt, top, s.default_max_tokens)?;
     run(
         s,
+        who,
         Kind::Chat,
         req,
         r.common.stream,
@@ -242,6 +266,7 @@ async fn chat(
 
 async fn completions(
     State(s): State<Arc<AppState>>,
+    who: Ident,
     Body(r): Body<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     s.check_model(&r.common.model)?;
@@ -270,6 +295,7 @@ async fn completions(
     let req = r.common.request(prompt, r.logprobs, s.default_max_tokens)?;
     run(
         s,
+        who,
         Kind::Text,
         req,
         r.common.stream,
@@ -280,6 +306,7 @@ async fn completions(
 
 async fn run(
     s: Arc<AppState>,
+    who: Ident,
     kind: Kind,
     req: engine::Request,
     stream: bool,
@@ -300,6 +327,7 @@ async fn run(
         prompt_tokens: req.prompt.len(),
         include_usage,
         logprobs: req.sampling.logprobs.is_some(),
+        who: who.map(|w| w.0),
     };
     let events = s.engine.submit(req)?;
     if stream {
@@ -380,6 +408,9 @@ async fn collect(
                 });
             }
         }
+    }
+    if let Some(w) = &job.who {
+        w.charge((job.prompt_tokens + completion) as u64);
     }
     let t = &s.tokenizer;
     let choices: Vec<Value> = choices
@@ -526,6 +557,9 @@ fn stream_response(s: Arc<AppState>, job: Job, events: EventStream) -> Response 
                     st.ended = true;
                 }
                 None => {
+                    if let Some(w) = &st.job.who {
+                        w.charge((st.job.prompt_tokens + st.completion) as u64);
+                    }
                     if st.job.include_usage {
                         let object = if st.job.kind == Kind::Chat {
                             "chat.completion.chunk"
@@ -553,7 +587,8 @@ pub async fn serve(
     grace: std::time::Duration,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown_signal().await;
         let _ = tx.send(());
     });

@@ -8,6 +8,10 @@ use server::{AppState, app};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start() -> std::net::SocketAddr {
+    start_with(server::AccessConfig::default()).await
+}
+
+async fn start_with(access: server::AccessConfig) -> std::net::SocketAddr {
     let model = Arc::new(model::Model::load(&embedded::checkpoint().unwrap()).unwrap());
     let tok = Arc::new(embedded::tokenizer().unwrap());
     let cfg = EngineConfig {
@@ -18,7 +22,8 @@ async fn start() -> std::net::SocketAddr {
         ctx_size: 1024,
     };
     let engine = EngineHandle::start(model, Some(tok.clone()), cfg);
-    let state = Arc::new(AppState::new(engine, tok, "deeprust-embedded".into()));
+    let state =
+        Arc::new(AppState::new(engine, tok, "deeprust-embedded".into()).with_access(access));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
@@ -32,10 +37,22 @@ async fn http(
     path: &str,
     body: Option<&str>,
 ) -> (u16, String) {
+    let (st, _, b) = http_full(addr, method, path, body, "").await;
+    (st, b)
+}
+
+/// Status, raw head and body; `extra` adds header lines.
+async fn http_full(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    extra: &str,
+) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or("");
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
@@ -52,7 +69,7 @@ async fn http(
     } else {
         rest.to_string()
     };
-    (status, body)
+    (status, head.to_string(), body)
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -271,4 +288,103 @@ async fn chat_and_completions_streaming_and_not() {
     )
     .await;
     assert_eq!(json(&b)["prompt"], "Once upon a time");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_and_rate_limits() {
+    let access = server::AccessConfig {
+        keys: vec![
+            ("sk-good".into(), None),
+            (
+                "sk-tight".into(),
+                Some(server::Limits {
+                    rpm: Some(2),
+                    tpm: None,
+                    concurrent: None,
+                }),
+            ),
+        ],
+        defaults: server::Limits {
+            rpm: Some(100),
+            tpm: Some(100_000),
+            concurrent: Some(4),
+        },
+    };
+    let addr = start_with(access).await;
+    let body =
+        json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}).to_string();
+    // no key, a wrong key: 401 with OpenAI's body; the probes stay open
+    let (st, _, b) = http_full(addr, "POST", "/v1/chat/completions", Some(&body), "").await;
+    assert_eq!(
+        (st, json(&b)["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+    let (st, _, _) = http_full(
+        addr,
+        "GET",
+        "/v1/models",
+        None,
+        "Authorization: Bearer sk-bad\r\n",
+    )
+    .await;
+    assert_eq!(st, 401);
+    assert_eq!(http(addr, "GET", "/health", None).await.0, 200);
+    // a good key, with the limit headers
+    let (st, head, _) = http_full(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(&body),
+        "Authorization: Bearer sk-good\r\n",
+    )
+    .await;
+    assert_eq!(st, 200);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-ratelimit-limit-requests: 100"), "{head}");
+    assert!(
+        head.contains("x-ratelimit-remaining-requests: 99"),
+        "{head}"
+    );
+    assert!(head.contains("x-ratelimit-limit-tokens: 100000"), "{head}");
+    // the tight key: two requests a minute, then 429 with Retry-After
+    for _ in 0..2 {
+        assert_eq!(
+            http_full(
+                addr,
+                "GET",
+                "/v1/models",
+                None,
+                "Authorization: Bearer sk-tight\r\n"
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    let (st, head, b) = http_full(
+        addr,
+        "GET",
+        "/v1/models",
+        None,
+        "Authorization: Bearer sk-tight\r\n",
+    )
+    .await;
+    assert_eq!(st, 429);
+    assert_eq!(json(&b)["error"]["code"], "rate_limit_exceeded");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("retry-after: "), "{head}");
+    assert!(head.contains("x-ratelimit-remaining-requests: 0"), "{head}");
+    // other keys are not affected
+    assert_eq!(
+        http_full(
+            addr,
+            "GET",
+            "/v1/models",
+            None,
+            "Authorization: Bearer sk-good\r\n"
+        )
+        .await
+        .0,
+        200
+    );
 }
