@@ -4,6 +4,7 @@
 
 mod access;
 mod error;
+mod metrics;
 mod openai;
 
 use std::collections::VecDeque;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub default_max_tokens: usize,
     pub access: AccessConfig,
     limiter: Arc<access::Limiter>,
+    metrics: metrics::Metrics,
     next_id: AtomicU64,
 }
 
@@ -56,6 +58,7 @@ impl AppState {
             default_max_tokens: 256,
             access: AccessConfig::default(),
             limiter: Arc::default(),
+            metrics: metrics::Metrics::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -103,8 +106,13 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics::render))
         .merge(guarded)
         .fallback(|| async { ApiError::not_found("Unknown endpoint", None, "not_found") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -386,9 +394,11 @@ async fn collect(
         })
         .collect();
     let mut completion = 0;
+    let mut timer = metrics::Timer::new();
     while let Some(ev) = events.recv().await {
         match ev {
             EngineEvent::Token { index, token, text } => {
+                timer.token(&s.metrics);
                 choices[index].text.push_str(&text);
                 choices[index].tokens.push(token);
             }
@@ -412,6 +422,7 @@ async fn collect(
     if let Some(w) = &job.who {
         w.charge((job.prompt_tokens + completion) as u64);
     }
+    timer.done(&s.metrics, job.prompt_tokens, completion);
     let t = &s.tokenizer;
     let choices: Vec<Value> = choices
         .into_iter()
@@ -471,6 +482,7 @@ fn stream_response(s: Arc<AppState>, job: Job, events: EventStream) -> Response 
         completion: usize,
         ended: bool,
         created: u64,
+        timer: metrics::Timer,
     }
     let chunk = |st: &St, choice: Value| -> Sse {
         let object = if st.job.kind == Kind::Chat {
@@ -492,6 +504,7 @@ fn stream_response(s: Arc<AppState>, job: Job, events: EventStream) -> Response 
         completion: 0,
         ended: false,
         created: now(),
+        timer: metrics::Timer::new(),
     };
     if st.job.kind == Kind::Chat {
         for i in 0..st.job.n {
@@ -512,6 +525,7 @@ fn stream_response(s: Arc<AppState>, job: Job, events: EventStream) -> Response 
             }
             match st.events.recv().await {
                 Some(EngineEvent::Token { index, token, text }) => {
+                    st.timer.token(&st.s.metrics);
                     let lp = st
                         .job
                         .logprobs
@@ -560,6 +574,8 @@ fn stream_response(s: Arc<AppState>, job: Job, events: EventStream) -> Response 
                     if let Some(w) = &st.job.who {
                         w.charge((st.job.prompt_tokens + st.completion) as u64);
                     }
+                    st.timer
+                        .done(&st.s.metrics, st.job.prompt_tokens, st.completion);
                     if st.job.include_usage {
                         let object = if st.job.kind == Kind::Chat {
                             "chat.completion.chunk"

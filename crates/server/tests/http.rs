@@ -288,6 +288,34 @@ async fn chat_and_completions_streaming_and_not() {
     )
     .await;
     assert_eq!(json(&b)["prompt"], "Once upon a time");
+
+    // what happened shows in the metrics
+    let (st, m) = http(addr, "GET", "/metrics", None).await;
+    assert_eq!(st, 200);
+    assert!(
+        m.contains("deeprust_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"} 3"),
+        "{m}"
+    );
+    let count = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("deeprust_time_to_first_token_seconds_count"), 5.0);
+    assert!(count("deeprust_inter_token_latency_seconds_count") > 50.0);
+    assert!(count("deeprust_generated_tokens_total") >= 32.0);
+    for g in [
+        "deeprust_queue_length",
+        "deeprust_running_sequences",
+        "deeprust_kv_blocks_used",
+        "deeprust_kv_blocks_free",
+        "deeprust_prefix_cache_hit_rate",
+    ] {
+        assert!(m.contains(&format!("# TYPE {g} gauge")), "{g}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
