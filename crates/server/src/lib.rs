@@ -104,6 +104,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             access::guard,
         ));
     Router::new()
+        .route(
+            "/",
+            get(|| async { axum::response::Html(include_str!("chat.html")) }),
+        )
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))

@@ -172,6 +172,12 @@ async fn models_health_and_errors() {
     let (st, b) = http(addr, "POST", "/v1/chat/completions", Some(&big)).await;
     assert_eq!(st, 413, "{b}");
     assert!(json(&b)["error"]["message"].is_string());
+    let (st, page) = http(addr, "GET", "/", None).await;
+    assert_eq!(st, 200);
+    assert!(
+        page.contains("v1/chat/completions") && page.contains("AbortController"),
+        "the chat page streams and can stop"
+    );
     let (st, _) = http(addr, "GET", "/v2/nothing", None).await;
     assert_eq!(st, 404);
 }
