@@ -6,6 +6,7 @@ mod access;
 mod error;
 mod metrics;
 mod openai;
+mod ws;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -99,6 +100,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        .route("/ws", get(ws::upgrade))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::guard,
@@ -244,11 +246,8 @@ struct Job {
 
 type Ident = Option<Extension<Identity>>;
 
-async fn chat(
-    State(s): State<Arc<AppState>>,
-    who: Ident,
-    Body(r): Body<ChatRequest>,
-) -> Result<Response, ApiError> {
+/// A chat request as the engine request it asks for.
+fn chat_request(s: &AppState, r: &ChatRequest) -> Result<engine::Request, ApiError> {
     s.check_model(&r.common.model)?;
     let prompt = s
         .tokenizer
@@ -264,23 +263,21 @@ async fn chat(
         (true, n) => Some(n.unwrap_or(0)),
         (false, None) => None,
     };
-    let req = r.common.request(prompt, top, s.default_max_tokens)?;
-    run(
-        s,
-        who,
-        Kind::Chat,
-        req,
-        r.common.stream,
-        r.common.stream_options.is_some_and(|o| o.include_usage),
-    )
-    .await
+    r.common.request(prompt, top, s.default_max_tokens)
 }
 
-async fn completions(
+async fn chat(
     State(s): State<Arc<AppState>>,
     who: Ident,
-    Body(r): Body<CompletionRequest>,
+    Body(r): Body<ChatRequest>,
 ) -> Result<Response, ApiError> {
+    let req = chat_request(&s, &r)?;
+    let usage = r.common.stream_options.is_some_and(|o| o.include_usage);
+    run(s, who, Kind::Chat, req, r.common.stream, usage).await
+}
+
+/// A text-completion request as the engine request it asks for.
+fn completion_request(s: &AppState, r: &CompletionRequest) -> Result<engine::Request, ApiError> {
     s.check_model(&r.common.model)?;
     let prompt = match &r.prompt {
         Value::String(p) => s
@@ -304,16 +301,17 @@ async fn completions(
     if r.echo {
         return Err(ApiError::bad_request("echo is not supported", Some("echo")));
     }
-    let req = r.common.request(prompt, r.logprobs, s.default_max_tokens)?;
-    run(
-        s,
-        who,
-        Kind::Text,
-        req,
-        r.common.stream,
-        r.common.stream_options.is_some_and(|o| o.include_usage),
-    )
-    .await
+    r.common.request(prompt, r.logprobs, s.default_max_tokens)
+}
+
+async fn completions(
+    State(s): State<Arc<AppState>>,
+    who: Ident,
+    Body(r): Body<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let req = completion_request(&s, &r)?;
+    let usage = r.common.stream_options.is_some_and(|o| o.include_usage);
+    run(s, who, Kind::Text, req, r.common.stream, usage).await
 }
 
 async fn run(
