@@ -113,6 +113,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
+        .route(
+            "/openapi.json",
+            get(|| async { ([("content-type", "application/json")], include_str!("openapi.json")) }),
+        )
         .merge(guarded)
         .fallback(|| async { ApiError::not_found("Unknown endpoint", None, "not_found") })
         .layer(axum::middleware::from_fn_with_state(
