@@ -6,6 +6,7 @@ mod access;
 mod error;
 mod metrics;
 mod openai;
+mod think;
 mod ws;
 
 use std::collections::VecDeque;
@@ -115,7 +116,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::render))
         .route(
             "/openapi.json",
-            get(|| async { ([("content-type", "application/json")], include_str!("openapi.json")) }),
+            get(|| async {
+                (
+                    [("content-type", "application/json")],
+                    include_str!("openapi.json"),
+                )
+            }),
         )
         .merge(guarded)
         .fallback(|| async { ApiError::not_found("Unknown endpoint", None, "not_found") })
@@ -233,7 +239,10 @@ async fn detokenize(
 /// Chat or text completion: what differs in the JSON they produce.
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
-    Chat,
+    /// `thinking`: the prompt opened an R1-style reasoning block.
+    Chat {
+        thinking: bool,
+    },
     Text,
 }
 
@@ -251,12 +260,16 @@ struct Job {
 type Ident = Option<Extension<Identity>>;
 
 /// A chat request as the engine request it asks for.
-fn chat_request(s: &AppState, r: &ChatRequest) -> Result<engine::Request, ApiError> {
+/// Also says whether the prompt opened a reasoning block (R1's template ends with `<think>`).
+fn chat_request(s: &AppState, r: &ChatRequest) -> Result<(engine::Request, bool), ApiError> {
     s.check_model(&r.common.model)?;
-    let prompt = s
+    let bad = |e: tokenizer::TokenizerError| ApiError::bad_request(e.to_string(), Some("messages"));
+    let text = s
         .tokenizer
-        .encode_chat(&r.messages, r.tools.as_ref(), true)
-        .map_err(|e| ApiError::bad_request(e.to_string(), Some("messages")))?;
+        .apply_chat_template(&r.messages, r.tools.as_ref(), true)
+        .map_err(bad)?;
+    let thinking = text.trim_end().ends_with("<think>");
+    let prompt = s.tokenizer.encode(&text, false).map_err(bad)?;
     let top = match (r.logprobs.unwrap_or(false), r.top_logprobs) {
         (false, Some(_)) => {
             return Err(ApiError::bad_request(
@@ -267,7 +280,10 @@ fn chat_request(s: &AppState, r: &ChatRequest) -> Result<engine::Request, ApiErr
         (true, n) => Some(n.unwrap_or(0)),
         (false, None) => None,
     };
-    r.common.request(prompt, top, s.default_max_tokens)
+    Ok((
+        r.common.request(prompt, top, s.default_max_tokens)?,
+        thinking,
+    ))
 }
 
 async fn chat(
@@ -275,9 +291,9 @@ async fn chat(
     who: Ident,
     Body(r): Body<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let req = chat_request(&s, &r)?;
+    let (req, thinking) = chat_request(&s, &r)?;
     let usage = r.common.stream_options.is_some_and(|o| o.include_usage);
-    run(s, who, Kind::Chat, req, r.common.stream, usage).await
+    run(s, who, Kind::Chat { thinking }, req, r.common.stream, usage).await
 }
 
 /// A text-completion request as the engine request it asks for.
@@ -331,7 +347,7 @@ async fn run(
         kind,
         id: format!(
             "{}-{seq}",
-            if kind == Kind::Chat {
+            if matches!(kind, Kind::Chat { .. }) {
                 "chatcmpl"
             } else {
                 "cmpl"
@@ -436,9 +452,9 @@ async fn collect(
         .map(|(i, c)| {
             let finish = c.finish.map(finish_str);
             match job.kind {
-                Kind::Chat => json!({
+                Kind::Chat { .. } => json!({
                     "index": i,
-                    "message": {"role": "assistant", "content": c.text},
+                    "message": message(job.kind, &c.text),
                     "logprobs": job.logprobs.then(|| json!({"content": c.tokens.iter().map(|tk| chat_logprob(t, tk)).collect::<Vec<_>>()})),
                     "finish_reason": finish,
                 }),
@@ -455,7 +471,7 @@ async fn collect(
             }
         })
         .collect();
-    let object = if job.kind == Kind::Chat {
+    let object = if matches!(job.kind, Kind::Chat { .. }) {
         "chat.completion"
     } else {
         "text_completion"
@@ -472,6 +488,29 @@ async fn collect(
     .into_response())
 }
 
+/// The assistant message, with R1-style reasoning apart from the answer.
+fn message(kind: Kind, text: &str) -> Value {
+    let mut split = think::ThinkSplitter::new(matches!(kind, Kind::Chat { thinking: true }));
+    let (mut r, mut c) = split.push(text);
+    let (r2, c2) = split.flush();
+    r.push_str(&r2);
+    c.push_str(&c2);
+    let mut m = json!({"role": "assistant", "content": c});
+    if !r.is_empty() {
+        m["reasoning_content"] = r.into();
+    }
+    m
+}
+
+/// A streamed chat delta, reasoning apart from content.
+fn delta(reasoning: String, content: String) -> Value {
+    let mut d = json!({"content": content});
+    if !reasoning.is_empty() {
+        d["reasoning_content"] = reasoning.into();
+    }
+    d
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -480,6 +519,7 @@ fn now() -> u64 {
 
 /// Server-sent events: a chunk per token, a final chunk per choice, usage if asked, `[DONE]`.
 fn stream_response(s: Arc<AppState>, job: Job, events: EventStream) -> Response {
+    let (job_n, thinking) = (job.n, matches!(job.kind, Kind::Chat { thinking: true }));
     struct St {
         s: Arc<AppState>,
         job: Job,
@@ -489,9 +529,11 @@ fn stream_response(s: Arc<AppState>, job: Job, events: EventStream) -> Response 
         ended: bool,
         created: u64,
         timer: metrics::Timer,
+        /// Per choice: reasoning apart from content (chat only).
+        split: Vec<think::ThinkSplitter>,
     }
     let chunk = |st: &St, choice: Value| -> Sse {
-        let object = if st.job.kind == Kind::Chat {
+        let object = if matches!(st.job.kind, Kind::Chat { .. }) {
             "chat.completion.chunk"
         } else {
             "text_completion"
@@ -511,8 +553,11 @@ fn stream_response(s: Arc<AppState>, job: Job, events: EventStream) -> Response 
         ended: false,
         created: now(),
         timer: metrics::Timer::new(),
+        split: (0..job_n)
+            .map(|_| think::ThinkSplitter::new(thinking))
+            .collect(),
     };
-    if st.job.kind == Kind::Chat {
+    if matches!(st.job.kind, Kind::Chat { .. }) {
         for i in 0..st.job.n {
             let c = chunk(
                 &st,
@@ -537,8 +582,9 @@ fn stream_response(s: Arc<AppState>, job: Job, events: EventStream) -> Response 
                         .logprobs
                         .then(|| json!({"content": [chat_logprob(&st.s.tokenizer, &token)]}));
                     let choice = match st.job.kind {
-                        Kind::Chat => {
-                            json!({"index": index, "delta": {"content": text}, "logprobs": lp, "finish_reason": null})
+                        Kind::Chat { .. } => {
+                            let (r, c) = st.split[index].push(&text);
+                            json!({"index": index, "delta": delta(r, c), "logprobs": lp, "finish_reason": null})
                         }
                         Kind::Text => {
                             json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null})
@@ -554,7 +600,13 @@ fn stream_response(s: Arc<AppState>, job: Job, events: EventStream) -> Response 
                 }) => {
                     st.completion += u.completion_tokens;
                     let choice = match st.job.kind {
-                        Kind::Chat => {
+                        Kind::Chat { .. } => {
+                            let (r, c) = st.split[index].flush();
+                            if !r.is_empty() || !c.is_empty() {
+                                let held = json!({"index": index, "delta": delta(r, c), "logprobs": null, "finish_reason": null});
+                                let e = chunk(&st, held);
+                                st.queue.push_back(e);
+                            }
                             json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": finish_str(reason)})
                         }
                         Kind::Text => {
@@ -583,7 +635,7 @@ fn stream_response(s: Arc<AppState>, job: Job, events: EventStream) -> Response 
                     st.timer
                         .done(&st.s.metrics, st.job.prompt_tokens, st.completion);
                     if st.job.include_usage {
-                        let object = if st.job.kind == Kind::Chat {
+                        let object = if matches!(st.job.kind, Kind::Chat { .. }) {
                             "chat.completion.chunk"
                         } else {
                             "text_completion"

@@ -40,7 +40,8 @@ fn start(
         "chat" => chat_request(
             s,
             &serde_json::from_value::<ChatRequest>(body).map_err(parse_err)?,
-        )?,
+        )?
+        .0,
         "completions" => completion_request(
             s,
             &serde_json::from_value::<CompletionRequest>(body).map_err(parse_err)?,

@@ -181,7 +181,14 @@ async fn models_health_and_errors() {
     let (st, spec) = http(addr, "GET", "/openapi.json", None).await;
     assert_eq!(st, 200);
     let spec = json(&spec);
-    for p in ["/v1/chat/completions", "/v1/completions", "/v1/models", "/ws", "/metrics", "/health"] {
+    for p in [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/models",
+        "/ws",
+        "/metrics",
+        "/health",
+    ] {
         assert!(spec["paths"][p].is_object(), "openapi.json lacks {p}");
     }
     let (st, _) = http(addr, "GET", "/v2/nothing", None).await;
