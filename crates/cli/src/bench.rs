@@ -37,22 +37,26 @@ pub struct BenchArgs {
 #[derive(Args, Clone)]
 pub struct EngineArgs {
     /// Memory for the KV cache, in GiB (default: --kv-cache-fraction of available memory).
-    #[arg(long, conflicts_with = "kv_cache_fraction")]
+    #[arg(
+        long,
+        conflicts_with = "kv_cache_fraction",
+        env = "DEEPRUST_KV_CACHE_GB"
+    )]
     pub kv_cache_gb: Option<f64>,
     /// Share of the memory available now (MemAvailable) to give the KV cache.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, env = "DEEPRUST_KV_CACHE_FRACTION")]
     pub kv_cache_fraction: f64,
     /// Tokens per KV-cache block.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, env = "DEEPRUST_BLOCK_SIZE")]
     pub block_size: usize,
     /// Tokens per forward step (decode tokens plus prefill chunks).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, env = "DEEPRUST_MAX_BATCH_TOKENS")]
     pub max_batch_tokens: usize,
     /// Sequences running at once.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, env = "DEEPRUST_MAX_RUNNING")]
     pub max_running: usize,
     /// Longest sequence; default: the model's max_position_embeddings.
-    #[arg(long)]
+    #[arg(long, env = "DEEPRUST_CTX_SIZE")]
     pub ctx_size: Option<usize>,
 }
 

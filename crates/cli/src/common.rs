@@ -17,10 +17,10 @@ use tokenizer::Tokenizer;
 pub struct ModelArgs {
     /// A Hugging Face model directory (config.json + *.safetensors); default: the small model
     /// built into this binary.
-    #[arg(long)]
+    #[arg(long, env = "DEEPRUST_MODEL")]
     pub model: Option<PathBuf>,
     /// Directory with tokenizer.json (and tokenizer_config.json); default: the model directory.
-    #[arg(long)]
+    #[arg(long, env = "DEEPRUST_TOKENIZER")]
     pub tokenizer: Option<PathBuf>,
 }
 

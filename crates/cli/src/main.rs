@@ -5,6 +5,7 @@ mod chat;
 mod common;
 mod generate;
 mod info;
+mod probe;
 mod serve;
 mod tokenize;
 
@@ -39,6 +40,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The OpenAI-compatible HTTP server.
     Serve(serve::ServeArgs),
+    /// Exit 0 if a server answers its health check (for container health checks).
+    Probe(probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => tokenize::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Serve(a) => serve::run(&a),
+        Command::Probe(a) => probe::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,11 +37,13 @@ fn start(
         ApiError::bad_request(format!("Invalid request body: {e}"), Some("body"))
     };
     let req = match v.get("endpoint").and_then(Value::as_str).unwrap_or("chat") {
-        "chat" => chat_request(
-            s,
-            &serde_json::from_value::<ChatRequest>(body).map_err(parse_err)?,
-        )?
-        .0,
+        "chat" => {
+            chat_request(
+                s,
+                &serde_json::from_value::<ChatRequest>(body).map_err(parse_err)?,
+            )?
+            .0
+        }
         "completions" => completion_request(
             s,
             &serde_json::from_value::<CompletionRequest>(body).map_err(parse_err)?,
