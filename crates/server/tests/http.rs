@@ -12,6 +12,10 @@ async fn start() -> std::net::SocketAddr {
 }
 
 async fn start_with(access: server::AccessConfig) -> std::net::SocketAddr {
+    start_engine(access).await.0
+}
+
+async fn start_engine(access: server::AccessConfig) -> (std::net::SocketAddr, EngineHandle) {
     let model = Arc::new(model::Model::load(&embedded::checkpoint().unwrap()).unwrap());
     let tok = Arc::new(embedded::tokenizer().unwrap());
     let cfg = EngineConfig {
@@ -22,12 +26,13 @@ async fn start_with(access: server::AccessConfig) -> std::net::SocketAddr {
         ctx_size: 1024,
     };
     let engine = EngineHandle::start(model, Some(tok.clone()), cfg);
-    let state =
-        Arc::new(AppState::new(engine, tok, "deeprust-embedded".into()).with_access(access));
+    let state = Arc::new(
+        AppState::new(engine.clone(), tok, "deeprust-embedded".into()).with_access(access),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
-    addr
+    (addr, engine)
 }
 
 /// A minimal HTTP/1.1 exchange: status and body (de-chunked).
@@ -433,5 +438,40 @@ async fn api_keys_and_rate_limits() {
         .await
         .0,
         200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_disconnects_mid_stream_frees_its_blocks() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (addr, engine) = start_engine(server::AccessConfig::default()).await;
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": true, "stream": true}).to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = 0;
+    while got < 2000 {
+        got += s.read(&mut buf).await.unwrap();
+    }
+    assert!(
+        engine.stats().kv_blocks_used.load(Relaxed) > 0,
+        "the request is running"
+    );
+    drop(s);
+    for _ in 0..300 {
+        if engine.stats().kv_blocks_used.load(Relaxed) == 0
+            && engine.stats().running.load(Relaxed) == 0
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the disconnected request still holds blocks: {:?}",
+        engine.stats()
     );
 }
