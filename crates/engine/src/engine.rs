@@ -18,7 +18,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::blocks::BlockManager;
 use crate::error::EngineError;
-use crate::generate::{FinishReason, StopParams};
+use crate::generate::{FinishReason, StopParams, check_prompt};
 use crate::output::OutputState;
 use crate::sampler::{Sampled, Sampler, SamplingParams};
 use crate::scheduler::{Scheduler, SchedulerConfig, SeqId};
@@ -195,26 +195,7 @@ impl EngineHandle {
     fn validate(&self, req: &Request) -> Result<(), EngineError> {
         let cfg = &self.inner.cfg;
         let vocab = self.inner.model.config.vocab_size;
-        if req.prompt.is_empty() {
-            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
-        }
-        if let Some(&id) = req.prompt.iter().find(|&&id| id as usize >= vocab) {
-            return Err(EngineError::InvalidRequest(format!(
-                "prompt token {id} is out of range (vocab_size {vocab})"
-            )));
-        }
-        if req.prompt.len() >= cfg.ctx_size {
-            return Err(EngineError::PromptTooLong {
-                prompt: req.prompt.len(),
-                context: cfg.ctx_size,
-            });
-        }
-        if req.n == 0 || req.n > 128 {
-            return Err(EngineError::InvalidRequest(format!(
-                "n must be in [1, 128] (got {})",
-                req.n
-            )));
-        }
+        check_prompt(&req.prompt, req.n, vocab, cfg.ctx_size)?;
         if req.stop.max_tokens == 0 {
             return Err(EngineError::InvalidRequest(
                 "max_tokens must be at least 1".into(),

@@ -10,6 +10,54 @@ use crate::error::EngineError;
 use crate::output::OutputState;
 use crate::sampler::{Sampled, Sampler, SamplingParams, log_softmax, top_n};
 
+/// What every request must satisfy, batched or not.
+pub(crate) fn check_prompt(
+    prompt: &[u32],
+    n: usize,
+    vocab: usize,
+    ctx_size: usize,
+) -> Result<(), EngineError> {
+    if prompt.is_empty() {
+        return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+    }
+    if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
+        return Err(EngineError::InvalidRequest(format!(
+            "prompt token {id} is out of range (vocab_size {vocab})"
+        )));
+    }
+    if prompt.len() >= ctx_size {
+        return Err(EngineError::PromptTooLong {
+            prompt: prompt.len(),
+            context: ctx_size,
+        });
+    }
+    if n == 0 || n > 128 {
+        return Err(EngineError::InvalidRequest(format!(
+            "n must be in [1, 128] (got {n})"
+        )));
+    }
+    Ok(())
+}
+
+impl Timings {
+    fn measured(
+        prompt_tokens: usize,
+        prompt_secs: f64,
+        generated_tokens: usize,
+        start: Instant,
+        ttft: Option<f64>,
+    ) -> Timings {
+        let total = start.elapsed().as_secs_f64();
+        Timings {
+            prompt_tokens,
+            prompt_secs,
+            generated_tokens,
+            generate_secs: total - prompt_secs,
+            time_to_first_token_secs: ttft.unwrap_or(total),
+        }
+    }
+}
+
 /// When a sequence ends.
 #[derive(Clone, Debug, Default)]
 pub struct StopParams {
@@ -113,26 +161,7 @@ struct Seq {
 impl Generator<'_> {
     fn validate(&self, req: &GenerateRequest) -> Result<usize, EngineError> {
         let vocab = self.model.config.vocab_size;
-        if req.prompt.is_empty() {
-            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
-        }
-        if let Some(&id) = req.prompt.iter().find(|&&id| id as usize >= vocab) {
-            return Err(EngineError::InvalidRequest(format!(
-                "prompt token {id} is out of range (vocab_size {vocab})"
-            )));
-        }
-        if req.prompt.len() >= self.ctx_size {
-            return Err(EngineError::PromptTooLong {
-                prompt: req.prompt.len(),
-                context: self.ctx_size,
-            });
-        }
-        if req.n == 0 || req.n > 128 {
-            return Err(EngineError::InvalidRequest(format!(
-                "n must be in [1, 128] (got {})",
-                req.n
-            )));
-        }
+        check_prompt(&req.prompt, req.n, vocab, self.ctx_size)?;
         if !req.stop.stop.is_empty() && self.tokenizer.is_none() {
             return Err(EngineError::InvalidRequest(
                 "stop strings need a tokenizer".into(),
@@ -281,16 +310,9 @@ impl Generator<'_> {
             pos += 1;
         }
         let generated = seqs.iter().map(|s| s.out.ids.len()).sum();
-        let total = start.elapsed().as_secs_f64();
         Ok(Generation {
             completions: seqs.into_iter().map(|s| s.out).collect(),
-            timings: Timings {
-                prompt_tokens: req.prompt.len(),
-                prompt_secs,
-                generated_tokens: generated,
-                generate_secs: total - prompt_secs,
-                time_to_first_token_secs: ttft.unwrap_or(total),
-            },
+            timings: Timings::measured(req.prompt.len(), prompt_secs, generated, start, ttft),
         })
     }
 
@@ -442,16 +464,9 @@ impl Generator<'_> {
             });
         }
         let generated = completions.iter().map(|c| c.ids.len()).sum();
-        let total = start.elapsed().as_secs_f64();
         Ok(Generation {
             completions,
-            timings: Timings {
-                prompt_tokens: req.prompt.len(),
-                prompt_secs,
-                generated_tokens: generated,
-                generate_secs: total - prompt_secs,
-                time_to_first_token_secs: ttft.unwrap_or(total),
-            },
+            timings: Timings::measured(req.prompt.len(), prompt_secs, generated, start, ttft),
         })
     }
 }

@@ -244,21 +244,20 @@ impl Model {
                     s.slot
                 )));
             }
-            if let Some(&id) = s
-                .tokens
-                .iter()
-                .find(|&&id| id as usize >= self.config.vocab_size)
-            {
-                return Err(ModelError::TokenOutOfRange {
-                    id,
-                    vocab: self.config.vocab_size,
-                });
-            }
+            self.check_tokens(s.tokens)?;
         }
         for s in &batch.seqs {
             cache.reserve(s.slot, s.start_pos, s.tokens.len())?;
         }
         Ok(())
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<(), ModelError> {
+        let vocab = self.config.vocab_size;
+        match tokens.iter().find(|&&id| id as usize >= vocab) {
+            Some(&id) => Err(ModelError::TokenOutOfRange { id, vocab }),
+            None => Ok(()),
+        }
     }
 
     fn check_paged(&self, batch: &PagedBatch<'_>, pool: &KvPool) -> Result<(), ModelError> {
@@ -271,16 +270,7 @@ impl Model {
             if s.tokens.is_empty() {
                 return Err(ModelError::BadBatch(format!("sequence {i} has no tokens")));
             }
-            if let Some(&id) = s
-                .tokens
-                .iter()
-                .find(|&&id| id as usize >= self.config.vocab_size)
-            {
-                return Err(ModelError::TokenOutOfRange {
-                    id,
-                    vocab: self.config.vocab_size,
-                });
-            }
+            self.check_tokens(s.tokens)?;
             let end = s.start_pos + s.tokens.len();
             if s.blocks.len() * bs < end {
                 return Err(ModelError::BadBatch(format!(
