@@ -205,6 +205,33 @@ impl Generator<'_> {
         }
     }
 
+    /// One decode token for each `(slot, token)` at position `pos`; logits per feed.
+    fn decode_step(
+        &self,
+        cache: &mut KvCache,
+        pos: usize,
+        feeds: &[(usize, u32)],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let toks: Vec<[u32; 1]> = feeds.iter().map(|&(_, t)| [t]).collect();
+        let batch = ForwardBatch {
+            seqs: feeds
+                .iter()
+                .zip(&toks)
+                .map(|(&(slot, _), t)| SeqChunk {
+                    slot,
+                    start_pos: pos,
+                    tokens: t,
+                })
+                .collect(),
+            logits: LogitsMode::Last,
+        };
+        let flat = self.model.forward(&batch, cache)?;
+        Ok(flat
+            .chunks_exact(self.model.config.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
     fn prefill(&self, prompt: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, EngineError> {
         let batch = ForwardBatch {
             seqs: vec![SeqChunk {
@@ -224,7 +251,6 @@ impl Generator<'_> {
         on_event: &mut dyn FnMut(Event<'_>) -> bool,
     ) -> Result<Generation, EngineError> {
         let start = Instant::now();
-        let vocab = self.model.config.vocab_size;
         let mut cache = self.model.new_cache(req.n, capacity);
         let first = self.prefill(&req.prompt, &mut cache)?;
         let prompt_secs = start.elapsed().as_secs_f64();
@@ -292,21 +318,7 @@ impl Generator<'_> {
             if next.is_empty() {
                 break;
             }
-            let toks: Vec<[u32; 1]> = next.iter().map(|&(_, t)| [t]).collect();
-            let batch = ForwardBatch {
-                seqs: next
-                    .iter()
-                    .zip(&toks)
-                    .map(|(&(slot, _), t)| SeqChunk {
-                        slot,
-                        start_pos: pos,
-                        tokens: t,
-                    })
-                    .collect(),
-                logits: LogitsMode::Last,
-            };
-            let flat = self.model.forward(&batch, &mut cache)?;
-            logits = flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
+            logits = self.decode_step(&mut cache, pos, &next)?;
             pos += 1;
         }
         let generated = seqs.iter().map(|s| s.out.ids.len()).sum();
@@ -324,7 +336,6 @@ impl Generator<'_> {
         on_event: &mut dyn FnMut(Event<'_>) -> bool,
     ) -> Result<Generation, EngineError> {
         let start = Instant::now();
-        let vocab = self.model.config.vocab_size;
         let width = b.width;
         let norm = |sum: f32, len: usize| sum / (len.max(1) as f32).powf(b.length_penalty);
         // Beams live in slots [half, half + width); each step writes the other half.
@@ -419,21 +430,11 @@ impl Generator<'_> {
                 bm.slot = other + k;
             }
             half = other;
-            let toks: Vec<[u32; 1]> = next.iter().map(|bm| [bm.ids[bm.ids.len() - 1]]).collect();
-            let batch = ForwardBatch {
-                seqs: next
-                    .iter()
-                    .zip(&toks)
-                    .map(|(bm, t)| SeqChunk {
-                        slot: bm.slot,
-                        start_pos: pos,
-                        tokens: t,
-                    })
-                    .collect(),
-                logits: LogitsMode::Last,
-            };
-            let flat = self.model.forward(&batch, &mut cache)?;
-            logits = flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
+            let feeds: Vec<(usize, u32)> = next
+                .iter()
+                .map(|bm| (bm.slot, bm.ids[bm.ids.len() - 1]))
+                .collect();
+            logits = self.decode_step(&mut cache, pos, &feeds)?;
             for bm in next.iter_mut() {
                 bm.slot -= half; // index within the half, as candidates refer to it
             }
