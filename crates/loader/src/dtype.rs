@@ -20,6 +20,14 @@ pub enum DType {
     U16,
     U8,
     Bool,
+    /// GGUF/ggml `Q8_0`: blocks of 32 weights, an f16 scale then 32 i8 (34 bytes).
+    Q8_0,
+    /// GGUF/ggml `Q4_K`: super-blocks of 256 weights in 8 sub-blocks of 32 with 6-bit
+    /// scales and mins; f16 d, f16 dmin, 12 bytes of scales, 128 bytes of nibbles (144 bytes).
+    Q4K,
+    /// GGUF/ggml `Q6_K`: super-blocks of 256 weights in 16 sub-blocks of 16 with i8 scales;
+    /// 128 bytes low nibbles, 64 bytes high 2 bits, 16 scales, f16 d (210 bytes).
+    Q6K,
 }
 
 impl DType {
@@ -50,7 +58,30 @@ impl DType {
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::F8E4M3 | DType::F8E5M2 | DType::I8 | DType::U8 | DType::Bool => 1,
+            // block types: see `block`; per-element size is not a whole number of bytes
+            DType::Q8_0 | DType::Q4K | DType::Q6K => 0,
         }
+    }
+
+    /// `(weights per block, bytes per block)`; `(1, size)` for the plain types.
+    pub fn block(self) -> (usize, usize) {
+        match self {
+            DType::Q8_0 => (32, 34),
+            DType::Q4K => (256, 144),
+            DType::Q6K => (256, 210),
+            other => (1, other.size()),
+        }
+    }
+
+    /// Whether this is a block-quantized type (rows must be whole blocks).
+    pub fn is_quantized(self) -> bool {
+        self.block().0 > 1
+    }
+
+    /// Bytes that `numel` elements occupy; None if `numel` is not a whole number of blocks.
+    pub fn storage_bytes(self, numel: usize) -> Option<usize> {
+        let (e, b) = self.block();
+        numel.is_multiple_of(e).then_some(numel / e * b)
     }
 
     /// Whether values of this type can be widened to f32 (weights, activations in goldens).
@@ -78,6 +109,9 @@ impl DType {
             DType::U16 => "U16",
             DType::U8 => "U8",
             DType::Bool => "BOOL",
+            DType::Q8_0 => "Q8_0",
+            DType::Q4K => "Q4_K",
+            DType::Q6K => "Q6_K",
         }
     }
 }

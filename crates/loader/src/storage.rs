@@ -52,7 +52,12 @@ impl Tensor {
         shape: Vec<usize>,
         bytes: Vec<u8>,
     ) -> Result<Tensor, String> {
-        let want = shape.iter().product::<usize>() * dtype.size();
+        let numel = shape.iter().product::<usize>();
+        let Some(want) = dtype.storage_bytes(numel) else {
+            return Err(format!(
+                "tensor `{name}`: {numel} elements are not whole {dtype} blocks"
+            ));
+        };
         if bytes.len() != want {
             return Err(format!(
                 "tensor `{name}`: {} bytes given, {dtype} {shape:?} needs {want}",
