@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use crate::dtype::{DType, bf16_to_f32, f16_to_f32, fp8_e4m3_to_f32};
+use crate::quant;
 
 /// Bytes that back tensors: a memory-mapped file natively, or an owned buffer (e.g. weights
 /// embedded in a binary or fetched by a browser). Tensors share it; nothing is copied.
@@ -83,8 +84,33 @@ impl Tensor {
         self.shape.iter().product()
     }
 
+    /// A window of `len` bytes at `byte_offset` within this tensor's bytes, as a tensor of
+    /// its own (an expert's slab of a stacked tensor). The caller checks the bounds and that
+    /// `len` holds `shape` of `dtype`.
+    #[allow(dead_code)] // used by the GGUF reader
+    pub(crate) fn window(
+        &self,
+        name: String,
+        dtype: DType,
+        shape: Vec<usize>,
+        byte_offset: usize,
+        len: usize,
+    ) -> Tensor {
+        debug_assert!(byte_offset + len <= self.len);
+        Tensor::new(
+            name,
+            dtype,
+            shape,
+            self.storage.clone(),
+            self.offset + byte_offset,
+            len,
+        )
+    }
+
     /// Element `i` widened to f32. Panics only if `i` is out of range or the dtype is not a
-    /// float type; callers check the dtype once when they bind the tensor.
+    /// float or block-quantized type; callers check the dtype once when they bind the tensor.
+    /// For block-quantized types this decodes the enclosing block; prefer [`Self::read_f32`]
+    /// over whole blocks.
     #[inline]
     pub fn get_f32(&self, i: usize) -> f32 {
         let b = self.bytes();
@@ -94,14 +120,46 @@ impl Tensor {
             DType::F16 => f16_to_f32(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])),
             DType::F8E4M3 => fp8_e4m3_to_f32(b[i]),
             DType::F64 => f64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap()) as f32,
+            q if q.is_quantized() => {
+                let (e, bb) = q.block();
+                let k = i / e;
+                let mut tmp = [0f32; quant::QK_K];
+                quant::dequantize_row(q, &b[k * bb..k * bb + bb], &mut tmp[..e])
+                    .expect("whole block");
+                tmp[i % e]
+            }
             other => panic!("tensor {}: {other} is not a float type", self.name),
         }
     }
 
-    /// Elements `[start, start + out.len())` widened to f32.
+    /// Elements `[start, start + out.len())` widened to f32. Block-quantized types decode
+    /// the blocks that hold the range; a range of whole blocks (start and length multiples
+    /// of the block size, e.g. whole rows) is decoded straight into `out`.
     pub fn read_f32(&self, start: usize, out: &mut [f32]) {
         let b = self.bytes();
         match self.dtype {
+            q if q.is_quantized() => {
+                let (e, bb) = q.block();
+                assert!(start + out.len() <= self.numel(), "read past tensor end");
+                if start.is_multiple_of(e) && out.len().is_multiple_of(e) {
+                    let from = start / e * bb;
+                    let to = from + out.len() / e * bb;
+                    quant::dequantize_row(q, &b[from..to], out).expect("whole blocks");
+                    return;
+                }
+                let mut tmp = [0f32; quant::QK_K];
+                let mut done = 0;
+                while done < out.len() {
+                    let i = start + done;
+                    let k = i / e;
+                    quant::dequantize_row(q, &b[k * bb..k * bb + bb], &mut tmp[..e])
+                        .expect("whole block");
+                    let within = i % e;
+                    let n = (e - within).min(out.len() - done);
+                    out[done..done + n].copy_from_slice(&tmp[within..within + n]);
+                    done += n;
+                }
+            }
             DType::F32 => {
                 for (o, c) in out.iter_mut().zip(b[4 * start..].chunks_exact(4)) {
                     *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
