@@ -8,4 +8,5 @@ mod matrix;
 
 pub use backend::{Backend, MlaAttention};
 pub use cpu::CpuBackend;
+pub use cpu::dispatch::{CpuOptions, Level, cpu_features};
 pub use matrix::{Matrix, MatrixError};

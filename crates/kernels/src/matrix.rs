@@ -1,12 +1,17 @@
 //! A weight matrix as stored: a window into the mapped checkpoint, read in its own dtype.
 
+use std::sync::Arc;
+
 use loader::{DType, Tensor};
+
+use crate::cpu::simd::Fmt;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct MatrixError(pub String);
 
-/// Row-major `[rows, cols]` weight, in bf16, f16, f32 or FP8 e4m3 with block scales
+/// Row-major `[rows, cols]` weight, in bf16, f16, f32, GGUF block formats (Q8_0, Q4_K,
+/// Q6_K; a row is whole blocks) or FP8 e4m3 with block scales
 /// (`W[i, j] = fp8[i, j] * scale_inv[i / block_rows, j / block_cols]`). A `Matrix` may be a
 /// view of consecutive rows of a larger tensor (a head's slice of `kv_b_proj`); `row0` keeps
 /// block-scale lookups in the coordinates of the stored tensor.
@@ -21,17 +26,30 @@ pub struct Matrix {
 
 #[derive(Clone, Debug)]
 struct BlockScales {
-    scale_inv: Tensor, // [ceil(rows/b0), ceil(cols/b1)]
+    /// `[ceil(rows/b0), ceil(cols/b1)]`, widened once at load (it is 1/16384 of the weight)
+    grid: Arc<[f32]>,
+    grid_cols: usize,
     block: [usize; 2],
 }
 
 impl Matrix {
-    /// A 2-D float tensor (F32, F16, BF16), read as is.
+    /// A 2-D tensor read as stored: F32, F16, BF16, or a GGUF block format (Q8_0, Q4_K,
+    /// Q6_K) whose rows are whole blocks.
     pub fn dense(data: Tensor) -> Result<Matrix, MatrixError> {
         let [rows, cols] = two_d(&data)?;
-        if !matches!(data.dtype, DType::F32 | DType::F16 | DType::BF16) {
+        if !matches!(
+            data.dtype,
+            DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q4K | DType::Q6K
+        ) {
             return Err(MatrixError(format!(
-                "tensor `{}` has dtype {}; a dense matrix needs F32, F16 or BF16",
+                "tensor `{}` has dtype {}; a weight matrix needs F32, F16, BF16, Q8_0, Q4_K or Q6_K (or F8_E4M3 with scales)",
+                data.name, data.dtype
+            )));
+        }
+        let block = data.dtype.block().0;
+        if !cols.is_multiple_of(block) {
+            return Err(MatrixError(format!(
+                "tensor `{}`: {cols} columns are not whole {} blocks of {block}",
                 data.name, data.dtype
             )));
         }
@@ -71,7 +89,11 @@ impl Matrix {
             cols,
             row0: 0,
             data,
-            scales: Some(BlockScales { scale_inv, block }),
+            scales: Some(BlockScales {
+                grid: scale_inv.to_f32_vec().into(),
+                grid_cols: want[1],
+                block,
+            }),
         })
     }
 
@@ -95,22 +117,42 @@ impl Matrix {
         }
     }
 
-    /// Row `r` widened to f32 (dequantized for FP8) into `out[..cols]`.
-    pub fn read_row(&self, r: usize, out: &mut [f32]) {
+    /// Bytes of one stored row.
+    pub fn row_bytes(&self) -> usize {
+        self.data
+            .dtype
+            .storage_bytes(self.cols)
+            .expect("checked at construction")
+    }
+
+    /// Row `r`'s encoding and stored bytes.
+    pub fn row(&self, r: usize) -> (Fmt<'_>, &[u8]) {
         let abs = self.row0 + r;
-        let out = &mut out[..self.cols];
-        self.data.read_f32(abs * self.cols, out);
-        if let Some(s) = &self.scales {
-            let [b0, b1] = s.block;
-            let grid_cols = s.scale_inv.shape[1];
-            let srow = abs / b0;
-            for (j, chunk) in out.chunks_mut(b1).enumerate() {
-                let scale = s.scale_inv.get_f32(srow * grid_cols + j);
-                for v in chunk {
-                    *v *= scale;
+        let rb = self.row_bytes();
+        let bytes = &self.data.bytes()[abs * rb..(abs + 1) * rb];
+        let fmt = match (&self.scales, self.data.dtype) {
+            (Some(s), _) => {
+                let srow = abs / s.block[0];
+                Fmt::Fp8 {
+                    scales: &s.grid[srow * s.grid_cols..(srow + 1) * s.grid_cols],
+                    block: s.block[1],
                 }
             }
-        }
+            (None, DType::F32) => Fmt::F32,
+            (None, DType::F16) => Fmt::F16,
+            (None, DType::BF16) => Fmt::BF16,
+            (None, DType::Q8_0) => Fmt::Q8_0,
+            (None, DType::Q4K) => Fmt::Q4K,
+            (None, DType::Q6K) => Fmt::Q6K,
+            (None, other) => unreachable!("dtype {other} rejected at construction"),
+        };
+        (fmt, bytes)
+    }
+
+    /// Row `r` widened to f32 (dequantized) into `out[..cols]`, by the portable kernel.
+    pub fn read_row(&self, r: usize, out: &mut [f32]) {
+        let (fmt, bytes) = self.row(r);
+        crate::cpu::simd::portable::widen(&fmt, bytes, &mut out[..self.cols]);
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use kernels::{CpuBackend, CpuOptions, Level};
 use loader::{Checkpoint, SafetensorsFile};
 use model::{ForwardBatch, LogitsMode, Model, SeqChunk, Trace};
 
@@ -27,9 +28,20 @@ struct Case {
 
 impl Case {
     fn open(name: &str) -> Case {
+        Case::open_at(name, Level::detect(), 0)
+    }
+
+    /// With the kernels forced to `level` on `threads` threads (0: every core).
+    fn open_at(name: &str, level: Level, threads: usize) -> Case {
         let dir = golden_dir(name);
         let ckpt = Checkpoint::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let model = Model::load(&ckpt).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let be = CpuBackend::with_options(&CpuOptions {
+            level: Some(level),
+            threads: Some(threads),
+            pin_threads: false,
+        })
+        .unwrap();
+        let model = Model::load_with(&ckpt, Box::new(be)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let golden = SafetensorsFile::open(&dir.join("goldens.safetensors")).unwrap();
         Case { model, golden }
     }
@@ -108,8 +120,8 @@ fn assert_rows_close(what: &str, got: &[f32], want: &[f32], width: usize, tol: f
     }
 }
 
-fn check_prefill(name: &str) {
-    let case = Case::open(name);
+fn check_prefill(name: &str, level: Level, threads: usize) {
+    let case = Case::open_at(name, level, threads);
     let cfg = &case.model.config;
     let prompts = case.count("prompt", "ids");
     assert!(prompts >= 3, "{name}: expected several prompts");
@@ -170,8 +182,8 @@ fn check_prefill(name: &str) {
     }
 }
 
-fn check_greedy(name: &str) {
-    let case = Case::open(name);
+fn check_greedy(name: &str, level: Level, threads: usize) {
+    let case = Case::open_at(name, level, threads);
     let vocab = case.model.config.vocab_size;
     let cases = case.count("greedy", "ids");
     assert!(cases >= 2);
@@ -226,8 +238,8 @@ fn check_greedy(name: &str) {
 
 /// Chunked prefill, token-by-token decode through the cache, and several sequences in one
 /// batch all give the one-shot prefill's logits.
-fn check_cache_paths(name: &str) {
-    let case = Case::open(name);
+fn check_cache_paths(name: &str, level: Level, threads: usize) {
+    let case = Case::open_at(name, level, threads);
     let vocab = case.model.config.vocab_size;
     let k = case.count("prompt", "ids") - 1;
     let ids = case.ids(&format!("prompt.{k}.ids"));
@@ -320,22 +332,38 @@ fn check_cache_paths(name: &str) {
 
 #[test]
 fn prefill_matches_reference() {
-    for name in MODELS {
-        check_prefill(name);
+    // every kernel level this CPU has, single- and multi-threaded
+    for level in Level::available() {
+        for threads in [1, 2] {
+            for name in MODELS {
+                eprintln!("{name} at {level} on {threads} threads");
+                check_prefill(name, level, threads);
+            }
+        }
     }
 }
 
 #[test]
 fn greedy_decode_matches_reference() {
-    for name in MODELS {
-        check_greedy(name);
+    // every kernel level this CPU has, single- and multi-threaded
+    for level in Level::available() {
+        for threads in [1, 2] {
+            for name in MODELS {
+                check_greedy(name, level, threads);
+            }
+        }
     }
 }
 
 #[test]
 fn chunked_prefill_and_decode_equal_one_shot() {
-    for name in MODELS {
-        check_cache_paths(name);
+    // every kernel level this CPU has, single- and multi-threaded
+    for level in Level::available() {
+        for threads in [1, 2] {
+            for name in MODELS {
+                check_cache_paths(name, level, threads);
+            }
+        }
     }
 }
 

@@ -1,34 +1,85 @@
-//! The CPU backend. Each op family has a scalar reference here; later SIMD levels sit beside
-//! them and are tested against them.
+//! The CPU backend: kernels at the best SIMD level the CPU offers (or a forced one), run on
+//! a persistent thread pool. The portable level is the oracle the others are tested against.
 
 mod attention;
+pub mod dispatch;
 mod matmul;
 mod norm;
+pub mod pool;
+pub mod simd;
+
+use dispatch::{CpuOptions, Level};
+use pool::ThreadPool;
 
 use crate::backend::{Backend, MlaAttention};
 use crate::matrix::Matrix;
 
-#[derive(Debug, Default, Clone)]
-pub struct CpuBackend;
+#[derive(Debug)]
+pub struct CpuBackend {
+    level: Level,
+    pool: ThreadPool,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        CpuBackend::new()
+    }
+}
 
 impl CpuBackend {
+    /// The best level this CPU supports, one thread per available core.
     pub fn new() -> CpuBackend {
-        CpuBackend
+        CpuBackend::with_options(&CpuOptions::default()).expect("the detected level is supported")
+    }
+
+    /// Fails if the requested level is not supported by this CPU.
+    pub fn with_options(o: &CpuOptions) -> Result<CpuBackend, String> {
+        let level = match o.level {
+            Some(l) if !l.supported() => {
+                return Err(format!(
+                    "kernel level `{l}` is not supported by this CPU (supported: {})",
+                    Level::available()
+                        .iter()
+                        .map(|l| l.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            Some(l) => l,
+            None => Level::detect(),
+        };
+        let threads = match o.threads {
+            Some(t) if t > 0 => t,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(CpuBackend {
+            level,
+            pool: ThreadPool::new(threads, o.pin_threads),
+        })
+    }
+
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
     }
 }
 
 impl Backend for CpuBackend {
     fn matmul(&self, x: &[f32], w: &Matrix, y: &mut [f32]) {
-        matmul::matmul(x, w, y)
+        matmul::matmul(self.level, &self.pool, x, w, y)
     }
 
     fn matmul_t(&self, x: &[f32], w: &Matrix, y: &mut [f32]) {
-        matmul::matmul_t(x, w, y)
+        matmul::matmul_t(self.level, &self.pool, x, w, y)
     }
 
     fn embedding(&self, table: &Matrix, ids: &[u32], out: &mut [f32]) {
         for (row, &id) in out.chunks_exact_mut(table.cols).zip(ids) {
-            table.read_row(id as usize, row);
+            let (fmt, bytes) = table.row(id as usize);
+            simd::widen(self.level, &fmt, bytes, row);
         }
     }
 
@@ -51,9 +102,11 @@ impl Backend for CpuBackend {
     }
 
     fn mla_attention(&self, a: &MlaAttention<'_>, out: &mut [f32]) {
-        attention::mla_attention(a, out)
+        attention::mla_attention(self.level, &self.pool, a, out)
     }
 }
 
+#[cfg(test)]
+mod simd_tests;
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,24 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// One backend per kernel level this CPU has, each with 1 and 3 threads (3 so shares split
+/// unevenly on small matrices).
+fn backends() -> Vec<CpuBackend> {
+    crate::Level::available()
+        .into_iter()
+        .flat_map(|level| {
+            [1, 3].map(|threads| {
+                CpuBackend::with_options(&crate::CpuOptions {
+                    level: Some(level),
+                    threads: Some(threads),
+                    pin_threads: false,
+                })
+                .unwrap()
+            })
+        })
+        .collect()
+}
+
 fn f32_matrix(rows: usize, cols: usize, seed: u64) -> (Matrix, Vec<f32>) {
     let v = values(rows * cols, seed);
     let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -116,7 +134,12 @@ fn fp8_rejects_a_wrong_scale_grid() {
 
 #[test]
 fn matmul_over_every_format() {
-    let be = CpuBackend::new();
+    for be in backends() {
+        matmul_over_every_format_on(&be);
+    }
+}
+
+fn matmul_over_every_format_on(be: &CpuBackend) {
     for (rows, cols, n) in [(1, 1, 1), (7, 13, 3), (33, 129, 5), (200, 300, 2)] {
         let x = values(n * cols, 3);
         let cases = [
@@ -146,7 +169,12 @@ fn matmul_over_every_format() {
 
 #[test]
 fn rms_norm_rope_softmax() {
-    let be = CpuBackend::new();
+    for be in backends() {
+        rms_norm_rope_softmax_on(&be);
+    }
+}
+
+fn rms_norm_rope_softmax_on(be: &CpuBackend) {
     let x = values(3 * 37, 5);
     let w = values(37, 6);
     let mut out = vec![0f32; x.len()];
@@ -183,7 +211,12 @@ fn rms_norm_rope_softmax() {
 
 #[test]
 fn mla_attention_is_causal_softmax_over_latents() {
-    let be = CpuBackend::new();
+    for be in backends() {
+        mla_attention_is_causal_softmax_over_latents_on(&be);
+    }
+}
+
+fn mla_attention_is_causal_softmax_over_latents_on(be: &CpuBackend) {
     let (h, r, p, start, tokens) = (3, 5, 4, 2, 3);
     let row = r + p;
     // Positions live in scattered blocks of 2: logical block i is physical block blocks[i].

@@ -1,0 +1,139 @@
+//! Which instruction set the CPU kernels use, found at run time.
+//!
+//! Our machines differ (AMD Zen 4 with AVX-512 and BF16, Intel Xeons with AMX, older parts
+//! with only AVX2), so nothing is assumed at build time: the binary carries every level and
+//! picks the best the CPU reports. A level can be forced (tests, benchmarks, a suspected
+//! kernel bug) through [`CpuOptions`], never through the environment.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A kernel level, from the portable path up. Each level is a superset of the one below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Plain Rust: the oracle every SIMD kernel is tested against, and the path other
+    /// architectures (aarch64) take until they get their own.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL (+ the AVX2 set).
+    Avx512,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Level::Scalar, Level::Avx2, Level::Avx512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+        }
+    }
+
+    /// Whether this CPU can run the level.
+    pub fn supported(self) -> bool {
+        match self {
+            Level::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => {
+                Level::Avx2.supported()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The best level this CPU supports.
+    pub fn detect() -> Level {
+        Level::ALL
+            .into_iter()
+            .rev()
+            .find(|l| l.supported())
+            .unwrap_or(Level::Scalar)
+    }
+
+    /// Every level this CPU supports, lowest first (what the tests sweep).
+    pub fn available() -> Vec<Level> {
+        Level::ALL.into_iter().filter(|l| l.supported()).collect()
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Level, String> {
+        Level::ALL
+            .into_iter()
+            .find(|l| l.name() == s)
+            .ok_or_else(|| format!("unknown kernel level `{s}` (expected scalar, avx2 or avx512)"))
+    }
+}
+
+/// CPU features worth reporting beside the level (`deeprust info`), including those no
+/// kernel uses yet, so a user can see what the machine offers.
+pub fn cpu_features() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut f = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! probe {
+            ($($name:tt),*) => {$( if is_x86_feature_detected!($name) { f.push($name); } )*};
+        }
+        probe!(
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512vnni",
+            "avx512bf16",
+            "avxvnni"
+        );
+    }
+    // AMX detection is not stable in std; Linux lists the flags (and enables the tiles
+    // only after an arch_prctl request, which a future AMX kernel will make).
+    #[cfg(target_os = "linux")]
+    if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo")
+        && let Some(flags) = info.lines().find(|l| l.starts_with("flags"))
+    {
+        {
+            for (flag, name) in [
+                ("amx_tile", "amx-tile"),
+                ("amx_bf16", "amx-bf16"),
+                ("amx_int8", "amx-int8"),
+            ] {
+                if flags.split_whitespace().any(|w| w == flag) {
+                    f.push(name);
+                }
+            }
+        }
+    }
+    f
+}
+
+/// How to build a [`super::CpuBackend`].
+#[derive(Clone, Debug, Default)]
+pub struct CpuOptions {
+    /// Kernel level; None picks the best the CPU supports.
+    pub level: Option<Level>,
+    /// Worker threads including the caller; None or 0 uses every available core.
+    pub threads: Option<usize>,
+    /// Pin thread i to the i-th CPU of the process's affinity mask.
+    pub pin_threads: bool,
+}

@@ -1,0 +1,93 @@
+//! The per-level kernels behind the CPU backend. Every entry point here takes the level and
+//! dispatches once per call (a call covers a whole row or a panel, so the branch is free).
+
+pub mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use super::dispatch::Level;
+
+/// How one stored row is encoded.
+#[derive(Clone, Copy, Debug)]
+pub enum Fmt<'a> {
+    F32,
+    F16,
+    BF16,
+    /// FP8 e4m3; `scales[j]` multiplies columns `[j * block, (j + 1) * block)` of this row.
+    Fp8 {
+        scales: &'a [f32],
+        block: usize,
+    },
+    Q8_0,
+    Q4K,
+    Q6K,
+}
+
+impl Fmt<'_> {
+    /// Bytes that 256 values take (not meaningful for FP8, which goes by its scale blocks).
+    pub fn bytes_per_256(&self) -> usize {
+        match self {
+            Fmt::F32 => 1024,
+            Fmt::F16 | Fmt::BF16 => 512,
+            Fmt::Fp8 { .. } => 256,
+            Fmt::Q8_0 => 272,
+            Fmt::Q4K => 144,
+            Fmt::Q6K => 210,
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($level:expr, $name:ident($($arg:expr),*)) => {
+        match $level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a level is only ever selected when `Level::supported` said so.
+            Level::Avx512 => unsafe { x86::avx512::$name($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => unsafe { x86::avx2::$name($($arg),*) },
+            #[allow(unused_unsafe)]
+            _ => unsafe { portable::$name($($arg),*) },
+        }
+    };
+}
+
+/// `a · b` over the shorter length.
+pub fn dot(level: Level, a: &[f32], b: &[f32]) -> f32 {
+    dispatch!(level, dot(a, b))
+}
+
+/// `y += a * x`.
+pub fn axpy(level: Level, a: f32, x: &[f32], y: &mut [f32]) {
+    dispatch!(level, axpy(a, x, y))
+}
+
+/// Decode the stored row `src` into `out` (whole blocks for block formats).
+pub fn widen(level: Level, fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
+    dispatch!(level, widen(fmt, src, out))
+}
+
+/// `row · x` straight from the stored encoding (the decode path: the row is read once).
+pub fn dot_row(level: Level, fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
+    dispatch!(level, dot_row(fmt, src, x))
+}
+
+/// A panel of `rows` widened weight rows of length `k`, against `n` tokens `x[n, k]`,
+/// writing `y[t * m + r0 + r] = panel[r] · x[t]` (the prefill path: each panel row is reused
+/// by every token from cache).
+pub struct GemmPanel<'a> {
+    pub panel: &'a [f32],
+    pub rows: usize,
+    pub k: usize,
+    pub x: &'a [f32],
+    pub n: usize,
+    pub m: usize,
+    pub r0: usize,
+}
+
+/// # Safety
+/// `y` must be valid for writes at every `t * m + r0 + r` (`t < n`, `r < rows`), and no
+/// other thread may access those elements meanwhile (callers split disjoint rows).
+pub unsafe fn gemm_panel(level: Level, g: &GemmPanel<'_>, y: *mut f32) {
+    assert!(g.panel.len() >= g.rows * g.k && g.x.len() >= g.n * g.k && g.r0 + g.rows <= g.m);
+    dispatch!(level, gemm_panel(g, y))
+}

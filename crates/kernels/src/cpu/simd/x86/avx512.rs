@@ -1,0 +1,412 @@
+//! AVX-512 F/BW/VL kernels, 16 f32 lanes. Weight rows are widened in registers (bf16 by a
+//! shift, f16 by vcvtph2ps, FP8 e4m3 exactly by moving its bits into an f32 and rescaling,
+//! Q8_0 by sign extension) and meet f32 activations in FMAs, so results match the scalar
+//! oracle to f32 rounding. Tails use masked loads, which never touch memory past the mask.
+
+use std::arch::x86_64::*;
+
+use super::super::{Fmt, GemmPanel, portable};
+
+#[inline(always)]
+fn tail_mask(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+/// 16 e4m3 codes (zero-extended to i32 lanes) to f32: the 7 magnitude bits shifted into
+/// place form an f32 with exponent off by 120 (normal and subnormal alike), so one multiply
+/// by 2^120 gives the exact value.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn fp8_lanes(v: __m512i) -> __m512 {
+    let sign = _mm512_slli_epi32::<24>(_mm512_and_si512(v, _mm512_set1_epi32(0x80)));
+    let mag = _mm512_slli_epi32::<20>(_mm512_and_si512(v, _mm512_set1_epi32(0x7f)));
+    let f = _mm512_castsi512_ps(_mm512_or_si512(sign, mag));
+    _mm512_mul_ps(f, _mm512_set1_ps(f32::from_bits((120 + 127) << 23)))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load_bf16(p: *const u8, m: Option<__mmask16>) -> __m512 {
+    unsafe {
+        let h = match m {
+            None => _mm256_loadu_si256(p as *const __m256i),
+            Some(m) => _mm256_maskz_loadu_epi16(m, p as *const i16),
+        };
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load_f16(p: *const u8, m: Option<__mmask16>) -> __m512 {
+    unsafe {
+        let h = match m {
+            None => _mm256_loadu_si256(p as *const __m256i),
+            Some(m) => _mm256_maskz_loadu_epi16(m, p as *const i16),
+        };
+        _mm512_cvtph_ps(h)
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load_f32(p: *const u8, m: Option<__mmask16>) -> __m512 {
+    unsafe {
+        match m {
+            None => _mm512_loadu_ps(p as *const f32),
+            Some(m) => _mm512_maskz_loadu_ps(m, p as *const f32),
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load_fp8(p: *const u8, m: Option<__mmask16>) -> __m512 {
+    unsafe {
+        let b = match m {
+            None => _mm_loadu_si128(p as *const __m128i),
+            Some(m) => _mm_maskz_loadu_epi8(m, p as *const i8),
+        };
+        fp8_lanes(_mm512_cvtepu8_epi32(b))
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load_i8(p: *const u8) -> __m512 {
+    unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))) }
+}
+
+/// Load kinds for `dot_lanes` / `widen_lanes` (a const parameter so each loop is
+/// specialised with its load inlined).
+const F32: u8 = 0;
+const BF16: u8 = 1;
+const F16: u8 = 2;
+const FP8: u8 = 3;
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load<const K: u8>(p: *const u8, m: Option<__mmask16>) -> __m512 {
+    unsafe {
+        match K {
+            F32 => load_f32(p, m),
+            BF16 => load_bf16(p, m),
+            F16 => load_f16(p, m),
+            _ => load_fp8(p, m),
+        }
+    }
+}
+
+const fn size_of_kind(k: u8) -> usize {
+    match k {
+        F32 => 4,
+        BF16 | F16 => 2,
+        _ => 1,
+    }
+}
+
+#[inline(always)]
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    loader::f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
+}
+
+/// Σ load(w, i) * x[i] over `n` values, as an unreduced vector; `size` bytes per value.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dot_lanes<const K: u8>(w: *const u8, x: *const f32, n: usize) -> __m512 {
+    let size = size_of_kind(K);
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 64 <= n {
+            for (j, a) in acc.iter_mut().enumerate() {
+                let o = i + 16 * j;
+                *a = _mm512_fmadd_ps(
+                    load::<K>(w.add(o * size), None),
+                    _mm512_loadu_ps(x.add(o)),
+                    *a,
+                );
+            }
+            i += 64;
+        }
+        while i + 16 <= n {
+            acc[0] = _mm512_fmadd_ps(
+                load::<K>(w.add(i * size), None),
+                _mm512_loadu_ps(x.add(i)),
+                acc[0],
+            );
+            i += 16;
+        }
+        if i < n {
+            let m = tail_mask(n - i);
+            acc[1] = _mm512_fmadd_ps(
+                load::<K>(w.add(i * size), Some(m)),
+                _mm512_maskz_loadu_ps(m, x.add(i)),
+                acc[1],
+            );
+        }
+        _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    unsafe { _mm512_reduce_add_ps(dot_lanes::<F32>(a.as_ptr() as *const u8, b.as_ptr(), n)) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let av = _mm512_set1_ps(a);
+    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+    let mut i = 0;
+    unsafe {
+        while i + 16 <= n {
+            let v = _mm512_fmadd_ps(av, _mm512_loadu_ps(px.add(i)), _mm512_loadu_ps(py.add(i)));
+            _mm512_storeu_ps(py.add(i), v);
+            i += 16;
+        }
+        if i < n {
+            let m = tail_mask(n - i);
+            let v = _mm512_fmadd_ps(
+                av,
+                _mm512_maskz_loadu_ps(m, px.add(i)),
+                _mm512_maskz_loadu_ps(m, py.add(i)),
+            );
+            _mm512_mask_storeu_ps(py.add(i), m, v);
+        }
+    }
+}
+
+/// Widen `n` values with `load` (`size` bytes each), times `scale`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn widen_lanes<const K: u8>(src: *const u8, out: *mut f32, n: usize, scale: f32) {
+    let size = size_of_kind(K);
+    unsafe {
+        let s = _mm512_set1_ps(scale);
+        let mut i = 0;
+        while i + 16 <= n {
+            _mm512_storeu_ps(
+                out.add(i),
+                _mm512_mul_ps(load::<K>(src.add(i * size), None), s),
+            );
+            i += 16;
+        }
+        if i < n {
+            let m = tail_mask(n - i);
+            _mm512_mask_storeu_ps(
+                out.add(i),
+                m,
+                _mm512_mul_ps(load::<K>(src.add(i * size), Some(m)), s),
+            );
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn widen(fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
+    let n = out.len();
+    let (s, o) = (src.as_ptr(), out.as_mut_ptr());
+    unsafe {
+        match *fmt {
+            Fmt::F32 => {
+                assert!(src.len() >= 4 * n);
+                widen_lanes::<F32>(s, o, n, 1.0)
+            }
+            Fmt::BF16 => {
+                assert!(src.len() >= 2 * n);
+                widen_lanes::<BF16>(s, o, n, 1.0)
+            }
+            Fmt::F16 => {
+                assert!(src.len() >= 2 * n);
+                widen_lanes::<F16>(s, o, n, 1.0)
+            }
+            Fmt::Fp8 { scales, block } => {
+                assert!(src.len() >= n && scales.len() >= n.div_ceil(block));
+                for (j, &scale) in scales.iter().enumerate().take(n.div_ceil(block)) {
+                    let len = block.min(n - j * block);
+                    widen_lanes::<FP8>(s.add(j * block), o.add(j * block), len, scale);
+                }
+            }
+            Fmt::Q8_0 => {
+                assert!(n.is_multiple_of(32) && src.len() >= n / 32 * 34);
+                for b in 0..n / 32 {
+                    let blk = &src[34 * b..34 * b + 34];
+                    let d = _mm512_set1_ps(f16_at(blk, 0));
+                    let p = blk.as_ptr().add(2);
+                    _mm512_storeu_ps(o.add(32 * b), _mm512_mul_ps(load_i8(p), d));
+                    _mm512_storeu_ps(o.add(32 * b + 16), _mm512_mul_ps(load_i8(p.add(16)), d));
+                }
+            }
+            Fmt::Q4K | Fmt::Q6K => portable::widen(fmt, src, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn dot_row(fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
+    let n = x.len();
+    let (s, px) = (src.as_ptr(), x.as_ptr());
+    unsafe {
+        let v = match *fmt {
+            Fmt::F32 => {
+                assert!(src.len() >= 4 * n);
+                dot_lanes::<F32>(s, px, n)
+            }
+            Fmt::BF16 => {
+                assert!(src.len() >= 2 * n);
+                dot_lanes::<BF16>(s, px, n)
+            }
+            Fmt::F16 => {
+                assert!(src.len() >= 2 * n);
+                dot_lanes::<F16>(s, px, n)
+            }
+            Fmt::Fp8 { scales, block } => {
+                assert!(src.len() >= n && scales.len() >= n.div_ceil(block));
+                let mut acc = _mm512_setzero_ps();
+                for (j, &scale) in scales.iter().enumerate().take(n.div_ceil(block)) {
+                    let len = block.min(n - j * block);
+                    let part = dot_lanes::<FP8>(s.add(j * block), px.add(j * block), len);
+                    acc = _mm512_fmadd_ps(part, _mm512_set1_ps(scale), acc);
+                }
+                acc
+            }
+            Fmt::Q8_0 => {
+                assert!(n.is_multiple_of(32) && src.len() >= n / 32 * 34);
+                let mut acc = [_mm512_setzero_ps(); 2];
+                for b in 0..n / 32 {
+                    let blk = &src[34 * b..34 * b + 34];
+                    let p = blk.as_ptr().add(2);
+                    let t = _mm512_mul_ps(load_i8(p), _mm512_loadu_ps(px.add(32 * b)));
+                    let t = _mm512_fmadd_ps(
+                        load_i8(p.add(16)),
+                        _mm512_loadu_ps(px.add(32 * b + 16)),
+                        t,
+                    );
+                    acc[b & 1] = _mm512_fmadd_ps(t, _mm512_set1_ps(f16_at(blk, 0)), acc[b & 1]);
+                }
+                _mm512_add_ps(acc[0], acc[1])
+            }
+            Fmt::Q4K | Fmt::Q6K => {
+                let q4 = matches!(fmt, Fmt::Q4K);
+                let bytes = if q4 { 144 } else { 210 };
+                assert!(n.is_multiple_of(256) && src.len() >= n / 256 * bytes);
+                let mut buf = [0f32; 256];
+                let mut acc = _mm512_setzero_ps();
+                for b in 0..n / 256 {
+                    let blk = &src[bytes * b..bytes * (b + 1)];
+                    if q4 {
+                        portable::q4_k_block(blk, &mut buf);
+                    } else {
+                        portable::q6_k_block(blk, &mut buf);
+                    }
+                    let part = dot_lanes::<F32>(buf.as_ptr() as *const u8, px.add(256 * b), 256);
+                    acc = _mm512_add_ps(acc, part);
+                }
+                acc
+            }
+        };
+        _mm512_reduce_add_ps(v)
+    }
+}
+
+/// `R` panel rows against `T` tokens: R*T accumulators stay in registers; each step loads
+/// R weight vectors and T activation vectors for R*T FMAs.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn tile<const R: usize, const T: usize>(
+    w: *const f32,
+    x: *const f32,
+    k: usize,
+) -> [[f32; T]; R] {
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        let mut i = 0;
+        while i + 16 <= k {
+            let mut xv = [_mm512_setzero_ps(); T];
+            for (t, v) in xv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(x.add(t * k + i));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let wv = _mm512_loadu_ps(w.add(r * k + i));
+                for (a, &v) in row.iter_mut().zip(&xv) {
+                    *a = _mm512_fmadd_ps(wv, v, *a);
+                }
+            }
+            i += 16;
+        }
+        if i < k {
+            let m = tail_mask(k - i);
+            let mut xv = [_mm512_setzero_ps(); T];
+            for (t, v) in xv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(m, x.add(t * k + i));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let wv = _mm512_maskz_loadu_ps(m, w.add(r * k + i));
+                for (a, &v) in row.iter_mut().zip(&xv) {
+                    *a = _mm512_fmadd_ps(wv, v, *a);
+                }
+            }
+        }
+        let mut out = [[0f32; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+            }
+        }
+        out
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn tile_into<const R: usize, const T: usize>(
+    g: &GemmPanel<'_>,
+    r: usize,
+    t: usize,
+    y: *mut f32,
+) {
+    let k = g.k;
+    let v = unsafe { tile::<R, T>(g.panel.as_ptr().add(r * k), g.x.as_ptr().add(t * k), k) };
+    for (i, row) in v.iter().enumerate() {
+        for (j, &s) in row.iter().enumerate() {
+            unsafe { *y.add((t + j) * g.m + g.r0 + r + i) = s };
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
+    let mut t = 0;
+    while t < g.n {
+        let tn = (g.n - t).min(4);
+        let mut r = 0;
+        while r < g.rows {
+            let rn = (g.rows - r).min(4);
+            unsafe {
+                match (rn, tn) {
+                    (4, 4) => tile_into::<4, 4>(g, r, t, y),
+                    (4, 3) => tile_into::<4, 3>(g, r, t, y),
+                    (4, 2) => tile_into::<4, 2>(g, r, t, y),
+                    (4, 1) => tile_into::<4, 1>(g, r, t, y),
+                    (3, 4) => tile_into::<3, 4>(g, r, t, y),
+                    (3, 3) => tile_into::<3, 3>(g, r, t, y),
+                    (3, 2) => tile_into::<3, 2>(g, r, t, y),
+                    (3, 1) => tile_into::<3, 1>(g, r, t, y),
+                    (2, 4) => tile_into::<2, 4>(g, r, t, y),
+                    (2, 3) => tile_into::<2, 3>(g, r, t, y),
+                    (2, 2) => tile_into::<2, 2>(g, r, t, y),
+                    (2, 1) => tile_into::<2, 1>(g, r, t, y),
+                    (1, 4) => tile_into::<1, 4>(g, r, t, y),
+                    (1, 3) => tile_into::<1, 3>(g, r, t, y),
+                    (1, 2) => tile_into::<1, 2>(g, r, t, y),
+                    _ => tile_into::<1, 1>(g, r, t, y),
+                }
+            }
+            r += rn;
+        }
+        t += tn;
+    }
+}

@@ -1,0 +1,287 @@
+//! Every SIMD level against the portable oracle, format by format, on awkward sizes: tails
+//! shorter than a vector, partial FP8 scale blocks, panels and token counts that do not
+//! fill a register tile.
+
+use half::f16;
+use loader::{DType, Tensor};
+
+use super::dispatch::Level;
+use super::simd::{self, Fmt, GemmPanel, portable};
+use crate::backend::Backend;
+use crate::cpu::CpuBackend;
+use crate::matrix::Matrix;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn byte(&mut self) -> u8 {
+        (self.next() >> 32) as u8
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+}
+
+fn f16_bytes(v: f32) -> [u8; 2] {
+    f16::from_f32(v).to_bits().to_le_bytes()
+}
+
+/// Random but valid stored bytes for `n` values of `dtype`.
+fn stored(dtype: DType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut b = Vec::new();
+    match dtype {
+        DType::F32 => (0..n).for_each(|_| b.extend(rng.f().to_le_bytes())),
+        DType::F16 => (0..n).for_each(|_| b.extend(f16_bytes(rng.f()))),
+        DType::BF16 => {
+            (0..n).for_each(|_| b.extend(half::bf16::from_f32(rng.f()).to_bits().to_le_bytes()))
+        }
+        DType::F8E4M3 => (0..n).for_each(|_| {
+            let c = rng.byte();
+            b.push(if c & 0x7f == 0x7f { 0x3c } else { c }) // no NaN codes
+        }),
+        DType::Q8_0 => (0..n / 32).for_each(|_| {
+            b.extend(f16_bytes(rng.f() * 0.05));
+            (0..32).for_each(|_| b.push(rng.byte()));
+        }),
+        DType::Q4K => (0..n / 256).for_each(|_| {
+            b.extend(f16_bytes(rng.f().abs() * 0.01));
+            b.extend(f16_bytes(rng.f().abs() * 0.01));
+            (0..140).for_each(|_| b.push(rng.byte()));
+        }),
+        DType::Q6K => (0..n / 256).for_each(|_| {
+            (0..208).for_each(|_| b.push(rng.byte()));
+            b.extend(f16_bytes(rng.f() * 0.01));
+        }),
+        other => panic!("no generator for {other}"),
+    }
+    b
+}
+
+fn fmt_of<'a>(dtype: DType, scales: &'a [f32], block: usize) -> Fmt<'a> {
+    match dtype {
+        DType::F32 => Fmt::F32,
+        DType::F16 => Fmt::F16,
+        DType::BF16 => Fmt::BF16,
+        DType::F8E4M3 => Fmt::Fp8 { scales, block },
+        DType::Q8_0 => Fmt::Q8_0,
+        DType::Q4K => Fmt::Q4K,
+        DType::Q6K => Fmt::Q6K,
+        _ => unreachable!(),
+    }
+}
+
+fn close(got: f32, want: f32, scale: f32, what: &str) {
+    assert!(
+        (got - want).abs() <= 1e-5 * scale.max(1.0),
+        "{what}: got {got}, want {want}"
+    );
+}
+
+/// (dtype, lengths) with tails and partial blocks.
+fn cases() -> Vec<(DType, Vec<usize>)> {
+    vec![
+        (DType::F32, vec![1, 5, 15, 16, 17, 63, 64, 65, 300]),
+        (DType::F16, vec![1, 7, 16, 33, 129]),
+        (DType::BF16, vec![1, 7, 16, 17, 64, 65, 200]),
+        (DType::F8E4M3, vec![1, 15, 127, 128, 129, 300]),
+        (DType::Q8_0, vec![32, 64, 96, 320]),
+        (DType::Q4K, vec![256, 512, 768]),
+        (DType::Q6K, vec![256, 512]),
+    ]
+}
+
+#[test]
+fn widen_and_dot_row_match_the_oracle_at_every_level() {
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    for level in Level::available() {
+        for (dtype, lens) in cases() {
+            for n in lens {
+                for block in [128, 7] {
+                    let src = stored(dtype, n, &mut rng);
+                    let scales: Vec<f32> = (0..n.div_ceil(block))
+                        .map(|_| rng.f().abs() + 0.1)
+                        .collect();
+                    let fmt = fmt_of(dtype, &scales, block);
+                    let x = rng.vec(n);
+                    let mut want = vec![0f32; n];
+                    portable::widen(&fmt, &src, &mut want);
+                    let mut got = vec![f32::NAN; n];
+                    simd::widen(level, &fmt, &src, &mut got);
+                    assert_eq!(got, want, "{level} widen {dtype} n={n} block={block}");
+                    let norm: f32 = want.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+                    let want_dot: f32 = want.iter().zip(&x).map(|(a, b)| a * b).sum();
+                    close(
+                        simd::dot_row(level, &fmt, &src, &x),
+                        want_dot,
+                        norm,
+                        &format!("{level} dot_row {dtype} n={n} block={block}"),
+                    );
+                    close(
+                        portable::dot_row(&fmt, &src, &x),
+                        want_dot,
+                        norm,
+                        &format!("portable dot_row {dtype} n={n}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dot_and_axpy_match_the_oracle_at_every_level() {
+    let mut rng = Rng(7);
+    for level in Level::available() {
+        for n in [0, 1, 15, 16, 17, 100, 1000] {
+            let (a, b) = (rng.vec(n), rng.vec(n));
+            let norm: f32 = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum();
+            close(
+                simd::dot(level, &a, &b),
+                portable::dot(&a, &b),
+                norm,
+                &format!("{level} dot n={n}"),
+            );
+            let mut y1 = rng.vec(n);
+            let mut y2 = y1.clone();
+            simd::axpy(level, 0.37, &a, &mut y1);
+            portable::axpy(0.37, &a, &mut y2);
+            for (g, w) in y1.iter().zip(&y2) {
+                close(*g, *w, 1.0, &format!("{level} axpy n={n}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_panel_matches_the_oracle_for_every_tile_shape() {
+    let mut rng = Rng(99);
+    for level in Level::available() {
+        for k in [1, 15, 17, 64, 100] {
+            for rows in 1..=9 {
+                for n in 1..=9 {
+                    let panel = rng.vec(rows * k);
+                    let x = rng.vec(n * k);
+                    let (m, r0) = (rows + 3, 2);
+                    let g = GemmPanel {
+                        panel: &panel,
+                        rows,
+                        k,
+                        x: &x,
+                        n,
+                        m,
+                        r0,
+                    };
+                    let mut got = vec![f32::NAN; n * m];
+                    let mut want = got.clone();
+                    unsafe {
+                        simd::gemm_panel(level, &g, got.as_mut_ptr());
+                        simd::gemm_panel(Level::Scalar, &g, want.as_mut_ptr());
+                    }
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        let col = i % m;
+                        if col < r0 || col >= r0 + rows {
+                            assert!(a.is_nan(), "{level} wrote outside its rows");
+                        } else {
+                            close(
+                                *a,
+                                *b,
+                                k as f32,
+                                &format!("{level} gemm k={k} rows={rows} n={n}"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whole matmuls on block-quantized weights: every level and thread count, decode and
+/// prefill paths, against f64 products of the dequantized rows.
+#[test]
+fn quantized_matmul_matches_dequantized_reference() {
+    let mut rng = Rng(1234);
+    for dtype in [DType::Q8_0, DType::Q4K, DType::Q6K, DType::BF16, DType::F16] {
+        let cols = 512;
+        for rows in [1, 17, 40] {
+            let bytes = stored(dtype, rows * cols, &mut rng);
+            let t = Tensor::from_bytes("w", dtype, vec![rows, cols], bytes).unwrap();
+            let w = Matrix::dense(t).unwrap();
+            let mut dense = vec![0f32; rows * cols];
+            for r in 0..rows {
+                w.read_row(r, &mut dense[r * cols..(r + 1) * cols]);
+            }
+            for n in [1, 3, 4, 9] {
+                let x = rng.vec(n * cols);
+                let want: Vec<f64> = (0..n)
+                    .flat_map(|t| {
+                        let (x, dense) = (&x, &dense);
+                        (0..rows).map(move |r| {
+                            (0..cols)
+                                .map(|c| x[t * cols + c] as f64 * dense[r * cols + c] as f64)
+                                .sum::<f64>()
+                        })
+                    })
+                    .collect();
+                for level in Level::available() {
+                    for threads in [1, 2, 3] {
+                        let be = CpuBackend::with_options(&crate::CpuOptions {
+                            level: Some(level),
+                            threads: Some(threads),
+                            pin_threads: false,
+                        })
+                        .unwrap();
+                        let mut y = vec![0f32; n * rows];
+                        be.matmul(&x, &w, &mut y);
+                        let scale =
+                            dense.iter().map(|v| v.abs()).fold(0f32, f32::max) * cols as f32;
+                        for (g, w) in y.iter().zip(&want) {
+                            assert!(
+                                ((*g as f64) - w).abs() <= 1e-5 * scale as f64,
+                                "{dtype} {level} t{threads} rows={rows} n={n}: {g} vs {w}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_quantized_matrix_needs_whole_blocks() {
+    let t = Tensor::from_bytes("w", DType::Q4K, vec![2, 256], vec![0; 2 * 144]).unwrap();
+    assert!(Matrix::dense(t).is_ok());
+    let t = Tensor::from_bytes("w", DType::Q8_0, vec![16, 32], vec![0; 16 * 34]).unwrap();
+    let t2 = Tensor::from_bytes("w", DType::Q8_0, vec![32, 16], vec![0; 16 * 34]).unwrap();
+    assert!(Matrix::dense(t).is_ok());
+    let e = Matrix::dense(t2).unwrap_err();
+    assert!(e.0.contains("not whole Q8_0 blocks"), "{}", e.0);
+}
+
+#[test]
+fn forcing_an_unsupported_level_is_an_error_not_a_crash() {
+    for level in Level::ALL {
+        let r = CpuBackend::with_options(&crate::CpuOptions {
+            level: Some(level),
+            threads: Some(1),
+            pin_threads: false,
+        });
+        assert_eq!(r.is_ok(), level.supported(), "{level}");
+    }
+    assert_eq!("avx512".parse::<Level>(), Ok(Level::Avx512));
+    assert!(
+        "sse9"
+            .parse::<Level>()
+            .unwrap_err()
+            .contains("unknown kernel level `sse9`")
+    );
+}
