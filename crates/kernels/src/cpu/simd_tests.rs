@@ -285,3 +285,37 @@ fn forcing_an_unsupported_level_is_an_error_not_a_crash() {
             .contains("unknown kernel level `sse9`")
     );
 }
+
+/// The kernels' own block decoders against the loader's reference codec (written apart,
+/// from ggml's layout), and through a real quantize -> decode round trip.
+#[test]
+fn block_decoders_agree_with_the_reference_codec() {
+    let mut rng = Rng(42);
+    for dtype in [DType::Q8_0, DType::Q4K, DType::Q6K] {
+        for n in [256, 1024] {
+            let src = stored(dtype, n, &mut rng);
+            let mut want = vec![0f32; n];
+            loader::quant::dequantize_row(dtype, &src, &mut want).unwrap();
+            let fmt = fmt_of(dtype, &[], 0);
+            for level in Level::available() {
+                let mut got = vec![0f32; n];
+                simd::widen(level, &fmt, &src, &mut got);
+                assert_eq!(got, want, "{level} {dtype}");
+            }
+            // quantized from real values, decoded by us: close to the input
+            let x = rng.vec(n);
+            let mut q = Vec::new();
+            loader::quant::quantize_row(dtype, &x, &mut q).unwrap();
+            let mut back = vec![0f32; n];
+            simd::widen(Level::detect(), &fmt, &q, &mut back);
+            let err: f32 = x.iter().zip(&back).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
+            let norm: f32 = x.iter().map(|a| a * a).sum::<f32>().sqrt();
+            let bound = match dtype {
+                DType::Q8_0 => 0.01,
+                DType::Q6K => 0.03,
+                _ => 0.1,
+            };
+            assert!(err / norm < bound, "{dtype}: round trip rel error {}", err / norm);
+        }
+    }
+}
