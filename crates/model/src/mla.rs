@@ -29,12 +29,25 @@ pub enum QProj {
     },
 }
 
+/// `wkv_b` as stored. Hugging Face checkpoints (and llama.cpp's older GGUF files) keep it
+/// whole; newer GGUF files store the key half transposed per head (`attn_k_b`), which is
+/// the layout the absorbed query product wants, and the value half apart (`attn_v_b`).
+#[allow(clippy::large_enum_variant)] // one per layer
+pub enum KvB {
+    /// `[n_heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]`
+    Combined(Matrix),
+    Split {
+        k_b: Matrix, // [n_heads * kv_lora_rank, qk_nope_head_dim]
+        v_b: Matrix, // [n_heads * v_head_dim, kv_lora_rank]
+    },
+}
+
 pub struct Mla {
     pub q: QProj,
     pub wkv_a: Matrix,     // [kv_lora_rank + qk_rope_head_dim, hidden]
     pub kv_norm: Vec<f32>, // [kv_lora_rank]
-    pub wkv_b: Matrix,     // [n_heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]
-    pub wo: Matrix,        // [hidden, n_heads * v_head_dim]
+    pub kv_b: KvB,
+    pub wo: Matrix, // [hidden, n_heads * v_head_dim]
     pub n_heads: usize,
     pub kv_lora_rank: usize,
     pub qk_nope_head_dim: usize,
@@ -83,11 +96,18 @@ impl Mla {
                 hidden,
             )?,
             kv_norm: w.vector(&format!("{p}.kv_a_layernorm.weight"), r)?,
-            wkv_b: w.matrix(
-                &format!("{p}.kv_b_proj.weight"),
-                h * (cfg.qk_nope_head_dim + cfg.v_head_dim),
-                r,
-            )?,
+            kv_b: if w.has(&format!("{p}.k_b_proj.weight")) {
+                KvB::Split {
+                    k_b: w.matrix(&format!("{p}.k_b_proj.weight"), h * r, cfg.qk_nope_head_dim)?,
+                    v_b: w.matrix(&format!("{p}.v_b_proj.weight"), h * cfg.v_head_dim, r)?,
+                }
+            } else {
+                KvB::Combined(w.matrix(
+                    &format!("{p}.kv_b_proj.weight"),
+                    h * (cfg.qk_nope_head_dim + cfg.v_head_dim),
+                    r,
+                )?)
+            },
             wo: w.matrix(&format!("{p}.o_proj.weight"), hidden, h * cfg.v_head_dim)?,
             n_heads: h,
             kv_lora_rank: r,
@@ -163,16 +183,15 @@ impl Mla {
         let mut head_in = vec![0f32; tokens * nope.max(r)];
         let mut head_out = vec![0f32; tokens * r.max(vd)];
         for head in 0..h {
-            let w_uk = self.wkv_b.rows_view(head * (nope + vd), nope); // [nope, kv_lora_rank]
             for t in 0..tokens {
                 head_in[t * nope..(t + 1) * nope]
                     .copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
             }
-            be.matmul_t(
-                &head_in[..tokens * nope],
-                &w_uk,
-                &mut head_out[..tokens * r],
-            );
+            let (x_h, y_h) = (&head_in[..tokens * nope], &mut head_out[..tokens * r]);
+            match &self.kv_b {
+                KvB::Combined(w) => be.matmul_t(x_h, &w.rows_view(head * (nope + vd), nope), y_h),
+                KvB::Split { k_b, .. } => be.matmul(x_h, &k_b.rows_view(head * r, r), y_h),
+            }
             for t in 0..tokens {
                 q_latent[(t * h + head) * r..][..r].copy_from_slice(&head_out[t * r..(t + 1) * r]);
             }
@@ -210,7 +229,10 @@ impl Mla {
         // Apply wkv_b's value half per head: o[t, h] = W_uv[h] · o_latent[t, h]
         let mut o = vec![0f32; tokens * h * vd]; // [tokens, n_heads * v_head_dim]
         for head in 0..h {
-            let w_uv = self.wkv_b.rows_view(head * (nope + vd) + nope, vd); // [v, kv_lora_rank]
+            let w_uv = match &self.kv_b {
+                KvB::Combined(w) => w.rows_view(head * (nope + vd) + nope, vd),
+                KvB::Split { v_b, .. } => v_b.rows_view(head * vd, vd),
+            }; // [v, kv_lora_rank]
             for t in 0..tokens {
                 head_in[t * r..(t + 1) * r].copy_from_slice(&o_latent[(t * h + head) * r..][..r]);
             }
@@ -271,7 +293,10 @@ mod tests {
         }
         // Decompress: [tokens, n_heads * (nope + v)]
         let mut kv_full = vec![0f32; tokens * h * (nope + vd)];
-        be.matmul(&c_kv, &m.wkv_b, &mut kv_full);
+        let KvB::Combined(wkv_b) = &m.kv_b else {
+            panic!("the oracle decompresses with a combined kv_b")
+        };
+        be.matmul(&c_kv, wkv_b, &mut kv_full);
         let mut o = vec![0f32; tokens * h * vd];
         for head in 0..h {
             for t in 0..tokens {
@@ -300,6 +325,40 @@ mod tests {
         let mut out = vec![0f32; tokens * m.wo.rows];
         be.matmul(&o, &m.wo, &mut out);
         out
+    }
+
+    /// `attn_k_b` / `attn_v_b` as llama.cpp's converter derives them from `kv_b_proj`.
+    fn split_kv_b(m: &Mla) -> KvB {
+        let KvB::Combined(w) = &m.kv_b else {
+            unreachable!()
+        };
+        let (h, r, nope, vd) = (m.n_heads, m.kv_lora_rank, m.qk_nope_head_dim, m.v_head_dim);
+        let mut k_b = vec![0f32; h * r * nope];
+        let mut v_b = vec![0f32; h * vd * r];
+        let mut row = vec![0f32; r];
+        for head in 0..h {
+            for i in 0..nope + vd {
+                w.read_row(head * (nope + vd) + i, &mut row);
+                for (c, &v) in row.iter().enumerate() {
+                    if i < nope {
+                        k_b[(head * r + c) * nope + i] = v;
+                    } else {
+                        v_b[(head * vd + i - nope) * r + c] = v;
+                    }
+                }
+            }
+        }
+        let mat = |name: &str, v: Vec<f32>, shape: Vec<usize>| {
+            let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            Matrix::dense(
+                loader::Tensor::from_bytes(name, loader::DType::F32, shape, bytes).unwrap(),
+            )
+            .unwrap()
+        };
+        KvB::Split {
+            k_b: mat("k_b", k_b, vec![h * r, nope]),
+            v_b: mat("v_b", v_b, vec![h * vd, r]),
+        }
     }
 
     #[test]
@@ -342,6 +401,18 @@ mod tests {
             };
             let got = mla.forward(&be, &x, &at, &mut pool, 1);
             let want = naive(&mla, &be, &x, &cos, &sin);
+            // llama.cpp's split layout (key half transposed per head) gives the same output
+            let split = Mla {
+                kv_b: split_kv_b(&mla),
+                ..Mla::load(&w, cfg, "model.layers.1.self_attn").unwrap()
+            };
+            let got_split = split.forward(&be, &x, &at, &mut KvPool::new(cfg, 5, 8), 1);
+            let e: f32 = got
+                .iter()
+                .zip(&got_split)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(e < 1e-4, "{name}: split vs combined kv_b max diff {e}");
             let err: f64 = got
                 .iter()
                 .zip(&want)

@@ -15,7 +15,15 @@ impl WeightLoader<'_> {
         let t = self.ckpt.tensor_checked(
             name,
             &[rows, cols],
-            &[DType::BF16, DType::F16, DType::F32, DType::F8E4M3],
+            &[
+                DType::BF16,
+                DType::F16,
+                DType::F32,
+                DType::F8E4M3,
+                DType::Q8_0,
+                DType::Q4K,
+                DType::Q6K,
+            ],
         )?;
         let path = self.ckpt.file_of(name);
         let m = if t.dtype == DType::F8E4M3 {
@@ -31,6 +39,10 @@ impl WeightLoader<'_> {
             Matrix::dense(t.clone())
         };
         m.map_err(|e| ModelError::Weight { path, reason: e.0 })
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.ckpt.contains(name)
     }
 
     /// A small vector (norm weight, bias) widened to f32 once at load.
