@@ -16,6 +16,8 @@ pub enum LoadError {
     },
     #[error("{path}: invalid safetensors header: {reason}")]
     BadHeader { path: PathBuf, reason: String },
+    #[error("{path}: invalid GGUF file: {reason}")]
+    BadGguf { path: PathBuf, reason: String },
     #[error("{path}: tensor `{tensor}`: {reason}")]
     BadTensor {
         path: PathBuf,

@@ -9,6 +9,7 @@ mod checkpoint;
 pub mod config;
 mod dtype;
 mod error;
+pub mod gguf;
 pub mod quant;
 mod safetensors;
 mod storage;
