@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::config::ModelConfig;
 use crate::dtype::DType;
 use crate::error::{LoadError, Result};
+use crate::gguf::{GgufFile, GgufModel};
 use crate::safetensors::SafetensorsFile;
 use crate::storage::{Storage, Tensor};
 
@@ -16,11 +17,30 @@ pub struct Checkpoint {
     files: Vec<SafetensorsFile>,
     /// tensor name -> index into `files`
     by_name: BTreeMap<String, usize>,
+    /// Set when the checkpoint is a llama.cpp GGUF file (then `files` is empty).
+    gguf: Option<Box<GgufModel>>,
 }
 
 impl Checkpoint {
-    /// Open a model directory: parse `config.json`, map every weight file, check headers.
+    /// Open a model directory (parse `config.json`, map every weight file, check headers),
+    /// or a llama.cpp `deepseek2` GGUF file (recognised by its magic or a `.gguf` name),
+    /// whose metadata becomes the config and whose tensors take their Hugging Face names.
     pub fn open(dir: &Path) -> Result<Checkpoint> {
+        if dir.is_file()
+            && (crate::gguf::is_gguf(dir)
+                || dir
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("gguf")))
+        {
+            let m = crate::gguf::open_deepseek2(dir)?;
+            return Ok(Checkpoint {
+                dir: dir.to_path_buf(),
+                config: m.config.clone(),
+                files: Vec::new(),
+                by_name: BTreeMap::new(),
+                gguf: Some(Box::new(m)),
+            });
+        }
         if !dir.is_dir() {
             return Err(LoadError::Io {
                 path: dir.to_path_buf(),
@@ -84,6 +104,7 @@ impl Checkpoint {
             config,
             files,
             by_name,
+            gguf: None,
         })
     }
 
@@ -115,19 +136,40 @@ impl Checkpoint {
             config,
             files: parsed,
             by_name,
+            gguf: None,
         })
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+    /// The GGUF file this checkpoint was opened from, if it was one: its metadata holds the
+    /// tokenizer (`tokenizer.ggml.*`, `tokenizer.chat_template`).
+    pub fn gguf(&self) -> Option<&GgufFile> {
+        self.gguf.as_ref().map(|m| &m.file)
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(|s| s.as_str())
+    /// The GGUF metadata (every key-value pair in file order), if this is a GGUF checkpoint.
+    pub fn gguf_metadata(&self) -> Option<&[(String, crate::gguf::GgufValue)]> {
+        self.gguf().map(|g| g.metadata.as_slice())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        match &self.gguf {
+            Some(m) => m.tensors.contains_key(name),
+            None => self.by_name.contains_key(name),
+        }
+    }
+
+    pub fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match &self.gguf {
+            Some(m) => Box::new(m.tensors.keys().map(|s| s.as_str())),
+            None => Box::new(self.by_name.keys().map(|s| s.as_str())),
+        }
     }
 
     /// The file a tensor lives in (for error messages), or the directory if it is unknown.
     pub fn file_of(&self, name: &str) -> PathBuf {
+        if self.gguf.is_some() {
+            return self.dir.clone();
+        }
         match self.by_name.get(name) {
             Some(&id) => self.files[id].path.clone(),
             None => self.dir.clone(),
@@ -135,6 +177,22 @@ impl Checkpoint {
     }
 
     pub fn tensor(&self, name: &str) -> Result<&Tensor> {
+        if let Some(m) = &self.gguf {
+            return match m.tensors.get(name) {
+                Some(t) => Ok(t),
+                None => Err(match m.unsupported.get(name) {
+                    Some(reason) => LoadError::BadTensor {
+                        path: self.dir.clone(),
+                        tensor: name.to_string(),
+                        reason: reason.clone(),
+                    },
+                    None => LoadError::MissingTensor {
+                        path: self.dir.clone(),
+                        tensor: name.to_string(),
+                    },
+                }),
+            };
+        }
         match self.by_name.get(name) {
             Some(&id) => self.files[id].tensor(name),
             None => Err(LoadError::MissingTensor {
@@ -171,10 +229,15 @@ impl Checkpoint {
     }
 
     /// Every tensor of every file (for parameter counts and dtype summaries).
-    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
-        self.by_name
-            .iter()
-            .filter_map(|(n, &id)| self.files[id].get(n))
+    pub fn tensors(&self) -> Box<dyn Iterator<Item = &Tensor> + '_> {
+        match &self.gguf {
+            Some(m) => Box::new(m.tensors.values()),
+            None => Box::new(
+                self.by_name
+                    .iter()
+                    .filter_map(|(n, &id)| self.files[id].get(n)),
+            ),
+        }
     }
 
     /// Total bytes of weight data mapped.

@@ -24,6 +24,12 @@ use crate::dtype::DType;
 use crate::error::{LoadError, Result};
 use crate::storage::{Storage, Tensor};
 
+mod deepseek2;
+pub use deepseek2::{
+    ExportOptions, config_json, export_deepseek2, export_deepseek2_with, hf_name, weight_dtype,
+};
+pub(crate) use deepseek2::{GgufModel, open_deepseek2};
+
 /// The magic bytes at the start of every GGUF file.
 pub const MAGIC: &[u8; 4] = b"GGUF";
 /// The alignment of tensor data when `general.alignment` is absent.

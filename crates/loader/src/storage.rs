@@ -87,7 +87,6 @@ impl Tensor {
     /// A window of `len` bytes at `byte_offset` within this tensor's bytes, as a tensor of
     /// its own (an expert's slab of a stacked tensor). The caller checks the bounds and that
     /// `len` holds `shape` of `dtype`.
-    #[allow(dead_code)] // used by the GGUF reader
     pub(crate) fn window(
         &self,
         name: String,
