@@ -3,6 +3,7 @@
 //! rendered with minijinja configured as transformers configures jinja2.
 
 mod chat;
+mod gguf;
 mod stream;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 pub use chat::ChatTemplate;
+pub use gguf::{GgufVocab, GgufVocabError, TokenType};
 pub use stream::{StopMatcher, StopStep, StreamDecoder};
 
 #[derive(Debug, Error)]
@@ -21,8 +23,12 @@ pub enum TokenizerError {
     Tokenizer(String),
     #[error("chat template: {0}")]
     Template(String),
-    #[error("this tokenizer has no chat template (tokenizer_config.json has no `chat_template`)")]
+    #[error(
+        "this tokenizer has no chat template (no `chat_template` in tokenizer_config.json, no `tokenizer.chat_template` in the GGUF)"
+    )]
     NoTemplate,
+    #[error("GGUF tokenizer metadata: {0}")]
+    Gguf(#[from] GgufVocabError),
 }
 
 pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
@@ -118,8 +124,6 @@ impl Tokenizer {
         };
         let bos_token = token_str("bos_token");
         let eos_token = token_str("eos_token");
-        let bos_id = bos_token.as_deref().and_then(|t| inner.token_to_id(t));
-        let eos_id = eos_token.as_deref().and_then(|t| inner.token_to_id(t));
         let template_src = match template_override {
             Some(t) => Some(t),
             None => match config.and_then(|c| c.get("chat_template")) {
@@ -139,6 +143,27 @@ impl Tokenizer {
                 }
             },
         };
+        Self::assemble(
+            inner,
+            bos_token,
+            eos_token,
+            flag("add_bos_token", false),
+            flag("add_eos_token", false),
+            template_src,
+        )
+    }
+
+    /// The parts every constructor shares: the special tokens' ids are looked up by content.
+    fn assemble(
+        inner: tokenizers::Tokenizer,
+        bos_token: Option<String>,
+        eos_token: Option<String>,
+        add_bos_token: bool,
+        add_eos_token: bool,
+        template_src: Option<String>,
+    ) -> Result<Tokenizer> {
+        let bos_id = bos_token.as_deref().and_then(|t| inner.token_to_id(t));
+        let eos_id = eos_token.as_deref().and_then(|t| inner.token_to_id(t));
         let template = template_src
             .map(|src| ChatTemplate::new(src, bos_token.clone(), eos_token.clone()))
             .transpose()?;
@@ -148,8 +173,8 @@ impl Tokenizer {
             eos_token,
             bos_id,
             eos_id,
-            add_bos_token: flag("add_bos_token", false),
-            add_eos_token: flag("add_eos_token", false),
+            add_bos_token,
+            add_eos_token,
             template,
         })
     }

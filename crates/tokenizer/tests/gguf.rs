@@ -1,0 +1,459 @@
+//! A tokenizer built from GGUF metadata against the checkpoint's own `tokenizer.json`.
+//!
+//! The metadata is made from the real DeepSeek-V3 tokenizer as llama.cpp's converter makes
+//! it: every id up to the model's vocabulary size, added tokens typed control (special) or
+//! user-defined (not), ids nothing uses typed unused as `[PAD<id>]`.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+use tokenizer::{GgufVocab, GgufVocabError, Tokenizer, TokenizerError};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read_json(rel: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(root().join(rel)).unwrap()).unwrap()
+}
+
+fn golden() -> &'static Value {
+    static G: OnceLock<Value> = OnceLock::new();
+    G.get_or_init(|| read_json("tests/golden/tokenizer/deepseek_v3.json"))
+}
+
+/// The GGUF keys for DeepSeek-V3.
+fn v3_vocab() -> GgufVocab {
+    let tj = read_json("assets/tokenizers/deepseek-v3/tokenizer.json");
+    let cfg = read_json("assets/tokenizers/deepseek-v3/tokenizer_config.json");
+    let n = golden()["special"]["model_vocab_size"].as_u64().unwrap() as usize;
+    let mut tokens = vec![None; n];
+    let mut types = vec![5; n];
+    for (t, id) in tj["model"]["vocab"].as_object().unwrap() {
+        let id = id.as_u64().unwrap() as usize;
+        tokens[id] = Some(t.clone());
+        types[id] = 1;
+    }
+    for a in tj["added_tokens"].as_array().unwrap() {
+        let id = a["id"].as_u64().unwrap() as usize;
+        tokens[id] = Some(a["content"].as_str().unwrap().to_string());
+        types[id] = if a["special"].as_bool().unwrap() {
+            3
+        } else {
+            4
+        };
+    }
+    let tokens: Vec<String> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.unwrap_or_else(|| format!("[PAD{i}]")))
+        .collect();
+    let merges = tj["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| match m {
+            Value::String(s) => s.clone(),
+            Value::Array(pair) => format!(
+                "{} {}",
+                pair[0].as_str().unwrap(),
+                pair[1].as_str().unwrap()
+            ),
+            other => panic!("merge {other}"),
+        })
+        .collect();
+    let id_of = |key: &str| {
+        let content = cfg[key]["content"].as_str().unwrap();
+        tokens.iter().position(|t| t == content).map(|i| i as u32)
+    };
+    GgufVocab {
+        model: "gpt2".into(),
+        pre: Some("deepseek-v3".into()),
+        bos: id_of("bos_token"),
+        eos: id_of("eos_token"),
+        pad: id_of("pad_token"),
+        add_bos: cfg["add_bos_token"].as_bool(),
+        add_eos: cfg["add_eos_token"].as_bool(),
+        chat_template: cfg["chat_template"].as_str().map(str::to_string),
+        tokens,
+        token_types: types,
+        merges,
+    }
+}
+
+fn gguf() -> &'static Tokenizer {
+    static T: OnceLock<Tokenizer> = OnceLock::new();
+    T.get_or_init(|| Tokenizer::from_gguf_vocab(v3_vocab()).unwrap())
+}
+
+fn hf() -> &'static Tokenizer {
+    static T: OnceLock<Tokenizer> = OnceLock::new();
+    T.get_or_init(|| Tokenizer::from_dir(&root().join("assets/tokenizers/deepseek-v3")).unwrap())
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn special_tokens_and_size_equal_python() {
+    let t = gguf();
+    let s = &golden()["special"];
+    assert_eq!(t.bos_token.as_deref(), s["bos_token"].as_str());
+    assert_eq!(t.eos_token.as_deref(), s["eos_token"].as_str());
+    assert_eq!(t.bos_id, Some(s["bos_token_id"].as_u64().unwrap() as u32));
+    assert_eq!(t.eos_id, Some(s["eos_token_id"].as_u64().unwrap() as u32));
+    // the unused ids past the tokenizer's end are not tokens
+    assert_eq!(t.vocab_size() as u64, s["len_tokenizer"].as_u64().unwrap());
+}
+
+#[test]
+fn encodings_equal_python() {
+    let t = gguf();
+    let cases = golden()["encode"].as_array().unwrap();
+    assert!(cases.len() > 300);
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let text = c["text"].as_str().unwrap();
+        assert_eq!(
+            t.encode(text, false).unwrap(),
+            ids(&c["ids"]),
+            "{name}: ids"
+        );
+        assert_eq!(
+            t.encode(text, true).unwrap(),
+            ids(&c["ids_special"]),
+            "{name}: ids with special tokens"
+        );
+        let want: Vec<String> = c["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(t.tokens(&ids(&c["ids"])), want, "{name}: tokens");
+    }
+}
+
+#[test]
+fn decodings_equal_python() {
+    let t = gguf();
+    for c in golden()["decode"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let i = ids(&c["ids"]);
+        assert_eq!(
+            t.decode(&i, true).unwrap(),
+            c["skip_special"].as_str().unwrap(),
+            "{name}: skip special"
+        );
+        assert_eq!(
+            t.decode(&i, false).unwrap(),
+            c["keep_special"].as_str().unwrap(),
+            "{name}: keep special"
+        );
+    }
+}
+
+#[test]
+fn chat_templates_equal_python() {
+    let t = gguf();
+    let cases = golden()["chat"].as_array().unwrap();
+    assert!(cases.len() >= 20);
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let gen_prompt = c["add_generation_prompt"].as_bool().unwrap();
+        let tools = c.get("tools").filter(|v| !v.is_null());
+        let got = t.apply_chat_template(&c["messages"], tools, gen_prompt);
+        if c.get("error").is_some() {
+            assert!(
+                got.is_err(),
+                "{name}: Python failed to render, we rendered {got:?}"
+            );
+            continue;
+        }
+        assert_eq!(got.unwrap(), c["text"].as_str().unwrap(), "{name}: text");
+        assert_eq!(
+            t.encode_chat(&c["messages"], tools, gen_prompt).unwrap(),
+            ids(&c["ids"]),
+            "{name}: ids"
+        );
+    }
+}
+
+/// Every id (the unused ones past the end too) has the same token string and decodes to the
+/// same text, and added tokens written into text are matched whole, as from tokenizer.json.
+#[test]
+fn every_id_and_added_token_equals_tokenizer_json() {
+    let (g, h) = (gguf(), hf());
+    let n = golden()["special"]["model_vocab_size"].as_u64().unwrap() as u32;
+    let all: Vec<u32> = (0..n).collect();
+    assert_eq!(g.tokens(&all), h.tokens(&all));
+    for chunk in all.chunks(997) {
+        for skip in [true, false] {
+            assert_eq!(
+                g.decode(chunk, skip).unwrap(),
+                h.decode(chunk, skip).unwrap()
+            );
+        }
+    }
+    assert_eq!(g.decode(&[129_000], false).unwrap(), "");
+    let text = "<｜begin▁of▁sentence｜>hi<｜User｜>a<｜place▁holder▁no▁7｜>b<|EOT|> <｜tool▁sep｜>\n<｜fim▁hole｜>x";
+    assert_eq!(g.encode(text, true).unwrap(), h.encode(text, true).unwrap());
+    let i = g.encode(text, false).unwrap();
+    assert!(i.contains(&128803) && i.contains(&128814) && i.contains(&128007));
+    for skip in [true, false] {
+        assert_eq!(g.decode(&i, skip).unwrap(), h.decode(&i, skip).unwrap());
+    }
+}
+
+fn tiny() -> GgufVocab {
+    GgufVocab {
+        model: "gpt2".into(),
+        pre: Some("deepseek-v3".into()),
+        tokens: ["<s>", "[PAD1]", "a", "b", "ab", "<tool>", "</s>"]
+            .map(String::from)
+            .to_vec(),
+        token_types: vec![3, 5, 1, 1, 1, 4, 3],
+        merges: vec!["a b".into()],
+        bos: Some(0),
+        eos: Some(6),
+        add_bos: Some(true),
+        ..Default::default()
+    }
+}
+
+/// Ids are kept where the vocabulary has gaps (an unused id in the middle); user-defined
+/// tokens are matched whole but kept on decode; no template, no template.
+#[test]
+fn a_small_vocabulary_keeps_its_ids() {
+    let t = Tokenizer::from_gguf_vocab(tiny()).unwrap();
+    assert_eq!(
+        t.encode("ab<tool>ba</s>", true).unwrap(),
+        [0, 4, 5, 3, 2, 6]
+    );
+    assert_eq!(t.decode(&[0, 4, 5, 1, 6], true).unwrap(), "ab<tool>");
+    assert_eq!(
+        t.decode(&[0, 4, 5, 1, 6], false).unwrap(),
+        "<s>ab<tool></s>"
+    );
+    assert_eq!(t.vocab_size(), 6);
+    assert_eq!(t.eos_id, Some(6));
+    let e = t
+        .apply_chat_template(&json!([{"role": "user", "content": "hi"}]), None, true)
+        .unwrap_err();
+    assert!(matches!(e, TokenizerError::NoTemplate), "{e}");
+    // no add_bos key: no BOS
+    let t = Tokenizer::from_gguf_vocab(GgufVocab {
+        add_bos: None,
+        ..tiny()
+    })
+    .unwrap();
+    assert_eq!(t.encode("ab", true).unwrap(), [4]);
+}
+
+fn err(v: GgufVocab) -> GgufVocabError {
+    match Tokenizer::from_gguf_vocab(v) {
+        Err(TokenizerError::Gguf(e)) => {
+            let shown = TokenizerError::Gguf(e.clone()).to_string();
+            assert!(shown.starts_with("GGUF tokenizer metadata: "), "{shown}");
+            e
+        }
+        Err(other) => panic!("not a GGUF error: {other}"),
+        Ok(_) => panic!("accepted"),
+    }
+}
+
+#[test]
+fn bad_metadata_is_named() {
+    use GgufVocabError::*;
+    let e = err(GgufVocab {
+        pre: Some("qwen2".into()),
+        ..tiny()
+    });
+    assert_eq!(e, UnknownPre("qwen2".into()));
+    assert!(e.to_string().contains("\"qwen2\"") && e.to_string().contains("deepseek-v3"));
+    assert_eq!(
+        err(GgufVocab {
+            pre: None,
+            ..tiny()
+        }),
+        MissingPre
+    );
+    let e = err(GgufVocab {
+        model: "llama".into(),
+        ..tiny()
+    });
+    assert_eq!(e, UnsupportedModel("llama".into()));
+    assert!(e.to_string().contains("\"llama\""), "{e}");
+    assert_eq!(
+        err(GgufVocab {
+            tokens: vec![],
+            token_types: vec![],
+            merges: vec![],
+            bos: None,
+            eos: None,
+            add_bos: None,
+            ..tiny()
+        }),
+        NoTokens
+    );
+    let e = err(GgufVocab {
+        token_types: vec![1; 6],
+        ..tiny()
+    });
+    assert_eq!(
+        e,
+        TokenTypeCount {
+            tokens: 7,
+            types: 6
+        }
+    );
+    assert!(e.to_string().contains("6 entries") && e.to_string().contains("has 7"));
+    let mut v = tiny();
+    v.token_types[3] = 9;
+    assert_eq!(
+        err(v),
+        UnknownTokenType {
+            id: 3,
+            token: "b".into(),
+            value: 9
+        }
+    );
+    let mut v = tiny();
+    v.token_types[3] = 6;
+    assert_eq!(
+        err(v),
+        ByteToken {
+            id: 3,
+            token: "b".into()
+        }
+    );
+    let mut v = tiny();
+    v.tokens[5] = "a".into();
+    assert_eq!(
+        err(v),
+        DuplicateToken {
+            token: "a".into(),
+            first: 2,
+            second: 5
+        }
+    );
+    // a duplicate among unused tokens does not matter
+    let mut v = tiny();
+    v.tokens[1] = "a".into();
+    Tokenizer::from_gguf_vocab(v).unwrap();
+    for bad in ["ab", "a ", " "] {
+        assert_eq!(
+            err(GgufVocab {
+                merges: vec!["a b".into(), bad.into()],
+                ..tiny()
+            }),
+            MalformedMerge {
+                index: 1,
+                merge: bad.into()
+            }
+        );
+    }
+    let e = err(GgufVocab {
+        merges: vec!["a c".into()],
+        ..tiny()
+    });
+    assert_eq!(
+        e,
+        MergeUnknownToken {
+            index: 0,
+            merge: "a c".into(),
+            token: "c".into()
+        }
+    );
+    assert!(e.to_string().contains("\"c\""), "{e}");
+    // a merge naming an unused token names a token that is not there
+    assert!(matches!(
+        err(GgufVocab {
+            merges: vec!["[PAD1] a".into()],
+            ..tiny()
+        }),
+        MergeUnknownToken { token, .. } if token == "[PAD1]"
+    ));
+    assert_eq!(
+        err(GgufVocab {
+            merges: vec!["b a".into()],
+            ..tiny()
+        }),
+        MergeUnknownResult {
+            index: 0,
+            merge: "b a".into(),
+            token: "ba".into()
+        }
+    );
+    let e = err(GgufVocab {
+        eos: Some(7),
+        ..tiny()
+    });
+    assert_eq!(
+        e,
+        SpecialIdOutOfRange {
+            key: "eos_token_id",
+            id: 7,
+            count: 7
+        }
+    );
+    assert!(
+        e.to_string().contains("tokenizer.ggml.eos_token_id is 7"),
+        "{e}"
+    );
+    assert_eq!(
+        err(GgufVocab {
+            pad: Some(1),
+            ..tiny()
+        }),
+        SpecialIdUnused {
+            key: "padding_token_id",
+            id: 1
+        }
+    );
+    assert_eq!(
+        err(GgufVocab {
+            bos: None,
+            ..tiny()
+        }),
+        AddWithoutId { which: "bos" }
+    );
+    assert_eq!(
+        err(GgufVocab {
+            add_eos: Some(true),
+            eos: None,
+            ..tiny()
+        }),
+        AddWithoutId { which: "eos" }
+    );
+    // a template that does not parse is the template's error
+    let e = Tokenizer::from_gguf_vocab(GgufVocab {
+        chat_template: Some("{% for m in messages %}".into()),
+        ..tiny()
+    })
+    .err()
+    .unwrap();
+    assert!(
+        matches!(e, TokenizerError::Template(_)) && e.to_string().contains("does not parse"),
+        "{e}"
+    );
+}
+
+/// The other DeepSeek pre-tokenizers build and encode.
+#[test]
+fn deepseek_llm_and_coder_build() {
+    for pre in ["deepseek-llm", "deepseek-coder"] {
+        let t = Tokenizer::from_gguf_vocab(GgufVocab {
+            pre: Some(pre.into()),
+            ..tiny()
+        })
+        .unwrap();
+        assert_eq!(t.encode("ab<tool>", false).unwrap(), [4, 5], "{pre}");
+    }
+}
