@@ -26,7 +26,8 @@ use crate::storage::{Storage, Tensor};
 
 mod deepseek2;
 pub use deepseek2::{
-    ExportOptions, config_json, export_deepseek2, export_deepseek2_with, hf_name, weight_dtype,
+    ExportOptions, config_json, export_deepseek2, export_deepseek2_with, hf_name, rebuild_kv_b,
+    weight_dtype,
 };
 pub(crate) use deepseek2::{GgufModel, open_deepseek2};
 

@@ -7,9 +7,8 @@
 //! into the stack (no copy). Current converters split `kv_b_proj` into `attn_k_b` (per head
 //! the key half, transposed: [kv_lora_rank, qk_nope]) and `attn_v_b` (per head [v_head,
 //! kv_lora_rank]); they map to `self_attn.k_b_proj.weight` ([n_head * kv_lora_rank, qk_nope])
-//! and `self_attn.v_b_proj.weight` ([n_head * v_head, kv_lora_rank]), and when the file has no
-//! `attn_kv_b`, `kv_b_proj` is rebuilt from them in memory (in their dtype when it is F32, F16
-//! or BF16, else as F32), so the model loads from either layout.
+//! and `self_attn.v_b_proj.weight` ([n_head * v_head, kv_lora_rank]), which the model reads as
+//! they are; [`rebuild_kv_b`] gives `kv_b_proj` back for tools that want it.
 //!
 //! The MTP module, when a file has one, follows llama.cpp's NextN convention: `block_count`
 //! counts it and `nextn_predict_layers` says how many of the last blocks are MTP layers.
@@ -398,24 +397,6 @@ pub(crate) fn open_deepseek2(path: &Path) -> Result<GgufModel> {
         let len = t.bytes().len();
         tensors.insert(name.clone(), t.window(name, t.dtype, shape, 0, len));
     }
-    for layer in 0..config.num_hidden_layers + config.num_nextn_predict_layers {
-        let p = format!("model.layers.{layer}.self_attn");
-        let kv = format!("{p}.kv_b_proj.weight");
-        if tensors.contains_key(&kv) {
-            continue;
-        }
-        if let (Some(k), Some(v)) = (
-            tensors.get(&format!("{p}.k_b_proj.weight")),
-            tensors.get(&format!("{p}.v_b_proj.weight")),
-        ) {
-            let t = rebuild_kv_b(&config, &kv, k, v).map_err(|reason| LoadError::BadTensor {
-                path: path.to_path_buf(),
-                tensor: kv.clone(),
-                reason,
-            })?;
-            tensors.insert(kv, t);
-        }
-    }
     Ok(GgufModel {
         file,
         config,
@@ -424,9 +405,12 @@ pub(crate) fn open_deepseek2(path: &Path) -> Result<GgufModel> {
     })
 }
 
-/// `kv_b_proj` ([n_head * (nope + v), kv_lora]) from the split halves: per head, the key
-/// rows are `k_b[h]` transposed, then the value rows `v_b[h]`.
-fn rebuild_kv_b(
+/// `kv_b_proj` ([n_head * (nope + v), kv_lora]) from the split halves `k_b_proj` and
+/// `v_b_proj` (2-D, as a GGUF checkpoint maps them): per head, the key rows are `k_b[h]`
+/// transposed, then the value rows `v_b[h]`. In their dtype when both are F32, F16 or BF16
+/// (an exact copy), else dequantised to F32. The model reads the split form directly; this
+/// is for tools that want the Hugging Face layout back.
+pub fn rebuild_kv_b(
     c: &ModelConfig,
     name: &str,
     k: &Tensor,
@@ -501,6 +485,7 @@ pub struct ExportOptions {
     pub weight_type: DType,
     /// Write `attn_kv_b` as well as `attn_k_b` / `attn_v_b`. Current llama.cpp refuses a file
     /// with both (it expects exactly the tensors it creates); this reader takes either.
+    /// Off by default: the split form is what current llama.cpp loads and the model reads.
     pub also_kv_b: bool,
     /// Write the MTP layers (NextN convention). llama.cpp's `deepseek2` does not load them.
     pub include_mtp: bool,
