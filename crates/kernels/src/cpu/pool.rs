@@ -3,12 +3,15 @@
 //! A decode step is hundreds of small matmuls, each a few microseconds of work per thread,
 //! so the cost that matters is waking the workers. Workers spin on a generation counter for
 //! a short while after each job (the next op usually follows within microseconds), then
-//! sleep on a condvar so an idle server does not burn its cores. The caller runs share 0
-//! itself. Work is split by the caller into disjoint output ranges, so threads never write
-//! the same cache line.
+//! sleep on a condvar so an idle server does not burn its cores.
+//!
+//! Work is handed out as chunks from a shared counter rather than one fixed share per
+//! thread: the caller works too, and if a worker is descheduled (a busy or oversubscribed
+//! machine) the others take its chunks instead of waiting a scheduler tick for it. Chunks
+//! are disjoint output ranges, so threads never write the same cache line.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,24 +19,48 @@ use std::time::{Duration, Instant};
 type Job = dyn Fn(usize) + Sync;
 
 /// How long a worker spins for the next job before sleeping.
-const SPIN: Duration = Duration::from_micros(200);
+const SPIN: Duration = Duration::from_micros(300);
+/// Chunks per thread for a splittable job: enough to rebalance, few enough to stay cheap.
+const CHUNKS_PER_THREAD: usize = 4;
 
 struct Shared {
-    /// The current job; valid while `remaining > 0` for the generation that published it.
+    /// The current job; readable by a worker once it has registered in `active` and seen
+    /// `retired == false` (the caller writes it before clearing `retired`).
     job: UnsafeCell<Option<*const Job>>,
+    chunks: AtomicUsize,
+    next: AtomicUsize,
+    done: AtomicUsize,
+    /// Set once every chunk is done; a worker that sees it must not touch the job.
+    retired: AtomicBool,
+    /// Workers between registering for a job and leaving it.
+    active: AtomicUsize,
     generation: AtomicU64,
-    remaining: AtomicUsize,
     panicked: AtomicBool,
     shutdown: AtomicBool,
     sleepers: Mutex<usize>,
     wake: Condvar,
 }
 
-// SAFETY: `job` is written only by the submitting thread while no worker reads it (all
-// workers have finished the previous generation) and read by workers only after they
-// observe the new generation (Acquire pairs with the submitter's Release).
+// SAFETY: see the protocol on `job` and `retired`; everything else is atomics or locks.
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
+
+impl Shared {
+    /// Take and run chunks until none are left.
+    fn work(&self, job: &(dyn Fn(usize) + Sync + '_)) {
+        let n = self.chunks.load(Acquire);
+        loop {
+            let c = self.next.fetch_add(1, AcqRel);
+            if c >= n {
+                return;
+            }
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(c))).is_err() {
+                self.panicked.store(true, Relaxed);
+            }
+            self.done.fetch_add(1, Release);
+        }
+    }
+}
 
 pub struct ThreadPool {
     shared: Arc<Shared>,
@@ -44,14 +71,18 @@ pub struct ThreadPool {
 }
 
 impl ThreadPool {
-    /// A pool of `threads` shares (the caller plus `threads - 1` workers). With `pin`, share
-    /// i runs on the i-th CPU of the process's affinity mask where the OS allows it.
+    /// A pool of `threads` threads (the caller plus `threads - 1` workers). With `pin`,
+    /// thread i runs on the i-th CPU of the process's affinity mask where the OS allows it.
     pub fn new(threads: usize, pin: bool) -> ThreadPool {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
             job: UnsafeCell::new(None),
+            chunks: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            retired: AtomicBool::new(true),
+            active: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
-            remaining: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             sleepers: Mutex::new(0),
@@ -71,7 +102,7 @@ impl ThreadPool {
                         if let Some(c) = cpu {
                             affinity::pin_current(c);
                         }
-                        worker(&s, idx)
+                        worker(&s)
                     })
                     .expect("spawning a kernel worker thread")
             })
@@ -88,70 +119,75 @@ impl ThreadPool {
         self.threads
     }
 
-    /// Run `f(share)` for every share in `0..threads()`, returning when all are done.
-    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
-        if self.threads == 1 {
-            f(0);
+    /// Run `f(chunk)` for every chunk in `0..chunks`, spread over the pool's threads
+    /// (the caller included); returns when all are done.
+    pub fn for_chunks(&self, chunks: usize, f: &(dyn Fn(usize) + Sync)) {
+        if self.threads == 1 || chunks <= 1 {
+            (0..chunks).for_each(f);
             return;
         }
         let _guard = self.submit.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
-        // SAFETY: erase the lifetime; we wait below until every worker is done with it.
+        // SAFETY: erase the lifetime; the job is retired below, and we wait until no worker
+        // is inside it, before returning.
         let ptr: *const (dyn Fn(usize) + Sync + '_) = f;
         let ptr: *const Job = unsafe { std::mem::transmute(ptr) };
         unsafe { *s.job.get() = Some(ptr) };
-        s.remaining.store(self.threads - 1, Ordering::Relaxed);
-        s.generation.fetch_add(1, Ordering::Release);
+        s.chunks.store(chunks, Relaxed);
+        s.next.store(0, Relaxed);
+        s.done.store(0, Relaxed);
+        s.retired.store(false, SeqCst);
+        s.generation.fetch_add(1, SeqCst);
         if *s.sleepers.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
             s.wake.notify_all();
         }
-        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
+        s.work(f);
+        // Chunks others took are running on scheduled threads: a short wait.
         let mut spins = 0u32;
-        while s.remaining.load(Ordering::Acquire) != 0 {
+        while s.done.load(Acquire) < chunks {
             spins += 1;
-            if spins < 1 << 16 {
+            if spins < 1 << 14 {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
             }
         }
-        unsafe { *s.job.get() = None };
-        if let Err(p) = mine {
-            std::panic::resume_unwind(p);
+        s.retired.store(true, SeqCst);
+        while s.active.load(SeqCst) != 0 {
+            std::hint::spin_loop();
         }
-        if s.panicked.swap(false, Ordering::Relaxed) {
-            panic!("a kernel worker thread panicked");
+        unsafe { *s.job.get() = None };
+        if s.panicked.swap(false, Relaxed) {
+            panic!("a kernel thread panicked");
         }
     }
 
-    /// Split `0..n` into one contiguous range per share, each a multiple of `align` long
-    /// (except the last), and run `f(range)` on each non-empty one.
+    /// Split `0..n` into contiguous ranges, each a multiple of `align` long (except the
+    /// last), and run `f(range)` on each across the pool.
     pub fn for_ranges(&self, n: usize, align: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
-        let shares = self.threads.min(n.div_ceil(align.max(1))).max(1);
-        if shares == 1 {
+        let align = align.max(1);
+        let chunks = (self.threads * CHUNKS_PER_THREAD)
+            .min(n.div_ceil(align))
+            .max(1);
+        if self.threads == 1 || chunks == 1 {
             f(0..n);
             return;
         }
-        let chunk = n.div_ceil(shares).div_ceil(align) * align;
-        self.run(&|i| {
-            let start = (i * chunk).min(n);
-            let end = ((i + 1) * chunk).min(n);
-            if start < end {
-                f(start..end)
-            }
-        });
+        let size = n.div_ceil(chunks).div_ceil(align) * align;
+        let chunks = n.div_ceil(size);
+        self.for_chunks(chunks, &|c| f(c * size..((c + 1) * size).min(n)));
     }
 }
 
-fn worker(s: &Shared, idx: usize) {
+fn worker(s: &Shared) {
     let mut seen = 0u64;
     loop {
         // spin, then sleep, until a new generation (or shutdown) is published
         let start = Instant::now();
         let mut spins = 0u32;
         loop {
-            let g = s.generation.load(Ordering::Acquire);
-            if g != seen || s.shutdown.load(Ordering::Relaxed) {
+            let g = s.generation.load(Acquire);
+            if g != seen || s.shutdown.load(Relaxed) {
                 seen = g;
                 break;
             }
@@ -159,9 +195,7 @@ fn worker(s: &Shared, idx: usize) {
             if spins.is_multiple_of(1024) && start.elapsed() > SPIN {
                 let mut sleepers = s.sleepers.lock().unwrap_or_else(|e| e.into_inner());
                 *sleepers += 1;
-                while s.generation.load(Ordering::Acquire) == seen
-                    && !s.shutdown.load(Ordering::Relaxed)
-                {
+                while s.generation.load(Acquire) == seen && !s.shutdown.load(Relaxed) {
                     sleepers = s.wake.wait(sleepers).unwrap_or_else(|e| e.into_inner());
                 }
                 *sleepers -= 1;
@@ -169,23 +203,24 @@ fn worker(s: &Shared, idx: usize) {
                 std::hint::spin_loop();
             }
         }
-        if s.shutdown.load(Ordering::Relaxed) {
+        if s.shutdown.load(Relaxed) {
             return;
         }
-        // SAFETY: published before the generation bump we just acquired; the submitter
-        // keeps it alive until `remaining` reaches zero.
-        let job = unsafe { (*s.job.get()).expect("job published with its generation") };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { (*job)(idx) }));
-        if r.is_err() {
-            s.panicked.store(true, Ordering::Relaxed);
+        s.active.fetch_add(1, SeqCst);
+        if !s.retired.load(SeqCst) {
+            // SAFETY: registered in `active` while the job is not retired, so the caller
+            // keeps it alive until we leave.
+            if let Some(job) = unsafe { *s.job.get() } {
+                s.work(unsafe { &*job });
+            }
         }
-        s.remaining.fetch_sub(1, Ordering::Release);
+        s.active.fetch_sub(1, SeqCst);
     }
 }
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::Relaxed);
+        self.shared.shutdown.store(true, Relaxed);
         {
             let _g = self
                 .shared
@@ -263,17 +298,39 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     #[test]
-    fn every_share_runs_once_per_job() {
+    fn every_chunk_runs_once_per_job() {
         for threads in [1, 2, 3, 5] {
             let pool = ThreadPool::new(threads, false);
-            for _ in 0..200 {
-                let hits: Vec<AtomicUsize> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
-                pool.run(&|i| {
-                    hits[i].fetch_add(1, Ordering::Relaxed);
-                });
-                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            for chunks in [0, 1, 2, 7, 64] {
+                for _ in 0..100 {
+                    let hits: Vec<AtomicUsize> = (0..chunks).map(|_| AtomicUsize::new(0)).collect();
+                    pool.for_chunks(chunks, &|i| {
+                        hits[i].fetch_add(1, Relaxed);
+                    });
+                    assert!(hits.iter().all(|h| h.load(Relaxed) == 1));
+                }
             }
         }
+    }
+
+    /// More threads than cores, each job tiny: the caller must not wait on a worker the
+    /// OS has not scheduled (it takes the chunks itself).
+    #[test]
+    fn oversubscribed_pools_still_finish_every_job() {
+        let pools: Vec<ThreadPool> = (0..3).map(|_| ThreadPool::new(4, false)).collect();
+        std::thread::scope(|s| {
+            for pool in &pools {
+                s.spawn(move || {
+                    for _ in 0..2000 {
+                        let n = AtomicUsize::new(0);
+                        pool.for_ranges(64, 1, &|r| {
+                            n.fetch_add(r.len(), Relaxed);
+                        });
+                        assert_eq!(n.load(Relaxed), 64);
+                    }
+                });
+            }
+        });
     }
 
     #[test]
@@ -285,10 +342,10 @@ mod tests {
             pool.for_ranges(n, 16, &|r| {
                 starts.lock().unwrap().push(r.start);
                 for i in r {
-                    seen[i].fetch_add(1, Ordering::Relaxed);
+                    seen[i].fetch_add(1, Relaxed);
                 }
             });
-            assert!(seen.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n={n}");
+            assert!(seen.iter().all(|h| h.load(Relaxed) == 1), "n={n}");
             assert!(starts.lock().unwrap().iter().all(|s| s % 16 == 0));
         }
     }
@@ -298,18 +355,18 @@ mod tests {
         let pool = ThreadPool::new(2, false);
         std::thread::sleep(SPIN * 20);
         let n = AtomicUsize::new(0);
-        pool.run(&|_| {
-            n.fetch_add(1, Ordering::Relaxed);
+        pool.for_chunks(8, &|_| {
+            n.fetch_add(1, Relaxed);
         });
-        assert_eq!(n.load(Ordering::Relaxed), 2);
+        assert_eq!(n.load(Relaxed), 8);
     }
 
     #[test]
-    fn a_panicking_share_reaches_the_caller() {
+    fn a_panicking_chunk_reaches_the_caller() {
         let pool = ThreadPool::new(2, false);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.run(&|i| {
-                if i == 1 {
+            pool.for_chunks(8, &|i| {
+                if i == 5 {
                     panic!("boom")
                 }
             })
@@ -317,9 +374,9 @@ mod tests {
         assert!(r.is_err());
         // and the pool still works afterwards
         let n = AtomicUsize::new(0);
-        pool.run(&|_| {
-            n.fetch_add(1, Ordering::Relaxed);
+        pool.for_chunks(8, &|_| {
+            n.fetch_add(1, Relaxed);
         });
-        assert_eq!(n.load(Ordering::Relaxed), 2);
+        assert_eq!(n.load(Relaxed), 8);
     }
 }

@@ -308,14 +308,23 @@ fn block_decoders_agree_with_the_reference_codec() {
             loader::quant::quantize_row(dtype, &x, &mut q).unwrap();
             let mut back = vec![0f32; n];
             simd::widen(Level::detect(), &fmt, &q, &mut back);
-            let err: f32 = x.iter().zip(&back).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
+            let err: f32 = x
+                .iter()
+                .zip(&back)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f32>()
+                .sqrt();
             let norm: f32 = x.iter().map(|a| a * a).sum::<f32>().sqrt();
             let bound = match dtype {
                 DType::Q8_0 => 0.01,
                 DType::Q6K => 0.03,
                 _ => 0.1,
             };
-            assert!(err / norm < bound, "{dtype}: round trip rel error {}", err / norm);
+            assert!(
+                err / norm < bound,
+                "{dtype}: round trip rel error {}",
+                err / norm
+            );
         }
     }
 }

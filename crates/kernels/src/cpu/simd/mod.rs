@@ -91,3 +91,23 @@ pub unsafe fn gemm_panel(level: Level, g: &GemmPanel<'_>, y: *mut f32) {
     assert!(g.panel.len() >= g.rows * g.k && g.x.len() >= g.n * g.k && g.r0 + g.rows <= g.m);
     dispatch!(level, gemm_panel(g, y))
 }
+
+/// `out[i, c] += Σ_j p[i, j0 + j] * v[j, c]` for `i < n`, `j < nj`, `c < width`: attention
+/// probabilities times one cache block's latent rows (`v` rows `ld_v` apart).
+pub struct PvBlock<'a> {
+    pub p: &'a [f32],
+    pub ld_p: usize,
+    pub j0: usize,
+    pub nj: usize,
+    pub v: &'a [f32],
+    pub ld_v: usize,
+    pub n: usize,
+    pub width: usize,
+}
+
+pub fn pv_accumulate(level: Level, b: &PvBlock<'_>, out: &mut [f32]) {
+    assert!(b.n == 0 || b.p.len() >= (b.n - 1) * b.ld_p + b.j0 + b.nj);
+    assert!(b.nj == 0 || b.v.len() >= (b.nj - 1) * b.ld_v + b.width);
+    assert!(out.len() >= b.n * b.width);
+    dispatch!(level, pv_accumulate(b, out))
+}

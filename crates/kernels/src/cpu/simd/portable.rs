@@ -2,7 +2,7 @@
 //! body the x86 levels compile with their target features where hand-written intrinsics
 //! do not pay (K-quant unpacking autovectorises well).
 
-use super::{Fmt, GemmPanel};
+use super::{Fmt, GemmPanel, PvBlock};
 use loader::{bf16_to_f32, f16_to_f32, fp8_e4m3_to_f32};
 
 #[inline(always)]
@@ -187,6 +187,17 @@ pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
         let xt = &g.x[t * k..(t + 1) * k];
         for r in 0..g.rows {
             unsafe { *y.add(t * g.m + g.r0 + r) = dot(&g.panel[r * k..(r + 1) * k], xt) };
+        }
+    }
+}
+
+#[inline(always)]
+pub fn pv_accumulate(b: &PvBlock<'_>, out: &mut [f32]) {
+    for i in 0..b.n {
+        let o = &mut out[i * b.width..(i + 1) * b.width];
+        for j in 0..b.nj {
+            let pij = b.p[i * b.ld_p + b.j0 + j];
+            axpy(pij, &b.v[j * b.ld_v..j * b.ld_v + b.width], o);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! vectorises 8 wide. Hand-written intrinsics for this level can replace any of them
 //! later without touching callers.
 
-use super::super::{Fmt, GemmPanel, portable};
+use super::super::{Fmt, GemmPanel, PvBlock, portable};
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -27,4 +27,9 @@ pub unsafe fn dot_row(fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
     unsafe { portable::gemm_panel(g, y) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pv_accumulate(b: &PvBlock<'_>, out: &mut [f32]) {
+    portable::pv_accumulate(b, out)
 }

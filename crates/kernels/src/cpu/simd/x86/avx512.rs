@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::{Fmt, GemmPanel, portable};
+use super::super::{Fmt, GemmPanel, PvBlock, portable};
 
 #[inline(always)]
 fn tail_mask(n: usize) -> __mmask16 {
@@ -409,4 +409,91 @@ pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
         }
         t += tn;
     }
+}
+
+/// `R` output rows by `C` vectors of columns starting at `c` (the last vector masked by
+/// `m`): accumulators stay in registers across the whole block of keys; each key costs C
+/// loads and R broadcasts for R*C FMAs.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn pv_tile<const R: usize, const C: usize>(
+    b: &PvBlock<'_>,
+    i0: usize,
+    c: usize,
+    m: __mmask16,
+    out: *mut f32,
+) {
+    unsafe {
+        let mask = |q: usize| if q + 1 == C { m } else { 0xffff };
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        for (i, a) in acc.iter_mut().enumerate() {
+            for (q, v) in a.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(mask(q), out.add((i0 + i) * b.width + c + 16 * q));
+            }
+        }
+        let pp = b.p.as_ptr().add(b.j0);
+        let vp = b.v.as_ptr().add(c);
+        for j in 0..b.nj {
+            let mut vv = [_mm512_setzero_ps(); C];
+            for (q, v) in vv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(mask(q), vp.add(j * b.ld_v + 16 * q));
+            }
+            for (i, a) in acc.iter_mut().enumerate() {
+                let s = _mm512_set1_ps(*pp.add((i0 + i) * b.ld_p + j));
+                for (x, &v) in a.iter_mut().zip(&vv) {
+                    *x = _mm512_fmadd_ps(s, v, *x);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (q, &v) in a.iter().enumerate() {
+                _mm512_mask_storeu_ps(out.add((i0 + i) * b.width + c + 16 * q), mask(q), v);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn pv_accumulate(b: &PvBlock<'_>, out: &mut [f32]) {
+    let o = out.as_mut_ptr();
+    let mut i = 0;
+    while i < b.n {
+        let rn = (b.n - i).min(4);
+        let mut c = 0;
+        while c < b.width {
+            let left = b.width - c;
+            let (vecs, m) = if left >= 64 {
+                (4, 0xffff)
+            } else {
+                (left.div_ceil(16), tail_mask_or_full(left % 16))
+            };
+            unsafe {
+                match (rn, vecs) {
+                    (4, 4) => pv_tile::<4, 4>(b, i, c, m, o),
+                    (4, 3) => pv_tile::<4, 3>(b, i, c, m, o),
+                    (4, 2) => pv_tile::<4, 2>(b, i, c, m, o),
+                    (4, _) => pv_tile::<4, 1>(b, i, c, m, o),
+                    (3, 4) => pv_tile::<3, 4>(b, i, c, m, o),
+                    (3, 3) => pv_tile::<3, 3>(b, i, c, m, o),
+                    (3, 2) => pv_tile::<3, 2>(b, i, c, m, o),
+                    (3, _) => pv_tile::<3, 1>(b, i, c, m, o),
+                    (2, 4) => pv_tile::<2, 4>(b, i, c, m, o),
+                    (2, 3) => pv_tile::<2, 3>(b, i, c, m, o),
+                    (2, 2) => pv_tile::<2, 2>(b, i, c, m, o),
+                    (2, _) => pv_tile::<2, 1>(b, i, c, m, o),
+                    (_, 4) => pv_tile::<1, 4>(b, i, c, m, o),
+                    (_, 3) => pv_tile::<1, 3>(b, i, c, m, o),
+                    (_, 2) => pv_tile::<1, 2>(b, i, c, m, o),
+                    (_, _) => pv_tile::<1, 1>(b, i, c, m, o),
+                }
+            }
+            c += 16 * vecs;
+        }
+        i += rn;
+    }
+}
+
+/// A mask of the low `n` lanes, all 16 when `n` is 0 (a whole last vector).
+fn tail_mask_or_full(n: usize) -> __mmask16 {
+    if n == 0 { 0xffff } else { tail_mask(n) }
 }
