@@ -473,3 +473,35 @@ fn a_directory_still_opens_and_a_non_gguf_file_is_an_error() {
     let e = Checkpoint::open(&p).err().unwrap().to_string();
     assert!(e.contains("not-a-model.gguf") && e.contains("magic"), "{e}");
 }
+
+#[test]
+fn fp8_checkpoint_exports_dequantised() {
+    let src = Checkpoint::open(&golden("v3_fp8_sharded")).unwrap();
+    let [br, bc] = src.config.quantization.as_ref().unwrap().block;
+    let g = export(&src, &ExportOptions::new(DType::F32), &[], "fp8.gguf");
+    assert!(g.names().all(|n| !n.ends_with("_scale_inv")));
+    let mut checked = 0;
+    for t in src.tensors().filter(|t| t.dtype == DType::F8E4M3) {
+        if t.name.ends_with("kv_b_proj.weight") || !g.contains(&t.name) {
+            continue;
+        }
+        let s = src.tensor(&format!("{}_scale_inv", t.name)).unwrap();
+        let (cols, sc) = (t.shape[1], s.shape[1]);
+        let (raw, scale, got) = (
+            t.to_f32_vec(),
+            s.to_f32_vec(),
+            g.tensor(&t.name).unwrap().to_f32_vec(),
+        );
+        for (i, (&r, &y)) in raw.iter().zip(&got).enumerate() {
+            let (row, col) = (i / cols, i % cols);
+            assert_eq!(
+                y,
+                r * scale[(row / br) * sc + col / bc],
+                "{} [{row}, {col}]",
+                t.name
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked > 5, "only {checked} FP8 tensors checked");
+}
