@@ -1,7 +1,9 @@
-//! `deeprust bench`: many clients at once against the batching engine, each holding a
-//! multi-turn conversation (every turn re-sends the whole history, as chat clients do).
-//! Reports decode throughput (aggregate and per stream), time to first token, and the
-//! prefix-cache hit rate, per concurrency level.
+//! `deeprust bench`: by default, llama-bench's tests (prefill of `-p` tokens, decode of `-n`
+//! tokens, each at every `--depth`), so the two engines' figures line up; `--membw` measures
+//! the machine's memory bandwidth; `--concurrency` instead drives the batching engine with
+//! many clients at once, each holding a multi-turn conversation (every turn re-sends the
+//! whole history, as chat clients do), and reports decode throughput (aggregate and per
+//! stream), time to first token, and the prefix-cache hit rate per concurrency level.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,9 +19,11 @@ use crate::common::ModelArgs;
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Concurrent clients, comma-separated levels.
-    #[arg(long, default_value = "1,4,8,16", value_delimiter = ',')]
-    pub concurrency: Vec<usize>,
+    #[command(flatten)]
+    pub single: crate::bench_single::SingleArgs,
+    /// Serving benchmark: concurrent clients, comma-separated levels (e.g. 1,4,8,16).
+    #[arg(long, value_delimiter = ',')]
+    pub concurrency: Option<Vec<usize>>,
     /// Turns per conversation.
     #[arg(long, default_value_t = 3)]
     pub turns: usize,
@@ -113,6 +117,9 @@ struct Turn {
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
+    let Some(concurrency) = &a.concurrency else {
+        return crate::bench_single::run(&a.model, &a.single);
+    };
     let loaded = a.model.load(false)?;
     let model = Arc::new(loaded.model);
     let cfg = a.engine.config(&model)?;
@@ -138,7 +145,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "prefix hit"
     );
     let mut single = None;
-    for (level, &c) in a.concurrency.iter().enumerate() {
+    for (level, &c) in concurrency.iter().enumerate() {
         if c == 0 {
             bail!("--concurrency levels must be positive");
         }

@@ -22,6 +22,15 @@ pub struct ModelArgs {
     /// Directory with tokenizer.json (and tokenizer_config.json); default: the model directory.
     #[arg(long, env = "DEEPRUST_TOKENIZER")]
     pub tokenizer: Option<PathBuf>,
+    /// CPU threads for the kernels (default: every available core).
+    #[arg(long, short = 't', env = "DEEPRUST_THREADS")]
+    pub threads: Option<usize>,
+    /// Force a kernel level instead of the best this CPU supports: scalar, avx2, avx512.
+    #[arg(long, value_name = "LEVEL")]
+    pub kernels: Option<kernels::Level>,
+    /// Pin kernel threads to CPUs (one each, in the process's affinity order).
+    #[arg(long)]
+    pub pin_threads: bool,
 }
 
 pub struct Loaded {
@@ -45,6 +54,19 @@ impl ModelArgs {
         })
     }
 
+    /// The CPU backend as `--threads`, `--kernels` and `--pin-threads` ask.
+    pub fn backend(&self) -> Result<kernels::CpuBackend> {
+        if self.threads == Some(0) {
+            bail!("--threads must be at least 1");
+        }
+        kernels::CpuBackend::with_options(&kernels::CpuOptions {
+            level: self.kernels,
+            threads: self.threads,
+            pin_threads: self.pin_threads,
+        })
+        .map_err(anyhow::Error::msg)
+    }
+
     /// `--tokenizer`, else the model directory's tokenizer, else the embedded one.
     pub fn load_tokenizer(&self) -> Result<Tokenizer> {
         match (&self.tokenizer, &self.model) {
@@ -56,8 +78,9 @@ impl ModelArgs {
     /// Load the model (with a spinner if it takes a moment) and, if present, the tokenizer.
     pub fn load(&self, need_tokenizer: bool) -> Result<Loaded> {
         let start = Instant::now();
+        let backend = self.backend()?;
         let model = with_spinner("loading model", || -> Result<Model> {
-            Ok(Model::load(&self.checkpoint()?)?)
+            Ok(Model::load_with(&self.checkpoint()?, Box::new(backend))?)
         })?;
         let has_tokenizer = match (&self.tokenizer, &self.model) {
             (Some(_), _) | (None, None) => true,

@@ -20,7 +20,7 @@ pub struct InfoArgs {
 pub fn run(a: &InfoArgs) -> Result<()> {
     let ckpt = a.model.checkpoint()?;
     // Validate every tensor binding, so `info` fails on the same bad files a run would.
-    model::Model::load(&ckpt)?;
+    model::Model::load_with(&ckpt, Box::new(a.model.backend()?))?;
     let c = &ckpt.config;
     let mtp_prefixes: Vec<String> = (0..c.num_nextn_predict_layers)
         .map(|k| format!("model.layers.{}.", c.num_hidden_layers + k))
@@ -136,6 +136,13 @@ pub fn run(a: &InfoArgs) -> Result<()> {
         "kv cache       {kv_values} values per token ({} as f32, {} as bf16)",
         bytes(kv_values as u64 * 4),
         bytes(kv_values as u64 * 2)
+    );
+    let be = a.model.backend()?;
+    println!(
+        "kernels        {} on {} threads (cpu: {})",
+        be.level(),
+        be.threads(),
+        kernels::cpu_features().join(" ")
     );
     Ok(())
 }

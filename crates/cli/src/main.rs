@@ -1,6 +1,7 @@
 //! `deeprust`: the command-line face of the engine.
 
 mod bench;
+mod bench_single;
 mod chat;
 mod common;
 mod generate;
@@ -36,7 +37,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Token ids of a text, or of a conversation rendered through the chat template.
     Tokenize(tokenize::TokenizeArgs),
-    /// Throughput of the batching engine under concurrent multi-turn clients.
+    /// Prefill and decode speed as llama-bench measures them; memory bandwidth (--membw);
+    /// the batching engine under concurrent clients (--concurrency).
     Bench(bench::BenchArgs),
     /// The OpenAI-compatible HTTP server.
     Serve(serve::ServeArgs),

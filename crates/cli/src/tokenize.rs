@@ -40,6 +40,9 @@ pub fn run(a: &TokenizeArgs) -> Result<()> {
     let tok = crate::common::ModelArgs {
         model: a.model.clone(),
         tokenizer: a.tokenizer.clone(),
+        threads: None,
+        kernels: None,
+        pin_threads: false,
     }
     .load_tokenizer()?;
     if let Some(text) = &a.text {

@@ -236,3 +236,79 @@ fn bad_input_fails_cleanly() {
         "/no/such/dir/x.safetensors",
     );
 }
+
+/// llama-bench's JSON shape: one record per test with the fields peers' tooling reads.
+#[test]
+fn bench_writes_llama_bench_records() {
+    let out = ok(&deeprust(&[
+        "bench", "-p", "16", "-n", "4", "-d", "0,8", "-r", "2", "-t", "2", "-o", "json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let recs = v.as_array().unwrap();
+    assert_eq!(recs.len(), 4, "pp and tg at two depths: {out}");
+    let keys = [
+        "n_prompt",
+        "n_gen",
+        "n_depth",
+        "n_threads",
+        "avg_ts",
+        "stddev_ts",
+        "samples_ts",
+    ];
+    for r in recs {
+        for k in keys {
+            assert!(r.get(k).is_some(), "record lacks {k}: {r}");
+        }
+        assert_eq!(r["n_threads"], 2);
+        assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["samples_ts"].as_array().unwrap().len(), 2);
+    }
+    let tests: Vec<(u64, u64, u64)> = recs
+        .iter()
+        .map(|r| {
+            let f = |k: &str| r[k].as_u64().unwrap();
+            (f("n_prompt"), f("n_gen"), f("n_depth"))
+        })
+        .collect();
+    assert_eq!(tests, [(16, 0, 0), (0, 4, 0), (16, 0, 8), (0, 4, 8)]);
+}
+
+#[test]
+fn kernel_levels_can_be_forced_and_agree() {
+    let logits = |level: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("l.safetensors");
+        ok(&deeprust(&[
+            "logits",
+            "--token-ids",
+            "1,2,3,4,5",
+            "--kernels",
+            level,
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+        SafetensorsFile::open(&out)
+            .unwrap()
+            .tensor("logits")
+            .unwrap()
+            .to_f32_vec()
+    };
+    let base = logits("scalar");
+    for level in kernels::Level::available() {
+        let l = logits(level.name());
+        let diff = l
+            .iter()
+            .zip(&base)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-3, "{level}: max logit diff {diff} vs scalar");
+    }
+    fails(
+        &deeprust(&["info", "--kernels", "sse9"]),
+        "unknown kernel level `sse9`",
+    );
+    fails(
+        &deeprust(&["bench", "-t", "0", "-n", "1", "-p", "0"]),
+        "--threads must be at least 1",
+    );
+}

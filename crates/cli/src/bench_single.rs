@@ -1,0 +1,344 @@
+//! llama-bench's tests on our engine: `pp N` is one prefill of N tokens, `tg N` is N
+//! single-token decode steps, each starting with `depth` tokens already in the cache. Every
+//! test runs once to warm up, then `-r` times; the records carry llama-bench's JSON fields
+//! so `scripts/bench/peer.sh` can set the two engines side by side.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use model::{ForwardBatch, LogitsMode, Model, SeqChunk};
+use serde_json::json;
+
+use crate::common::ModelArgs;
+
+#[derive(Args)]
+pub struct SingleArgs {
+    /// Prompt lengths for prefill tests (pp), comma-separated; 0 for none.
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        default_value = "512",
+        value_delimiter = ','
+    )]
+    pub n_prompt: Vec<usize>,
+    /// Generated tokens for decode tests (tg), comma-separated; 0 for none.
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        default_value = "128",
+        value_delimiter = ','
+    )]
+    pub n_gen: Vec<usize>,
+    /// Tokens already in the KV cache when each test starts, comma-separated.
+    #[arg(
+        short = 'd',
+        long = "depth",
+        default_value = "0",
+        value_delimiter = ','
+    )]
+    pub depth: Vec<usize>,
+    /// Timed repetitions per test (after one warm-up run).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub reps: usize,
+    /// Output: a markdown table, or JSON records as llama-bench writes them.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Md)]
+    pub output: Output,
+    /// Measure the machine's memory bandwidth (STREAM triad) instead of a model.
+    #[arg(long)]
+    pub membw: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum Output {
+    Md,
+    Json,
+    Jsonl,
+}
+
+struct Test {
+    n_prompt: usize,
+    n_gen: usize,
+    depth: usize,
+}
+
+impl Test {
+    fn name(&self) -> String {
+        let t = if self.n_gen == 0 {
+            format!("pp{}", self.n_prompt)
+        } else {
+            format!("tg{}", self.n_gen)
+        };
+        if self.depth > 0 {
+            format!("{t} @ d{}", self.depth)
+        } else {
+            t
+        }
+    }
+}
+
+pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
+    if a.reps == 0 {
+        bail!("-r/--repetitions must be at least 1");
+    }
+    if a.membw {
+        return membw(m, a);
+    }
+    let loaded = m.load(false)?;
+    let model = loaded.model;
+    let backend = m.backend()?; // the same options the model was built with, for the report
+    let (level, threads) = (backend.level(), backend.threads());
+    drop(backend);
+    let ctx = model.config.max_position_embeddings;
+    let mut tests = Vec::new();
+    for &depth in &a.depth {
+        for &p in a.n_prompt.iter().filter(|&&p| p > 0) {
+            tests.push(Test {
+                n_prompt: p,
+                n_gen: 0,
+                depth,
+            });
+        }
+        for &n in a.n_gen.iter().filter(|&&n| n > 0) {
+            tests.push(Test {
+                n_prompt: 0,
+                n_gen: n,
+                depth,
+            });
+        }
+    }
+    for t in &tests {
+        let need = t.depth + t.n_prompt + t.n_gen;
+        if need > ctx {
+            bail!(
+                "test {} needs {need} positions but the model's context is {ctx}",
+                t.name()
+            );
+        }
+    }
+    let file = m.name();
+    let ckpt = m.checkpoint()?;
+    let size: u64 = ckpt.weight_bytes();
+    let params: usize = ckpt
+        .tensors()
+        .filter(|t| !t.name.ends_with("_scale_inv"))
+        .map(|t| t.numel())
+        .sum();
+    let types = dtype_summary(&ckpt);
+    drop(ckpt);
+    let mut records = Vec::new();
+    if a.output == Output::Md {
+        println!(
+            "model {file}  {:.2} GiB  {:.2} B params  kernels {level}  threads {threads}",
+            size as f64 / (1u64 << 30) as f64,
+            params as f64 / 1e9
+        );
+        println!("| {:>16} | {:>20} |", "test", "t/s");
+        println!("| {:->16} | {:->20} |", "", "");
+    }
+    for t in &tests {
+        run_once(&model, t)?; // warm-up: page in the weights, size the scratch buffers
+        let mut samples_ns = Vec::with_capacity(a.reps);
+        for _ in 0..a.reps {
+            samples_ns.push(run_once(&model, t)?);
+        }
+        let tokens = (t.n_prompt + t.n_gen) as f64;
+        let ts: Vec<f64> = samples_ns
+            .iter()
+            .map(|&ns| tokens * 1e9 / ns as f64)
+            .collect();
+        let (avg_ts, stddev_ts) = mean_sd(&ts);
+        let ns: Vec<f64> = samples_ns.iter().map(|&n| n as f64).collect();
+        let (avg_ns, stddev_ns) = mean_sd(&ns);
+        let rec = json!({
+            "build_commit": option_env!("DEEPRUST_GIT_COMMIT").unwrap_or("unknown"),
+            "build_number": 0,
+            "cpu_info": cpu_name(),
+            "backends": "CPU",
+            "kernels": level.name(),
+            "model_filename": file,
+            "model_type": format!("deepseek2 {types}"),
+            "model_size": size,
+            "model_n_params": params,
+            "n_batch": t.n_prompt.max(1),
+            "n_ubatch": t.n_prompt.max(1),
+            "n_threads": threads,
+            "type_k": "f32",
+            "type_v": "f32",
+            "n_prompt": t.n_prompt,
+            "n_gen": t.n_gen,
+            "n_depth": t.depth,
+            "test_time": now_rfc3339(),
+            "avg_ns": avg_ns as u64,
+            "stddev_ns": stddev_ns as u64,
+            "avg_ts": avg_ts,
+            "stddev_ts": stddev_ts,
+            "samples_ns": samples_ns,
+            "samples_ts": ts,
+        });
+        match a.output {
+            Output::Md => println!(
+                "| {:>16} | {:>20} |",
+                t.name(),
+                format!("{avg_ts:.2} ± {stddev_ts:.2}")
+            ),
+            Output::Jsonl => println!("{rec}"),
+            Output::Json => records.push(rec),
+        }
+    }
+    if a.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    }
+    Ok(())
+}
+
+/// One run of a test in a fresh cache; returns the nanoseconds of the timed part.
+fn run_once(model: &Model, t: &Test) -> Result<u64> {
+    let total = t.depth + t.n_prompt + t.n_gen;
+    let mut cache = model.new_cache(1, total.max(1));
+    let vocab = model.config.vocab_size as u32;
+    // deterministic, vocabulary-spread token ids (no tokenizer needed)
+    let ids: Vec<u32> = (0..total as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) % vocab)
+        .collect();
+    let forward = |cache: &mut model::KvCache, start: usize, tokens: &[u32]| -> Result<()> {
+        let batch = ForwardBatch {
+            seqs: vec![SeqChunk {
+                slot: 0,
+                start_pos: start,
+                tokens,
+            }],
+            logits: LogitsMode::Last,
+        };
+        model.forward(&batch, cache)?;
+        Ok(())
+    };
+    if t.depth > 0 {
+        forward(&mut cache, 0, &ids[..t.depth])?;
+    }
+    let start = Instant::now();
+    if t.n_prompt > 0 {
+        forward(&mut cache, t.depth, &ids[t.depth..t.depth + t.n_prompt])?;
+    }
+    for i in 0..t.n_gen {
+        let pos = t.depth + t.n_prompt + i;
+        forward(&mut cache, pos, &ids[pos..pos + 1])?;
+    }
+    Ok(start.elapsed().as_nanos() as u64)
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// The dtypes of the checkpoint's matrices, most common first.
+fn dtype_summary(ckpt: &loader::Checkpoint) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for d in ckpt
+        .tensors()
+        .filter(|t| t.shape.len() == 2)
+        .map(|t| t.dtype)
+    {
+        let s = d.to_string();
+        if !seen.contains(&s) {
+            seen.push(s);
+        }
+    }
+    seen.join("/")
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one field
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// STREAM triad `a = b + s * c` over arrays far larger than any cache, split across the
+/// kernel thread pool by ranges; bytes counted as STREAM does (two reads, one write).
+fn membw(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
+    let backend = m.backend()?;
+    let threads = backend.threads();
+    drop(backend);
+    let pool = kernels::cpu::pool::ThreadPool::new(threads, m.pin_threads);
+    let n = 64 << 20; // 64 Mi f32 = 256 MiB per array
+    let mut av = vec![0f32; n];
+    let b = vec![1f32; n];
+    let c = vec![2f32; n];
+    #[derive(Clone, Copy)]
+    struct P(*mut f32);
+    unsafe impl Send for P {}
+    unsafe impl Sync for P {}
+    impl P {
+        fn get(self) -> *mut f32 {
+            self.0
+        }
+    }
+    let dst = P(av.as_mut_ptr());
+    let triad = || {
+        pool.for_ranges(n, 4096, &|r| {
+            // SAFETY: each share writes its own range of `av`.
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r.start), r.len()) };
+            for ((o, &x), &y) in out.iter_mut().zip(&b[r.clone()]).zip(&c[r]) {
+                *o = x + 3.0 * y;
+            }
+        })
+    };
+    triad(); // first touch
+    let mut gbs = Vec::new();
+    for _ in 0..a.reps.max(3) {
+        let t = Instant::now();
+        triad();
+        gbs.push(3.0 * 4.0 * n as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    std::hint::black_box(&av);
+    gbs.sort_by(f64::total_cmp);
+    let median = gbs[gbs.len() / 2];
+    let best = gbs[gbs.len() - 1];
+    match a.output {
+        Output::Md => println!(
+            "memory bandwidth (STREAM triad, {threads} threads, 3 x 256 MiB): median {median:.1} GB/s, best {best:.1} GB/s"
+        ),
+        _ => println!(
+            "{}",
+            json!({"test": "membw_triad", "n_threads": threads, "bandwidth_gbs": median, "best_gbs": best, "samples_gbs": gbs})
+        ),
+    }
+    Ok(())
+}
