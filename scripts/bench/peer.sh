@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# llama.cpp as the benchmark peer: same GGUF files, same thread count, one markdown table.
+#
+#   scripts/bench/peer.sh            # everything; steps whose outputs exist are skipped
+#   PEER_REBENCH=1 scripts/bench/peer.sh   # measure llama.cpp, bandwidth and peak again
+#
+# Steps, all outside the repository in $PEER_DIR (default ~/.cache/deeprust-peer):
+#   1. llama.cpp source, as vendored in PyPI's llama-cpp-python 0.3.36 sdist (llama.cpp 0c1e57098),
+#      built with cmake (Release, GGML_NATIVE=ON): llama-bench, llama-quantize, llama-completion.
+#   2. a random DeepSeek-V3-architecture checkpoint (scripts/bench/random-model.py): hidden 1024,
+#      12 layers (1 dense), 64 routed experts (6 active, 8 groups / 4 used), 1 shared, 16 heads,
+#      q_lora 768, kv_lora 512, V3's YaRN rope scaling and the real V3 tokenizer (129280 rows):
+#      1.46B parameters, 2.9 GB bf16.
+#   3. llama.cpp's convert_hf_to_gguf.py -> mid-bf16.gguf; llama-quantize -> mid-q8_0, mid-q4_k_m.
+#   4. llama-bench on each (-p 512 -n 128 -d 0,4096 -r 3 -t $THREADS), a STREAM-triad-like memory
+#      bandwidth probe and an AVX-512 peak-arithmetic probe (both C, compiled here with gcc).
+#   5. `deeprust bench` on the same files (n/a where it fails or is missing), then the table.
+#
+# Roofline fractions: decode = tok/s * bytes read per token / bandwidth, where bytes read per
+# token are the GGUF tensor bytes, less the unused routed experts' share (only active/total of
+# each *_exps tensor is read), less token_embd (one row read), plus the MLA KV cache at that depth
+# (f16, (kv_lora_rank + rope dims) * 2 bytes per layer and position); prefill = tok/s * 2 * active
+# matmul parameters / peak, where active parameters are the same count less output.weight (llama-bench's
+# prompt test computes logits for the last token only) and the peak is the measured bf16 dot
+# (vdpbf16ps) peak for bf16 and the int8 dot (vpdpbusd) peak for the quantized formats (llama.cpp's
+# CPU path quantizes activations to 8 bits and multiplies in int8). Attention FLOPs are not counted.
+#
+# Environment: PEER_DIR, THREADS (2), REPS (3), DEPTHS (0,4096), PEER_PYTHON (a python with numpy,
+# torch, transformers; default: scripts/reference/venv.sh, the repo's pinned reference venv),
+# DEEPRUST_BIN (default target/release/deeprust; this script never builds it), PEER_REBENCH=1.
+# Needs: cmake, gcc/g++ (apt-get install cmake build-essential), pip, network for the sdist once.
+# Nothing of llama.cpp is copied into the repository.
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+PEER_DIR="${PEER_DIR:-$HOME/.cache/deeprust-peer}"
+THREADS="${THREADS:-2}"
+REPS="${REPS:-3}"
+DEPTHS="${DEPTHS:-0,4096}"
+DEEPRUST_BIN="${DEEPRUST_BIN:-$repo/target/release/deeprust}"
+LCP_VERSION=0.3.36
+FORMATS=(bf16 q8_0 q4_k_m)
+
+mkdir -p "$PEER_DIR/results"
+PEER_DIR="$(cd "$PEER_DIR" && pwd)"
+res="$PEER_DIR/results"
+log() { echo "[peer] $*" >&2; }
+
+# ---- 1. llama.cpp ---------------------------------------------------------------------------
+src="$PEER_DIR/llama_cpp_python-$LCP_VERSION/vendor/llama.cpp"
+if [ ! -f "$src/CMakeLists.txt" ]; then
+  log "downloading llama-cpp-python $LCP_VERSION sdist"
+  python3 -m pip download "llama-cpp-python==$LCP_VERSION" --no-deps --no-binary :all: -d "$PEER_DIR" >&2
+  tar -xzf "$PEER_DIR/llama_cpp_python-$LCP_VERSION.tar.gz" -C "$PEER_DIR"
+fi
+bin="$PEER_DIR/build/bin"
+if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-quantize" ] || [ ! -x "$bin/llama-completion" ]; then
+  command -v cmake >/dev/null || { echo "cmake missing: apt-get install -y cmake build-essential" >&2; exit 1; }
+  log "building llama.cpp (a few minutes on 2 cores)"
+  cmake -S "$src" -B "$PEER_DIR/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
+  cmake --build "$PEER_DIR/build" -j "$(nproc)" --target llama-bench llama-quantize llama-completion >&2
+fi
+
+# ---- 2. the random model --------------------------------------------------------------------
+py="${PEER_PYTHON:-}"
+need_py() { [ -n "$py" ] || py="$("$repo/scripts/reference/venv.sh")"; }
+model="$PEER_DIR/mid"
+if [ ! -f "$model/model.safetensors" ] || [ ! -f "$model/tokenizer.json" ]; then
+  need_py
+  log "writing the random mid model"
+  "$py" "$repo/scripts/bench/random-model.py" "$model" --hidden 1024 --layers 12 --experts 64 --active 6 \
+    --moe-inter 512 --vocab 129280 --heads 16 --q-lora 768 --kv-lora 512 --n-group 8 --topk-group 4 \
+    --max-pos 163840 --yarn --tokenizer "$repo/assets/tokenizers/deepseek-v3" >&2
+fi
+
+# ---- 3. GGUF files --------------------------------------------------------------------------
+if [ ! -f "$PEER_DIR/mid-bf16.gguf" ]; then
+  need_py
+  log "converting to GGUF (bf16)"
+  PYTHONPATH="$src/gguf-py" "$py" "$src/convert_hf_to_gguf.py" "$model" --outtype bf16 \
+    --outfile "$PEER_DIR/mid-bf16.gguf.tmp" >&2
+  mv "$PEER_DIR/mid-bf16.gguf.tmp" "$PEER_DIR/mid-bf16.gguf"
+fi
+for f in q8_0 q4_k_m; do
+  if [ ! -f "$PEER_DIR/mid-$f.gguf" ]; then
+    log "quantizing to $f"
+    "$bin/llama-quantize" "$PEER_DIR/mid-bf16.gguf" "$PEER_DIR/mid-$f.gguf.tmp" "${f^^}" "$THREADS" \
+      > "$res/quantize-$f.log" 2>&1
+    mv "$PEER_DIR/mid-$f.gguf.tmp" "$PEER_DIR/mid-$f.gguf"
+  fi
+done
+
+# ---- 4. probes and llama-bench --------------------------------------------------------------
+probe="$PEER_DIR/probe"
+mkdir -p "$probe"
+if [ ! -x "$probe/triad" ] || [ ! -x "$probe/peak" ]; then
+  cat > "$probe/triad.c" <<'EOF'
+/* STREAM-triad-like bandwidth: a[i] = b[i] + 3*c[i] over 3 arrays of MB MiB each (STREAM's byte
+   count: 3 arrays, no write-allocate credit), and a read-only dot over 2 arrays. Best of REPS. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <omp.h>
+int main(int argc, char **argv) {
+    size_t mb = argc > 1 ? strtoul(argv[1], 0, 10) : 256;
+    int reps = argc > 2 ? atoi(argv[2]) : 20;
+    size_t n = mb * 1024 * 1024 / sizeof(double);
+    double *a = aligned_alloc(64, n * 8), *b = aligned_alloc(64, n * 8), *c = aligned_alloc(64, n * 8);
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) { a[i] = 0; b[i] = 1; c[i] = 2; }
+    double best = 1e30, bestr = 1e30, s = 0;
+    for (int r = 0; r < reps; r++) {
+        double t = omp_get_wtime();
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) a[i] = b[i] + 3.0 * c[i];
+        t = omp_get_wtime() - t;
+        if (t < best) best = t;
+        t = omp_get_wtime();
+        #pragma omp parallel for schedule(static) reduction(+:s)
+        for (size_t i = 0; i < n; i++) s += b[i] * c[i];
+        t = omp_get_wtime() - t;
+        if (t < bestr) bestr = t;
+    }
+    printf("{\"threads\": %d, \"array_mib\": %zu, \"triad_gbs\": %.2f, \"read_gbs\": %.2f, \"check\": %g}\n",
+           omp_get_max_threads(), mb, 3.0 * n * 8 / best / 1e9, 2.0 * n * 8 / bestr / 1e9, a[n / 2] + s * 0);
+    return 0;
+}
+EOF
+  cat > "$probe/peak.c" <<'EOF'
+/* Peak arithmetic with OMP_NUM_THREADS threads: fp32 FMA, bf16 dot (vdpbf16ps), int8 dot
+   (vpdpbusd), on zmm registers with 12 independent accumulators. Best of 3. */
+#include <immintrin.h>
+#include <stdio.h>
+#include <omp.h>
+#define ITERS 50000000L
+#define R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define DECL_F(k) __m512 a##k = _mm512_set1_ps((float)k);
+#define DECL_I(k) __m512i a##k = _mm512_set1_epi32(k);
+#define SUM_F(k) s += _mm512_reduce_add_ps(a##k);
+#define SUM_I(k) s += (float)_mm512_reduce_add_epi32(a##k);
+#define FMA(k) a##k = _mm512_fmadd_ps(a##k, y, x);
+#define BF(k) a##k = _mm512_dpbf16_ps(a##k, xb, yb);
+#define I8(k) a##k = _mm512_dpbusd_epi32(a##k, xi, yi);
+#define OPAQUE(v) __asm__ volatile("" : "+v"(v))
+static float k_fma(void) { __m512 x = _mm512_set1_ps(1e-7f), y = _mm512_set1_ps(0.999f); OPAQUE(x); OPAQUE(y);
+  R12(DECL_F) for (long i = 0; i < ITERS; i++) { R12(FMA) } float s = 0; R12(SUM_F) return s; }
+static float k_bf(void) { __m512bh xb = (__m512bh)_mm512_set1_epi16(0x3f80), yb = xb; OPAQUE(xb); OPAQUE(yb);
+  R12(DECL_F) for (long i = 0; i < ITERS; i++) { R12(BF) } float s = 0; R12(SUM_F) return s; }
+static float k_i8(void) { __m512i xi = _mm512_set1_epi8(1), yi = xi; OPAQUE(xi); OPAQUE(yi);
+  R12(DECL_I) for (long i = 0; i < ITERS; i++) { R12(I8) } float s = 0; R12(SUM_I) return s; }
+static double run(int kind) {
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        float sink = 0;
+        double t = omp_get_wtime();
+        #pragma omp parallel reduction(+:sink)
+        sink += kind == 0 ? k_fma() : kind == 1 ? k_bf() : k_i8();
+        t = omp_get_wtime() - t;
+        double per_insn = kind == 0 ? 32 : kind == 1 ? 64 : 128; /* flops (int ops) per zmm instruction */
+        double g = (double)omp_get_max_threads() * ITERS * 12 * per_insn / t / 1e9;
+        if (g > best) best = g;
+        if (sink == 1.2345f) puts("");
+    }
+    return best;
+}
+int main(void) {
+    printf("{\"threads\": %d, \"fp32_fma_gflops\": %.1f, \"bf16_dot_gflops\": %.1f, \"int8_dot_gops\": %.1f}\n",
+           omp_get_max_threads(), run(0), run(1), run(2));
+    return 0;
+}
+EOF
+  gcc -O3 -march=native -fopenmp "$probe/triad.c" -o "$probe/triad"
+  gcc -O2 -march=native -fopenmp "$probe/peak.c" -o "$probe/peak"
+fi
+if [ -n "${PEER_REBENCH:-}" ]; then rm -f "$res"/membw.json "$res"/peak.json "$res"/llama-*.json; fi
+if [ ! -s "$res/membw.json" ]; then
+  log "measuring memory bandwidth ($THREADS threads, 3 x 256 MiB)"
+  OMP_NUM_THREADS="$THREADS" OMP_PROC_BIND=close "$probe/triad" 256 20 > "$res/membw.json"
+fi
+if [ ! -s "$res/peak.json" ]; then
+  log "measuring peak arithmetic ($THREADS threads)"
+  OMP_NUM_THREADS="$THREADS" "$probe/peak" > "$res/peak.json"
+fi
+for f in "${FORMATS[@]}"; do
+  if [ ! -s "$res/llama-$f.json" ]; then
+    log "llama-bench $f (-p 512 -n 128 -d $DEPTHS -r $REPS -t $THREADS)"
+    if "$bin/llama-bench" -m "$PEER_DIR/mid-$f.gguf" -p 512 -n 128 -d "$DEPTHS" -t "$THREADS" -r "$REPS" \
+        -o json > "$res/llama-$f.json.tmp" 2> "$res/llama-$f.log"; then
+      mv "$res/llama-$f.json.tmp" "$res/llama-$f.json"
+    else
+      log "llama-bench $f failed (see $res/llama-$f.log)"; rm -f "$res/llama-$f.json.tmp"
+    fi
+  fi
+done
+
+# ---- 5. deeprust ----------------------------------------------------------------------------
+rm -f "$res"/deeprust-*.json
+if [ -x "$DEEPRUST_BIN" ]; then
+  "$DEEPRUST_BIN" bench --membw -o json > "$res/deeprust-membw.json" 2> "$res/deeprust-membw.log" \
+    || { log "deeprust bench --membw failed"; rm -f "$res/deeprust-membw.json"; }
+  for f in "${FORMATS[@]}"; do
+    log "deeprust bench $f"
+    "$DEEPRUST_BIN" bench --model "$PEER_DIR/mid-$f.gguf" -p 512 -n 128 --depth "$DEPTHS" --threads "$THREADS" \
+      -r "$REPS" -o json > "$res/deeprust-$f.json" 2> "$res/deeprust-$f.log" \
+      || { log "deeprust bench $f failed (see $res/deeprust-$f.log)"; rm -f "$res/deeprust-$f.json"; }
+  done
+else
+  log "no deeprust binary at $DEEPRUST_BIN (cargo build --release -p cli): its columns are n/a"
+fi
+
+# ---- the table ------------------------------------------------------------------------------
+python3 - "$PEER_DIR" "${FORMATS[@]}" <<'EOF'
+import json, os, struct, sys
+
+peer, formats = sys.argv[1], sys.argv[2:]
+res = os.path.join(peer, "results")
+
+def load(name):
+    try:
+        with open(os.path.join(res, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+def gguf(path):
+    """Header of a GGUF v2/v3 file: (metadata scalars, [(name, ne, type, nbytes)])."""
+    with open(path, "rb") as f:
+        def rd(fmt):
+            return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))[0]
+        def s():
+            return f.read(rd("Q")).decode("utf-8", "replace")
+        scal = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+        def val(t):
+            if t == 8:
+                return s()
+            if t == 9:
+                et, n = rd("I"), rd("Q")
+                if et in scal:
+                    f.seek(struct.calcsize("<" + scal[et]) * n, 1)
+                else:
+                    for _ in range(n):
+                        val(et)
+                return None
+            return rd(scal[t])
+        assert f.read(4) == b"GGUF", path
+        version, n_t, n_kv = rd("I"), rd("Q"), rd("Q")
+        kv = {}
+        for _ in range(n_kv):
+            k = s()
+            kv[k] = val(rd("I"))
+        infos = []
+        for _ in range(n_t):
+            name = s()
+            ne = [rd("Q") for _ in range(rd("I"))]
+            infos.append((name, ne, rd("I"), rd("Q")))
+        align = kv.get("general.alignment") or 32
+        start = (f.tell() + align - 1) // align * align
+    end = os.path.getsize(path) - start
+    order = sorted(range(len(infos)), key=lambda i: infos[i][3])
+    nbytes = {}
+    for j, i in enumerate(order):
+        nxt = infos[order[j + 1]][3] if j + 1 < len(order) else end
+        nbytes[i] = nxt - infos[i][3]          # includes alignment padding (< 32 bytes)
+    return kv, [(n, ne, t, nbytes[i]) for i, (n, ne, t, _) in enumerate(infos)]
+
+def fmt_ts(r):
+    return f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}" if r else "n/a"
+
+bw = load("membw.json") or {}
+peak = load("peak.json") or {}
+dr_bw = load("deeprust-membw.json") or {}
+bw_gbs = bw.get("triad_gbs")
+print(f"Memory bandwidth (STREAM-triad-like, {bw.get('threads')} threads): {bw_gbs} GB/s "
+      f"(read-only dot: {bw.get('read_gbs')} GB/s; deeprust bench --membw: {dr_bw.get('bandwidth_gbs', 'n/a')} GB/s)")
+print(f"Peak ({peak.get('threads')} threads, AVX-512): fp32 FMA {peak.get('fp32_fma_gflops')} GFLOP/s, "
+      f"bf16 dot {peak.get('bf16_dot_gflops')} GFLOP/s, int8 dot {peak.get('int8_dot_gops')} GOP/s")
+print()
+rows = []
+for fm in formats:
+    path = os.path.join(peer, f"mid-{fm}.gguf")
+    if not os.path.exists(path):
+        continue
+    kv, tensors = gguf(path)
+    arch = kv.get("general.architecture", "deepseek2")
+    n_exp, n_used = kv.get(f"{arch}.expert_count", 1), kv.get(f"{arch}.expert_used_count", 1)
+    n_layer = kv.get(f"{arch}.block_count", 0)
+    kv_row = (kv.get(f"{arch}.attention.kv_lora_rank", 0) + kv.get(f"{arch}.rope.dimension_count", 0)) * 2
+    read, active = 0.0, 0.0
+    for name, ne, _, nb in tensors:
+        n = 1
+        for d in ne:
+            n *= d
+        if name == "token_embd.weight":
+            read += nb / ne[-1]               # one row
+            continue
+        share = n_used / n_exp if "_exps." in name else 1.0
+        read += nb * share
+        if len(ne) >= 2 and name != "output.weight":
+            active += n * share               # matmul weights a prompt token multiplies
+    peak_ops = peak.get("bf16_dot_gflops") if fm == "bf16" else peak.get("int8_dot_gops")
+    print(f"{fm}: {os.path.getsize(path) / 1e9:.2f} GB, {read / 1e6:.0f} MB of weights read per decoded token, "
+          f"{active / 1e6:.0f}M active matmul parameters per prompt token")
+    lc = {(r["n_prompt"], r["n_gen"], r.get("n_depth", 0)): r for r in (load(f"llama-{fm}.json") or [])}
+    dr = {(r["n_prompt"], r["n_gen"], r.get("n_depth", 0)): r for r in (load(f"deeprust-{fm}.json") or [])}
+    for key in sorted(set(lc) | set(dr), key=lambda k: (k[2], k[1] > 0)):
+        p, g, d = key
+        test = (f"pp{p}" if p else f"tg{g}") + (f"@d{d}" if d else "")
+        a, b = lc.get(key), dr.get(key)
+        def roof(r):
+            if not r:
+                return "n/a"
+            if g:
+                if not bw_gbs:
+                    return "n/a"
+                return f"{r['avg_ts'] * (read + d * n_layer * kv_row) / (bw_gbs * 1e9):.0%}"
+            return f"{r['avg_ts'] * 2 * active / (peak_ops * 1e9):.0%}" if peak_ops else "n/a"
+        ratio = f"{b['avg_ts'] / a['avg_ts']:.2f}" if a and b else "n/a"
+        rows.append(f"| {fm} | {test} | {fmt_ts(a)} | {fmt_ts(b)} | {ratio} | {roof(a)} | {roof(b)} |")
+print()
+print("| format | test | llama.cpp tok/s | deeprust tok/s | deeprust / llama.cpp | llama.cpp roofline | deeprust roofline |")
+print("|---|---|---|---|---|---|---|")
+print("\n".join(rows))
+EOF
