@@ -234,6 +234,7 @@ struct Loop {
     cfg: EngineConfig,
     stats: Arc<EngineStats>,
     pool: KvPool,
+    logits: Vec<f32>,
     sched: Scheduler,
     seqs: HashMap<SeqId, SeqCtx>,
     next_id: SeqId,
@@ -259,6 +260,7 @@ impl Loop {
         );
         Loop {
             pool: KvPool::new(&model.config, cfg.kv_blocks, cfg.block_size),
+            logits: Vec::new(),
             model,
             tokenizer,
             cfg,
@@ -364,8 +366,13 @@ impl Loop {
                 .collect(),
             logits: LogitsMode::Last,
         };
-        let logits = match self.model.forward_paged(&batch, &mut self.pool, None) {
-            Ok(l) => l,
+        // the logits buffer is kept from step to step (taken out while we sample)
+        let mut logits = std::mem::take(&mut self.logits);
+        match self
+            .model
+            .forward_paged_into(&batch, &mut self.pool, None, &mut logits)
+        {
+            Ok(()) => {}
             Err(e) => {
                 for it in &plan.items {
                     if let Some(c) = self.seqs.remove(&it.id) {
@@ -384,6 +391,7 @@ impl Loop {
                 self.sample(it.id, &logits[k * vocab..(k + 1) * vocab]);
             }
         }
+        self.logits = logits;
         true
     }
 

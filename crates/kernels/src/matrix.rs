@@ -20,7 +20,9 @@ pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
     row0: usize,
-    data: Tensor,
+    /// Shared, so views (`rows_view`, a head's slice) are an Arc bump, not a copy of the
+    /// tensor's name: the decode loop takes views and must not allocate.
+    data: Arc<Tensor>,
     scales: Option<BlockScales>,
 }
 
@@ -57,7 +59,7 @@ impl Matrix {
             rows,
             cols,
             row0: 0,
-            data,
+            data: Arc::new(data),
             scales: None,
         })
     }
@@ -88,7 +90,7 @@ impl Matrix {
             rows,
             cols,
             row0: 0,
-            data,
+            data: Arc::new(data),
             scales: Some(BlockScales {
                 grid: scale_inv.to_f32_vec().into(),
                 grid_cols: want[1],

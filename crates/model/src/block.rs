@@ -7,6 +7,7 @@ use crate::error::ModelError;
 use crate::kv_cache::KvPool;
 use crate::mla::{Mla, Positions};
 use crate::moe::{Mlp, Moe, Routing};
+use crate::scratch::Buf;
 use crate::weights::WeightLoader;
 
 #[allow(clippy::large_enum_variant)] // one per layer; boxing buys nothing
@@ -61,10 +62,10 @@ impl Block {
         pool: &mut KvPool,
         layer: usize,
     ) -> Option<Routing> {
-        let mut x = vec![0f32; h.len()];
+        let mut x = Buf::<f32>::zeros(h.len());
         be.rms_norm(h, &self.attn_norm, self.eps, &mut x);
         let a = self.attn.forward(be, &x, at, pool, layer);
-        h.iter_mut().zip(&a).for_each(|(h, a)| *h += a);
+        h.iter_mut().zip(a.iter()).for_each(|(h, a)| *h += a);
 
         be.rms_norm(h, &self.ffn_norm, self.eps, &mut x);
         let (f, routing) = match &self.ffn {
@@ -74,7 +75,7 @@ impl Block {
                 (f, Some(r))
             }
         };
-        h.iter_mut().zip(&f).for_each(|(h, f)| *h += f);
+        h.iter_mut().zip(f.iter()).for_each(|(h, f)| *h += f);
         routing
     }
 }

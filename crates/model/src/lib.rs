@@ -14,6 +14,7 @@ pub mod model;
 pub mod moe;
 pub mod mtp;
 pub mod rope;
+pub mod scratch;
 mod weights;
 
 pub use error::ModelError;

@@ -10,6 +10,8 @@ use loader::ModelConfig;
 
 use crate::error::ModelError;
 use crate::kv_cache::KvPool;
+use crate::model::PagedSeq;
+use crate::scratch::Buf;
 use crate::weights::WeightLoader;
 
 /// The latent norms use the reference's default eps, not `rms_norm_eps` (as DeepSeek's
@@ -63,15 +65,9 @@ pub struct Mla {
 pub struct Positions<'a> {
     pub cos: &'a [f32],
     pub sin: &'a [f32],
-    pub spans: &'a [SeqSpan<'a>],
-}
-
-/// Where one sequence's tokens of this forward sit: positions `start_pos..start_pos + len`
-/// of a sequence whose cache lives in `blocks` of the pool.
-pub struct SeqSpan<'a> {
-    pub start_pos: usize,
-    pub len: usize,
-    pub blocks: &'a [u32],
+    /// The batch's sequences: positions `start_pos..start_pos + tokens.len()` of each,
+    /// whose cache lives in `blocks` of the pool.
+    pub spans: &'a [PagedSeq<'a>],
 }
 
 impl Mla {
@@ -130,7 +126,7 @@ impl Mla {
         at: &Positions<'_>,
         pool: &mut KvPool,
         layer: usize,
-    ) -> Vec<f32> {
+    ) -> Buf<f32> {
         let (cos, sin, spans) = (at.cos, at.sin, at.spans);
         let (h, r, p) = (self.n_heads, self.kv_lora_rank, self.qk_rope_head_dim);
         let (nope, vd) = (self.qk_nope_head_dim, self.v_head_dim);
@@ -141,33 +137,33 @@ impl Mla {
         // q: [tokens, n_heads, qk_head_dim] = [q_nope | q_pe] per head
         let q = match &self.q {
             QProj::LowRank { wq_a, q_norm, wq_b } => {
-                let mut qa = vec![0f32; tokens * wq_a.rows];
+                let mut qa = Buf::<f32>::zeros(tokens * wq_a.rows);
                 be.matmul(x, wq_a, &mut qa);
-                let mut qa_n = vec![0f32; qa.len()];
+                let mut qa_n = Buf::<f32>::zeros(qa.len());
                 be.rms_norm(&qa, q_norm, self.eps, &mut qa_n);
-                let mut q = vec![0f32; tokens * h * qk];
+                let mut q = Buf::<f32>::zeros(tokens * h * qk);
                 be.matmul(&qa_n, wq_b, &mut q);
                 q
             }
             QProj::Full { wq } => {
-                let mut q = vec![0f32; tokens * h * qk];
+                let mut q = Buf::<f32>::zeros(tokens * h * qk);
                 be.matmul(x, wq, &mut q);
                 q
             }
         };
 
         // kv: [tokens, kv_lora_rank + rope_dim] = [c_kv | k_pe]; normalise c_kv, rope k_pe
-        let mut kv = vec![0f32; tokens * (r + p)];
+        let mut kv = Buf::<f32>::zeros(tokens * (r + p));
         be.matmul(x, &self.wkv_a, &mut kv);
-        let mut q_pe = vec![0f32; tokens * h * p]; // [tokens, n_heads, rope_dim]
-        let mut q_nope = vec![0f32; tokens * h * nope]; // [tokens, n_heads, qk_nope_head_dim]
+        let mut q_pe = Buf::<f32>::zeros(tokens * h * p); // [tokens, n_heads, rope_dim]
+        let mut q_nope = Buf::<f32>::zeros(tokens * h * nope); // [tokens, n_heads, qk_nope_head_dim]
         for t in 0..tokens {
             let (c, s) = (
                 &cos[t * half..(t + 1) * half],
                 &sin[t * half..(t + 1) * half],
             );
             let row = &mut kv[t * (r + p)..(t + 1) * (r + p)];
-            let c_kv = row[..r].to_vec();
+            let c_kv = Buf::from_slice(&row[..r]);
             be.rms_norm(&c_kv, &self.kv_norm, self.eps, &mut row[..r]);
             be.rope(&mut row[r..], c, s);
             for head in 0..h {
@@ -179,9 +175,9 @@ impl Mla {
         }
 
         // Absorb wkv_b's key half into the query: q_latent[t, h] = q_nope[t, h] · W_uk[h]
-        let mut q_latent = vec![0f32; tokens * h * r]; // [tokens, n_heads, kv_lora_rank]
-        let mut head_in = vec![0f32; tokens * nope.max(r)];
-        let mut head_out = vec![0f32; tokens * r.max(vd)];
+        let mut q_latent = Buf::<f32>::zeros(tokens * h * r); // [tokens, n_heads, kv_lora_rank]
+        let mut head_in = Buf::<f32>::zeros(tokens * nope.max(r));
+        let mut head_out = Buf::<f32>::zeros(tokens * r.max(vd));
         for head in 0..h {
             for t in 0..tokens {
                 head_in[t * nope..(t + 1) * nope]
@@ -200,19 +196,19 @@ impl Mla {
         // Cache this chunk's latent rows, then attend per sequence.
         let mut t0 = 0;
         for span in spans {
-            for i in 0..span.len {
+            for i in 0..span.tokens.len() {
                 let at = pool.offset(span.blocks, span.start_pos + i);
                 pool.layer_mut(layer)[at..at + r + p]
                     .copy_from_slice(&kv[(t0 + i) * (r + p)..(t0 + i + 1) * (r + p)]);
             }
-            t0 += span.len;
+            t0 += span.tokens.len();
         }
-        let mut o_latent = vec![0f32; tokens * h * r]; // [tokens, n_heads, kv_lora_rank]
+        let mut o_latent = Buf::<f32>::zeros(tokens * h * r); // [tokens, n_heads, kv_lora_rank]
         let mut t0 = 0;
         for span in spans {
             let attn = MlaAttention {
-                q_latent: &q_latent[t0 * h * r..(t0 + span.len) * h * r],
-                q_pe: &q_pe[t0 * h * p..(t0 + span.len) * h * p],
+                q_latent: &q_latent[t0 * h * r..(t0 + span.tokens.len()) * h * r],
+                q_pe: &q_pe[t0 * h * p..(t0 + span.tokens.len()) * h * p],
                 kv: pool.layer(layer),
                 blocks: span.blocks,
                 block_size: pool.block_size(),
@@ -222,12 +218,15 @@ impl Mla {
                 start_pos: span.start_pos,
                 scale: self.softmax_scale,
             };
-            be.mla_attention(&attn, &mut o_latent[t0 * h * r..(t0 + span.len) * h * r]);
-            t0 += span.len;
+            be.mla_attention(
+                &attn,
+                &mut o_latent[t0 * h * r..(t0 + span.tokens.len()) * h * r],
+            );
+            t0 += span.tokens.len();
         }
 
         // Apply wkv_b's value half per head: o[t, h] = W_uv[h] · o_latent[t, h]
-        let mut o = vec![0f32; tokens * h * vd]; // [tokens, n_heads * v_head_dim]
+        let mut o = Buf::<f32>::zeros(tokens * h * vd); // [tokens, n_heads * v_head_dim]
         for head in 0..h {
             let w_uv = match &self.kv_b {
                 KvB::Combined(w) => w.rows_view(head * (nope + vd) + nope, vd),
@@ -241,7 +240,7 @@ impl Mla {
                 o[(t * h + head) * vd..][..vd].copy_from_slice(&head_out[t * vd..(t + 1) * vd]);
             }
         }
-        let mut out = vec![0f32; tokens * self.wo.rows];
+        let mut out = Buf::<f32>::zeros(tokens * self.wo.rows);
         be.matmul(&o, &self.wo, &mut out);
         out
     }
@@ -389,9 +388,10 @@ mod tests {
             // blocks of 8 in a scrambled order
             let mut pool = KvPool::new(cfg, 5, 8);
             let blocks = [4u32, 1, 3, 0, 2];
-            let spans = [SeqSpan {
+            let ids = vec![0u32; tokens];
+            let spans = [PagedSeq {
                 start_pos: 0,
-                len: tokens,
+                tokens: &ids,
                 blocks: &blocks,
             }];
             let at = Positions {

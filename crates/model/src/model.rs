@@ -6,9 +6,10 @@ use loader::{Checkpoint, ModelConfig};
 use crate::block::Block;
 use crate::error::ModelError;
 use crate::kv_cache::{KvCache, KvPool};
-use crate::mla::{Positions, SeqSpan};
+use crate::mla::Positions;
 use crate::mtp::Mtp;
 use crate::rope::Rope;
+use crate::scratch::Buf;
 use crate::weights::WeightLoader;
 
 /// Consecutive tokens of one sequence: a prompt (or a chunk of one) from any start position,
@@ -151,22 +152,35 @@ impl Model {
         &self,
         batch: &PagedBatch<'_>,
         pool: &mut KvPool,
-        mut trace: Option<&mut Trace>,
+        trace: Option<&mut Trace>,
     ) -> Result<Vec<f32>, ModelError> {
+        let mut logits = Vec::new();
+        self.forward_paged_into(batch, pool, trace, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`Model::forward_paged`] writing the logits into `logits` (resized), so a decode loop
+    /// that keeps its buffer allocates nothing per step.
+    pub fn forward_paged_into(
+        &self,
+        batch: &PagedBatch<'_>,
+        pool: &mut KvPool,
+        mut trace: Option<&mut Trace>,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let cfg = &self.config;
         let be = self.backend.as_ref();
         self.check_paged(batch, pool)?;
-        let tokens: Vec<u32> = batch
-            .seqs
-            .iter()
-            .flat_map(|s| s.tokens.iter().copied())
-            .collect();
-        let n = tokens.len();
+        let n: usize = batch.seqs.iter().map(|s| s.tokens.len()).sum();
+        let mut tokens = Buf::<u32>::with_capacity(n);
+        for s in &batch.seqs {
+            tokens.vec().extend_from_slice(s.tokens);
+        }
         let d = cfg.hidden_size;
 
         // cos/sin per token: [tokens, rope_dim / 2]
         let half = self.rope.half_dim();
-        let (mut cos, mut sin) = (vec![0f32; n * half], vec![0f32; n * half]);
+        let (mut cos, mut sin) = (Buf::<f32>::zeros(n * half), Buf::<f32>::zeros(n * half));
         let mut t = 0;
         for s in &batch.seqs {
             for i in 0..s.tokens.len() {
@@ -178,56 +192,45 @@ impl Model {
                 t += 1;
             }
         }
-        let spans: Vec<SeqSpan> = batch
-            .seqs
-            .iter()
-            .map(|s| SeqSpan {
-                start_pos: s.start_pos,
-                len: s.tokens.len(),
-                blocks: s.blocks,
-            })
-            .collect();
-
         let at = Positions {
             cos: &cos,
             sin: &sin,
-            spans: &spans,
+            spans: &batch.seqs,
         };
 
-        let mut h = vec![0f32; n * d]; // [tokens, hidden] residual stream
+        let mut h = Buf::<f32>::zeros(n * d); // [tokens, hidden] residual stream
         be.embedding(&self.embed, &tokens, &mut h);
         for (li, layer) in self.layers.iter().enumerate() {
             let routing = layer.forward(be, &mut h, &at, pool, li);
             if let Some(tr) = trace.as_deref_mut() {
-                tr.residual.push(h.clone());
-                tr.router.push(routing.map(|r| (r.indices, r.weights)));
+                tr.residual.push(h.to_vec());
+                tr.router
+                    .push(routing.map(|r| (r.indices.to_vec(), r.weights.to_vec())));
             }
         }
 
         // Only the rows whose logits are wanted go through the final norm and head.
-        let rows: Vec<usize> = match batch.logits {
-            LogitsMode::All => (0..n).collect(),
+        let mut rows = Buf::<usize>::with_capacity(n);
+        match batch.logits {
+            LogitsMode::All => rows.vec().extend(0..n),
             LogitsMode::Last => {
                 let mut end = 0;
-                batch
-                    .seqs
-                    .iter()
-                    .map(|s| {
-                        end += s.tokens.len();
-                        end - 1
-                    })
-                    .collect()
+                for s in &batch.seqs {
+                    end += s.tokens.len();
+                    rows.vec().push(end - 1);
+                }
             }
-        };
-        let mut x = Vec::with_capacity(rows.len() * d);
-        for &r in &rows {
-            x.extend_from_slice(&h[r * d..(r + 1) * d]);
         }
-        let mut xn = vec![0f32; x.len()];
+        let mut x = Buf::<f32>::with_capacity(rows.len() * d);
+        for &r in rows.iter() {
+            x.vec().extend_from_slice(&h[r * d..(r + 1) * d]);
+        }
+        let mut xn = Buf::<f32>::zeros(x.len());
         be.rms_norm(&x, &self.norm, cfg.rms_norm_eps as f32, &mut xn);
-        let mut logits = vec![0f32; rows.len() * cfg.vocab_size];
-        be.matmul(&xn, &self.lm_head, &mut logits);
-        Ok(logits)
+        logits.clear();
+        logits.resize(rows.len() * cfg.vocab_size, 0.0);
+        be.matmul(&xn, &self.lm_head, logits);
+        Ok(())
     }
 
     fn check_batch(&self, batch: &ForwardBatch<'_>, cache: &mut KvCache) -> Result<(), ModelError> {
@@ -265,7 +268,11 @@ impl Model {
             return Err(ModelError::BadBatch("no sequences".into()));
         }
         let bs = pool.block_size();
-        let mut written = std::collections::HashSet::new();
+        // the blocks a chunk writes: those holding positions start_pos..end
+        fn written<'s>(s: &PagedSeq<'s>, bs: usize) -> &'s [u32] {
+            let end = s.start_pos + s.tokens.len();
+            &s.blocks[s.start_pos / bs..end.div_ceil(bs).min(s.blocks.len())]
+        }
         for (i, s) in batch.seqs.iter().enumerate() {
             if s.tokens.is_empty() {
                 return Err(ModelError::BadBatch(format!("sequence {i} has no tokens")));
@@ -285,8 +292,12 @@ impl Model {
                     pool.num_blocks()
                 )));
             }
-            for b in &s.blocks[s.start_pos / bs..end.div_ceil(bs)] {
-                if !written.insert(*b) {
+            // pairwise, without a set: batches are small and this must not allocate
+            let mine = written(s, bs);
+            for (j, b) in mine.iter().enumerate() {
+                let twice = mine[..j].contains(b)
+                    || batch.seqs[..i].iter().any(|o| written(o, bs).contains(b));
+                if twice {
                     return Err(ModelError::BadBatch(format!(
                         "block {b} is written by two sequences"
                     )));

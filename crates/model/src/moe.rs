@@ -8,6 +8,7 @@ use kernels::{Backend, Matrix};
 use loader::{ModelConfig, ScoringFunc, TopkMethod};
 
 use crate::error::ModelError;
+use crate::scratch::Buf;
 use crate::weights::WeightLoader;
 
 /// A SwiGLU MLP: `w2(silu(w1 x) * w3 x)`. Dense layers, shared experts and experts alike.
@@ -32,14 +33,14 @@ impl Mlp {
     }
 
     /// `x`: [tokens, hidden] -> [tokens, hidden]
-    pub fn forward(&self, be: &dyn Backend, x: &[f32]) -> Vec<f32> {
+    pub fn forward(&self, be: &dyn Backend, x: &[f32]) -> Buf<f32> {
         let tokens = x.len() / self.w1.cols;
-        let mut g = vec![0f32; tokens * self.w1.rows];
-        let mut u = vec![0f32; tokens * self.w3.rows];
+        let mut g = Buf::<f32>::zeros(tokens * self.w1.rows);
+        let mut u = Buf::<f32>::zeros(tokens * self.w3.rows);
         be.matmul(x, &self.w1, &mut g);
         be.matmul(x, &self.w3, &mut u);
         be.silu_mul(&mut g, &u);
-        let mut out = vec![0f32; tokens * self.w2.rows];
+        let mut out = Buf::<f32>::zeros(tokens * self.w2.rows);
         be.matmul(&g, &self.w2, &mut out);
         out
     }
@@ -60,8 +61,8 @@ pub struct Gate {
 
 /// Per token, the chosen experts and their weights (`top_k` each).
 pub struct Routing {
-    pub indices: Vec<usize>, // [tokens, top_k]
-    pub weights: Vec<f32>,   // [tokens, top_k]
+    pub indices: Buf<usize>, // [tokens, top_k]
+    pub weights: Buf<f32>,   // [tokens, top_k]
 }
 
 impl Gate {
@@ -92,11 +93,11 @@ impl Gate {
     pub fn route(&self, be: &dyn Backend, x: &[f32]) -> Routing {
         let e = self.weight.rows;
         let tokens = x.len() / self.weight.cols;
-        let mut scores = vec![0f32; tokens * e];
+        let mut scores = Buf::<f32>::zeros(tokens * e);
         be.matmul(x, &self.weight, &mut scores);
         let mut routing = Routing {
-            indices: Vec::with_capacity(tokens * self.top_k),
-            weights: Vec::with_capacity(tokens * self.top_k),
+            indices: Buf::with_capacity(tokens * self.top_k),
+            weights: Buf::with_capacity(tokens * self.top_k),
         };
         for s in scores.chunks_exact_mut(e) {
             match self.scoring {
@@ -104,31 +105,32 @@ impl Gate {
                 ScoringFunc::Softmax => be.softmax(s),
             }
             let chosen = self.select(s);
-            let mut w: Vec<f32> = chosen.iter().map(|&i| s[i]).collect();
+            let mut w = Buf::<f32>::with_capacity(chosen.len());
+            w.vec().extend(chosen.iter().map(|&i| s[i]));
             self.weigh(&mut w);
-            routing.indices.extend_from_slice(&chosen);
-            routing.weights.extend_from_slice(&w);
+            routing.indices.vec().extend_from_slice(&chosen);
+            routing.weights.vec().extend_from_slice(&w);
         }
         routing
     }
 
     /// The experts one token is sent to (DeepSeek's `Gate.forward` selection).
-    fn select(&self, scores: &[f32]) -> Vec<usize> {
+    fn select(&self, scores: &[f32]) -> Buf<usize> {
         let e = scores.len();
-        let mut choice: Vec<f32> = match &self.bias {
-            Some(b) => scores.iter().zip(b).map(|(s, b)| s + b).collect(),
-            None => scores.to_vec(),
-        };
+        let mut choice = Buf::<f32>::from_slice(scores);
+        if let Some(b) = &self.bias {
+            choice.iter_mut().zip(b).for_each(|(s, b)| *s += b);
+        }
         if self.method != TopkMethod::Greedy && self.n_group > 1 {
             let per = e / self.n_group;
-            let group_scores: Vec<f32> = choice
-                .chunks_exact(per)
-                .map(|g| match self.method {
+            let mut group_scores = Buf::<f32>::with_capacity(self.n_group);
+            group_scores
+                .vec()
+                .extend(choice.chunks_exact(per).map(|g| match self.method {
                     // noaux_tc: a group is as good as its two best experts
                     TopkMethod::NoauxTc => top_k_indices(g, 2).iter().map(|&i| g[i]).sum(),
                     _ => g.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-                })
-                .collect();
+                }));
             let keep = top_k_indices(&group_scores, self.topk_group);
             for (gi, g) in choice.chunks_exact_mut(per).enumerate() {
                 if !keep.contains(&gi) {
@@ -166,10 +168,11 @@ impl Gate {
 }
 
 /// Indices of the `k` largest values, best first; ties go to the lower index.
-fn top_k_indices(v: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
-    idx.truncate(k);
+fn top_k_indices(v: &[f32], k: usize) -> Buf<usize> {
+    let mut idx = Buf::<usize>::with_capacity(v.len());
+    idx.vec().extend(0..v.len());
+    idx.sort_unstable_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+    idx.vec().truncate(k);
     idx
 }
 
@@ -202,28 +205,41 @@ impl Moe {
     }
 
     /// `x`: [tokens, hidden] -> [tokens, hidden], and the routing (for tracing).
-    pub fn forward(&self, be: &dyn Backend, x: &[f32]) -> (Vec<f32>, Routing) {
+    pub fn forward(&self, be: &dyn Backend, x: &[f32]) -> (Buf<f32>, Routing) {
         let hidden = self.gate.weight.cols;
         let tokens = x.len() / hidden;
         let routing = self.gate.route(be, x);
         let k = self.gate.top_k;
 
-        // Bucket (token, weight) pairs by expert once.
-        let mut buckets: Vec<Vec<(usize, f32)>> = vec![Vec::new(); self.experts.len()];
+        // Bucket (token, weight) pairs by expert once (a counting sort into one buffer:
+        // `pairs[start[e]..start[e + 1]]` are expert e's).
+        let n_exp = self.experts.len();
+        let mut start = Buf::<usize>::zeros(n_exp + 1);
+        for &e in routing.indices.iter() {
+            start[e + 1] += 1;
+        }
+        for e in 0..n_exp {
+            start[e + 1] += start[e];
+        }
+        let mut fill = Buf::<usize>::from_slice(&start[..n_exp]);
+        let mut pairs = Buf::<(usize, f32)>::zeros(tokens * k);
         for t in 0..tokens {
             for j in 0..k {
-                buckets[routing.indices[t * k + j]].push((t, routing.weights[t * k + j]));
+                let e = routing.indices[t * k + j];
+                pairs[fill[e]] = (t, routing.weights[t * k + j]);
+                fill[e] += 1;
             }
         }
-        let mut out = vec![0f32; tokens * hidden];
-        let mut xs = Vec::new();
-        for (expert, bucket) in self.experts.iter().zip(&buckets) {
+        let mut out = Buf::<f32>::zeros(tokens * hidden);
+        let mut xs = Buf::<f32>::with_capacity(tokens * k * hidden);
+        for (e, expert) in self.experts.iter().enumerate() {
+            let bucket = &pairs[start[e]..start[e + 1]];
             if bucket.is_empty() {
                 continue;
             }
-            xs.clear();
+            xs.vec().clear();
             for &(t, _) in bucket {
-                xs.extend_from_slice(&x[t * hidden..(t + 1) * hidden]);
+                xs.vec().extend_from_slice(&x[t * hidden..(t + 1) * hidden]);
             }
             let ys = expert.forward(be, &xs);
             for (i, &(t, wt)) in bucket.iter().enumerate() {
@@ -236,7 +252,7 @@ impl Moe {
             }
         }
         if let Some(shared) = &self.shared {
-            for (o, s) in out.iter_mut().zip(shared.forward(be, x)) {
+            for (o, s) in out.iter_mut().zip(shared.forward(be, x).iter()) {
                 *o += s;
             }
         }

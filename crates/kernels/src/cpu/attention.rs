@@ -18,8 +18,8 @@ use super::simd::{self, GemmPanel, PvBlock};
 use crate::backend::MlaAttention;
 
 thread_local! {
+    /// The caller's `[q_latent | q_pe]` rows.
     static QUERY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 #[derive(Clone, Copy)]
@@ -45,7 +45,7 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
     QUERY.with(|q| {
         let mut q = q.borrow_mut();
         if q.len() < rows * row {
-            q.resize(rows * row, 0.0);
+            q.resize((rows * row).next_power_of_two(), 0.0);
         }
         for i in 0..rows {
             q[i * row..i * row + r].copy_from_slice(&a.q_latent[i * r..(i + 1) * r]);
@@ -58,30 +58,45 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
             .clamp(4, 64)
             .next_multiple_of(4);
         let dst = Out(out.as_mut_ptr());
-        pool.for_ranges(rows, per, &|qr| {
+        // scores of one chunk: `per` rows by every position the sequence's blocks hold,
+        // rounded up so a sequence growing a token per step re-sizes once per doubling
+        let len = a.start_pos + tokens;
+        let chunk = pool.range_len(rows, per);
+        let scratch = (chunk * len.max(a.blocks.len() * a.block_size)).next_power_of_two();
+        pool.for_ranges_scratch(rows, per, scratch, &|qr, scores| {
             // SAFETY: query rows qr's outputs belong to this chunk alone.
             let o = unsafe {
                 std::slice::from_raw_parts_mut(dst.ptr().add(qr.start * r), qr.len() * r)
             };
-            attend(level, a, &q[qr.start * row..qr.end * row], qr.start, o);
+            attend(
+                level,
+                a,
+                &q[qr.start * row..qr.end * row],
+                qr.start,
+                o,
+                scores,
+            );
         });
     });
 }
 
 /// Query rows `first..first + q.len() / row` against their causal prefix of the cache.
-fn attend(level: Level, a: &MlaAttention<'_>, q: &[f32], first: usize, o: &mut [f32]) {
+fn attend(
+    level: Level,
+    a: &MlaAttention<'_>,
+    q: &[f32],
+    first: usize,
+    o: &mut [f32],
+    scores: &mut [f32],
+) {
     let (h, r) = (a.n_heads, a.kv_lora_rank);
     let row = r + a.rope_dim;
     let n = q.len() / row;
     let last_token = (first + n - 1) / h;
     let len = a.start_pos + last_token + 1; // keys the last query row may see
     let bs = a.block_size;
-    SCORES.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < n * len {
-            s.resize(n * len, 0.0);
-        }
-        let s = &mut s[..n * len];
+    {
+        let s = &mut scores[..n * len];
         // S = Q · KVᵀ, block by block of the cache
         for (b, &blk) in a.blocks.iter().enumerate().take(len.div_ceil(bs)) {
             let j0 = b * bs;
@@ -127,5 +142,5 @@ fn attend(level: Level, a: &MlaAttention<'_>, q: &[f32], first: usize, o: &mut [
             };
             simd::pv_accumulate(level, &pv, o);
         }
-    });
+    }
 }

@@ -20,7 +20,7 @@ const PANEL_ROWS: usize = 16;
 const ROW_ALIGN: usize = 16;
 
 thread_local! {
-    /// Per-thread widening buffer; grows to the largest panel once, then is reused.
+    /// The caller's buffer for the serial small-`n` product; grows once, then is reused.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -70,8 +70,8 @@ pub fn matmul(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f
         });
         return;
     }
-    pool.for_ranges(m, ROW_ALIGN, &|rows| {
-        with_scratch(PANEL_ROWS * k, |panel| {
+    pool.for_ranges_scratch(m, ROW_ALIGN, PANEL_ROWS * k, &|rows, panel| {
+        {
             let mut r0 = rows.start;
             while r0 < rows.end {
                 let pr = (rows.end - r0).min(PANEL_ROWS);
@@ -92,7 +92,7 @@ pub fn matmul(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f
                 unsafe { simd::gemm_panel(level, &g, out.ptr()) };
                 r0 += pr;
             }
-        })
+        }
     });
 }
 
@@ -125,9 +125,9 @@ pub fn matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut 
     // Many tokens: every share widens W once, transposed to [cols, rows], and runs the
     // panel kernel over its own columns with k = rows.
     let out = Out(y.as_mut_ptr());
-    pool.for_ranges(cols, ROW_ALIGN, &|cs| {
+    pool.for_ranges_scratch(cols, ROW_ALIGN, cols + cols * rows, &|cs, buf| {
         let width = cs.len();
-        with_scratch(cols + width * rows, |buf| {
+        {
             let (row, panel) = buf.split_at_mut(cols);
             for r in 0..rows {
                 let (fmt, bytes) = w.row(r);
@@ -152,6 +152,6 @@ pub fn matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut 
                 unsafe { simd::gemm_panel(level, &g, out.ptr()) };
                 c0 += pr;
             }
-        })
+        }
     });
 }

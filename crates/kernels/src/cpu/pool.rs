@@ -16,7 +16,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-type Job = dyn Fn(usize) + Sync;
+/// `(chunk, thread)`: the thread index picks that thread's scratch buffer.
+type Job = dyn Fn(usize, usize) + Sync;
 
 /// How long a worker spins for the next job before sleeping.
 const SPIN: Duration = Duration::from_micros(300);
@@ -37,6 +38,8 @@ struct Shared {
     generation: AtomicU64,
     panicked: AtomicBool,
     shutdown: AtomicBool,
+    /// Workers that have finished starting up.
+    started: AtomicUsize,
     sleepers: Mutex<usize>,
     wake: Condvar,
 }
@@ -47,14 +50,14 @@ unsafe impl Send for Shared {}
 
 impl Shared {
     /// Take and run chunks until none are left.
-    fn work(&self, job: &(dyn Fn(usize) + Sync + '_)) {
+    fn work(&self, job: &(dyn Fn(usize, usize) + Sync + '_), thread: usize) {
         let n = self.chunks.load(Acquire);
         loop {
             let c = self.next.fetch_add(1, AcqRel);
             if c >= n {
                 return;
             }
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(c))).is_err() {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(c, thread))).is_err() {
                 self.panicked.store(true, Relaxed);
             }
             self.done.fetch_add(1, Release);
@@ -68,7 +71,14 @@ pub struct ThreadPool {
     threads: usize,
     /// One job at a time; concurrent callers queue here.
     submit: Mutex<()>,
+    /// Per-thread scratch, sized by the caller before a job (never by a worker mid-job),
+    /// so which thread happens to take which chunk never decides when memory is allocated.
+    scratch: Box<[UnsafeCell<Vec<f32>>]>,
 }
+
+// SAFETY: scratch[i] is touched only by thread i during a job, or by the caller holding
+// `submit` between jobs.
+unsafe impl Sync for ThreadPool {}
 
 impl ThreadPool {
     /// A pool of `threads` threads (the caller plus `threads - 1` workers). With `pin`,
@@ -85,6 +95,7 @@ impl ThreadPool {
             generation: AtomicU64::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
             sleepers: Mutex::new(0),
             wake: Condvar::new(),
         });
@@ -102,16 +113,22 @@ impl ThreadPool {
                         if let Some(c) = cpu {
                             affinity::pin_current(c);
                         }
-                        worker(&s)
+                        worker(&s, idx)
                     })
                     .expect("spawning a kernel worker thread")
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Return only once every worker runs: thread start-up (naming, pinning) then never
+        // lands inside the first jobs.
+        while shared.started.load(Acquire) < threads - 1 {
+            std::thread::yield_now();
+        }
         ThreadPool {
             shared,
             workers,
             threads,
             submit: Mutex::new(()),
+            scratch: (0..threads).map(|_| UnsafeCell::new(Vec::new())).collect(),
         }
     }
 
@@ -122,15 +139,73 @@ impl ThreadPool {
     /// Run `f(chunk)` for every chunk in `0..chunks`, spread over the pool's threads
     /// (the caller included); returns when all are done.
     pub fn for_chunks(&self, chunks: usize, f: &(dyn Fn(usize) + Sync)) {
-        if self.threads == 1 || chunks <= 1 {
-            (0..chunks).for_each(f);
+        self.run(chunks, 0, &|c, _| f(c));
+    }
+
+    /// Split `0..n` into contiguous ranges, each a multiple of `align` long (except the
+    /// last), and run `f(range)` on each across the pool.
+    pub fn for_ranges(&self, n: usize, align: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+        self.for_ranges_scratch(n, align, 0, &|r, _| f(r));
+    }
+
+    /// [`ThreadPool::for_ranges`], handing each call the running thread's scratch buffer of
+    /// `scratch` floats (contents unspecified).
+    pub fn for_ranges_scratch(
+        &self,
+        n: usize,
+        align: usize,
+        scratch: usize,
+        f: &(dyn Fn(std::ops::Range<usize>, &mut [f32]) + Sync),
+    ) {
+        let align = align.max(1);
+        let chunks = (self.threads * CHUNKS_PER_THREAD)
+            .min(n.div_ceil(align))
+            .max(1);
+        let size = n.div_ceil(chunks).div_ceil(align) * align;
+        let chunks = if n == 0 { 0 } else { n.div_ceil(size) };
+        self.run(chunks, scratch, &|c, t| {
+            // SAFETY: thread t's buffer, used by thread t alone during the job
+            let buf = unsafe { self.scratch_of(t) };
+            f(c * size..((c + 1) * size).min(n), &mut buf[..scratch])
+        });
+    }
+
+    /// The longest range [`ThreadPool::for_ranges`] hands out for `n` items.
+    pub fn range_len(&self, n: usize, align: usize) -> usize {
+        let align = align.max(1);
+        let chunks = (self.threads * CHUNKS_PER_THREAD)
+            .min(n.div_ceil(align))
+            .max(1);
+        n.div_ceil(chunks).div_ceil(align).max(1) * align
+    }
+
+    /// # Safety
+    /// Only thread `t` during a job, or the caller under `submit` between jobs.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn scratch_of(&self, t: usize) -> &mut Vec<f32> {
+        unsafe { &mut *self.scratch[t].get() }
+    }
+
+    fn run(&self, chunks: usize, scratch: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+        if chunks == 0 {
             return;
         }
         let _guard = self.submit.lock().unwrap_or_else(|e| e.into_inner());
+        for buf in self.scratch.iter() {
+            // SAFETY: between jobs, under `submit`: no thread is using any buffer
+            let v = unsafe { &mut *buf.get() };
+            if v.len() < scratch {
+                v.resize(scratch, 0.0);
+            }
+        }
+        if self.threads == 1 || chunks == 1 {
+            (0..chunks).for_each(|c| f(c, 0));
+            return;
+        }
         let s = &*self.shared;
         // SAFETY: erase the lifetime; the job is retired below, and we wait until no worker
         // is inside it, before returning.
-        let ptr: *const (dyn Fn(usize) + Sync + '_) = f;
+        let ptr: *const (dyn Fn(usize, usize) + Sync + '_) = f;
         let ptr: *const Job = unsafe { std::mem::transmute(ptr) };
         unsafe { *s.job.get() = Some(ptr) };
         s.chunks.store(chunks, Relaxed);
@@ -141,7 +216,7 @@ impl ThreadPool {
         if *s.sleepers.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
             s.wake.notify_all();
         }
-        s.work(f);
+        s.work(f, 0);
         // Chunks others took are running on scheduled threads: a short wait.
         let mut spins = 0u32;
         while s.done.load(Acquire) < chunks {
@@ -161,26 +236,11 @@ impl ThreadPool {
             panic!("a kernel thread panicked");
         }
     }
-
-    /// Split `0..n` into contiguous ranges, each a multiple of `align` long (except the
-    /// last), and run `f(range)` on each across the pool.
-    pub fn for_ranges(&self, n: usize, align: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
-        let align = align.max(1);
-        let chunks = (self.threads * CHUNKS_PER_THREAD)
-            .min(n.div_ceil(align))
-            .max(1);
-        if self.threads == 1 || chunks == 1 {
-            f(0..n);
-            return;
-        }
-        let size = n.div_ceil(chunks).div_ceil(align) * align;
-        let chunks = n.div_ceil(size);
-        self.for_chunks(chunks, &|c| f(c * size..((c + 1) * size).min(n)));
-    }
 }
 
-fn worker(s: &Shared) {
+fn worker(s: &Shared, idx: usize) {
     let mut seen = 0u64;
+    s.started.fetch_add(1, Release);
     loop {
         // spin, then sleep, until a new generation (or shutdown) is published
         let start = Instant::now();
@@ -211,7 +271,7 @@ fn worker(s: &Shared) {
             // SAFETY: registered in `active` while the job is not retired, so the caller
             // keeps it alive until we leave.
             if let Some(job) = unsafe { *s.job.get() } {
-                s.work(unsafe { &*job });
+                s.work(unsafe { &*job }, idx);
             }
         }
         s.active.fetch_sub(1, SeqCst);

@@ -275,3 +275,41 @@ fn mla_attention_is_causal_softmax_over_latents_on(be: &CpuBackend) {
         }
     }
 }
+
+/// A long prefill (more query rows than chunks of the preferred size, 320 rows on 1 thread) at every level and thread count equals the
+/// single-threaded portable result.
+#[test]
+fn mla_attention_long_prefill_agrees_across_levels_and_threads() {
+    let (h, r, p, start, tokens, bs) = (4usize, 40usize, 8usize, 5usize, 80usize, 4usize);
+    let row = r + p;
+    let nblocks = (start + tokens).div_ceil(bs);
+    let blocks: Vec<u32> = (0..nblocks as u32).rev().collect();
+    let kv = values(nblocks * bs * row, 21);
+    let q_latent = values(tokens * h * r, 22);
+    let q_pe = values(tokens * h * p, 23);
+    let a = MlaAttention {
+        q_latent: &q_latent,
+        q_pe: &q_pe,
+        kv: &kv,
+        blocks: &blocks,
+        block_size: bs,
+        n_heads: h,
+        kv_lora_rank: r,
+        rope_dim: p,
+        start_pos: start,
+        scale: 0.3,
+    };
+    let oracle = CpuBackend::with_options(&crate::CpuOptions {
+        level: Some(crate::Level::Scalar),
+        threads: Some(1),
+        pin_threads: false,
+    })
+    .unwrap();
+    let mut want = vec![0f32; tokens * h * r];
+    oracle.mla_attention(&a, &mut want);
+    for be in backends() {
+        let mut got = vec![f32::NAN; tokens * h * r];
+        be.mla_attention(&a, &mut got);
+        assert_close(&got, &want, 1e-5);
+    }
+}
