@@ -12,14 +12,17 @@ use loader::Checkpoint;
 use model::Model;
 use tokenizer::Tokenizer;
 
+use crate::gguf_meta;
+
 /// Where the model comes from.
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// A Hugging Face model directory (config.json + *.safetensors); default: the small model
-    /// built into this binary.
+    /// A Hugging Face model directory (config.json + *.safetensors) or a llama.cpp
+    /// `deepseek2` GGUF file; default: the small model built into this binary.
     #[arg(long, env = "DEEPRUST_MODEL")]
     pub model: Option<PathBuf>,
-    /// Directory with tokenizer.json (and tokenizer_config.json); default: the model directory.
+    /// Directory with tokenizer.json (and tokenizer_config.json), or a GGUF file with
+    /// tokenizer metadata; default: the model's own.
     #[arg(long, env = "DEEPRUST_TOKENIZER")]
     pub tokenizer: Option<PathBuf>,
     /// CPU threads for the kernels (default: every available core).
@@ -67,29 +70,50 @@ impl ModelArgs {
         .map_err(anyhow::Error::msg)
     }
 
-    /// `--tokenizer`, else the model directory's tokenizer, else the embedded one.
+    /// `--tokenizer`, else the model's tokenizer (a directory's tokenizer.json, a GGUF
+    /// file's tokenizer metadata), else the embedded one.
     pub fn load_tokenizer(&self) -> Result<Tokenizer> {
         match (&self.tokenizer, &self.model) {
+            (Some(p), _) | (None, Some(p)) if is_gguf_file(p) => {
+                let g = loader::gguf::GgufFile::open(p)?;
+                gguf_meta::tokenizer_from_gguf(&g)?.ok_or_else(|| no_gguf_tokenizer(p))
+            }
             (Some(dir), _) | (None, Some(dir)) => Ok(Tokenizer::from_dir(dir)?),
             (None, None) => Ok(embedded::tokenizer()?),
         }
     }
 
     /// Load the model (with a spinner if it takes a moment) and, if present, the tokenizer.
+    /// A GGUF model's tokenizer comes from its metadata; one without any loads with no
+    /// tokenizer (an error only when `need_tokenizer`).
     pub fn load(&self, need_tokenizer: bool) -> Result<Loaded> {
         let start = Instant::now();
         let backend = self.backend()?;
-        let model = with_spinner("loading model", || -> Result<Model> {
-            Ok(Model::load_with(&self.checkpoint()?, Box::new(backend))?)
-        })?;
-        let has_tokenizer = match (&self.tokenizer, &self.model) {
-            (Some(_), _) | (None, None) => true,
-            (None, Some(dir)) => dir.join("tokenizer.json").is_file(),
-        };
-        let tokenizer = if need_tokenizer || has_tokenizer {
-            Some(self.load_tokenizer()?)
-        } else {
-            None
+        let (model, from_gguf) = with_spinner(
+            "loading model",
+            || -> Result<(Model, Option<Result<Option<Tokenizer>>>)> {
+                let ckpt = self.checkpoint()?;
+                let from_gguf = match (&self.tokenizer, ckpt.gguf()) {
+                    (None, Some(g)) => Some(gguf_meta::tokenizer_from_gguf(g)),
+                    _ => None,
+                };
+                Ok((Model::load_with(&ckpt, Box::new(backend))?, from_gguf))
+            },
+        )?;
+        let tokenizer = match (from_gguf, &self.tokenizer, &self.model) {
+            (Some(Ok(Some(t))), _, _) => Some(t),
+            (Some(Ok(None)), _, Some(p)) if need_tokenizer => return Err(no_gguf_tokenizer(p)),
+            (Some(Ok(None)), _, _) => None,
+            (Some(Err(e)), _, _) if need_tokenizer => return Err(e),
+            (Some(Err(e)), _, _) => {
+                eprintln!("warning: no tokenizer: {e:#}");
+                None
+            }
+            (None, Some(_), _) | (None, None, None) => Some(self.load_tokenizer()?),
+            (None, None, Some(dir)) if need_tokenizer || dir.join("tokenizer.json").is_file() => {
+                Some(self.load_tokenizer()?)
+            }
+            (None, None, Some(_)) => None,
         };
         Ok(Loaded {
             model,
@@ -97,6 +121,22 @@ impl ModelArgs {
             load_time: start.elapsed(),
         })
     }
+}
+
+/// Whether `--model`/`--tokenizer` names a GGUF file (as `Checkpoint::open` decides: a
+/// file with the GGUF magic or a `.gguf` name).
+pub fn is_gguf_file(p: &Path) -> bool {
+    p.is_file()
+        && (loader::gguf::is_gguf(p)
+            || p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf")))
+}
+
+fn no_gguf_tokenizer(p: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: this GGUF file has no tokenizer metadata (tokenizer.ggml.*); pass --tokenizer DIR (a directory with tokenizer.json) or use token ids",
+        p.display()
+    )
 }
 
 /// Run `f`, showing a spinner on stderr only if it takes longer than a moment.

@@ -5,8 +5,11 @@ mod bench_single;
 mod chat;
 mod common;
 mod generate;
+mod gguf_meta;
 mod info;
+mod kl;
 mod probe;
+mod quantize;
 mod serve;
 mod tokenize;
 
@@ -40,6 +43,12 @@ enum Command {
     /// Prefill and decode speed as llama-bench measures them; memory bandwidth (--membw);
     /// the batching engine under concurrent clients (--concurrency).
     Bench(bench::BenchArgs),
+    /// Write a Hugging Face checkpoint as a llama.cpp deepseek2 GGUF file (f32, f16, bf16,
+    /// q8_0, q6_k, q4_k, q4_k_m), tokenizer included.
+    Quantize(quantize::QuantizeArgs),
+    /// KL divergence of a model's next-token distributions from a base model's (e.g. a
+    /// quantized file against its original), and how often their top tokens agree.
+    Kl(kl::KlArgs),
     /// The OpenAI-compatible HTTP server.
     Serve(serve::ServeArgs),
     /// Exit 0 if a server answers its health check (for container health checks).
@@ -55,6 +64,8 @@ fn main() -> ExitCode {
         Command::Chat(a) => chat::run(&a),
         Command::Tokenize(a) => tokenize::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Quantize(a) => quantize::run(&a),
+        Command::Kl(a) => kl::run(&a),
         Command::Serve(a) => serve::run(&a),
         Command::Probe(a) => probe::run(&a),
     };

@@ -14,11 +14,12 @@
 //! Encoding is unaffected.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
-use crate::{Result, Tokenizer};
+use crate::{HfFiles, Result, Tokenizer, TokenizerError, chat_template_of, config_token};
 
 /// The tokenizer keys of a GGUF file (`tokenizer.ggml.*`, `tokenizer.chat_template`).
 #[derive(Debug, Clone, Default)]
@@ -159,6 +160,237 @@ impl Tokenizer {
             v.chat_template,
         )
     }
+}
+
+impl GgufVocab {
+    /// The GGUF tokenizer keys for a Hugging Face tokenizer directory (`tokenizer.json`,
+    /// `tokenizer_config.json`, `chat_template.jinja`), the inverse of
+    /// [`Tokenizer::from_gguf_vocab`]: the tokens by id, padded to `vocab_size` (the model's,
+    /// when it has more rows than the tokenizer has tokens) with `[PAD<id>]` typed unused;
+    /// special added tokens typed control, other added tokens user-defined, the rest normal;
+    /// merges as `"left right"`; BOS/EOS/padding ids, `add_bos_token`/`add_eos_token` and the
+    /// chat template from the config; `pre` named by matching the pre-tokenizer against the
+    /// ones this crate knows (an error names one that is none of them).
+    ///
+    /// llama.cpp's converter also types every added token that looks special (`<｜...｜>`,
+    /// `<|...|>`) control whatever its flag; this keeps the flag, so that a tokenizer read
+    /// back decodes (skipping special tokens) exactly as `tokenizer.json` does.
+    pub fn from_hf_dir(dir: &Path, vocab_size: Option<usize>) -> Result<GgufVocab> {
+        let f = HfFiles::read(dir)?;
+        let tj: Value =
+            serde_json::from_slice(&f.tokenizer_json).map_err(|e| TokenizerError::File {
+                path: f.tokenizer_path.clone(),
+                reason: format!("not valid JSON: {e}"),
+            })?;
+        Self::from_hf_parts(
+            &tj,
+            f.config.as_ref(),
+            f.template_file,
+            vocab_size,
+            &f.tokenizer_path,
+            &f.config_path,
+        )
+    }
+
+    /// [`GgufVocab::from_hf_dir`] from the parsed files; the paths only name them in errors.
+    pub fn from_hf_parts(
+        tokenizer_json: &Value,
+        config: Option<&Value>,
+        template_override: Option<String>,
+        vocab_size: Option<usize>,
+        tokenizer_path: &Path,
+        config_path: &Path,
+    ) -> Result<GgufVocab> {
+        let bad = |reason: String| TokenizerError::File {
+            path: tokenizer_path.to_path_buf(),
+            reason,
+        };
+        let model = &tokenizer_json["model"];
+        match model.get("type").and_then(Value::as_str) {
+            Some("BPE") => {}
+            other => {
+                return Err(bad(format!(
+                    "model.type is {}; only byte-level BPE (\"BPE\") can be written as GGUF \"gpt2\"",
+                    other.map_or("missing".into(), |t| format!("{t:?}"))
+                )));
+            }
+        }
+        if model.get("byte_fallback").and_then(Value::as_bool) == Some(true) {
+            return Err(bad(
+                "model.byte_fallback is true (a SentencePiece-style BPE), not byte-level BPE"
+                    .into(),
+            ));
+        }
+        match &tokenizer_json["normalizer"] {
+            Value::Null => {}
+            n if n["type"] == "Sequence"
+                && n["normalizers"].as_array().is_some_and(|a| a.is_empty()) => {}
+            n => {
+                return Err(bad(format!(
+                    "the normalizer {} cannot be expressed in GGUF tokenizer metadata (only none)",
+                    short(n)
+                )));
+            }
+        }
+        let pre = pre_name(&tokenizer_json["pre_tokenizer"]).map_err(bad)?;
+
+        let mut by_id: Vec<Option<(String, i32)>> = Vec::new();
+        let mut put = |id: u64, token: &str, ty: TokenType| {
+            let id = id as usize;
+            if id >= by_id.len() {
+                by_id.resize(id + 1, None);
+            }
+            by_id[id] = Some((token.to_string(), ty as i32));
+        };
+        let vocab = model["vocab"]
+            .as_object()
+            .ok_or_else(|| bad("model.vocab is not an object of token -> id".into()))?;
+        for (token, id) in vocab {
+            let id = id
+                .as_u64()
+                .filter(|&i| i < u32::MAX as u64)
+                .ok_or_else(|| bad(format!("model.vocab[{token:?}] is {id}, not a token id")))?;
+            put(id, token, TokenType::Normal);
+        }
+        let added = match &tokenizer_json["added_tokens"] {
+            Value::Null => &[][..],
+            Value::Array(a) => a.as_slice(),
+            other => return Err(bad(format!("added_tokens is {}, not a list", short(other)))),
+        };
+        for a in added {
+            let (Some(id), Some(content)) = (
+                a["id"].as_u64().filter(|&i| i < u32::MAX as u64),
+                a["content"].as_str(),
+            ) else {
+                return Err(bad(format!(
+                    "added token {} has no id or content",
+                    short(a)
+                )));
+            };
+            let ty = if a["special"].as_bool() == Some(true) {
+                TokenType::Control
+            } else {
+                TokenType::UserDefined
+            };
+            put(id, content, ty);
+        }
+        let n = match vocab_size {
+            Some(n) if n < by_id.len() => {
+                return Err(bad(format!(
+                    "it has token id {} but the model's vocab_size is {n}",
+                    by_id.len() - 1
+                )));
+            }
+            Some(n) => n,
+            None => by_id.len(),
+        };
+        by_id.resize(n, None);
+        let (tokens, token_types): (Vec<String>, Vec<i32>) = by_id
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| t.unwrap_or_else(|| (format!("[PAD{i}]"), TokenType::Unused as i32)))
+            .unzip();
+
+        let merges = match &model["merges"] {
+            Value::Null => Vec::new(),
+            Value::Array(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, m)| match m {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Array(pair) => match pair.as_slice() {
+                        [Value::String(l), Value::String(r)] => Ok(format!("{l} {r}")),
+                        _ => Err(bad(format!("merge {i} is {}, not two tokens", short(m)))),
+                    },
+                    _ => Err(bad(format!("merge {i} is {}, not two tokens", short(m)))),
+                })
+                .collect::<Result<_>>()?,
+            other => return Err(bad(format!("model.merges is {}, not a list", short(other)))),
+        };
+
+        let mut ids: HashMap<&str, u32> = HashMap::new();
+        for (i, (t, &ty)) in tokens.iter().zip(&token_types).enumerate().rev() {
+            if ty != TokenType::Unused as i32 {
+                ids.insert(t, i as u32);
+            }
+        }
+        // added tokens win over a vocabulary entry of the same text, as in `tokenizers`
+        for a in added {
+            if let (Some(id), Some(c)) = (a["id"].as_u64(), a["content"].as_str()) {
+                ids.insert(c, id as u32);
+            }
+        }
+        let special = |key: &str, required: bool| -> Result<Option<u32>> {
+            let Some(text) = config_token(config, key) else {
+                return Ok(None);
+            };
+            match ids.get(text.as_str()) {
+                Some(&id) => Ok(Some(id)),
+                None if required => Err(TokenizerError::File {
+                    path: config_path.to_path_buf(),
+                    reason: format!("{key} is {text:?}, which tokenizer.json does not have"),
+                }),
+                None => Ok(None),
+            }
+        };
+        let flag = |k: &str| config.and_then(|c| c.get(k)).and_then(Value::as_bool);
+        Ok(GgufVocab {
+            model: "gpt2".into(),
+            pre: Some(pre.to_string()),
+            bos: special("bos_token", true)?,
+            eos: special("eos_token", true)?,
+            pad: special("pad_token", false)?,
+            add_bos: flag("add_bos_token"),
+            add_eos: flag("add_eos_token"),
+            chat_template: chat_template_of(config, template_override, config_path)?,
+            tokens,
+            token_types,
+            merges,
+        })
+    }
+}
+
+/// A JSON value for an error message, cut short.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(160) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s,
+    }
+}
+
+/// The `tokenizer.ggml.pre` whose pre-tokenizer `pre` is: the same steps (type, pattern,
+/// behaviour, digit splitting) in the same order.
+fn pre_name(pre: &Value) -> std::result::Result<&'static str, String> {
+    fn steps(v: &Value) -> Vec<Value> {
+        let list = match v["type"].as_str() {
+            Some("Sequence") => v["pretokenizers"].as_array().cloned().unwrap_or_default(),
+            _ => vec![v.clone()],
+        };
+        list.iter()
+            .map(|s| {
+                json!([
+                    s["type"],
+                    s["pattern"],
+                    s["behavior"],
+                    s["invert"],
+                    s["individual_digits"]
+                ])
+            })
+            .collect()
+    }
+    let have = steps(pre);
+    for name in SUPPORTED_PRE.split(", ") {
+        if let Ok(known) = pre_tokenizer(Some(name))
+            && steps(&known) == have
+        {
+            return Ok(name);
+        }
+    }
+    Err(format!(
+        "its pre_tokenizer {} is none that GGUF metadata can name (supported: {SUPPORTED_PRE})",
+        short(pre)
+    ))
 }
 
 /// The `tokenizer.json` (as a JSON value) that `v` describes, after checking `v` through.

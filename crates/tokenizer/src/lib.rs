@@ -57,40 +57,14 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Load `tokenizer.json` and (if present) `tokenizer_config.json` from `dir`.
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
-        let tj = dir.join("tokenizer.json");
-        if !tj.is_file() {
-            return Err(TokenizerError::File {
-                path: tj,
-                reason: "not found (a tokenizer.json is needed for text; pass --tokenizer DIR or use token ids)".into(),
-            });
-        }
-        let bytes = std::fs::read(&tj).map_err(|e| TokenizerError::File {
-            path: tj.clone(),
-            reason: e.to_string(),
-        })?;
-        let cfg_path = dir.join("tokenizer_config.json");
-        let config = if cfg_path.is_file() {
-            let text = std::fs::read_to_string(&cfg_path).map_err(|e| TokenizerError::File {
-                path: cfg_path.clone(),
-                reason: e.to_string(),
-            })?;
-            Some(parse_json(&text, cfg_path.clone())?)
-        } else {
-            None
-        };
-        // Newer checkpoints keep the template in its own file.
-        let jinja = dir.join("chat_template.jinja");
-        let template_file = if jinja.is_file() {
-            Some(
-                std::fs::read_to_string(&jinja).map_err(|e| TokenizerError::File {
-                    path: jinja.clone(),
-                    reason: e.to_string(),
-                })?,
-            )
-        } else {
-            None
-        };
-        Self::from_parts(&bytes, config.as_ref(), template_file, &tj, &cfg_path)
+        let f = HfFiles::read(dir)?;
+        Self::from_parts(
+            &f.tokenizer_json,
+            f.config.as_ref(),
+            f.template_file,
+            &f.tokenizer_path,
+            &f.config_path,
+        )
     }
 
     /// Build from the bytes of `tokenizer.json` and the parsed `tokenizer_config.json`;
@@ -108,14 +82,7 @@ impl Tokenizer {
                 reason: format!("not a valid tokenizer.json: {e}"),
             }
         })?;
-        let token_str = |k: &str| -> Option<String> {
-            let v = config?.get(k)?;
-            match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
-                _ => None,
-            }
-        };
+        let token_str = |k: &str| config_token(config, k);
         let flag = |k: &str, default: bool| {
             config
                 .and_then(|c| c.get(k))
@@ -124,25 +91,7 @@ impl Tokenizer {
         };
         let bos_token = token_str("bos_token");
         let eos_token = token_str("eos_token");
-        let template_src = match template_override {
-            Some(t) => Some(t),
-            None => match config.and_then(|c| c.get("chat_template")) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                // a list of named templates: take "default"
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-                    .and_then(|t| t.get("template")?.as_str())
-                    .map(str::to_string),
-                Some(other) => {
-                    return Err(TokenizerError::File {
-                        path: config_path.to_path_buf(),
-                        reason: format!("`chat_template` must be a string, found {other}"),
-                    });
-                }
-            },
-        };
+        let template_src = chat_template_of(config, template_override, config_path)?;
         Self::assemble(
             inner,
             bos_token,
@@ -251,4 +200,95 @@ impl Tokenizer {
         let text = self.apply_chat_template(messages, tools, add_generation_prompt)?;
         self.encode(&text, false)
     }
+}
+
+/// The files of a Hugging Face tokenizer directory, read.
+pub(crate) struct HfFiles {
+    pub tokenizer_path: PathBuf,
+    pub tokenizer_json: Vec<u8>,
+    pub config_path: PathBuf,
+    pub config: Option<Value>,
+    /// `chat_template.jinja`, which newer checkpoints keep the template in.
+    pub template_file: Option<String>,
+}
+
+impl HfFiles {
+    pub(crate) fn read(dir: &Path) -> Result<HfFiles> {
+        let tj = dir.join("tokenizer.json");
+        if !tj.is_file() {
+            return Err(TokenizerError::File {
+                path: tj,
+                reason: "not found (a tokenizer.json is needed for text; pass --tokenizer DIR or use token ids)".into(),
+            });
+        }
+        let bytes = std::fs::read(&tj).map_err(|e| TokenizerError::File {
+            path: tj.clone(),
+            reason: e.to_string(),
+        })?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let config = if cfg_path.is_file() {
+            let text = std::fs::read_to_string(&cfg_path).map_err(|e| TokenizerError::File {
+                path: cfg_path.clone(),
+                reason: e.to_string(),
+            })?;
+            Some(parse_json(&text, cfg_path.clone())?)
+        } else {
+            None
+        };
+        // Newer checkpoints keep the template in its own file.
+        let jinja = dir.join("chat_template.jinja");
+        let template_file = if jinja.is_file() {
+            Some(
+                std::fs::read_to_string(&jinja).map_err(|e| TokenizerError::File {
+                    path: jinja.clone(),
+                    reason: e.to_string(),
+                })?,
+            )
+        } else {
+            None
+        };
+        Ok(HfFiles {
+            tokenizer_path: tj,
+            tokenizer_json: bytes,
+            config_path: cfg_path,
+            config,
+            template_file,
+        })
+    }
+}
+
+/// A special token's text in `tokenizer_config.json` (a string or `{"content": ...}`).
+pub(crate) fn config_token(config: Option<&Value>, key: &str) -> Option<String> {
+    match config?.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The chat template: `template_override` (from `chat_template.jinja`), else the config's
+/// `chat_template` (a string, or a list of named templates of which "default" is taken).
+pub(crate) fn chat_template_of(
+    config: Option<&Value>,
+    template_override: Option<String>,
+    config_path: &Path,
+) -> Result<Option<String>> {
+    if template_override.is_some() {
+        return Ok(template_override);
+    }
+    Ok(match config.and_then(|c| c.get("chat_template")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(list)) => list
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|t| t.get("template")?.as_str())
+            .map(str::to_string),
+        Some(other) => {
+            return Err(TokenizerError::File {
+                path: config_path.to_path_buf(),
+                reason: format!("`chat_template` must be a string, found {other}"),
+            });
+        }
+    })
 }

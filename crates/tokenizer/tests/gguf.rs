@@ -23,8 +23,14 @@ fn golden() -> &'static Value {
     G.get_or_init(|| read_json("tests/golden/tokenizer/deepseek_v3.json"))
 }
 
-/// The GGUF keys for DeepSeek-V3.
+/// The GGUF keys for DeepSeek-V3, as the library derives them from the checkpoint's files.
 fn v3_vocab() -> GgufVocab {
+    let n = golden()["special"]["model_vocab_size"].as_u64().unwrap() as usize;
+    GgufVocab::from_hf_dir(&root().join("assets/tokenizers/deepseek-v3"), Some(n)).unwrap()
+}
+
+/// The same keys written out by hand from tokenizer.json and tokenizer_config.json.
+fn v3_vocab_by_hand() -> GgufVocab {
     let tj = read_json("assets/tokenizers/deepseek-v3/tokenizer.json");
     let cfg = read_json("assets/tokenizers/deepseek-v3/tokenizer_config.json");
     let n = golden()["special"]["model_vocab_size"].as_u64().unwrap() as usize;
@@ -80,6 +86,74 @@ fn v3_vocab() -> GgufVocab {
         token_types: types,
         merges,
     }
+}
+
+/// The library's keys are the hand-made ones: every token, type and merge, the ids and flags.
+#[test]
+fn vocab_from_hf_dir_is_the_converters() {
+    let (lib, hand) = (v3_vocab(), v3_vocab_by_hand());
+    assert_eq!(lib.model, hand.model);
+    assert_eq!(lib.pre.as_deref(), Some("deepseek-v3"));
+    assert_eq!(lib.tokens, hand.tokens);
+    assert_eq!(lib.token_types, hand.token_types);
+    assert_eq!(lib.merges, hand.merges);
+    assert_eq!(
+        (lib.bos, lib.eos, lib.pad, lib.add_bos, lib.add_eos),
+        (hand.bos, hand.eos, hand.pad, hand.add_bos, hand.add_eos)
+    );
+    assert_eq!((lib.bos, lib.eos), (Some(0), Some(1)));
+    assert_eq!(lib.chat_template, hand.chat_template);
+    assert!(lib.chat_template.is_some());
+    // past the tokenizer's end, [PAD<id>] typed unused
+    let last = lib.tokens.len() - 1;
+    assert_eq!(lib.tokens[last], format!("[PAD{last}]"));
+    assert_eq!(lib.token_types[last], 5);
+    // without a model vocabulary size, the tokenizer's own
+    let own = GgufVocab::from_hf_dir(&root().join("assets/tokenizers/deepseek-v3"), None).unwrap();
+    assert!(own.tokens.len() < lib.tokens.len());
+    assert_eq!(own.tokens[..], lib.tokens[..own.tokens.len()]);
+}
+
+/// A tokenizer.json whose parts GGUF metadata cannot name is refused, naming the part.
+#[test]
+fn vocab_from_hf_refuses_what_gguf_cannot_say() {
+    let tj = read_json("assets/tokenizers/deepseek-v3/tokenizer.json");
+    let cfg = read_json("assets/tokenizers/deepseek-v3/tokenizer_config.json");
+    let p = std::path::Path::new("x/tokenizer.json");
+    let c = std::path::Path::new("x/tokenizer_config.json");
+    let from = |tj: &Value, n: Option<usize>| {
+        GgufVocab::from_hf_parts(tj, Some(&cfg), None, n, p, c).map(|_| ())
+    };
+    from(&tj, None).unwrap();
+    let mut gpt2 = tj.clone();
+    gpt2["pre_tokenizer"] = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    let e = from(&gpt2, None).unwrap_err().to_string();
+    assert!(
+        e.contains("x/tokenizer.json")
+            && e.contains("pre_tokenizer")
+            && e.contains("ByteLevel")
+            && e.contains("deepseek-v3"),
+        "{e}"
+    );
+    let e = from(&tj, Some(1000)).unwrap_err().to_string();
+    assert!(e.contains("vocab_size is 1000"), "{e}");
+    let mut nfc = tj.clone();
+    nfc["normalizer"] = json!({"type": "NFC"});
+    let e = from(&nfc, None).unwrap_err().to_string();
+    assert!(e.contains("normalizer") && e.contains("NFC"), "{e}");
+    let mut wp = tj.clone();
+    wp["model"]["type"] = json!("WordPiece");
+    let e = from(&wp, None).unwrap_err().to_string();
+    assert!(e.contains("WordPiece"), "{e}");
+    let mut bad_bos = cfg.clone();
+    bad_bos["bos_token"] = json!("<nope>");
+    let e = GgufVocab::from_hf_parts(&tj, Some(&bad_bos), None, None, p, c)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("x/tokenizer_config.json") && e.contains("<nope>"),
+        "{e}"
+    );
 }
 
 fn gguf() -> &'static Tokenizer {

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -476,8 +477,17 @@ pub fn rebuild_kv_b(
 
 // ---------------------------------------------------------------- export
 
+/// A per-tensor weight type: given a weight's GGUF name (`blk.3.ffn_down.weight`) and its
+/// row-major shape as written (stacked experts are 3-D), the type it should be, or `None` for
+/// [`ExportOptions::weight_type`]. The fallback for rows that are not whole blocks (see
+/// [`weight_dtype`]) still applies to what it returns.
+pub type TensorTypeFn = Arc<dyn Fn(&str, &[usize]) -> Option<DType> + Send + Sync>;
+
+/// Told as each tensor starts to be written: its index, the tensor count, its GGUF name.
+pub type ProgressFn = Arc<dyn Fn(usize, usize, &str) + Send + Sync>;
+
 /// How [`export_deepseek2_with`] writes a checkpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExportOptions {
     /// The type of 2-D weight matrices. Block types apply to matrices whose rows are whole
     /// blocks; others fall back as llama.cpp does: Q4_K / Q6_K to Q8_0 (rows a multiple of
@@ -489,6 +499,22 @@ pub struct ExportOptions {
     pub also_kv_b: bool,
     /// Write the MTP layers (NextN convention). llama.cpp's `deepseek2` does not load them.
     pub include_mtp: bool,
+    /// Per-tensor types (mixes such as llama.cpp's Q4_K_M); `None`: `weight_type` for all.
+    pub tensor_type: Option<TensorTypeFn>,
+    /// Progress while writing; `None`: silent.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for ExportOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportOptions")
+            .field("weight_type", &self.weight_type)
+            .field("also_kv_b", &self.also_kv_b)
+            .field("include_mtp", &self.include_mtp)
+            .field("tensor_type", &self.tensor_type.as_ref().map(|_| "fn"))
+            .field("progress", &self.progress.as_ref().map(|_| "fn"))
+            .finish()
+    }
 }
 
 impl ExportOptions {
@@ -497,6 +523,8 @@ impl ExportOptions {
             weight_type,
             also_kv_b: false,
             include_mtp: false,
+            tensor_type: None,
+            progress: None,
         }
     }
 }
@@ -666,18 +694,20 @@ pub fn export_deepseek2_with(
         field: field.into(),
         reason,
     };
-    if !matches!(
-        opts.weight_type,
-        DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q4K | DType::Q6K
-    ) {
-        return Err(bad(
-            "weight_type",
-            format!(
-                "{} is not a GGUF weight type here (F32, F16, BF16, Q8_0, Q4_K, Q6_K)",
-                opts.weight_type
-            ),
-        ));
-    }
+    let check = |field: &str, t: DType| {
+        if matches!(
+            t,
+            DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q4K | DType::Q6K
+        ) {
+            Ok(t)
+        } else {
+            Err(bad(
+                field,
+                format!("{t} is not a GGUF weight type here (F32, F16, BF16, Q8_0, Q4_K, Q6_K)"),
+            ))
+        }
+    };
+    check("weight_type", opts.weight_type)?;
     if c.n_routed_experts > 0 && c.moe_layer_freq != 1 {
         return Err(bad(
             "moe_layer_freq",
@@ -709,7 +739,13 @@ pub fn export_deepseek2_with(
         srcs.push(src);
     };
     let wt = opts.weight_type;
-    let matrix = |shape: &[usize]| weight_dtype(wt, *shape.last().unwrap_or(&1));
+    let matrix = |name: &str, shape: &[usize]| -> Result<DType> {
+        let want = match opts.tensor_type.as_ref().and_then(|f| f(name, shape)) {
+            Some(t) => check(&format!("tensor_type({name})"), t)?,
+            None => wt,
+        };
+        Ok(weight_dtype(want, *shape.last().unwrap_or(&1)))
+    };
     let plain = |push: &mut dyn FnMut(String, DType, Vec<usize>, Src),
                  gguf: String,
                  hf: String,
@@ -719,7 +755,7 @@ pub fn export_deepseek2_with(
         let dtype = if keep_f32 || shape.len() < 2 {
             DType::F32
         } else {
-            matrix(&shape)
+            matrix(&gguf, &shape)?
         };
         push(gguf, dtype, shape, Src::Plain(hf));
         Ok(())
@@ -840,7 +876,7 @@ pub fn export_deepseek2_with(
                 let shape = vec![c.n_routed_experts, s[0], s[1]];
                 push(
                     gg(g),
-                    matrix(&shape),
+                    matrix(&gg(g), &shape)?,
                     shape,
                     Src::Experts {
                         layer,
@@ -870,9 +906,11 @@ pub fn export_deepseek2_with(
             plain(&mut push, gg("attn_kv_b.weight"), kv.clone(), false)?;
         }
         let kb = vec![h, r, nope];
-        push(gg("attn_k_b.weight"), matrix(&kb), kb, Src::KB(kv.clone()));
+        let kb_dtype = matrix(&gg("attn_k_b.weight"), &kb)?;
+        push(gg("attn_k_b.weight"), kb_dtype, kb, Src::KB(kv.clone()));
         let vb = vec![h, vd, r];
-        push(gg("attn_v_b.weight"), matrix(&vb), vb, Src::VB(kv));
+        let vb_dtype = matrix(&gg("attn_v_b.weight"), &vb)?;
+        push(gg("attn_v_b.weight"), vb_dtype, vb, Src::VB(kv));
     }
 
     // FP8 checkpoints: weights are e4m3 with one f32 `scale_inv` per block
@@ -906,6 +944,9 @@ pub fn export_deepseek2_with(
     let specs_ref = &specs;
     write_gguf_streaming(out_path, &meta, specs_ref, |i, w| {
         let spec = &specs_ref[i];
+        if let Some(p) = &opts.progress {
+            p(i, specs_ref.len(), &spec.name);
+        }
         match &srcs[i] {
             Src::Plain(name) => {
                 let t = ckpt.tensor(name).map_err(std::io::Error::other)?;
@@ -959,4 +1000,69 @@ pub fn export_deepseek2_with(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn golden() -> Checkpoint {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/v3_yarn_mtp");
+        Checkpoint::open(&dir).unwrap()
+    }
+
+    /// The callback picks per tensor (after which rows that are not whole blocks fall back),
+    /// a type GGUF cannot hold is refused naming the tensor, and progress sees every tensor.
+    #[test]
+    fn per_tensor_types_and_progress() {
+        let ckpt = golden();
+        let dir = std::env::temp_dir().join(format!("deeprust-ds2-cb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("m.gguf");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut opts = ExportOptions::new(DType::Q8_0);
+        opts.tensor_type = Some(Arc::new(|name: &str, shape: &[usize]| match name {
+            "output.weight" => Some(DType::F32),
+            "blk.1.ffn_gate_exps.weight" if shape.len() == 3 => Some(DType::F16),
+            // rows of 64 values: Q4_K falls back to Q8_0
+            "blk.1.ffn_up_exps.weight" => Some(DType::Q4K),
+            "blk.2.attn_kv_a_mqa.weight" => Some(DType::BF16),
+            _ => None,
+        }));
+        let s2 = seen.clone();
+        opts.progress = Some(Arc::new(move |i: usize, n: usize, name: &str| {
+            s2.lock().unwrap().push((i, n, name.to_string()))
+        }));
+        export_deepseek2_with(&ckpt, &opts, &[], &out).unwrap();
+        let g = GgufFile::open(&out).unwrap();
+        let ty = |n: &str| g.tensor_info(n).unwrap().type_name();
+        assert_eq!(ty("output.weight"), "F32");
+        assert_eq!(ty("blk.2.attn_kv_a_mqa.weight"), "BF16");
+        assert_eq!(ty("blk.1.attn_kv_a_mqa.weight"), "Q8_0");
+        assert_eq!(ty("blk.1.ffn_gate_exps.weight"), "F16");
+        assert_eq!(ty("blk.1.ffn_up_exps.weight"), "Q8_0");
+        assert_eq!(ty("blk.2.ffn_gate_exps.weight"), "Q8_0");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), g.tensor_infos().len());
+        assert!(
+            seen.iter()
+                .enumerate()
+                .all(|(k, (i, n, _))| *i == k && *n == seen.len())
+        );
+        assert_eq!(seen[0].2, g.tensor_infos()[0].name);
+
+        opts.tensor_type = Some(Arc::new(|name: &str, _: &[usize]| {
+            (name == "blk.0.attn_output.weight").then_some(DType::I32)
+        }));
+        opts.progress = None;
+        let e = export_deepseek2_with(&ckpt, &opts, &[], &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tensor_type(blk.0.attn_output.weight)") && e.contains("I32"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
