@@ -41,10 +41,16 @@ impl Matrix {
         let [rows, cols] = two_d(&data)?;
         if !matches!(
             data.dtype,
-            DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q4K | DType::Q6K
+            DType::F32
+                | DType::F16
+                | DType::BF16
+                | DType::Q8_0
+                | DType::Q5_0
+                | DType::Q4K
+                | DType::Q6K
         ) {
             return Err(MatrixError(format!(
-                "tensor `{}` has dtype {}; a weight matrix needs F32, F16, BF16, Q8_0, Q4_K or Q6_K (or F8_E4M3 with scales)",
+                "tensor `{}` has dtype {}; a weight matrix needs F32, F16, BF16, Q8_0, Q5_0, Q4_K or Q6_K (or F8_E4M3 with scales)",
                 data.name, data.dtype
             )));
         }
@@ -144,6 +150,7 @@ impl Matrix {
             (None, DType::F16) => Fmt::F16,
             (None, DType::BF16) => Fmt::BF16,
             (None, DType::Q8_0) => Fmt::Q8_0,
+            (None, DType::Q5_0) => Fmt::Q5_0,
             (None, DType::Q4K) => Fmt::Q4K,
             (None, DType::Q6K) => Fmt::Q6K,
             (None, other) => unreachable!("dtype {other} rejected at construction"),

@@ -22,6 +22,10 @@ pub enum DType {
     Bool,
     /// GGUF/ggml `Q8_0`: blocks of 32 weights, an f16 scale then 32 i8 (34 bytes).
     Q8_0,
+    /// GGUF/ggml `Q5_0`: blocks of 32, an f16 scale, 32 high bits, 16 bytes of low nibbles
+    /// (22 bytes); value = d * (q - 16). llama.cpp's Q4_K_M falls back to it for rows that
+    /// are not whole 256-blocks (DeepSeek's `attn_k_b`).
+    Q5_0,
     /// GGUF/ggml `Q4_K`: super-blocks of 256 weights in 8 sub-blocks of 32 with 6-bit
     /// scales and mins; f16 d, f16 dmin, 12 bytes of scales, 128 bytes of nibbles (144 bytes).
     Q4K,
@@ -59,7 +63,7 @@ impl DType {
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::F8E4M3 | DType::F8E5M2 | DType::I8 | DType::U8 | DType::Bool => 1,
             // block types: see `block`; per-element size is not a whole number of bytes
-            DType::Q8_0 | DType::Q4K | DType::Q6K => 0,
+            DType::Q8_0 | DType::Q5_0 | DType::Q4K | DType::Q6K => 0,
         }
     }
 
@@ -67,6 +71,7 @@ impl DType {
     pub fn block(self) -> (usize, usize) {
         match self {
             DType::Q8_0 => (32, 34),
+            DType::Q5_0 => (32, 22),
             DType::Q4K => (256, 144),
             DType::Q6K => (256, 210),
             other => (1, other.size()),
@@ -110,6 +115,7 @@ impl DType {
             DType::U8 => "U8",
             DType::Bool => "BOOL",
             DType::Q8_0 => "Q8_0",
+            DType::Q5_0 => "Q5_0",
             DType::Q4K => "Q4_K",
             DType::Q6K => "Q6_K",
         }

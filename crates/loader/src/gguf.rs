@@ -276,6 +276,7 @@ pub fn dtype_of_ggml(id: u32) -> Option<DType> {
     Some(match id {
         0 => DType::F32,
         1 => DType::F16,
+        6 => DType::Q5_0,
         8 => DType::Q8_0,
         12 => DType::Q4K,
         14 => DType::Q6K,
@@ -294,6 +295,7 @@ pub fn ggml_of_dtype(dtype: DType) -> Option<u32> {
     Some(match dtype {
         DType::F32 => 0,
         DType::F16 => 1,
+        DType::Q5_0 => 6,
         DType::Q8_0 => 8,
         DType::Q4K => 12,
         DType::Q6K => 14,

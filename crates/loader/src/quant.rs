@@ -513,6 +513,22 @@ fn check_blocks(dtype: DType, n: usize) -> Result<(usize, usize), QuantError> {
     Ok((e, b))
 }
 
+/// Q5_0 blocks (`f16 d; u8 qh[4]; u8 qs[16]`, 32 values): value j < 16 takes the low
+/// nibble of qs[j] and bit j of qh as its fifth bit, value j + 16 the high nibble and bit
+/// j + 16; then `d * (q - 16)`.
+pub fn dequantize_q5_0(bytes: &[u8], out: &mut [f32]) {
+    for (b, y) in bytes.chunks_exact(22).zip(out.chunks_exact_mut(32)) {
+        let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        for j in 0..16 {
+            let lo = (b[6 + j] & 0x0f) as u32 | (((qh >> j) & 1) << 4);
+            let hi = (b[6 + j] >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4);
+            y[j] = d * (lo as i32 - 16) as f32;
+            y[j + 16] = d * (hi as i32 - 16) as f32;
+        }
+    }
+}
+
 /// Decode `out.len()` values of `dtype` from `bytes` (exactly their storage). Handles the
 /// block types and the plain float types (F32, F16, BF16).
 pub fn dequantize_row(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
@@ -526,6 +542,7 @@ pub fn dequantize_row(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<(),
     }
     match dtype {
         DType::Q8_0 => dequantize_q8_0(bytes, out),
+        DType::Q5_0 => dequantize_q5_0(bytes, out),
         DType::Q4K => dequantize_q4_k(bytes, out),
         DType::Q6K => dequantize_q6_k(bytes, out),
         DType::F32 => {
@@ -569,6 +586,22 @@ pub fn quantize_row(dtype: DType, x: &[f32], out: &mut Vec<u8>) -> Result<(), Qu
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn q5_0_hand_built_block() {
+        // d = 0.5; value 0: low nibble 1 + fifth bit (qh bit 0) = 17; value 16: high
+        // nibble 2 + qh bit 16 = 18; value 1: 0 with no fifth bit
+        let mut b = vec![0u8; 22];
+        b[..2].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+        b[2..6].copy_from_slice(&(1u32 | 1 << 16).to_le_bytes());
+        b[6] = 0x21;
+        let mut y = vec![0f32; 32];
+        dequantize_row(DType::Q5_0, &b, &mut y).unwrap();
+        assert_eq!(y[0], 0.5);
+        assert_eq!(y[16], 1.0);
+        assert_eq!(y[1], -8.0);
+        assert_eq!(y[17], -8.0);
+    }
+
     use super::*;
 
     /// Deterministic pseudo-random values, roughly N(0, scale).

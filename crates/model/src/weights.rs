@@ -21,6 +21,7 @@ impl WeightLoader<'_> {
                 DType::F32,
                 DType::F8E4M3,
                 DType::Q8_0,
+                DType::Q5_0,
                 DType::Q4K,
                 DType::Q6K,
             ],

@@ -51,6 +51,10 @@ fn stored(dtype: DType, n: usize, rng: &mut Rng) -> Vec<u8> {
             b.extend(f16_bytes(rng.f() * 0.05));
             (0..32).for_each(|_| b.push(rng.byte()));
         }),
+        DType::Q5_0 => (0..n / 32).for_each(|_| {
+            b.extend(f16_bytes(rng.f() * 0.05));
+            (0..20).for_each(|_| b.push(rng.byte()));
+        }),
         DType::Q4K => (0..n / 256).for_each(|_| {
             b.extend(f16_bytes(rng.f().abs() * 0.01));
             b.extend(f16_bytes(rng.f().abs() * 0.01));
@@ -72,6 +76,7 @@ fn fmt_of<'a>(dtype: DType, scales: &'a [f32], block: usize) -> Fmt<'a> {
         DType::BF16 => Fmt::BF16,
         DType::F8E4M3 => Fmt::Fp8 { scales, block },
         DType::Q8_0 => Fmt::Q8_0,
+        DType::Q5_0 => Fmt::Q5_0,
         DType::Q4K => Fmt::Q4K,
         DType::Q6K => Fmt::Q6K,
         _ => unreachable!(),
@@ -93,6 +98,7 @@ fn cases() -> Vec<(DType, Vec<usize>)> {
         (DType::BF16, vec![1, 7, 16, 17, 64, 65, 200]),
         (DType::F8E4M3, vec![1, 15, 127, 128, 129, 300]),
         (DType::Q8_0, vec![32, 64, 96, 320]),
+        (DType::Q5_0, vec![32, 64, 288]),
         (DType::Q4K, vec![256, 512, 768]),
         (DType::Q6K, vec![256, 512]),
     ]
@@ -209,7 +215,14 @@ fn gemm_panel_matches_the_oracle_for_every_tile_shape() {
 #[test]
 fn quantized_matmul_matches_dequantized_reference() {
     let mut rng = Rng(1234);
-    for dtype in [DType::Q8_0, DType::Q4K, DType::Q6K, DType::BF16, DType::F16] {
+    for dtype in [
+        DType::Q8_0,
+        DType::Q5_0,
+        DType::Q4K,
+        DType::Q6K,
+        DType::BF16,
+        DType::F16,
+    ] {
         let cols = 512;
         for rows in [1, 17, 40] {
             let bytes = stored(dtype, rows * cols, &mut rng);
@@ -291,7 +304,7 @@ fn forcing_an_unsupported_level_is_an_error_not_a_crash() {
 #[test]
 fn block_decoders_agree_with_the_reference_codec() {
     let mut rng = Rng(42);
-    for dtype in [DType::Q8_0, DType::Q4K, DType::Q6K] {
+    for dtype in [DType::Q8_0, DType::Q5_0, DType::Q4K, DType::Q6K] {
         for n in [256, 1024] {
             let src = stored(dtype, n, &mut rng);
             let mut want = vec![0f32; n];
@@ -301,6 +314,9 @@ fn block_decoders_agree_with_the_reference_codec() {
                 let mut got = vec![0f32; n];
                 simd::widen(level, &fmt, &src, &mut got);
                 assert_eq!(got, want, "{level} {dtype}");
+            }
+            if dtype == DType::Q5_0 {
+                continue; // read-only format: llama.cpp writes it, we never do
             }
             // quantized from real values, decoded by us: close to the input
             let x = rng.vec(n);

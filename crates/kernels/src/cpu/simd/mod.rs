@@ -19,6 +19,7 @@ pub enum Fmt<'a> {
         block: usize,
     },
     Q8_0,
+    Q5_0,
     Q4K,
     Q6K,
 }
@@ -31,6 +32,7 @@ impl Fmt<'_> {
             Fmt::F16 | Fmt::BF16 => 512,
             Fmt::Fp8 { .. } => 256,
             Fmt::Q8_0 => 272,
+            Fmt::Q5_0 => 176,
             Fmt::Q4K => 144,
             Fmt::Q6K => 210,
         }

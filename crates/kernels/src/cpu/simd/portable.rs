@@ -60,6 +60,19 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// One Q5_0 block (22 bytes) to 32 values.
+#[inline(always)]
+pub fn q5_0_block(b: &[u8], out: &mut [f32]) {
+    let d = f16_at(b, 0);
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    for j in 0..16 {
+        let lo = (b[6 + j] & 0xf) as u32 | (((qh >> j) & 1) << 4);
+        let hi = (b[6 + j] >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4);
+        out[j] = d * (lo as i32 - 16) as f32;
+        out[j + 16] = d * (hi as i32 - 16) as f32;
+    }
+}
+
 /// One Q4_K super-block (144 bytes) to 256 values.
 #[inline(always)]
 pub fn q4_k_block(b: &[u8], out: &mut [f32]) {
@@ -133,6 +146,11 @@ pub fn widen(fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
         Fmt::Q8_0 => {
             for (o, b) in out.chunks_exact_mut(32).zip(src.chunks_exact(34)) {
                 q8_0_block(b, o);
+            }
+        }
+        Fmt::Q5_0 => {
+            for (o, b) in out.chunks_exact_mut(32).zip(src.chunks_exact(22)) {
+                q5_0_block(b, o);
             }
         }
         Fmt::Q4K => {

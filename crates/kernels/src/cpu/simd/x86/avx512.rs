@@ -240,7 +240,7 @@ pub unsafe fn widen(fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
                     _mm512_storeu_ps(o.add(32 * b + 16), _mm512_mul_ps(load_i8(p.add(16)), d));
                 }
             }
-            Fmt::Q4K | Fmt::Q6K => portable::widen(fmt, src, out),
+            Fmt::Q5_0 | Fmt::Q4K | Fmt::Q6K => portable::widen(fmt, src, out),
         }
     }
 }
@@ -288,6 +288,17 @@ pub unsafe fn dot_row(fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
                     acc[b & 1] = _mm512_fmadd_ps(t, _mm512_set1_ps(f16_at(blk, 0)), acc[b & 1]);
                 }
                 _mm512_add_ps(acc[0], acc[1])
+            }
+            Fmt::Q5_0 => {
+                assert!(n.is_multiple_of(32) && src.len() >= n / 32 * 22);
+                let mut buf = [0f32; 32];
+                let mut acc = _mm512_setzero_ps();
+                for b in 0..n / 32 {
+                    portable::q5_0_block(&src[22 * b..22 * (b + 1)], &mut buf);
+                    let part = dot_lanes::<F32>(buf.as_ptr() as *const u8, px.add(32 * b), 32);
+                    acc = _mm512_add_ps(acc, part);
+                }
+                acc
             }
             Fmt::Q4K | Fmt::Q6K => {
                 let q4 = matches!(fmt, Fmt::Q4K);
