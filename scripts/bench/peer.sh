@@ -27,7 +27,9 @@
 #
 # Environment: PEER_DIR, THREADS (2), REPS (3), DEPTHS (0,4096), PEER_PYTHON (a python with numpy,
 # torch, transformers; default: scripts/reference/venv.sh, the repo's pinned reference venv),
-# DEEPRUST_BIN (default target/release/deeprust; this script never builds it), PEER_REBENCH=1.
+# DEEPRUST_BIN (default target/release/deeprust; this script never builds it), PEER_REBENCH=1,
+# LLAMA_FA (0 or 1: llama-bench -fa; default llama.cpp's auto, which turns flash attention on for
+# CPU; at this commit that makes tg128@d4096 on q8_0/q4_k_m several times slower than -fa 0).
 # Needs: cmake, gcc/g++ (apt-get install cmake build-essential), pip, network for the sdist once.
 # Nothing of llama.cpp is copied into the repository.
 set -euo pipefail
@@ -185,7 +187,7 @@ for f in "${FORMATS[@]}"; do
   if [ ! -s "$res/llama-$f.json" ]; then
     log "llama-bench $f (-p 512 -n 128 -d $DEPTHS -r $REPS -t $THREADS)"
     if "$bin/llama-bench" -m "$PEER_DIR/mid-$f.gguf" -p 512 -n 128 -d "$DEPTHS" -t "$THREADS" -r "$REPS" \
-        -o json > "$res/llama-$f.json.tmp" 2> "$res/llama-$f.log"; then
+        ${LLAMA_FA:+-fa "$LLAMA_FA"} -o json > "$res/llama-$f.json.tmp" 2> "$res/llama-$f.log"; then
       mv "$res/llama-$f.json.tmp" "$res/llama-$f.json"
     else
       log "llama-bench $f failed (see $res/llama-$f.log)"; rm -f "$res/llama-$f.json.tmp"
