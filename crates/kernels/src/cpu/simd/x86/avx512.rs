@@ -149,6 +149,108 @@ unsafe fn dot_lanes<const K: u8>(w: *const u8, x: *const f32, n: usize) -> __m51
     }
 }
 
+/// 16 unsigned bytes to f32 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn u8x16(v: __m128i) -> __m512 {
+    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v))
+}
+
+/// 16 signed bytes to f32 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn i8x16(v: __m128i) -> __m512 {
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v))
+}
+
+/// Q4_K scale and min of sub-block `j` (ggml's get_scale_min_k4).
+#[inline(always)]
+fn q4k_scale_min(j: usize, q: &[u8]) -> (f32, f32) {
+    let (s, m) = if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    };
+    (s as f32, m as f32)
+}
+
+/// One Q4_K super-block's 256 values, 16 at a time: `each(i, values)` for lanes
+/// `16 i .. 16 i + 16`. Values are `d * sc * q - dmin * m`, rounded as the portable
+/// decoder rounds them (a product, then a difference).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn q4k_lanes(b: &[u8], mut each: impl FnMut(usize, __m512)) {
+    let d = f16_at(b, 0);
+    let dmin = f16_at(b, 2);
+    let scales = &b[4..16];
+    let low = _mm256_set1_epi8(0x0f);
+    for pair in 0..4 {
+        let q = unsafe { _mm256_loadu_si256(b.as_ptr().add(16 + 32 * pair) as *const __m256i) };
+        let lo = _mm256_and_si256(q, low);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+        for (half, nib) in [lo, hi].into_iter().enumerate() {
+            let (sc, m) = q4k_scale_min(2 * pair + half, scales);
+            let (ds, dm) = (_mm512_set1_ps(d * sc), _mm512_set1_ps(dmin * m));
+            let parts = [
+                _mm256_castsi256_si128(nib),
+                _mm256_extracti128_si256::<1>(nib),
+            ];
+            for (k, part) in parts.into_iter().enumerate() {
+                let v = _mm512_sub_ps(_mm512_mul_ps(u8x16(part), ds), dm);
+                each(4 * pair + 2 * half + k, v);
+            }
+        }
+    }
+}
+
+/// One Q6_K super-block's 256 values, 16 at a time (see `q4k_lanes`); values are
+/// `(d * sc) * (q - 32)` as the portable decoder computes them.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn q6k_lanes(b: &[u8], mut each: impl FnMut(usize, __m512)) {
+    let d = f16_at(b, 208);
+    let low = _mm256_set1_epi8(0x0f);
+    let two = _mm256_set1_epi8(3);
+    let off = _mm256_set1_epi8(32);
+    for half in 0..2 {
+        let p = b.as_ptr();
+        let (a, bb, h) = unsafe {
+            (
+                _mm256_loadu_si256(p.add(64 * half) as *const __m256i),
+                _mm256_loadu_si256(p.add(64 * half + 32) as *const __m256i),
+                _mm256_loadu_si256(p.add(128 + 32 * half) as *const __m256i),
+            )
+        };
+        let hbits = |shift: i32| -> __m256i {
+            let v = match shift {
+                0 => h,
+                2 => _mm256_srli_epi16::<2>(h),
+                4 => _mm256_srli_epi16::<4>(h),
+                _ => _mm256_srli_epi16::<6>(h),
+            };
+            _mm256_slli_epi16::<4>(_mm256_and_si256(v, two))
+        };
+        let qs = [
+            _mm256_or_si256(_mm256_and_si256(a, low), hbits(0)),
+            _mm256_or_si256(_mm256_and_si256(bb, low), hbits(2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(a), low), hbits(4)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bb), low), hbits(6)),
+        ];
+        let sc = &b[192 + 8 * half..192 + 8 * half + 8];
+        for (g, q) in qs.into_iter().enumerate() {
+            let q = _mm256_sub_epi8(q, off);
+            let parts = [_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q)];
+            for (k, part) in parts.into_iter().enumerate() {
+                let scale = _mm512_set1_ps(d * (sc[2 * g + k] as i8) as f32);
+                each(8 * half + 2 * g + k, _mm512_mul_ps(scale, i8x16(part)));
+            }
+        }
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -240,7 +342,20 @@ pub unsafe fn widen(fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
                     _mm512_storeu_ps(o.add(32 * b + 16), _mm512_mul_ps(load_i8(p.add(16)), d));
                 }
             }
-            Fmt::Q5_0 | Fmt::Q4K | Fmt::Q6K => portable::widen(fmt, src, out),
+            Fmt::Q4K | Fmt::Q6K => {
+                let bytes = if matches!(fmt, Fmt::Q4K) { 144 } else { 210 };
+                assert!(n.is_multiple_of(256) && src.len() >= n / 256 * bytes);
+                for b in 0..n / 256 {
+                    let blk = &src[bytes * b..bytes * (b + 1)];
+                    let store = |i: usize, v: __m512| _mm512_storeu_ps(o.add(256 * b + 16 * i), v);
+                    if matches!(fmt, Fmt::Q4K) {
+                        q4k_lanes(blk, store);
+                    } else {
+                        q6k_lanes(blk, store);
+                    }
+                }
+            }
+            Fmt::Q5_0 => portable::widen(fmt, src, out),
         }
     }
 }
@@ -304,19 +419,21 @@ pub unsafe fn dot_row(fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
                 let q4 = matches!(fmt, Fmt::Q4K);
                 let bytes = if q4 { 144 } else { 210 };
                 assert!(n.is_multiple_of(256) && src.len() >= n / 256 * bytes);
-                let mut buf = [0f32; 256];
-                let mut acc = _mm512_setzero_ps();
+                let mut acc = [_mm512_setzero_ps(); 2];
                 for b in 0..n / 256 {
                     let blk = &src[bytes * b..bytes * (b + 1)];
+                    let xb = px.add(256 * b);
+                    let fma = |i: usize, v: __m512| {
+                        let a = &mut acc[i & 1];
+                        *a = _mm512_fmadd_ps(v, _mm512_loadu_ps(xb.add(16 * i)), *a);
+                    };
                     if q4 {
-                        portable::q4_k_block(blk, &mut buf);
+                        q4k_lanes(blk, fma);
                     } else {
-                        portable::q6_k_block(blk, &mut buf);
+                        q6k_lanes(blk, fma);
                     }
-                    let part = dot_lanes::<F32>(buf.as_ptr() as *const u8, px.add(256 * b), 256);
-                    acc = _mm512_add_ps(acc, part);
                 }
-                acc
+                _mm512_add_ps(acc[0], acc[1])
             }
         };
         _mm512_reduce_add_ps(v)
