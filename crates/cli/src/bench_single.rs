@@ -186,10 +186,49 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
             Output::Json => records.push(rec),
         }
     }
+    // Memory: the peak resident set against what the run needs (mapped weights plus the
+    // largest KV cache a test held); the rest is activations, scratch and the binary.
+    let kv_max = tests
+        .iter()
+        .map(|t| (t.depth + t.n_prompt + t.n_gen) * model::KvPool::block_bytes(&model.config, 1))
+        .max()
+        .unwrap_or(0) as u64;
+    let peak = peak_rss();
+    if let Some(peak) = peak {
+        let need = size + kv_max;
+        let over = peak as f64 / need as f64 - 1.0;
+        match a.output {
+            Output::Md => println!(
+                "memory: peak RSS {} = weights {} + KV {} {:+.1}%",
+                gib(peak),
+                gib(size),
+                gib(kv_max),
+                over * 100.0
+            ),
+            _ => {
+                for r in &mut records {
+                    r["peak_rss_bytes"] = json!(peak);
+                    r["kv_bytes"] = json!(kv_max);
+                }
+            }
+        }
+    }
     if a.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&records)?);
     }
     Ok(())
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.3} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// The process's peak resident set (VmHWM), where the OS reports it.
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// One run of a test in a fresh cache; returns the nanoseconds of the timed part.
