@@ -160,8 +160,8 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
             "model_type": format!("deepseek2 {types}"),
             "model_size": size,
             "model_n_params": params,
-            "n_batch": t.n_prompt.max(1),
-            "n_ubatch": t.n_prompt.max(1),
+            "n_batch": 2048,
+            "n_ubatch": UBATCH,
             "n_threads": threads,
             "type_k": "f32",
             "type_v": "f32",
@@ -231,6 +231,9 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Prompt tokens per forward (llama-bench's default n_ubatch).
+const UBATCH: usize = 512;
+
 /// One run of a test in a fresh cache; returns the nanoseconds of the timed part.
 fn run_once(model: &Model, t: &Test) -> Result<u64> {
     let total = t.depth + t.n_prompt + t.n_gen;
@@ -252,13 +255,19 @@ fn run_once(model: &Model, t: &Test) -> Result<u64> {
         model.forward(&batch, cache)?;
         Ok(())
     };
-    if t.depth > 0 {
-        forward(&mut cache, 0, &ids[..t.depth])?;
-    }
+    // prompts go through in micro-batches of UBATCH tokens, as llama-bench's n_ubatch
+    let chunked = |cache: &mut model::KvCache, from: usize, to: usize| -> Result<()> {
+        let mut at = from;
+        while at < to {
+            let end = (at + UBATCH).min(to);
+            forward(cache, at, &ids[at..end])?;
+            at = end;
+        }
+        Ok(())
+    };
+    chunked(&mut cache, 0, t.depth)?;
     let start = Instant::now();
-    if t.n_prompt > 0 {
-        forward(&mut cache, t.depth, &ids[t.depth..t.depth + t.n_prompt])?;
-    }
+    chunked(&mut cache, t.depth, t.depth + t.n_prompt)?;
     for i in 0..t.n_gen {
         let pos = t.depth + t.n_prompt + i;
         forward(&mut cache, pos, &ids[pos..pos + 1])?;

@@ -52,18 +52,19 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
             q[i * row + r..(i + 1) * row].copy_from_slice(&a.q_pe[i * p..(i + 1) * p]);
         }
         let q = &q[..rows * row];
-        // Query blocks: several per thread, each a whole number of 4-row tiles.
+        // Query blocks: one per thread for a decode step (each block reads the whole
+        // cache once, so fewer is better), a whole number of 4-row tiles, at most 64 rows.
         let per = rows
-            .div_ceil(pool.threads() * 2)
+            .div_ceil(pool.threads())
             .clamp(4, 64)
             .next_multiple_of(4);
         let dst = Out(out.as_mut_ptr());
         // scores of one chunk: `per` rows by every position the sequence's blocks hold,
         // rounded up so a sequence growing a token per step re-sizes once per doubling
         let len = a.start_pos + tokens;
-        let chunk = pool.range_len(rows, per);
-        let scratch = (chunk * len.max(a.blocks.len() * a.block_size)).next_power_of_two();
-        pool.for_ranges_scratch(rows, per, scratch, &|qr, scores| {
+        let scratch = (per * len.max(a.blocks.len() * a.block_size)).next_power_of_two();
+        pool.for_chunks_scratch(rows.div_ceil(per), scratch, &|c, scores| {
+            let qr = c * per..((c + 1) * per).min(rows);
             // SAFETY: query rows qr's outputs belong to this chunk alone.
             let o = unsafe {
                 std::slice::from_raw_parts_mut(dst.ptr().add(qr.start * r), qr.len() * r)

@@ -170,6 +170,21 @@ impl ThreadPool {
         });
     }
 
+    /// Run `f(chunk, scratch)` for every chunk in `0..chunks`, handing each the running
+    /// thread's scratch buffer of `scratch` floats (contents unspecified).
+    pub fn for_chunks_scratch(
+        &self,
+        chunks: usize,
+        scratch: usize,
+        f: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) {
+        self.run(chunks, scratch, &|c, t| {
+            // SAFETY: thread t's buffer, used by thread t alone during the job
+            let buf = unsafe { self.scratch_of(t) };
+            f(c, &mut buf[..scratch])
+        });
+    }
+
     /// The longest range [`ThreadPool::for_ranges`] hands out for `n` items.
     pub fn range_len(&self, n: usize, align: usize) -> usize {
         let align = align.max(1);
