@@ -120,8 +120,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let Some(concurrency) = &a.concurrency else {
         return crate::bench_single::run(&a.model, &a.single);
     };
-    let loaded = a.model.load(false)?;
-    let model = Arc::new(loaded.model);
+    let model = Arc::new(a.model.load_model()?);
     let cfg = a.engine.config(&model)?;
     let vocab = model.config.vocab_size as u32;
     let eos = model.config.eos_token_ids.clone();

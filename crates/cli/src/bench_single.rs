@@ -84,11 +84,8 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
     if a.membw {
         return membw(m, a);
     }
-    let loaded = m.load(false)?;
-    let model = loaded.model;
-    let backend = m.backend()?; // the same options the model was built with, for the report
-    let (level, threads) = (backend.level(), backend.threads());
-    drop(backend);
+    let model = m.load_model()?;
+    let (level, threads) = m.kernel_choice()?; // what the model was built with, for the report
     let ctx = model.config.max_position_embeddings;
     let mut tests = Vec::new();
     for &depth in &a.depth {
@@ -341,28 +338,17 @@ fn now_rfc3339() -> String {
 /// STREAM triad `a = b + s * c` over arrays far larger than any cache, split across the
 /// kernel thread pool by ranges; bytes counted as STREAM does (two reads, one write).
 fn membw(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
-    let backend = m.backend()?;
-    let threads = backend.threads();
-    drop(backend);
+    let (_, threads) = m.kernel_choice()?;
     let pool = kernels::cpu::pool::ThreadPool::new(threads, m.pin_threads);
     let n = 64 << 20; // 64 Mi f32 = 256 MiB per array
     let mut av = vec![0f32; n];
     let b = vec![1f32; n];
     let c = vec![2f32; n];
-    #[derive(Clone, Copy)]
-    struct P(*mut f32);
-    unsafe impl Send for P {}
-    unsafe impl Sync for P {}
-    impl P {
-        fn get(self) -> *mut f32 {
-            self.0
-        }
-    }
-    let dst = P(av.as_mut_ptr());
+    let dst = kernels::cpu::pool::Disjoint::new(&mut av);
     let triad = || {
         pool.for_ranges(n, 4096, &|r| {
             // SAFETY: each share writes its own range of `av`.
-            let out = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r.start), r.len()) };
+            let out = unsafe { dst.slice(r.start, r.len()) };
             for ((o, &x), &y) in out.iter_mut().zip(&b[r.clone()]).zip(&c[r]) {
                 *o = x + 3.0 * y;
             }

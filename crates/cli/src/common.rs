@@ -59,15 +59,33 @@ impl ModelArgs {
 
     /// The CPU backend as `--threads`, `--kernels` and `--pin-threads` ask.
     pub fn backend(&self) -> Result<kernels::CpuBackend> {
+        kernels::CpuBackend::with_options(&self.cpu_options()?).map_err(anyhow::Error::msg)
+    }
+
+    /// The kernel level and thread count `--kernels` and `--threads` give here (for
+    /// reports; starts no thread).
+    pub fn kernel_choice(&self) -> Result<(kernels::Level, usize)> {
+        self.cpu_options()?.resolve().map_err(anyhow::Error::msg)
+    }
+
+    fn cpu_options(&self) -> Result<kernels::CpuOptions> {
         if self.threads == Some(0) {
             bail!("--threads must be at least 1");
         }
-        kernels::CpuBackend::with_options(&kernels::CpuOptions {
+        Ok(kernels::CpuOptions {
             level: self.kernels,
             threads: self.threads,
             pin_threads: self.pin_threads,
         })
-        .map_err(anyhow::Error::msg)
+    }
+
+    /// The model alone, for commands that never touch text (a GGUF's tokenizer metadata is
+    /// not turned into a tokenizer).
+    pub fn load_model(&self) -> Result<Model> {
+        let backend = self.backend()?;
+        with_spinner("loading model", || -> Result<Model> {
+            Ok(Model::load_with(&self.checkpoint()?, Box::new(backend))?)
+        })
     }
 
     /// `--tokenizer`, else the model's tokenizer (a directory's tokenizer.json, a GGUF

@@ -137,11 +137,11 @@ pub fn run(a: &InfoArgs) -> Result<()> {
         bytes(kv_values as u64 * 4),
         bytes(kv_values as u64 * 2)
     );
-    let be = a.model.backend()?;
+    let (level, threads) = a.model.kernel_choice()?;
     println!(
         "kernels        {} on {} threads (cpu: {})",
-        be.level(),
-        be.threads(),
+        level,
+        threads,
         kernels::cpu_features().join(" ")
     );
     Ok(())

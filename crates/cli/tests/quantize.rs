@@ -2,49 +2,13 @@
 //! GGUF file in every type runs (logits, tokenizer, generation) as the original does, within
 //! each type's error, and `kl` measures that error.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
+
+use std::path::Path;
 
 use loader::SafetensorsFile;
 use loader::gguf::{GgufFile, GgufValue};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn golden(name: &str) -> PathBuf {
-    root().join("tests/golden").join(name)
-}
-
-fn deeprust(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deeprust"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "deeprust failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-/// A clean failure: exit status 1 or 2 (never a panic's 101), with `mention` in stderr.
-fn fails(out: &Output, mention: &str) {
-    let code = out.status.code();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        matches!(code, Some(1) | Some(2)),
-        "exit {code:?}, stderr: {err}"
-    );
-    assert!(
-        err.contains(mention),
-        "stderr `{err}` does not mention `{mention}`"
-    );
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -1,14 +1,10 @@
 //! Text in, text out through the `deeprust` binary: prompts, chat, sampling flags, stop
 //! strings, tokenize, and the interactive chat in a pseudo-terminal.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn tiny() -> String {
     root()
@@ -16,13 +12,6 @@ fn tiny() -> String {
         .to_str()
         .unwrap()
         .to_string()
-}
-
-fn deeprust(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deeprust"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn json(args: &[&str]) -> Value {
@@ -34,19 +23,6 @@ fn json(args: &[&str]) -> Value {
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
-}
-
-fn fails(out: &Output, mention: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        matches!(out.status.code(), Some(1) | Some(2)),
-        "exit {:?}: {err}",
-        out.status.code()
-    );
-    assert!(
-        err.contains(mention),
-        "stderr `{err}` does not mention `{mention}`"
-    );
 }
 
 fn ids(v: &Value) -> Vec<u64> {

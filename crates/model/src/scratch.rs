@@ -60,11 +60,6 @@ impl<T: Pooled> Buf<T> {
     pub fn vec(&mut self) -> &mut Vec<T> {
         &mut self.v
     }
-
-    /// Detach as a plain vector (it will not return to the free list).
-    pub fn into_vec(mut self) -> Vec<T> {
-        std::mem::take(&mut self.v)
-    }
 }
 
 /// The smallest free vector with capacity `n`, cleared; else a new one.

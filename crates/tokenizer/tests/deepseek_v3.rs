@@ -1,119 +1,36 @@
 //! The real DeepSeek-V3 tokenizer against goldens from the Python stack
 //! (`scripts/reference/tokenizer_goldens.py`, pinned transformers).
 
-use std::path::PathBuf;
+mod common;
+use common::*;
+
 use std::sync::OnceLock;
 
-use serde_json::Value;
 use tokenizer::{StreamDecoder, Tokenizer};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn tok() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();
     T.get_or_init(|| Tokenizer::from_dir(&root().join("assets/tokenizers/deepseek-v3")).unwrap())
 }
 
-fn golden() -> &'static Value {
-    static G: OnceLock<Value> = OnceLock::new();
-    G.get_or_init(|| {
-        let text = std::fs::read_to_string(root().join("tests/golden/tokenizer/deepseek_v3.json"))
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
-    })
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn special_tokens_from_the_config() {
-    let t = tok();
-    let s = &golden()["special"];
-    assert_eq!(t.bos_token.as_deref(), s["bos_token"].as_str());
-    assert_eq!(t.bos_id, Some(s["bos_token_id"].as_u64().unwrap() as u32));
-    assert_eq!(t.eos_id, Some(s["eos_token_id"].as_u64().unwrap() as u32));
-    assert_eq!(t.vocab_size() as u64, s["len_tokenizer"].as_u64().unwrap());
+    check_special(tok());
 }
 
 #[test]
 fn encodings_equal_python() {
-    let t = tok();
-    let cases = golden()["encode"].as_array().unwrap();
-    assert!(cases.len() > 300);
-    for c in cases {
-        let name = c["name"].as_str().unwrap();
-        let text = c["text"].as_str().unwrap();
-        assert_eq!(
-            t.encode(text, false).unwrap(),
-            ids(&c["ids"]),
-            "{name}: ids"
-        );
-        assert_eq!(
-            t.encode(text, true).unwrap(),
-            ids(&c["ids_special"]),
-            "{name}: ids with special tokens"
-        );
-        let want: Vec<String> = c["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(t.tokens(&ids(&c["ids"])), want, "{name}: tokens");
-    }
+    check_encodings(tok());
 }
 
 #[test]
 fn decodings_equal_python() {
-    let t = tok();
-    for c in golden()["decode"].as_array().unwrap() {
-        let name = c["name"].as_str().unwrap();
-        let i = ids(&c["ids"]);
-        assert_eq!(
-            t.decode(&i, true).unwrap(),
-            c["skip_special"].as_str().unwrap(),
-            "{name}: skip special"
-        );
-        assert_eq!(
-            t.decode(&i, false).unwrap(),
-            c["keep_special"].as_str().unwrap(),
-            "{name}: keep special"
-        );
-    }
+    check_decodings(tok());
 }
 
 #[test]
 fn chat_templates_equal_python() {
-    let t = tok();
-    let cases = golden()["chat"].as_array().unwrap();
-    assert!(cases.len() >= 20);
-    for c in cases {
-        let name = c["name"].as_str().unwrap();
-        let gen_prompt = c["add_generation_prompt"].as_bool().unwrap();
-        let tools = c.get("tools").filter(|v| !v.is_null());
-        let got = t.apply_chat_template(&c["messages"], tools, gen_prompt);
-        if c.get("error").is_some() {
-            assert!(
-                got.is_err(),
-                "{name}: Python failed to render, we rendered {got:?}"
-            );
-            continue;
-        }
-        assert_eq!(got.unwrap(), c["text"].as_str().unwrap(), "{name}: text");
-        assert_eq!(
-            t.encode_chat(&c["messages"], tools, gen_prompt).unwrap(),
-            ids(&c["ids"]),
-            "{name}: ids"
-        );
-    }
+    check_chat_templates(tok());
 }
 
 /// Streaming never breaks a character: every delta is whole, and the deltas add up to the

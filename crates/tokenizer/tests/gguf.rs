@@ -4,24 +4,13 @@
 //! it: every id up to the model's vocabulary size, added tokens typed control (special) or
 //! user-defined (not), ids nothing uses typed unused as `[PAD<id>]`.
 
-use std::path::PathBuf;
+mod common;
+use common::*;
+
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 use tokenizer::{GgufVocab, GgufVocabError, Tokenizer, TokenizerError};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn read_json(rel: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(root().join(rel)).unwrap()).unwrap()
-}
-
-fn golden() -> &'static Value {
-    static G: OnceLock<Value> = OnceLock::new();
-    G.get_or_init(|| read_json("tests/golden/tokenizer/deepseek_v3.json"))
-}
 
 /// The GGUF keys for DeepSeek-V3, as the library derives them from the checkpoint's files.
 fn v3_vocab() -> GgufVocab {
@@ -166,97 +155,24 @@ fn hf() -> &'static Tokenizer {
     T.get_or_init(|| Tokenizer::from_dir(&root().join("assets/tokenizers/deepseek-v3")).unwrap())
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn special_tokens_and_size_equal_python() {
-    let t = gguf();
-    let s = &golden()["special"];
-    assert_eq!(t.bos_token.as_deref(), s["bos_token"].as_str());
-    assert_eq!(t.eos_token.as_deref(), s["eos_token"].as_str());
-    assert_eq!(t.bos_id, Some(s["bos_token_id"].as_u64().unwrap() as u32));
-    assert_eq!(t.eos_id, Some(s["eos_token_id"].as_u64().unwrap() as u32));
-    // the unused ids past the tokenizer's end are not tokens
-    assert_eq!(t.vocab_size() as u64, s["len_tokenizer"].as_u64().unwrap());
+    check_special(gguf());
 }
 
 #[test]
 fn encodings_equal_python() {
-    let t = gguf();
-    let cases = golden()["encode"].as_array().unwrap();
-    assert!(cases.len() > 300);
-    for c in cases {
-        let name = c["name"].as_str().unwrap();
-        let text = c["text"].as_str().unwrap();
-        assert_eq!(
-            t.encode(text, false).unwrap(),
-            ids(&c["ids"]),
-            "{name}: ids"
-        );
-        assert_eq!(
-            t.encode(text, true).unwrap(),
-            ids(&c["ids_special"]),
-            "{name}: ids with special tokens"
-        );
-        let want: Vec<String> = c["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(t.tokens(&ids(&c["ids"])), want, "{name}: tokens");
-    }
+    check_encodings(gguf());
 }
 
 #[test]
 fn decodings_equal_python() {
-    let t = gguf();
-    for c in golden()["decode"].as_array().unwrap() {
-        let name = c["name"].as_str().unwrap();
-        let i = ids(&c["ids"]);
-        assert_eq!(
-            t.decode(&i, true).unwrap(),
-            c["skip_special"].as_str().unwrap(),
-            "{name}: skip special"
-        );
-        assert_eq!(
-            t.decode(&i, false).unwrap(),
-            c["keep_special"].as_str().unwrap(),
-            "{name}: keep special"
-        );
-    }
+    check_decodings(gguf());
 }
 
 #[test]
 fn chat_templates_equal_python() {
-    let t = gguf();
-    let cases = golden()["chat"].as_array().unwrap();
-    assert!(cases.len() >= 20);
-    for c in cases {
-        let name = c["name"].as_str().unwrap();
-        let gen_prompt = c["add_generation_prompt"].as_bool().unwrap();
-        let tools = c.get("tools").filter(|v| !v.is_null());
-        let got = t.apply_chat_template(&c["messages"], tools, gen_prompt);
-        if c.get("error").is_some() {
-            assert!(
-                got.is_err(),
-                "{name}: Python failed to render, we rendered {got:?}"
-            );
-            continue;
-        }
-        assert_eq!(got.unwrap(), c["text"].as_str().unwrap(), "{name}: text");
-        assert_eq!(
-            t.encode_chat(&c["messages"], tools, gen_prompt).unwrap(),
-            ids(&c["ids"]),
-            "{name}: ids"
-        );
-    }
+    check_chat_templates(gguf());
 }
 
 /// Every id (the unused ones past the end too) has the same token string and decodes to the

@@ -13,24 +13,13 @@ use std::cell::RefCell;
 
 use super::dispatch::Level;
 use super::norm::softmax;
-use super::pool::ThreadPool;
+use super::pool::{Disjoint, ThreadPool};
 use super::simd::{self, GemmPanel, PvBlock};
 use crate::backend::MlaAttention;
 
 thread_local! {
     /// The caller's `[q_latent | q_pe]` rows.
     static QUERY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-impl Out {
-    /// A method, not a field access, so closures capture the `Sync` wrapper.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
 }
 
 pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out: &mut [f32]) {
@@ -58,7 +47,7 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
             .div_ceil(pool.threads())
             .clamp(4, 64)
             .next_multiple_of(4);
-        let dst = Out(out.as_mut_ptr());
+        let dst = Disjoint::new(out);
         // scores of one chunk: `per` rows by every position the sequence's blocks hold,
         // rounded up so a sequence growing a token per step re-sizes once per doubling
         let len = a.start_pos + tokens;
@@ -66,9 +55,7 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
         pool.for_chunks_scratch(rows.div_ceil(per), scratch, &|c, scores| {
             let qr = c * per..((c + 1) * per).min(rows);
             // SAFETY: query rows qr's outputs belong to this chunk alone.
-            let o = unsafe {
-                std::slice::from_raw_parts_mut(dst.ptr().add(qr.start * r), qr.len() * r)
-            };
+            let o = unsafe { dst.slice(qr.start * r, qr.len() * r) };
             attend(
                 level,
                 a,

@@ -137,3 +137,29 @@ pub struct CpuOptions {
     /// Pin thread i to the i-th CPU of the process's affinity mask.
     pub pin_threads: bool,
 }
+
+impl CpuOptions {
+    /// The level and thread count these options give on this CPU, without starting any
+    /// thread; an error if the level is not supported here.
+    pub fn resolve(&self) -> Result<(Level, usize), String> {
+        let level = match self.level {
+            Some(l) if !l.supported() => {
+                return Err(format!(
+                    "kernel level `{l}` is not supported by this CPU (supported: {})",
+                    Level::available()
+                        .iter()
+                        .map(|l| l.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            Some(l) => l,
+            None => Level::detect(),
+        };
+        let threads = match self.threads {
+            Some(t) if t > 0 => t,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok((level, threads))
+    }
+}

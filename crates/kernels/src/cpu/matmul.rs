@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 
 use super::dispatch::Level;
-use super::pool::ThreadPool;
+use super::pool::{Disjoint, ThreadPool};
 use super::simd::{self, GemmPanel};
 use crate::matrix::Matrix;
 
@@ -34,18 +34,6 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// A raw output pointer shared by shares that write disjoint elements.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-impl Out {
-    /// A method, not a field access, so closures capture the `Sync` wrapper.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `y[n, w.rows] = x[n, w.cols] · Wᵀ`.
 pub fn matmul(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f32]) {
     let (m, k) = (w.rows, w.cols);
@@ -56,7 +44,7 @@ pub fn matmul(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f
         x.len(),
         y.len()
     );
-    let out = Out(y.as_mut_ptr());
+    let out = Disjoint::new(y);
     if n < GEMM_MIN_TOKENS {
         pool.for_ranges(m, ROW_ALIGN, &|rows| {
             for r in rows {
@@ -124,7 +112,7 @@ pub fn matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut 
     }
     // Many tokens: every share widens W once, transposed to [cols, rows], and runs the
     // panel kernel over its own columns with k = rows.
-    let out = Out(y.as_mut_ptr());
+    let out = Disjoint::new(y);
     pool.for_ranges_scratch(cols, ROW_ALIGN, cols + cols * rows, &|cs, buf| {
         let width = cs.len();
         {

@@ -34,24 +34,7 @@ impl CpuBackend {
 
     /// Fails if the requested level is not supported by this CPU.
     pub fn with_options(o: &CpuOptions) -> Result<CpuBackend, String> {
-        let level = match o.level {
-            Some(l) if !l.supported() => {
-                return Err(format!(
-                    "kernel level `{l}` is not supported by this CPU (supported: {})",
-                    Level::available()
-                        .iter()
-                        .map(|l| l.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            Some(l) => l,
-            None => Level::detect(),
-        };
-        let threads = match o.threads {
-            Some(t) if t > 0 => t,
-            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let (level, threads) = o.resolve()?;
         Ok(CpuBackend {
             level,
             pool: ThreadPool::new(threads, o.pin_threads),

@@ -157,16 +157,9 @@ impl ThreadPool {
         scratch: usize,
         f: &(dyn Fn(std::ops::Range<usize>, &mut [f32]) + Sync),
     ) {
-        let align = align.max(1);
-        let chunks = (self.threads * CHUNKS_PER_THREAD)
-            .min(n.div_ceil(align))
-            .max(1);
-        let size = n.div_ceil(chunks).div_ceil(align) * align;
-        let chunks = if n == 0 { 0 } else { n.div_ceil(size) };
-        self.run(chunks, scratch, &|c, t| {
-            // SAFETY: thread t's buffer, used by thread t alone during the job
-            let buf = unsafe { self.scratch_of(t) };
-            f(c * size..((c + 1) * size).min(n), &mut buf[..scratch])
+        let size = self.range_len(n, align);
+        self.for_chunks_scratch(n.div_ceil(size), scratch, &|c, buf| {
+            f(c * size..((c + 1) * size).min(n), buf)
         });
     }
 
@@ -185,8 +178,9 @@ impl ThreadPool {
         });
     }
 
-    /// The longest range [`ThreadPool::for_ranges`] hands out for `n` items.
-    pub fn range_len(&self, n: usize, align: usize) -> usize {
+    /// The length of the ranges [`ThreadPool::for_ranges`] cuts `n` items into (the last
+    /// may be shorter).
+    fn range_len(&self, n: usize, align: usize) -> usize {
         let align = align.max(1);
         let chunks = (self.threads * CHUNKS_PER_THREAD)
             .min(n.div_ceil(align))
@@ -250,6 +244,33 @@ impl ThreadPool {
         if s.panicked.swap(false, Relaxed) {
             panic!("a kernel thread panicked");
         }
+    }
+}
+
+/// An output buffer that the chunks of one job write in disjoint places (rows, columns,
+/// ranges): a raw pointer, so every chunk can hold it at once.
+#[derive(Clone, Copy)]
+pub struct Disjoint(*mut f32);
+
+// SAFETY: users write disjoint elements from different threads, never the same one.
+unsafe impl Send for Disjoint {}
+unsafe impl Sync for Disjoint {}
+
+impl Disjoint {
+    pub fn new(out: &mut [f32]) -> Disjoint {
+        Disjoint(out.as_mut_ptr())
+    }
+
+    /// A method, not a field, so closures capture the `Sync` wrapper whole.
+    pub fn ptr(self) -> *mut f32 {
+        self.0
+    }
+
+    /// # Safety
+    /// `start..start + len` lies in the buffer and no other chunk touches it meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }
 }
 

@@ -246,12 +246,7 @@ fn quantized_matmul_matches_dequantized_reference() {
                     .collect();
                 for level in Level::available() {
                     for threads in [1, 2, 3] {
-                        let be = CpuBackend::with_options(&crate::CpuOptions {
-                            level: Some(level),
-                            threads: Some(threads),
-                            pin_threads: false,
-                        })
-                        .unwrap();
+                        let be = super::tests::backend(level, threads);
                         let mut y = vec![0f32; n * rows];
                         be.matmul(&x, &w, &mut y);
                         let scale =
@@ -299,8 +294,8 @@ fn forcing_an_unsupported_level_is_an_error_not_a_crash() {
     );
 }
 
-/// The kernels' own block decoders against the loader's reference codec (written apart,
-/// from ggml's layout), and through a real quantize -> decode round trip.
+/// Every level's block decoders against the loader's reference codec (which the portable
+/// level calls), and through a real quantize -> decode round trip.
 #[test]
 fn block_decoders_agree_with_the_reference_codec() {
     let mut rng = Rng(42);

@@ -26,17 +26,18 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 fn backends() -> Vec<CpuBackend> {
     crate::Level::available()
         .into_iter()
-        .flat_map(|level| {
-            [1, 3].map(|threads| {
-                CpuBackend::with_options(&crate::CpuOptions {
-                    level: Some(level),
-                    threads: Some(threads),
-                    pin_threads: false,
-                })
-                .unwrap()
-            })
-        })
+        .flat_map(|level| [1, 3].map(|threads| backend(level, threads)))
         .collect()
+}
+
+/// A backend forced to `level` on `threads` threads.
+pub(super) fn backend(level: crate::Level, threads: usize) -> CpuBackend {
+    CpuBackend::with_options(&crate::CpuOptions {
+        level: Some(level),
+        threads: Some(threads),
+        pin_threads: false,
+    })
+    .unwrap()
 }
 
 fn f32_matrix(rows: usize, cols: usize, seed: u64) -> (Matrix, Vec<f32>) {
@@ -299,12 +300,7 @@ fn mla_attention_long_prefill_agrees_across_levels_and_threads() {
         start_pos: start,
         scale: 0.3,
     };
-    let oracle = CpuBackend::with_options(&crate::CpuOptions {
-        level: Some(crate::Level::Scalar),
-        threads: Some(1),
-        pin_threads: false,
-    })
-    .unwrap();
+    let oracle = backend(crate::Level::Scalar, 1);
     let mut want = vec![0f32; tokens * h * r];
     oracle.mla_attention(&a, &mut want);
     for be in backends() {

@@ -163,20 +163,6 @@ fn i8x16(v: __m128i) -> __m512 {
     _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v))
 }
 
-/// Q4_K scale and min of sub-block `j` (ggml's get_scale_min_k4).
-#[inline(always)]
-fn q4k_scale_min(j: usize, q: &[u8]) -> (f32, f32) {
-    let (s, m) = if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    };
-    (s as f32, m as f32)
-}
-
 /// One Q4_K super-block's 256 values, 16 at a time: `each(i, values)` for lanes
 /// `16 i .. 16 i + 16`. Values are `d * sc * q - dmin * m`, rounded as the portable
 /// decoder rounds them (a product, then a difference).
@@ -192,7 +178,8 @@ unsafe fn q4k_lanes(b: &[u8], mut each: impl FnMut(usize, __m512)) {
         let lo = _mm256_and_si256(q, low);
         let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
         for (half, nib) in [lo, hi].into_iter().enumerate() {
-            let (sc, m) = q4k_scale_min(2 * pair + half, scales);
+            let (sc, m) = loader::quant::q4k_scale_min(2 * pair + half, scales);
+            let (sc, m) = (sc as f32, m as f32);
             let (ds, dm) = (_mm512_set1_ps(d * sc), _mm512_set1_ps(dmin * m));
             let parts = [
                 _mm256_castsi256_si128(nib),
@@ -409,7 +396,7 @@ pub unsafe fn dot_row(fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
                 let mut buf = [0f32; 32];
                 let mut acc = _mm512_setzero_ps();
                 for b in 0..n / 32 {
-                    portable::q5_0_block(&src[22 * b..22 * (b + 1)], &mut buf);
+                    loader::quant::dequantize_q5_0(&src[22 * b..22 * (b + 1)], &mut buf);
                     let part = dot_lanes::<F32>(buf.as_ptr() as *const u8, px.add(32 * b), 32);
                     acc = _mm512_add_ps(acc, part);
                 }
