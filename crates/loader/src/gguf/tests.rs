@@ -1,4 +1,9 @@
 use super::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::dtype::DType;
+use crate::error::{LoadError, Result};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("deeprust-gguf-{}", std::process::id()));
