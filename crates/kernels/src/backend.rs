@@ -24,6 +24,16 @@ pub struct MlaAttention<'a> {
     pub scale: f32,
 }
 
+/// Which rows of a matrix each head's weight is, for [`Backend::matmul_heads`]: head `g`
+/// takes rows `first + g * stride .. first + g * stride + rows`.
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    pub count: usize,
+    pub first: usize,
+    pub stride: usize,
+    pub rows: usize,
+}
+
 /// The model-level operations. Shapes are row-major; `n` is the number of rows (tokens).
 pub trait Backend: Send + Sync {
     /// `y[n, w.rows] = x[n, w.cols] · Wᵀ`.
@@ -31,6 +41,52 @@ pub trait Backend: Send + Sync {
 
     /// `y[n, w.cols] = x[n, w.rows] · W` (a head's q_nope through wkv_b's key half).
     fn matmul_t(&self, x: &[f32], w: &Matrix, y: &mut [f32]);
+
+    /// Per-head products as one operation: `y[t, g] = x[t, g] · W_gᵀ` for every head `g`,
+    /// with `x` `[n, heads.count, w.cols]`, `y` `[n, heads.count, heads.rows]` and `W_g`
+    /// the rows of `w` that `heads` names (MLA's absorbed key and value projections).
+    fn matmul_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
+        let (k, m, h) = (w.cols, heads.rows, heads.count);
+        let n = x.len() / (h * k).max(1);
+        assert!(
+            x.len() == n * h * k && y.len() == n * h * m,
+            "matmul_heads shapes"
+        );
+        let (mut xg, mut yg) = (vec![0f32; n * k], vec![0f32; n * m]);
+        for g in 0..h {
+            for t in 0..n {
+                xg[t * k..(t + 1) * k].copy_from_slice(&x[(t * h + g) * k..][..k]);
+            }
+            let wg = w.rows_view(heads.first + g * heads.stride, m);
+            self.matmul(&xg, &wg, &mut yg);
+            for t in 0..n {
+                y[(t * h + g) * m..][..m].copy_from_slice(&yg[t * m..(t + 1) * m]);
+            }
+        }
+    }
+
+    /// The routed experts' products as one operation (a grouped matmul): rows
+    /// `starts[e]..starts[e + 1]` of `x[rows, k]` go through expert `e`'s weight `w(e)`,
+    /// `y[i] = x[i] · w(e)ᵀ`; experts with no rows are not touched.
+    fn matmul_experts<'w>(
+        &self,
+        x: &[f32],
+        starts: &[usize],
+        w: &(dyn Fn(usize) -> &'w Matrix + Sync),
+        y: &mut [f32],
+    ) {
+        let total = *starts.last().expect("starts has experts + 1 entries");
+        if total == 0 {
+            return;
+        }
+        let (k, m) = (x.len() / total, y.len() / total);
+        for e in 0..starts.len() - 1 {
+            let (a, b) = (starts[e], starts[e + 1]);
+            if a < b {
+                self.matmul(&x[a * k..b * k], w(e), &mut y[a * m..b * m]);
+            }
+        }
+    }
 
     /// `out[n, cols] = table[ids[i]]`, widened to f32.
     fn embedding(&self, table: &Matrix, ids: &[u32], out: &mut [f32]);

@@ -26,6 +26,40 @@ pub struct Matrix {
     scales: Option<BlockScales>,
 }
 
+/// A matrix's rows with the storage lookup done (see [`Matrix::rows`]).
+#[derive(Clone, Copy)]
+pub struct Rows<'a> {
+    bytes: &'a [u8],
+    rb: usize,
+    fmt: Fmt<'a>,
+    row0: usize,
+    scales: Option<&'a BlockScales>,
+}
+
+impl<'a> Rows<'a> {
+    /// Row `r`'s encoding and stored bytes.
+    #[inline]
+    pub fn get(&self, r: usize) -> (Fmt<'a>, &'a [u8]) {
+        let bytes = &self.bytes[r * self.rb..(r + 1) * self.rb];
+        match self.scales {
+            None => (self.fmt, bytes),
+            Some(s) => {
+                let srow = (self.row0 + r) / s.block[0];
+                let fmt = Fmt::Fp8 {
+                    scales: &s.grid[srow * s.grid_cols..(srow + 1) * s.grid_cols],
+                    block: s.block[1],
+                };
+                (fmt, bytes)
+            }
+        }
+    }
+
+    /// The encoding shared by every row, up to FP8's per-row scales.
+    pub fn fmt(&self) -> Fmt<'a> {
+        self.fmt
+    }
+}
+
 #[derive(Clone, Debug)]
 struct BlockScales {
     /// `[ceil(rows/b0), ceil(cols/b1)]`, widened once at load (it is 1/16384 of the weight)
@@ -135,27 +169,33 @@ impl Matrix {
 
     /// Row `r`'s encoding and stored bytes.
     pub fn row(&self, r: usize) -> (Fmt<'_>, &[u8]) {
-        let abs = self.row0 + r;
+        self.rows().get(r)
+    }
+
+    /// Row access with the storage resolved once: kernels call `get` per row, which is
+    /// then two multiplications, not a walk through the tensor's storage.
+    pub fn rows(&self) -> Rows<'_> {
         let rb = self.row_bytes();
-        let bytes = &self.data.bytes()[abs * rb..(abs + 1) * rb];
-        let fmt = match (&self.scales, self.data.dtype) {
-            (Some(s), _) => {
-                let srow = abs / s.block[0];
-                Fmt::Fp8 {
-                    scales: &s.grid[srow * s.grid_cols..(srow + 1) * s.grid_cols],
-                    block: s.block[1],
-                }
-            }
-            (None, DType::F32) => Fmt::F32,
-            (None, DType::F16) => Fmt::F16,
-            (None, DType::BF16) => Fmt::BF16,
-            (None, DType::Q8_0) => Fmt::Q8_0,
-            (None, DType::Q5_0) => Fmt::Q5_0,
-            (None, DType::Q4K) => Fmt::Q4K,
-            (None, DType::Q6K) => Fmt::Q6K,
-            (None, other) => unreachable!("dtype {other} rejected at construction"),
+        let bytes = &self.data.bytes()[self.row0 * rb..(self.row0 + self.rows) * rb];
+        let fmt = match self.data.dtype {
+            DType::F32 => Fmt::F32,
+            DType::F16 => Fmt::F16,
+            DType::BF16 => Fmt::BF16,
+            DType::Q8_0 => Fmt::Q8_0,
+            DType::Q5_0 => Fmt::Q5_0,
+            DType::Q4K => Fmt::Q4K,
+            DType::Q6K => Fmt::Q6K,
+            // FP8 rows take their scales in `get`
+            DType::F8E4M3 => Fmt::F32,
+            other => unreachable!("dtype {other} rejected at construction"),
         };
-        (fmt, bytes)
+        Rows {
+            bytes,
+            rb,
+            fmt,
+            row0: self.row0,
+            scales: self.scales.as_ref(),
+        }
     }
 
     /// Row `r` widened to f32 (dequantized) into `out[..cols]`, by the portable kernel.

@@ -5,7 +5,7 @@
 //! into the query and its value half applied to the latent output ("absorbed" form), so no
 //! per-head K or V is ever materialised.
 
-use kernels::{Backend, Matrix, MlaAttention};
+use kernels::{Backend, Heads, Matrix, MlaAttention};
 use loader::ModelConfig;
 
 use crate::error::ModelError;
@@ -176,20 +176,36 @@ impl Mla {
 
         // Absorb wkv_b's key half into the query: q_latent[t, h] = q_nope[t, h] · W_uk[h]
         let mut q_latent = Buf::<f32>::zeros(tokens * h * r); // [tokens, n_heads, kv_lora_rank]
-        let mut head_in = Buf::<f32>::zeros(tokens * nope.max(r));
-        let mut head_out = Buf::<f32>::zeros(tokens * r.max(vd));
-        for head in 0..h {
-            for t in 0..tokens {
-                head_in[t * nope..(t + 1) * nope]
-                    .copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
+        match &self.kv_b {
+            KvB::Split { k_b, .. } => {
+                // k_b is [h * r, nope]: head g's rows are g * r .. (g + 1) * r
+                let heads = Heads {
+                    count: h,
+                    first: 0,
+                    stride: r,
+                    rows: r,
+                };
+                be.matmul_heads(&q_nope, k_b, heads, &mut q_latent);
             }
-            let (x_h, y_h) = (&head_in[..tokens * nope], &mut head_out[..tokens * r]);
-            match &self.kv_b {
-                KvB::Combined(w) => be.matmul_t(x_h, &w.rows_view(head * (nope + vd), nope), y_h),
-                KvB::Split { k_b, .. } => be.matmul(x_h, &k_b.rows_view(head * r, r), y_h),
-            }
-            for t in 0..tokens {
-                q_latent[(t * h + head) * r..][..r].copy_from_slice(&head_out[t * r..(t + 1) * r]);
+            KvB::Combined(w) => {
+                // the key half is [nope, r] per head: a product with W, not Wᵀ
+                let mut head_in = Buf::<f32>::zeros(tokens * nope);
+                let mut head_out = Buf::<f32>::zeros(tokens * r);
+                for head in 0..h {
+                    for t in 0..tokens {
+                        head_in[t * nope..(t + 1) * nope]
+                            .copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
+                    }
+                    be.matmul_t(
+                        &head_in,
+                        &w.rows_view(head * (nope + vd), nope),
+                        &mut head_out,
+                    );
+                    for t in 0..tokens {
+                        q_latent[(t * h + head) * r..][..r]
+                            .copy_from_slice(&head_out[t * r..(t + 1) * r]);
+                    }
+                }
             }
         }
 
@@ -227,19 +243,27 @@ impl Mla {
 
         // Apply wkv_b's value half per head: o[t, h] = W_uv[h] · o_latent[t, h]
         let mut o = Buf::<f32>::zeros(tokens * h * vd); // [tokens, n_heads * v_head_dim]
-        for head in 0..h {
-            let w_uv = match &self.kv_b {
-                KvB::Combined(w) => w.rows_view(head * (nope + vd) + nope, vd),
-                KvB::Split { v_b, .. } => v_b.rows_view(head * vd, vd),
-            }; // [v, kv_lora_rank]
-            for t in 0..tokens {
-                head_in[t * r..(t + 1) * r].copy_from_slice(&o_latent[(t * h + head) * r..][..r]);
-            }
-            be.matmul(&head_in[..tokens * r], &w_uv, &mut head_out[..tokens * vd]);
-            for t in 0..tokens {
-                o[(t * h + head) * vd..][..vd].copy_from_slice(&head_out[t * vd..(t + 1) * vd]);
-            }
-        }
+        let (w_uv, heads) = match &self.kv_b {
+            KvB::Combined(w) => (
+                w,
+                Heads {
+                    count: h,
+                    first: nope,
+                    stride: nope + vd,
+                    rows: vd,
+                },
+            ),
+            KvB::Split { v_b, .. } => (
+                v_b,
+                Heads {
+                    count: h,
+                    first: 0,
+                    stride: vd,
+                    rows: vd,
+                },
+            ),
+        };
+        be.matmul_heads(&o_latent, w_uv, heads, &mut o);
         let mut out = Buf::<f32>::zeros(tokens * self.wo.rows);
         be.matmul(&o, &self.wo, &mut out);
         out

@@ -230,25 +230,28 @@ impl Moe {
                 fill[e] += 1;
             }
         }
+        // Gather the tokens in expert order, then every chosen expert's SwiGLU as three
+        // grouped products (one parallel region each, however many experts a step picks).
+        let rows = tokens * k;
+        let mut xs = Buf::<f32>::zeros(rows * hidden);
+        for (i, &(t, _)) in pairs.iter().enumerate() {
+            xs[i * hidden..(i + 1) * hidden].copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
+        }
+        let inter = self.experts.first().map_or(0, |e| e.w1.rows);
+        let mut g = Buf::<f32>::zeros(rows * inter);
+        let mut u = Buf::<f32>::zeros(rows * inter);
+        be.matmul_experts(&xs, &start, &|e| &self.experts[e].w1, &mut g);
+        be.matmul_experts(&xs, &start, &|e| &self.experts[e].w3, &mut u);
+        be.silu_mul(&mut g, &u);
+        let mut ys = Buf::<f32>::zeros(rows * hidden);
+        be.matmul_experts(&g, &start, &|e| &self.experts[e].w2, &mut ys);
         let mut out = Buf::<f32>::zeros(tokens * hidden);
-        let mut xs = Buf::<f32>::with_capacity(tokens * k * hidden);
-        for (e, expert) in self.experts.iter().enumerate() {
-            let bucket = &pairs[start[e]..start[e + 1]];
-            if bucket.is_empty() {
-                continue;
-            }
-            xs.vec().clear();
-            for &(t, _) in bucket {
-                xs.vec().extend_from_slice(&x[t * hidden..(t + 1) * hidden]);
-            }
-            let ys = expert.forward(be, &xs);
-            for (i, &(t, wt)) in bucket.iter().enumerate() {
-                for (o, &y) in out[t * hidden..(t + 1) * hidden]
-                    .iter_mut()
-                    .zip(&ys[i * hidden..])
-                {
-                    *o += wt * y;
-                }
+        for (i, &(t, wt)) in pairs.iter().enumerate() {
+            for (o, &y) in out[t * hidden..(t + 1) * hidden]
+                .iter_mut()
+                .zip(&ys[i * hidden..(i + 1) * hidden])
+            {
+                *o += wt * y;
             }
         }
         if let Some(shared) = &self.shared {

@@ -9,7 +9,8 @@ use std::cell::RefCell;
 
 use super::dispatch::Level;
 use super::pool::{Disjoint, ThreadPool};
-use super::simd::{self, GemmPanel};
+use super::simd::{self, Fmt, GemmPanel, QActs};
+use crate::backend::Heads;
 use crate::matrix::Matrix;
 
 /// From this many tokens on, widening a panel once beats dotting each row per token.
@@ -22,6 +23,12 @@ const ROW_ALIGN: usize = 16;
 thread_local! {
     /// The caller's buffer for the serial small-`n` product; grows once, then is reused.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The caller's quantized activations for int8 products; grows once, then is reused.
+    static QSCRATCH: RefCell<QActs> = RefCell::new(QActs::default());
+    /// One head's gathered inputs and outputs when many tokens take the panel path.
+    static HEAD_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The experts sharing one parallel region.
+    static EXPERT_LIST: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
@@ -32,6 +39,37 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         }
         f(&mut s[..len])
     })
+}
+
+/// A few-token product's activations: f32 rows, or rows quantized to int8 for a format
+/// with an int8 product.
+enum Acts<'a> {
+    F32 { x: &'a [f32], k: usize },
+    Q(&'a QActs),
+}
+
+impl Acts<'_> {
+    /// Stored row `src` (encoded as `fmt`) · activation row `i`.
+    #[inline(always)]
+    fn dot(&self, level: Level, fmt: &Fmt<'_>, src: &[u8], i: usize) -> f32 {
+        match self {
+            Acts::F32 { x, k } => simd::dot_row(level, fmt, src, &x[i * k..(i + 1) * k]),
+            Acts::Q(q) => simd::dot_row_q(level, fmt, src, &q.row(i)),
+        }
+    }
+}
+
+/// Run `f` with the rows of `x` (`k` values each) as `fmt`'s products want them: each row
+/// quantized once here, so every weight row's product then runs on bytes.
+fn with_acts<R>(fmt: Fmt<'_>, x: &[f32], k: usize, f: impl FnOnce(&Acts<'_>) -> R) -> R {
+    match fmt.act_quant() {
+        Some(kind) => QSCRATCH.with(|q| {
+            let mut q = q.borrow_mut();
+            q.quantize(kind, x, k);
+            f(&Acts::Q(&q))
+        }),
+        None => f(&Acts::F32 { x, k }),
+    }
 }
 
 /// `y[n, w.rows] = x[n, w.cols] · Wᵀ`.
@@ -45,16 +83,19 @@ pub fn matmul(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f
         y.len()
     );
     let out = Disjoint::new(y);
+    let w = w.rows();
     if n < GEMM_MIN_TOKENS {
-        pool.for_ranges(m, ROW_ALIGN, &|rows| {
-            for r in rows {
-                let (fmt, bytes) = w.row(r);
-                for t in 0..n {
-                    let v = simd::dot_row(level, &fmt, bytes, &x[t * k..(t + 1) * k]);
-                    // SAFETY: row r belongs to this share alone; t * m + r < n * m.
-                    unsafe { *out.ptr().add(t * m + r) = v };
+        with_acts(w.fmt(), x, k, |acts| {
+            pool.for_ranges(m, ROW_ALIGN, &|rows| {
+                for r in rows {
+                    let (fmt, bytes) = w.get(r);
+                    for t in 0..n {
+                        let v = acts.dot(level, &fmt, bytes, t);
+                        // SAFETY: row r belongs to this share alone; t * m + r < n * m.
+                        unsafe { *out.ptr().add(t * m + r) = v };
+                    }
                 }
-            }
+            });
         });
         return;
     }
@@ -64,7 +105,7 @@ pub fn matmul(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f
             while r0 < rows.end {
                 let pr = (rows.end - r0).min(PANEL_ROWS);
                 for i in 0..pr {
-                    let (fmt, bytes) = w.row(r0 + i);
+                    let (fmt, bytes) = w.get(r0 + i);
                     simd::widen(level, &fmt, bytes, &mut panel[i * k..(i + 1) * k]);
                 }
                 let g = GemmPanel {
@@ -92,11 +133,12 @@ pub fn matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut 
         x.len() == n * rows && y.len() == n * cols,
         "matmul_t shapes"
     );
+    let w = w.rows();
     if n < GEMM_MIN_TOKENS {
         y.fill(0.0);
         with_scratch(cols, |row| {
             for r in 0..rows {
-                let (fmt, bytes) = w.row(r);
+                let (fmt, bytes) = w.get(r);
                 simd::widen(level, &fmt, bytes, row);
                 for t in 0..n {
                     simd::axpy(
@@ -118,7 +160,7 @@ pub fn matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut 
         {
             let (row, panel) = buf.split_at_mut(cols);
             for r in 0..rows {
-                let (fmt, bytes) = w.row(r);
+                let (fmt, bytes) = w.get(r);
                 simd::widen(level, &fmt, bytes, row);
                 for (j, c) in cs.clone().enumerate() {
                     panel[j * rows + r] = row[c];
@@ -142,4 +184,165 @@ pub fn matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut 
             }
         }
     });
+}
+
+/// Per-head products (see `Backend::matmul_heads`). Few tokens: all heads' rows are one
+/// parallel region; many: each head gathers its rows and runs the panel path.
+pub fn matmul_heads(
+    level: Level,
+    pool: &ThreadPool,
+    x: &[f32],
+    w: &Matrix,
+    heads: Heads,
+    y: &mut [f32],
+) {
+    let (k, m, h) = (w.cols, heads.rows, heads.count);
+    let n = x.len().checked_div(h * k).unwrap_or(0);
+    assert!(
+        x.len() == n * h * k && y.len() == n * h * m,
+        "matmul_heads shapes: x {} y {} for {h} heads of [{m}, {k}]",
+        x.len(),
+        y.len()
+    );
+    assert!(
+        h == 0 || heads.first + (h - 1) * heads.stride + m <= w.rows,
+        "matmul_heads: head rows past the matrix's {} rows",
+        w.rows
+    );
+    if n == 0 || h == 0 || m == 0 {
+        return;
+    }
+    if n >= GEMM_MIN_TOKENS {
+        HEAD_SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let (xg, yg) = scratch_pair(&mut s, n * k, n * m);
+            for g in 0..h {
+                for t in 0..n {
+                    xg[t * k..(t + 1) * k].copy_from_slice(&x[(t * h + g) * k..][..k]);
+                }
+                let wg = w.rows_view(heads.first + g * heads.stride, m);
+                matmul(level, pool, xg, &wg, yg);
+                for t in 0..n {
+                    y[(t * h + g) * m..][..m].copy_from_slice(&yg[t * m..(t + 1) * m]);
+                }
+            }
+        });
+        return;
+    }
+    let out = Disjoint::new(y);
+    let rows = w.rows();
+    // x is n * h rows of k: row t * h + g is token t's input to head g
+    with_acts(rows.fmt(), x, k, |acts| {
+        pool.for_ranges(h * m, ROW_ALIGN, &|vs| {
+            for v in vs {
+                let (g, r) = (v / m, v % m);
+                let (fmt, bytes) = rows.get(heads.first + g * heads.stride + r);
+                for t in 0..n {
+                    let i = t * h + g;
+                    let val = acts.dot(level, &fmt, bytes, i);
+                    // SAFETY: (g, r) belongs to this share alone; i * m + r < n * h * m.
+                    unsafe { *out.ptr().add(i * m + r) = val };
+                }
+            }
+        });
+    });
+}
+
+/// The routed experts' products (see `Backend::matmul_experts`). Experts with few rows
+/// (decode) share one parallel region, so a token's six or eight experts cost one
+/// dispatch, not one each; experts with many rows run the panel path on their own.
+pub fn matmul_experts<'w>(
+    level: Level,
+    pool: &ThreadPool,
+    x: &[f32],
+    starts: &[usize],
+    w: &(dyn Fn(usize) -> &'w Matrix + Sync),
+    y: &mut [f32],
+) {
+    assert!(
+        !starts.is_empty(),
+        "matmul_experts: starts has experts + 1 entries"
+    );
+    let experts = starts.len() - 1;
+    let total = starts[experts];
+    assert!(
+        starts.windows(2).all(|p| p[0] <= p[1]),
+        "matmul_experts: starts must not decrease"
+    );
+    if total == 0 {
+        return;
+    }
+    let k = x.len() / total;
+    let m = y.len() / total;
+    assert!(
+        x.len() == total * k && y.len() == total * m,
+        "matmul_experts shapes: x {} y {} for {total} rows",
+        x.len(),
+        y.len()
+    );
+    EXPERT_LIST.with(|list| {
+        let mut list = list.borrow_mut();
+        list.clear();
+        let mut fmt = None;
+        for e in 0..experts {
+            let (a, b) = (starts[e], starts[e + 1]);
+            if a == b {
+                continue;
+            }
+            let we = w(e);
+            assert!(
+                we.cols == k && we.rows == m,
+                "matmul_experts: expert {e} is [{}, {}], want [{m}, {k}]",
+                we.rows,
+                we.cols
+            );
+            let f = we.rows().fmt();
+            let same = fmt.is_none_or(|g: Fmt<'_>| same_fmt(&g, &f));
+            if b - a >= GEMM_MIN_TOKENS || !same || matches!(f, Fmt::Fp8 { .. }) {
+                matmul(level, pool, &x[a * k..b * k], we, &mut y[a * m..b * m]);
+            } else {
+                fmt.get_or_insert(f);
+                list.push(e);
+            }
+        }
+        let Some(fmt) = fmt else { return };
+        let list = &*list;
+        let out = Disjoint::new(y);
+        // every row of x is quantized (cheap next to the weights); the listed experts use theirs
+        with_acts(fmt, x, k, |acts| {
+            pool.for_ranges(list.len() * m, ROW_ALIGN, &|vs| {
+                let mut cur = usize::MAX;
+                let mut rows = None;
+                for v in vs {
+                    let (li, r) = (v / m, v % m);
+                    let e = list[li];
+                    if e != cur {
+                        cur = e;
+                        rows = Some(w(e).rows());
+                    }
+                    let (f, bytes) = rows.as_ref().expect("set above").get(r);
+                    for i in starts[e]..starts[e + 1] {
+                        let val = acts.dot(level, &f, bytes, i);
+                        // SAFETY: (expert, r) belongs to this share alone; rows i of
+                        // different experts are disjoint; i * m + r < total * m.
+                        unsafe { *out.ptr().add(i * m + r) = val };
+                    }
+                }
+            });
+        });
+    });
+}
+
+/// Formats whose rows take the same activations (FP8 is never batched across experts).
+fn same_fmt(a: &Fmt<'_>, b: &Fmt<'_>) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
+}
+
+/// Two disjoint buffers of `a` and `b` floats from one growing vector.
+fn scratch_pair(v: &mut Vec<f32>, a: usize, b: usize) -> (&mut [f32], &mut [f32]) {
+    if v.len() < a + b {
+        v.resize(a + b, 0.0);
+    }
+    let (x, y) = v.split_at_mut(a);
+    (x, &mut y[..b])
 }

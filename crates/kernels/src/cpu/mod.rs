@@ -11,7 +11,7 @@ pub mod simd;
 use dispatch::{CpuOptions, Level};
 use pool::ThreadPool;
 
-use crate::backend::{Backend, MlaAttention};
+use crate::backend::{Backend, Heads, MlaAttention};
 use crate::matrix::Matrix;
 
 #[derive(Debug)]
@@ -57,6 +57,20 @@ impl Backend for CpuBackend {
 
     fn matmul_t(&self, x: &[f32], w: &Matrix, y: &mut [f32]) {
         matmul::matmul_t(self.level, &self.pool, x, w, y)
+    }
+
+    fn matmul_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
+        matmul::matmul_heads(self.level, &self.pool, x, w, heads, y)
+    }
+
+    fn matmul_experts<'w>(
+        &self,
+        x: &[f32],
+        starts: &[usize],
+        w: &(dyn Fn(usize) -> &'w Matrix + Sync),
+        y: &mut [f32],
+    ) {
+        matmul::matmul_experts(self.level, &self.pool, x, starts, w, y)
     }
 
     fn embedding(&self, table: &Matrix, ids: &[u32], out: &mut [f32]) {

@@ -210,6 +210,22 @@ fn gemm_panel_matches_the_oracle_for_every_tile_shape() {
     }
 }
 
+/// The activations a matmul over `w` computes with: quantized to int8 and back where the
+/// format has an int8 product and the decode path (under 4 tokens) runs.
+fn acts_as_kernels_see_them(w: &Matrix, x: &[f32], n: usize) -> Vec<f32> {
+    let Some(kind) = w.row(0).0.act_quant().filter(|_| n < 4) else {
+        return x.to_vec();
+    };
+    let mut q = simd::QActs::default();
+    q.quantize(kind, x, w.cols);
+    (0..n)
+        .flat_map(|t| {
+            let row = q.row(t);
+            (0..w.cols).map(move |i| row.qs[i] as f32 * row.d[i / kind.block()])
+        })
+        .collect()
+}
+
 /// Whole matmuls on block-quantized weights: every level and thread count, decode and
 /// prefill paths, against f64 products of the dequantized rows.
 #[test]
@@ -234,6 +250,7 @@ fn quantized_matmul_matches_dequantized_reference() {
             }
             for n in [1, 3, 4, 9] {
                 let x = rng.vec(n * cols);
+                let x = acts_as_kernels_see_them(&w, &x, n);
                 let want: Vec<f64> = (0..n)
                     .flat_map(|t| {
                         let (x, dense) = (&x, &dense);
@@ -336,6 +353,194 @@ fn block_decoders_agree_with_the_reference_codec() {
                 "{dtype}: round trip rel error {}",
                 err / norm
             );
+        }
+    }
+}
+
+/// The int8 products: every level against the portable oracle (same integers, f32 sums in
+/// another order), and the oracle against f64 products of the dequantized weights and
+/// dequantized activations (which it must equal up to f32 rounding).
+#[test]
+fn int8_dot_row_matches_the_oracle_and_the_dequantized_product() {
+    let mut rng = Rng(0x51ed);
+    for (dtype, lens) in [
+        (DType::Q8_0, vec![32, 64, 96, 320, 1056]),
+        (DType::Q5_0, vec![32, 64, 96, 544]),
+        (DType::Q4K, vec![256, 512, 1280]),
+        (DType::Q6K, vec![256, 768, 1280]),
+    ] {
+        for n in lens {
+            let src = stored(dtype, n, &mut rng);
+            let fmt = fmt_of(dtype, &[], 0);
+            let kind = fmt.act_quant().unwrap();
+            // rows of real values, a row of zeros and a row with one large outlier
+            let mut x = rng.vec(2 * n);
+            x.extend(std::iter::repeat_n(0.0, n));
+            x[n / 3] = 40.0;
+            let mut q = simd::QActs::default();
+            q.quantize(kind, &x, n);
+            let mut w = vec![0f32; n];
+            portable::widen(&fmt, &src, &mut w);
+            for t in 0..3 {
+                let row = q.row(t);
+                let block = kind.block();
+                let xq: Vec<f64> = (0..n)
+                    .map(|i| row.qs[i] as f64 * row.d[i / block] as f64)
+                    .collect();
+                let want: f64 = w.iter().zip(&xq).map(|(a, b)| *a as f64 * b).sum();
+                let norm: f64 = w.iter().zip(&xq).map(|(a, b)| (*a as f64 * b).abs()).sum();
+                let oracle = portable::dot_row_q(&fmt, &src, &row);
+                close(
+                    oracle,
+                    want as f32,
+                    norm as f32,
+                    &format!("oracle {dtype} n={n} t={t}"),
+                );
+                for level in Level::available() {
+                    let got = simd::dot_row_q(level, &fmt, &src, &row);
+                    close(
+                        got,
+                        oracle,
+                        norm as f32,
+                        &format!("{level} {dtype} n={n} t={t}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Quantized activations: within half a step of the input, the block's largest magnitude
+/// exact, sums of 16 consistent, zeros kept as zeros.
+#[test]
+fn activation_quantization_is_symmetric_int8_per_block() {
+    let mut rng = Rng(3);
+    for kind in [simd::ActQuant::Q8_0, simd::ActQuant::Q8K] {
+        let k = 512;
+        let mut x = rng.vec(3 * k);
+        x[2 * k..].fill(0.0);
+        x[5] = -3.0;
+        let mut q = simd::QActs::default();
+        // a larger call first: the buffers are reused, not reallocated per call
+        q.quantize(kind, &rng.vec(8 * k), k);
+        q.quantize(kind, &x, k);
+        let block = kind.block();
+        for t in 0..3 {
+            let row = q.row(t);
+            assert_eq!(row.qs.len(), k);
+            assert_eq!(row.d.len(), k / block);
+            for i in 0..k {
+                let v = x[t * k + i];
+                let d = row.d[i / block];
+                assert!(
+                    (row.qs[i] as f32 * d - v).abs() <= 0.5 * d * 1.0001,
+                    "{kind:?} {v}"
+                );
+                assert!(row.qs[i] != -128);
+            }
+            if t == 2 {
+                assert!(row.qs.iter().all(|&q| q == 0) && row.d.iter().all(|&d| d == 0.0));
+            }
+            let group = kind.sum_group();
+            assert_eq!(row.bsums.len(), k / group);
+            for (g, s) in row.bsums.iter().enumerate() {
+                let want: i16 = row.qs[group * g..group * (g + 1)]
+                    .iter()
+                    .map(|&v| v as i16)
+                    .sum();
+                assert_eq!(*s, want);
+            }
+        }
+        assert_eq!(
+            q.row(0).qs[5],
+            -127,
+            "{kind:?}: the block maximum maps to -127"
+        );
+        // ties round to even, as `round_ties_even` does
+        let mut tie = vec![0f32; kind.block()];
+        tie[0] = 127.0;
+        tie[1] = 2.5;
+        tie[2] = -3.5;
+        tie[3] = 0.5;
+        q.quantize(kind, &tie, tie.len());
+        assert_eq!(&q.row(0).qs[..4], &[127, 2, -4, 0]);
+    }
+}
+
+/// The batched products give exactly what one `matmul` per head or per expert gives (each
+/// output is the same row product either way), for every format, level and thread count,
+/// with decode-sized and prefill-sized groups mixed.
+#[test]
+fn head_and_expert_batches_equal_one_matmul_each() {
+    let mut rng = Rng(77);
+    for dtype in [
+        DType::Q4K,
+        DType::Q6K,
+        DType::Q8_0,
+        DType::Q5_0,
+        DType::BF16,
+        DType::F32,
+    ] {
+        let k = 256;
+        // heads: 5 heads of 24 rows, 3 rows apart from a first row of 7
+        let heads = crate::Heads {
+            count: 5,
+            first: 7,
+            stride: 27,
+            rows: 24,
+        };
+        let rows = heads.first + 4 * heads.stride + heads.rows + 2;
+        let t = Tensor::from_bytes("w", dtype, vec![rows, k], stored(dtype, rows * k, &mut rng));
+        let w = Matrix::dense(t.unwrap()).unwrap();
+        // experts: rows per expert 0, 1, 2, 0, 5, 3 (5 takes the panel path)
+        let experts: Vec<Matrix> = (0..6)
+            .map(|_| {
+                let t =
+                    Tensor::from_bytes("e", dtype, vec![40, k], stored(dtype, 40 * k, &mut rng));
+                Matrix::dense(t.unwrap()).unwrap()
+            })
+            .collect();
+        let starts = [0, 0, 1, 3, 3, 8, 11];
+        for level in Level::available() {
+            for threads in [1, 2, 3] {
+                let be = super::tests::backend(level, threads);
+                for n in [1, 2, 4, 6] {
+                    let x = rng.vec(n * heads.count * k);
+                    let mut got = vec![f32::NAN; n * heads.count * heads.rows];
+                    be.matmul_heads(&x, &w, heads, &mut got);
+                    let (mut xg, mut yg) = (vec![0f32; n * k], vec![0f32; n * heads.rows]);
+                    for g in 0..heads.count {
+                        for t in 0..n {
+                            xg[t * k..(t + 1) * k]
+                                .copy_from_slice(&x[(t * heads.count + g) * k..][..k]);
+                        }
+                        let wg = w.rows_view(heads.first + g * heads.stride, heads.rows);
+                        be.matmul(&xg, &wg, &mut yg);
+                        for t in 0..n {
+                            let at = (t * heads.count + g) * heads.rows;
+                            assert_eq!(
+                                &got[at..at + heads.rows],
+                                &yg[t * heads.rows..(t + 1) * heads.rows],
+                                "{dtype} {level} t{threads} n={n} head {g}"
+                            );
+                        }
+                    }
+                }
+                let total = starts[6];
+                let x = rng.vec(total * k);
+                let mut got = vec![f32::NAN; total * 40];
+                be.matmul_experts(&x, &starts, &|e| &experts[e], &mut got);
+                for e in 0..6 {
+                    let (a, b) = (starts[e], starts[e + 1]);
+                    let mut want = vec![0f32; (b - a) * 40];
+                    be.matmul(&x[a * k..b * k], &experts[e], &mut want);
+                    assert_eq!(
+                        &got[a * 40..b * 40],
+                        &want[..],
+                        "{dtype} {level} t{threads} expert {e}"
+                    );
+                }
+            }
         }
     }
 }

@@ -2,10 +2,12 @@
 //! dispatches once per call (a call covers a whole row or a panel, so the branch is free).
 
 pub mod portable;
+mod qacts;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 use super::dispatch::Level;
+pub use qacts::{ActQuant, QActs, QRow};
 
 /// How one stored row is encoded.
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +73,12 @@ pub fn widen(level: Level, fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
 /// `row · x` straight from the stored encoding (the decode path: the row is read once).
 pub fn dot_row(level: Level, fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
     dispatch!(level, dot_row(fmt, src, x))
+}
+
+/// `row · a` for a row of a format with an int8 dot product (`fmt.act_quant()` is some),
+/// against activations quantized in that format's layout.
+pub fn dot_row_q(level: Level, fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
+    dispatch!(level, dot_row_q(fmt, src, a))
 }
 
 /// A panel of `rows` widened weight rows of length `k`, against `n` tokens `x[n, k]`,

@@ -2,7 +2,7 @@
 //! body the x86 levels compile with their target features where hand-written intrinsics
 //! do not pay (K-quant unpacking autovectorises well).
 
-use super::{Fmt, GemmPanel, PvBlock};
+use super::{Fmt, GemmPanel, PvBlock, QRow};
 use loader::{bf16_to_f32, f16_to_f32, fp8_e4m3_to_f32, quant};
 
 #[inline(always)]
@@ -93,6 +93,97 @@ pub fn dot_row(fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
         let b = &mut buf[..xs.len()];
         widen(fmt, s, b);
         sum += dot(b, xs);
+    }
+    sum
+}
+
+/// `row · a` in integers: each block's (or sub-block's) byte products sum exactly in i32;
+/// scales apply once per block. Formats without an int8 product fall back to `dot_row` on
+/// the dequantized activations.
+#[inline(always)]
+pub fn dot_row_q(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
+    let idot =
+        |w: &[u8], x: &[i8]| -> i32 { w.iter().zip(x).map(|(&w, &x)| w as i32 * x as i32).sum() };
+    let f16 = |b: &[u8], i: usize| f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]));
+    let mut sum = 0f32;
+    match *fmt {
+        Fmt::Q8_0 => {
+            for (b, blk) in src.chunks_exact(34).take(a.d.len()).enumerate() {
+                let x = &a.qs[32 * b..32 * b + 32];
+                let isum: i32 = blk[2..]
+                    .iter()
+                    .zip(x)
+                    .map(|(&w, &x)| w as i8 as i32 * x as i32)
+                    .sum();
+                sum += f16(blk, 0) * a.d[b] * isum as f32;
+            }
+        }
+        Fmt::Q5_0 => {
+            for (b, blk) in src.chunks_exact(22).take(a.d.len()).enumerate() {
+                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                let q: [u8; 32] = std::array::from_fn(|j| {
+                    let nib = if j < 16 {
+                        blk[6 + j] & 0xf
+                    } else {
+                        blk[6 + j - 16] >> 4
+                    };
+                    nib | (((qh >> j) & 1) << 4) as u8
+                });
+                let isum = idot(&q, &a.qs[32 * b..32 * b + 32]) - 16 * a.bsums[b] as i32;
+                sum += f16(blk, 0) * a.d[b] * isum as f32;
+            }
+        }
+        Fmt::Q4K => {
+            for (b, blk) in src.chunks_exact(144).take(a.d.len()).enumerate() {
+                let x = &a.qs[256 * b..256 * b + 256];
+                let (mut is, mut im) = (0i32, 0i32);
+                for c in 0..4 {
+                    let q = &blk[16 + 32 * c..48 + 32 * c];
+                    let lo: [u8; 32] = std::array::from_fn(|i| q[i] & 0xf);
+                    let hi: [u8; 32] = std::array::from_fn(|i| q[i] >> 4);
+                    for (j, nib) in [(2 * c, lo), (2 * c + 1, hi)] {
+                        let (sc, m) = quant::q4k_scale_min(j, &blk[4..16]);
+                        is += sc as i32 * idot(&nib, &x[32 * j..32 * j + 32]);
+                        let bsum =
+                            a.bsums[16 * b + 2 * j] as i32 + a.bsums[16 * b + 2 * j + 1] as i32;
+                        im += m as i32 * bsum;
+                    }
+                }
+                let da = a.d[b];
+                sum += f16(blk, 0) * da * is as f32 - f16(blk, 2) * da * im as f32;
+            }
+        }
+        Fmt::Q6K => {
+            for (b, blk) in src.chunks_exact(210).take(a.d.len()).enumerate() {
+                let x = &a.qs[256 * b..256 * b + 256];
+                let mut q = [0u8; 256];
+                for (h, q) in q.chunks_exact_mut(128).enumerate() {
+                    let (ql, qh) = (&blk[64 * h..64 * h + 64], &blk[128 + 32 * h..160 + 32 * h]);
+                    for l in 0..32 {
+                        q[l] = (ql[l] & 0xf) | ((qh[l] & 3) << 4);
+                        q[l + 32] = (ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4);
+                        q[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                        q[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                    }
+                }
+                let mut is = 0i32;
+                for g in 0..16 {
+                    let sc = blk[192 + g] as i8 as i32;
+                    let offset = 32 * a.bsums[16 * b + g] as i32;
+                    is += sc * (idot(&q[16 * g..16 * g + 16], &x[16 * g..16 * g + 16]) - offset);
+                }
+                sum += f16(blk, 208) * a.d[b] * is as f32;
+            }
+        }
+        _ => {
+            let block = a.qs.len() / a.d.len().max(1);
+            let x: Vec<f32> =
+                a.qs.iter()
+                    .enumerate()
+                    .map(|(i, &q)| q as f32 * a.d[i / block])
+                    .collect();
+            return dot_row(fmt, src, &x);
+        }
     }
     sum
 }

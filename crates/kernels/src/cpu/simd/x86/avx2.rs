@@ -2,7 +2,7 @@
 //! vectorises 8 wide. Hand-written intrinsics for this level can replace any of them
 //! later without touching callers.
 
-use super::super::{Fmt, GemmPanel, PvBlock, portable};
+use super::super::{Fmt, GemmPanel, PvBlock, QRow, portable};
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -22,6 +22,11 @@ pub unsafe fn widen(fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_row(fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
     portable::dot_row(fmt, src, x)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_row_q(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
+    portable::dot_row_q(fmt, src, a)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
