@@ -1,7 +1,8 @@
 //! Decode-shaped matmul (one token) over a large random matrix of each format, reporting
 //! the bytes of weights read per second: the number to hold against `deeprust bench --membw`.
 //!
-//! `cargo run --release -p kernels --example matvec -- [THREADS] [ROWS] [COLS]`
+//! `cargo run --release -p kernels --example matvec -- [THREADS] [ROWS] [COLS] [LEVEL]`
+//! (a small matrix stays in cache and shows the kernel's arithmetic limit instead)
 
 use std::time::Instant;
 
@@ -9,15 +10,15 @@ use kernels::{Backend, CpuBackend, CpuOptions, Matrix};
 use loader::{DType, Tensor};
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().unwrap())
-        .collect();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let level = argv.get(3).map(|l| l.parse::<kernels::Level>().unwrap());
+    let args: Vec<usize> = argv.iter().take(3).map(|a| a.parse().unwrap()).collect();
     let threads = args.first().copied().unwrap_or(2);
     let rows = args.get(1).copied().unwrap_or(32768);
     let cols = args.get(2).copied().unwrap_or(4096);
     let be = CpuBackend::with_options(&CpuOptions {
         threads: Some(threads),
+        level,
         ..Default::default()
     })
     .unwrap();
@@ -44,8 +45,9 @@ fn main() {
         let t = Tensor::from_bytes("w", dtype, vec![rows, cols], bytes).unwrap();
         let w = Matrix::dense(t).unwrap();
         let mut y = vec![0f32; rows];
+        let reps = (2_000_000_000 / bytes_len).clamp(15, 20000);
         let mut times = Vec::new();
-        for _ in 0..15 {
+        for _ in 0..reps {
             let t0 = Instant::now();
             be.matmul(&x, &w, &mut y);
             times.push(t0.elapsed().as_secs_f64());
@@ -53,7 +55,8 @@ fn main() {
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let med = times[times.len() / 2];
         println!(
-            "{dtype:>6} {rows}x{cols} threads {threads}: {:.2} ms  {:.1} GB/s  {:.1} Gweights/s",
+            "{dtype:>6} {rows}x{cols} {} threads {threads}: {:.3} ms  {:.1} GB/s  {:.1} Gweights/s",
+            be.level(),
             med * 1e3,
             bytes_len as f64 / med / 1e9,
             (rows * cols) as f64 / med / 1e9

@@ -18,16 +18,20 @@ pub enum Level {
     Avx2,
     /// x86-64 AVX-512 F/BW/VL (+ the AVX2 set).
     Avx512,
+    /// AVX-512 with VNNI: the int8 products use `vpdpbusd` / `vpdpwssd` (Ice Lake, Sapphire
+    /// Rapids, Zen 4 and later).
+    Avx512Vnni,
 }
 
 impl Level {
-    pub const ALL: [Level; 3] = [Level::Scalar, Level::Avx2, Level::Avx512];
+    pub const ALL: [Level; 4] = [Level::Scalar, Level::Avx2, Level::Avx512, Level::Avx512Vnni];
 
     pub fn name(self) -> &'static str {
         match self {
             Level::Scalar => "scalar",
             Level::Avx2 => "avx2",
             Level::Avx512 => "avx512",
+            Level::Avx512Vnni => "avx512vnni",
         }
     }
 
@@ -47,6 +51,10 @@ impl Level {
                     && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512Vnni => {
+                Level::Avx512.supported() && is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
@@ -80,7 +88,9 @@ impl FromStr for Level {
         Level::ALL
             .into_iter()
             .find(|l| l.name() == s)
-            .ok_or_else(|| format!("unknown kernel level `{s}` (expected scalar, avx2 or avx512)"))
+            .ok_or_else(|| {
+                format!("unknown kernel level `{s}` (expected scalar, avx2, avx512 or avx512vnni)")
+            })
     }
 }
 

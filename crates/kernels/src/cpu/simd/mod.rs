@@ -48,6 +48,8 @@ macro_rules! dispatch {
             // SAFETY: a level is only ever selected when `Level::supported` said so.
             Level::Avx512 => unsafe { x86::avx512::$name($($arg),*) },
             #[cfg(target_arch = "x86_64")]
+            Level::Avx512Vnni => unsafe { x86::avx512vnni::$name($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
             Level::Avx2 => unsafe { x86::avx2::$name($($arg),*) },
             #[allow(unused_unsafe)]
             _ => unsafe { portable::$name($($arg),*) },

@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::super::{Fmt, GemmPanel, PvBlock, portable};
-pub use super::avx512_int8::dot_row_q;
+pub use super::avx512_int8::dot_row_q_bw as dot_row_q;
 
 #[inline(always)]
 fn tail_mask(n: usize) -> __mmask16 {

@@ -66,174 +66,250 @@ fn q4k_scales_mins(s: &[u8]) -> (u64, u64) {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn dot_row_q(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
+pub unsafe fn dot_row_q_bw(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
+    unsafe { dot_row_q::<false>(fmt, src, a) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_row_q_vnni(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
+    unsafe { dot_row_q::<true>(fmt, src, a) }
+}
+
+/// The bodies below are `inline(always)` and generic over VNNI, so each entry point above
+/// compiles them with its own target features.
+#[inline(always)]
+unsafe fn dot_row_q<const VNNI: bool>(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
     unsafe {
         match fmt {
-            Fmt::Q8_0 => dot_q8_0(src, a),
-            Fmt::Q5_0 => dot_q5_0(src, a),
-            Fmt::Q4K => dot_q4k(src, a),
-            Fmt::Q6K => dot_q6k(src, a),
+            Fmt::Q8_0 => dot_q8_0::<VNNI>(src, a),
+            Fmt::Q5_0 => dot_q5_0::<VNNI>(src, a),
+            Fmt::Q4K => dot_q4k::<VNNI>(src, a),
+            Fmt::Q6K => dot_q6k::<VNNI>(src, a),
             _ => portable::dot_row_q(fmt, src, a),
         }
     }
 }
 
+/// `acc + Σ` of each 4 adjacent products `u[i] * s[i]` (unsigned times signed bytes).
+#[inline(always)]
+unsafe fn dot_u8i8<const VNNI: bool>(acc: __m512i, u: __m512i, s: __m512i) -> __m512i {
+    unsafe {
+        if VNNI {
+            _mm512_dpbusd_epi32(acc, u, s)
+        } else {
+            let p = _mm512_maddubs_epi16(u, s);
+            _mm512_add_epi32(acc, _mm512_madd_epi16(p, _mm512_set1_epi16(1)))
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn dot_u8i8_256<const VNNI: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    unsafe {
+        if VNNI {
+            _mm256_dpbusd_epi32(acc, u, s)
+        } else {
+            let p = _mm256_maddubs_epi16(u, s);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+        }
+    }
+}
+
+/// `acc + Σ` of each 2 adjacent products of i16 lanes.
+#[inline(always)]
+unsafe fn dot_i16<const VNNI: bool>(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    unsafe {
+        if VNNI {
+            _mm512_dpwssd_epi32(acc, a, b)
+        } else {
+            _mm512_add_epi32(acc, _mm512_madd_epi16(a, b))
+        }
+    }
+}
+
 /// Q8_0 weights are signed, so the sign moves to the activation side: |w| (as unsigned,
-/// exact even for -128) times sign(w)·x (|x| <= 127, so negation is exact).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn dot_q8_0(src: &[u8], a: &QRow<'_>) -> f32 {
+/// exact even for -128) times sign(w)·x (|x| <= 127, so negation is exact). Two blocks per
+/// 512-bit step, each half scaled by its own block's scales.
+#[inline(always)]
+unsafe fn dot_q8_0<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
     let blocks = a.d.len();
     assert!(src.len() >= 34 * blocks && a.qs.len() >= 32 * blocks);
-    let ones = _mm256_set1_epi16(1);
-    let zero = _mm256_setzero_si256();
-    let mut acc = [_mm256_setzero_ps(); 2];
     unsafe {
+        let zero = _mm512_setzero_si512();
+        // lanes 0-7 take the first block's scale, 8-15 the second's
+        let halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let mut acc = [_mm512_setzero_ps(); 2];
         let (w, x) = (src.as_ptr(), a.qs.as_ptr());
-        for b in 0..blocks {
+        let mut b = 0;
+        while b + 2 <= blocks {
+            let lo = _mm256_loadu_si256(w.add(34 * b + 2) as *const __m256i);
+            let hi = _mm256_loadu_si256(w.add(34 * b + 36) as *const __m256i);
+            let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            let xv = _mm512_loadu_si512(x.add(32 * b) as *const __m512i);
+            let xs = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
+            let p = dot_u8i8::<VNNI>(zero, _mm512_abs_epi8(wv), xs);
+            let d0 = u16::from_le_bytes([src[34 * b], src[34 * b + 1]]);
+            let d1 = u16::from_le_bytes([src[34 * b + 34], src[34 * b + 35]]);
+            let dw = _mm_cvtph_ps(_mm_cvtsi32_si128((d0 as u32 | (d1 as u32) << 16) as i32));
+            let da = _mm_castpd_ps(_mm_load_sd(a.d.as_ptr().add(b) as *const f64));
+            let s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_mul_ps(dw, da)));
+            let acc = &mut acc[(b / 2) & 1];
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, *acc);
+            b += 2;
+        }
+        let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+        if b < blocks {
             let wv = _mm256_loadu_si256(w.add(34 * b + 2) as *const __m256i);
             let xv = _mm256_loadu_si256(x.add(32 * b) as *const __m256i);
             let neg = _mm256_movepi8_mask(wv);
-            let xs = _mm256_mask_sub_epi8(xv, neg, zero, xv);
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(wv), xs), ones);
-            let scale = f16c(src, 34 * b) * a.d[b];
-            let acc = &mut acc[b & 1];
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), *acc);
+            let xs = _mm256_mask_sub_epi8(xv, neg, _mm256_setzero_si256(), xv);
+            let p = dot_u8i8_256::<VNNI>(_mm256_setzero_si256(), _mm256_abs_epi8(wv), xs);
+            sum += hsum256(_mm256_cvtepi32_ps(p)) * (f16c(src, 34 * b) * a.d[b]);
         }
-        hsum256(_mm256_add_ps(acc[0], acc[1]))
+        sum
     }
 }
 
 /// Q5_0: the low nibbles then the high nibbles of 16 bytes, the fifth bits from a mask;
 /// the stored quants are q + 16, so 16 · (sum of the block's activations) comes off.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn dot_q5_0(src: &[u8], a: &QRow<'_>) -> f32 {
-    let blocks = a.d.len();
-    assert!(src.len() >= 22 * blocks && a.qs.len() >= 32 * blocks && a.bsums.len() >= blocks);
-    let ones = _mm256_set1_epi16(1);
-    let nib = _mm256_set1_epi8(0x0f);
-    let bit5 = _mm256_set1_epi8(0x10);
-    let mut acc = _mm256_setzero_ps();
-    let mut off = 0f32;
+#[inline(always)]
+unsafe fn dot_q5_0<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
     unsafe {
-        let x = a.qs.as_ptr();
-        for b in 0..blocks {
-            let blk = &src[22 * b..22 * b + 22];
-            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
-            let q = _mm_loadu_si128(blk.as_ptr().add(6) as *const __m128i);
-            let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), nib);
-            let q = _mm256_mask_add_epi8(q, qh, q, bit5);
-            let xv = _mm256_loadu_si256(x.add(32 * b) as *const __m256i);
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
-            let scale = f16c(blk, 0) * a.d[b];
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
-            off += scale * a.bsums[b] as f32;
-        }
-        hsum256(acc) - 16.0 * off
-    }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn dot_q4k(src: &[u8], a: &QRow<'_>) -> f32 {
-    let blocks = a.d.len();
-    assert!(
-        src.len() >= 144 * blocks && a.qs.len() >= 256 * blocks && a.bsums.len() >= 16 * blocks
-    );
-    let nib = _mm512_set1_epi8(0x0f);
-    // the upper 256 bits of each step take the high nibbles
-    let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
-    let idx = Q4K_IDX.map(|i| load_idx(&i));
-    let mut acc = _mm512_setzero_ps();
-    let mut acc_min = _mm_setzero_ps();
-    unsafe {
-        let x = a.qs.as_ptr();
-        for b in 0..blocks {
-            let blk = &src[144 * b..144 * b + 144];
-            let (scales, mins) = q4k_scales_mins(&blk[4..16]);
-            let sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(scales as i64)));
-            let mut isum = _mm512_setzero_si512();
-            for (c, idx) in idx.iter().enumerate() {
-                let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                    blk.as_ptr().add(16 + 32 * c) as *const __m256i
-                ));
-                let q = _mm512_and_si512(_mm512_srlv_epi16(q, shift), nib);
-                let xv = _mm512_loadu_si512(x.add(256 * b + 64 * c) as *const __m512i);
-                let p = _mm512_maddubs_epi16(q, xv);
-                let s = _mm512_permutexvar_epi16(*idx, sc);
-                isum = _mm512_add_epi32(isum, _mm512_madd_epi16(p, s));
+        let blocks = a.d.len();
+        assert!(src.len() >= 22 * blocks && a.qs.len() >= 32 * blocks && a.bsums.len() >= blocks);
+        let nib = _mm256_set1_epi8(0x0f);
+        let bit5 = _mm256_set1_epi8(0x10);
+        let mut acc = _mm256_setzero_ps();
+        let mut off = 0f32;
+        {
+            let x = a.qs.as_ptr();
+            for b in 0..blocks {
+                let blk = &src[22 * b..22 * b + 22];
+                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                let q = _mm_loadu_si128(blk.as_ptr().add(6) as *const __m128i);
+                let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), nib);
+                let q = _mm256_mask_add_epi8(q, qh, q, bit5);
+                let xv = _mm256_loadu_si256(x.add(32 * b) as *const __m256i);
+                let p = dot_u8i8_256::<VNNI>(_mm256_setzero_si256(), q, xv);
+                let scale = f16c(blk, 0) * a.d[b];
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
+                off += scale * a.bsums[b] as f32;
             }
-            // Σ_j min_j · (sum of the activations of sub-block j)
-            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
-            let b32 = _mm_hadd_epi16(
-                _mm256_castsi256_si128(bs),
-                _mm256_extracti128_si256::<1>(bs),
-            );
-            let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64));
-            let im = _mm_madd_epi16(m16, b32);
-            let da = a.d[b];
-            acc = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(isum),
-                _mm512_set1_ps(f16c(blk, 0) * da),
-                acc,
-            );
-            acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(im), _mm_set1_ps(f16c(blk, 2) * da), acc_min);
+            hsum256(acc) - 16.0 * off
         }
-        _mm512_reduce_add_ps(acc) - hsum128(acc_min)
     }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn dot_q6k(src: &[u8], a: &QRow<'_>) -> f32 {
-    let blocks = a.d.len();
-    assert!(
-        src.len() >= 210 * blocks && a.qs.len() >= 256 * blocks && a.bsums.len() >= 16 * blocks
-    );
-    let nib = _mm512_set1_epi8(0x0f);
-    let top = _mm512_set1_epi8(0x30);
-    // the upper 256 bits take qh's bits 2-3 and 6-7
-    let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
-    let idx = Q6K_IDX.map(|i| load_idx(&i));
-    let mut acc = _mm512_setzero_ps();
+#[inline(always)]
+unsafe fn dot_q4k<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
     unsafe {
-        let x = a.qs.as_ptr();
-        for b in 0..blocks {
-            let blk = &src[210 * b..210 * b + 210];
-            let p = blk.as_ptr();
-            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
-            let sc = _mm512_castsi256_si512(sc16);
-            let mut isum = _mm512_setzero_si512();
-            for h in 0..2 {
-                let ql = _mm512_loadu_si512(p.add(64 * h) as *const __m512i);
-                let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                    p.add(128 + 32 * h) as *const __m256i
-                ));
-                let qh = _mm512_srlv_epi16(qh, shift);
-                let lo = _mm512_or_si512(
-                    _mm512_and_si512(ql, nib),
-                    _mm512_and_si512(_mm512_slli_epi16::<4>(qh), top),
-                );
-                let hi = _mm512_or_si512(
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(ql), nib),
-                    _mm512_and_si512(qh, top),
-                );
-                for (k, q) in [lo, hi].into_iter().enumerate() {
-                    let xv =
-                        _mm512_loadu_si512(x.add(256 * b + 128 * h + 64 * k) as *const __m512i);
-                    let s = _mm512_permutexvar_epi16(idx[2 * h + k], sc);
-                    isum =
-                        _mm512_add_epi32(isum, _mm512_madd_epi16(_mm512_maddubs_epi16(q, xv), s));
+        let blocks = a.d.len();
+        assert!(
+            src.len() >= 144 * blocks && a.qs.len() >= 256 * blocks && a.bsums.len() >= 16 * blocks
+        );
+        let nib = _mm512_set1_epi8(0x0f);
+        // the upper 256 bits of each step take the high nibbles
+        let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
+        let idx = Q4K_IDX.map(|i| load_idx(&i));
+        let mut acc = _mm512_setzero_ps();
+        let mut acc_min = _mm_setzero_ps();
+        {
+            let x = a.qs.as_ptr();
+            for b in 0..blocks {
+                let blk = &src[144 * b..144 * b + 144];
+                let (scales, mins) = q4k_scales_mins(&blk[4..16]);
+                let sc =
+                    _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(scales as i64)));
+                let mut isum = _mm512_setzero_si512();
+                for (c, idx) in idx.iter().enumerate() {
+                    let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        blk.as_ptr().add(16 + 32 * c) as *const __m256i,
+                    ));
+                    let q = _mm512_and_si512(_mm512_srlv_epi16(q, shift), nib);
+                    let xv = _mm512_loadu_si512(x.add(256 * b + 64 * c) as *const __m512i);
+                    let p = _mm512_maddubs_epi16(q, xv);
+                    let s = _mm512_permutexvar_epi16(*idx, sc);
+                    isum = dot_i16::<VNNI>(isum, p, s);
                 }
+                // Σ_j min_j · (sum of the activations of sub-block j)
+                let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
+                let b32 = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bs),
+                    _mm256_extracti128_si256::<1>(bs),
+                );
+                let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64));
+                let im = _mm_madd_epi16(m16, b32);
+                let da = a.d[b];
+                acc = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(isum),
+                    _mm512_set1_ps(f16c(blk, 0) * da),
+                    acc,
+                );
+                acc_min =
+                    _mm_fmadd_ps(_mm_cvtepi32_ps(im), _mm_set1_ps(f16c(blk, 2) * da), acc_min);
             }
-            // the stored quants are q + 32: subtract 32 · Σ_g scale_g · (sum of group g)
-            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
-            let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
-            isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(off));
-            acc = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(isum),
-                _mm512_set1_ps(f16c(blk, 208) * a.d[b]),
-                acc,
-            );
+            _mm512_reduce_add_ps(acc) - hsum128(acc_min)
         }
-        _mm512_reduce_add_ps(acc)
+    }
+}
+
+#[inline(always)]
+unsafe fn dot_q6k<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
+    unsafe {
+        let blocks = a.d.len();
+        assert!(
+            src.len() >= 210 * blocks && a.qs.len() >= 256 * blocks && a.bsums.len() >= 16 * blocks
+        );
+        let nib = _mm512_set1_epi8(0x0f);
+        let top = _mm512_set1_epi8(0x30);
+        // the upper 256 bits take qh's bits 2-3 and 6-7
+        let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
+        let idx = Q6K_IDX.map(|i| load_idx(&i));
+        let mut acc = _mm512_setzero_ps();
+        {
+            let x = a.qs.as_ptr();
+            for b in 0..blocks {
+                let blk = &src[210 * b..210 * b + 210];
+                let p = blk.as_ptr();
+                let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
+                let sc = _mm512_castsi256_si512(sc16);
+                let mut isum = _mm512_setzero_si512();
+                for h in 0..2 {
+                    let ql = _mm512_loadu_si512(p.add(64 * h) as *const __m512i);
+                    let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        p.add(128 + 32 * h) as *const __m256i
+                    ));
+                    let qh = _mm512_srlv_epi16(qh, shift);
+                    let lo = _mm512_or_si512(
+                        _mm512_and_si512(ql, nib),
+                        _mm512_and_si512(_mm512_slli_epi16::<4>(qh), top),
+                    );
+                    let hi = _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(ql), nib),
+                        _mm512_and_si512(qh, top),
+                    );
+                    for (k, q) in [lo, hi].into_iter().enumerate() {
+                        let xv =
+                            _mm512_loadu_si512(x.add(256 * b + 128 * h + 64 * k) as *const __m512i);
+                        let s = _mm512_permutexvar_epi16(idx[2 * h + k], sc);
+                        isum = _mm512_add_epi32(
+                            isum,
+                            _mm512_madd_epi16(_mm512_maddubs_epi16(q, xv), s),
+                        );
+                    }
+                }
+                // the stored quants are q + 32: subtract 32 · Σ_g scale_g · (sum of group g)
+                let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
+                let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
+                isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(off));
+                acc = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(isum),
+                    _mm512_set1_ps(f16c(blk, 208) * a.d[b]),
+                    acc,
+                );
+            }
+            _mm512_reduce_add_ps(acc)
+        }
     }
 }
 

@@ -4,3 +4,4 @@
 pub mod avx2;
 pub mod avx512;
 mod avx512_int8;
+pub mod avx512vnni;
