@@ -9,7 +9,7 @@ use std::cell::RefCell;
 
 use super::dispatch::Level;
 use super::pool::{Disjoint, ThreadPool};
-use super::simd::{self, Fmt, GemmPanel, QActs};
+use super::simd::{self, Fmt, GemmPanel, QActs, qpanel};
 use crate::backend::Heads;
 use crate::matrix::Matrix;
 
@@ -27,6 +27,8 @@ thread_local! {
     static QSCRATCH: RefCell<QActs> = RefCell::new(QActs::default());
     /// One head's gathered inputs and outputs when many tokens take the panel path.
     static HEAD_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A pool thread's packed panel for the int8 prefill kernel.
+    static QPANEL: RefCell<qpanel::QPanel> = RefCell::new(qpanel::QPanel::default());
     /// The experts sharing one parallel region.
     static EXPERT_LIST: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
@@ -95,6 +97,37 @@ pub fn matmul(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f
                         unsafe { *out.ptr().add(t * m + r) = v };
                     }
                 }
+            });
+        });
+        return;
+    }
+    if let Some(kind) = w.fmt().act_quant().filter(|_| simd::has_qgemm(level)) {
+        // int8 prefill: each share packs 16 rows at a time and runs every token over them
+        QSCRATCH.with(|q| {
+            let mut q = q.borrow_mut();
+            q.quantize(kind, x, k);
+            let acts = &*q;
+            let fmt = w.fmt();
+            pool.for_ranges(m, ROW_ALIGN, &|rows| {
+                QPANEL.with(|p| {
+                    let mut p = p.borrow_mut();
+                    let mut r0 = rows.start;
+                    while r0 < rows.end {
+                        let pr = (rows.end - r0).min(qpanel::PANEL);
+                        p.pack(&fmt, pr, k, |i| w.get(r0 + i).1);
+                        let g = simd::QGemm {
+                            panel: &p,
+                            acts,
+                            kind,
+                            tokens: 0..n,
+                            m,
+                            r0,
+                        };
+                        // SAFETY: rows r0..r0+pr belong to this share; the pointer covers n * m.
+                        unsafe { simd::qgemm_panel(level, &g, out.ptr()) };
+                        r0 += pr;
+                    }
+                })
             });
         });
         return;

@@ -210,10 +210,12 @@ fn gemm_panel_matches_the_oracle_for_every_tile_shape() {
     }
 }
 
-/// The activations a matmul over `w` computes with: quantized to int8 and back where the
-/// format has an int8 product and the decode path (under 4 tokens) runs.
-fn acts_as_kernels_see_them(w: &Matrix, x: &[f32], n: usize) -> Vec<f32> {
-    let Some(kind) = w.row(0).0.act_quant().filter(|_| n < 4) else {
+/// The activations a matmul over `w` computes with at `level`: quantized to int8 and back
+/// where the format has an int8 product and either the decode path (under 4 tokens) or the
+/// level's int8 prefill kernel runs.
+fn acts_as_kernels_see_them(level: Level, w: &Matrix, x: &[f32], n: usize) -> Vec<f32> {
+    let int8 = n < 4 || simd::has_qgemm(level);
+    let Some(kind) = w.row(0).0.act_quant().filter(|_| int8) else {
         return x.to_vec();
     };
     let mut q = simd::QActs::default();
@@ -250,18 +252,21 @@ fn quantized_matmul_matches_dequantized_reference() {
             }
             for n in [1, 3, 4, 9] {
                 let x = rng.vec(n * cols);
-                let x = acts_as_kernels_see_them(&w, &x, n);
-                let want: Vec<f64> = (0..n)
-                    .flat_map(|t| {
-                        let (x, dense) = (&x, &dense);
-                        (0..rows).map(move |r| {
-                            (0..cols)
-                                .map(|c| x[t * cols + c] as f64 * dense[r * cols + c] as f64)
-                                .sum::<f64>()
+                let want_at = |level: Level| -> Vec<f64> {
+                    let x = acts_as_kernels_see_them(level, &w, &x, n);
+                    (0..n)
+                        .flat_map(|t| {
+                            let (x, dense) = (&x, &dense);
+                            (0..rows).map(move |r| {
+                                (0..cols)
+                                    .map(|c| x[t * cols + c] as f64 * dense[r * cols + c] as f64)
+                                    .sum::<f64>()
+                            })
                         })
-                    })
-                    .collect();
+                        .collect()
+                };
                 for level in Level::available() {
+                    let want = want_at(level);
                     for threads in [1, 2, 3] {
                         let be = super::tests::backend(level, threads);
                         let mut y = vec![0f32; n * rows];
@@ -539,6 +544,81 @@ fn head_and_expert_batches_equal_one_matmul_each() {
                         &want[..],
                         "{dtype} {level} t{threads} expert {e}"
                     );
+                }
+            }
+        }
+    }
+}
+
+/// The int8 prefill kernel: the packed panel's oracle equals the row-by-row int8 product,
+/// and the kernel equals the oracle, for partial panels and every tile size of tokens.
+#[test]
+fn int8_panel_kernel_matches_the_row_products() {
+    use simd::qpanel::QPanel;
+    let mut rng = Rng(0xabc);
+    for (dtype, k) in [
+        (DType::Q8_0, 96),
+        (DType::Q5_0, 64),
+        (DType::Q4K, 512),
+        (DType::Q6K, 512),
+    ] {
+        for rows in [1, 5, 16] {
+            let w: Vec<Vec<u8>> = (0..rows).map(|_| stored(dtype, k, &mut rng)).collect();
+            let fmt = fmt_of(dtype, &[], 0);
+            let kind = fmt.act_quant().unwrap();
+            let mut p = QPanel::default();
+            // pack a larger panel first: the buffers are reused, stale values must not leak
+            let big: Vec<Vec<u8>> = (0..16).map(|_| stored(dtype, 2 * k, &mut rng)).collect();
+            p.pack(&fmt, 16, 2 * k, |r| &big[r]);
+            p.pack(&fmt, rows, k, |r| &w[r]);
+            for n in [1, 2, 6, 7, 13] {
+                let x = rng.vec(n * k);
+                let mut acts = simd::QActs::default();
+                acts.quantize(kind, &x, k);
+                let (m, r0) = (rows + 3, 2);
+                let mut want = vec![f32::NAN; n * m];
+                for t in 0..n {
+                    for r in 0..rows {
+                        let a = acts.row(t);
+                        let row_product = portable::dot_row_q(&fmt, &w[r], &a);
+                        let oracle = p.dot(r, &a, kind);
+                        let norm: f32 = a.qs.iter().map(|&q| (q as f32).abs()).sum::<f32>()
+                            * a.d.iter().fold(0f32, |m, d| m.max(*d));
+                        close(
+                            oracle,
+                            row_product,
+                            norm,
+                            &format!("oracle {dtype} r{r} t{t}"),
+                        );
+                        want[t * m + r0 + r] = oracle;
+                    }
+                }
+                for level in Level::available()
+                    .into_iter()
+                    .filter(|l| simd::has_qgemm(*l))
+                {
+                    let mut got = vec![f32::NAN; n * m];
+                    let g = simd::QGemm {
+                        panel: &p,
+                        acts: &acts,
+                        kind,
+                        tokens: 0..n,
+                        m,
+                        r0,
+                    };
+                    unsafe { simd::qgemm_panel(level, &g, got.as_mut_ptr()) };
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        if b.is_nan() {
+                            assert!(a.is_nan(), "{level} wrote outside the panel at {i}");
+                        } else {
+                            close(
+                                *a,
+                                *b,
+                                b.abs().max(1.0) * 10.0,
+                                &format!("{level} {dtype} rows={rows} n={n} at {i}"),
+                            );
+                        }
+                    }
                 }
             }
         }

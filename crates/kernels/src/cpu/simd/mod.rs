@@ -3,6 +3,7 @@
 
 pub mod portable;
 mod qacts;
+pub mod qpanel;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -81,6 +82,39 @@ pub fn dot_row(level: Level, fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
 /// against activations quantized in that format's layout.
 pub fn dot_row_q(level: Level, fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
     dispatch!(level, dot_row_q(fmt, src, a))
+}
+
+/// Whether this level has the int8 prefill kernel (`qgemm_panel`).
+pub fn has_qgemm(level: Level) -> bool {
+    level == Level::Avx512Vnni
+}
+
+/// One call of the int8 prefill kernel: a packed panel of up to 16 rows against tokens
+/// `tokens` of `acts`, writing `y[t * m + r0 + r]`.
+pub struct QGemm<'a> {
+    pub panel: &'a qpanel::QPanel,
+    pub acts: &'a QActs,
+    pub kind: ActQuant,
+    pub tokens: std::ops::Range<usize>,
+    pub m: usize,
+    pub r0: usize,
+}
+
+/// Only where `has_qgemm(level)`.
+///
+/// # Safety
+/// `y` must be valid for writes at every `t * m + r0 + r` (`t` in `tokens`,
+/// `r < panel.rows`), and no other thread may access those elements meanwhile.
+pub unsafe fn qgemm_panel(level: Level, g: &QGemm<'_>, y: *mut f32) {
+    assert!(has_qgemm(level), "no int8 prefill kernel at level {level}");
+    assert!(g.r0 + g.panel.rows <= g.m);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the level is supported (checked when it was chosen); the caller vouches for y.
+    unsafe {
+        x86::avx512_qgemm::qgemm_panel(g, y)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (g, y);
 }
 
 /// A panel of `rows` widened weight rows of length `k`, against `n` tokens `x[n, k]`,

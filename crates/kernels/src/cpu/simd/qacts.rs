@@ -61,8 +61,9 @@ pub struct QRow<'a> {
 #[derive(Debug, Default)]
 pub struct QActs {
     k: usize,
-    block: usize,
-    group: usize,
+    /// Scales and sums per token.
+    per_d: usize,
+    per_sums: usize,
     qs: Vec<i8>,
     d: Vec<f32>,
     bsums: Vec<i16>,
@@ -77,24 +78,30 @@ impl QActs {
         grow(&mut self.qs, n * k);
         grow(&mut self.d, n * k / block);
         grow(&mut self.bsums, n * k / group);
-        (self.k, self.block, self.group) = (k, block, group);
+        (self.k, self.per_d, self.per_sums) = (k, k / block, k / group);
         for (b, xs) in x.chunks_exact(block).enumerate() {
             let qs = &mut self.qs[b * block..(b + 1) * block];
             self.d[b] = quantize_block(xs, qs);
             let sums = &mut self.bsums[b * block / group..(b + 1) * block / group];
             for (s, q) in sums.iter_mut().zip(qs.chunks_exact(group)) {
-                *s = q.iter().map(|&v| v as i16).sum();
+                let mut acc = 0i16;
+                for &v in q {
+                    acc += v as i16;
+                }
+                *s = acc;
             }
         }
     }
 
     /// Token `t`'s row.
+    #[inline]
     pub fn row(&self, t: usize) -> QRow<'_> {
-        let (k, b, g) = (self.k, self.block, self.group);
+        // per-token lengths kept from `quantize`: no divisions here, this runs per tile
+        let (k, nd, ns) = (self.k, self.per_d, self.per_sums);
         QRow {
             qs: &self.qs[t * k..(t + 1) * k],
-            d: &self.d[t * k / b..(t + 1) * k / b],
-            bsums: &self.bsums[t * k / g..(t + 1) * k / g],
+            d: &self.d[t * nd..(t + 1) * nd],
+            bsums: &self.bsums[t * ns..(t + 1) * ns],
         }
     }
 }
@@ -109,18 +116,27 @@ fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
 /// even). Returns the scale. A block of zeros (or non-finite values) gets scale 0.
 #[inline]
 fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    // sixteen running maxima with a plain compare (not f32::max, whose NaN rule stops
+    // vectorisation; NaN compares false and is skipped); blocks are multiples of 16
+    let mut lanes = [0f32; 16];
+    for c in x.chunks_exact(16) {
+        for (m, v) in lanes.iter_mut().zip(c) {
+            *m = if v.abs() > *m { v.abs() } else { *m };
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |m, &v| if v > m { v } else { m });
     if amax == 0.0 || !amax.is_finite() {
         q.fill(0);
         return 0.0;
     }
     let id = 127.0 / amax;
-    // Adding 1.5 * 2^23 leaves |y| <= 127.x with no fraction bits, so the addition itself
-    // rounds to nearest even: the same as `round_ties_even`, without a libm call per value
-    // (the baseline target has no rounding instruction), and it vectorises.
+    // Adding 1.5 * 2^23 to |y| <= 127.x leaves no fraction bits, so the addition itself
+    // rounds to nearest even (as `round_ties_even`), and the sum's low mantissa byte is the
+    // rounded value in two's complement: no libm call and no saturating float-to-int cast
+    // per value (the baseline target has neither instruction), so the loop vectorises.
     const MAGIC: f32 = 12_582_912.0;
     for (o, &v) in q.iter_mut().zip(x) {
-        *o = ((v * id + MAGIC) - MAGIC) as i8;
+        *o = (v * id + MAGIC).to_bits() as u8 as i8;
     }
     amax / 127.0
 }

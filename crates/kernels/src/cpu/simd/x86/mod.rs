@@ -4,4 +4,5 @@
 pub mod avx2;
 pub mod avx512;
 mod avx512_int8;
+pub mod avx512_qgemm;
 pub mod avx512vnni;
