@@ -18,6 +18,19 @@ use crate::weights::WeightLoader;
 /// `model.py` and transformers both construct them).
 const LATENT_NORM_EPS: f32 = 1e-6;
 
+/// From how many tokens per chunk the expanded form costs fewer multiply-adds. Per query
+/// and cached position, absorbed attention does `2 r + rope` per head and expanded
+/// `2 (nope + v) + rope` (its kernel also carries a zero key half and a value half it does
+/// not need); expanding costs `(nope + v) r` per position and head, once per chunk.
+fn expand_from(r: usize, nope: usize, vd: usize) -> usize {
+    let saved = 2 * r.saturating_sub(nope + vd);
+    if saved == 0 {
+        usize::MAX
+    } else {
+        ((nope + vd) * r).div_ceil(saved) + 1
+    }
+}
+
 /// The query path: low-rank (V3, V2) or one projection (V2-Lite, `q_lora_rank: null`).
 #[allow(clippy::large_enum_variant)] // one per layer
 pub enum QProj {
@@ -58,6 +71,9 @@ pub struct Mla {
     pub softmax_scale: f32,
     /// eps of q_a_layernorm and kv_a_layernorm
     pub eps: f32,
+    /// A sequence's chunk of at least this many tokens attends in the expanded form (see
+    /// `attend_expanded`); shorter chunks, decode among them, stay absorbed.
+    pub expand_from: usize,
 }
 
 /// Where the tokens of one forward sit: their rotary angles (`[tokens, rope_dim / 2]` each)
@@ -112,6 +128,7 @@ impl Mla {
             v_head_dim: cfg.v_head_dim,
             softmax_scale: cfg.softmax_scale() as f32,
             eps: LATENT_NORM_EPS,
+            expand_from: expand_from(r, cfg.qk_nope_head_dim, cfg.v_head_dim),
         })
     }
 
@@ -175,8 +192,16 @@ impl Mla {
         }
 
         // Absorb wkv_b's key half into the query: q_latent[t, h] = q_nope[t, h] · W_uk[h]
-        let mut q_latent = Buf::<f32>::zeros(tokens * h * r); // [tokens, n_heads, kv_lora_rank]
+        // (only for the spans that attend absorbed)
+        let absorbed = |n: usize| n < self.expand_from;
+        let q_rows = if spans.iter().any(|s| absorbed(s.tokens.len())) {
+            tokens
+        } else {
+            0
+        };
+        let mut q_latent = Buf::<f32>::zeros(q_rows * h * r); // [tokens, n_heads, kv_lora_rank]
         match &self.kv_b {
+            _ if q_rows == 0 => {}
             KvB::Split { k_b, .. } => {
                 // k_b is [h * r, nope]: head g's rows are g * r .. (g + 1) * r
                 let heads = Heads {
@@ -219,31 +244,11 @@ impl Mla {
             }
             t0 += span.tokens.len();
         }
-        let mut o_latent = Buf::<f32>::zeros(tokens * h * r); // [tokens, n_heads, kv_lora_rank]
-        let mut t0 = 0;
-        for span in spans {
-            let attn = MlaAttention {
-                q_latent: &q_latent[t0 * h * r..(t0 + span.tokens.len()) * h * r],
-                q_pe: &q_pe[t0 * h * p..(t0 + span.tokens.len()) * h * p],
-                kv: pool.layer(layer),
-                blocks: span.blocks,
-                block_size: pool.block_size(),
-                n_heads: h,
-                kv_lora_rank: r,
-                rope_dim: p,
-                start_pos: span.start_pos,
-                scale: self.softmax_scale,
-            };
-            be.mla_attention(
-                &attn,
-                &mut o_latent[t0 * h * r..(t0 + span.tokens.len()) * h * r],
-            );
-            t0 += span.tokens.len();
-        }
-
-        // Apply wkv_b's value half per head: o[t, h] = W_uv[h] · o_latent[t, h]
+        // Attend per sequence; absorbed spans leave latent outputs that wkv_b's value half
+        // then maps per head (o[t, h] = W_uv[h] · o_latent[t, h]), expanded spans write o.
         let mut o = Buf::<f32>::zeros(tokens * h * vd); // [tokens, n_heads * v_head_dim]
-        let (w_uv, heads) = match &self.kv_b {
+        let mut o_latent = Buf::<f32>::zeros(q_rows * h * r); // [tokens, n_heads, kv_lora_rank]
+        let (w_uv, v_heads) = match &self.kv_b {
             KvB::Combined(w) => (
                 w,
                 Heads {
@@ -263,10 +268,132 @@ impl Mla {
                 },
             ),
         };
-        be.matmul_heads(&o_latent, w_uv, heads, &mut o);
+        let mut t0 = 0;
+        for span in spans {
+            let n = span.tokens.len();
+            let (a, b) = (t0, t0 + n);
+            t0 = b;
+            if !absorbed(n) {
+                let q = (
+                    &q_nope[a * h * nope..b * h * nope],
+                    &q_pe[a * h * p..b * h * p],
+                );
+                self.attend_expanded(be, q, pool, layer, span, &mut o[a * h * vd..b * h * vd]);
+                continue;
+            }
+            let attn = MlaAttention {
+                q_latent: &q_latent[a * h * r..b * h * r],
+                q_pe: &q_pe[a * h * p..b * h * p],
+                kv: pool.layer(layer),
+                blocks: span.blocks,
+                block_size: pool.block_size(),
+                n_heads: h,
+                kv_lora_rank: r,
+                rope_dim: p,
+                start_pos: span.start_pos,
+                scale: self.softmax_scale,
+            };
+            be.mla_attention(&attn, &mut o_latent[a * h * r..b * h * r]);
+            if spans.len() > 1 {
+                let (lat, out) = (
+                    &o_latent[a * h * r..b * h * r],
+                    &mut o[a * h * vd..b * h * vd],
+                );
+                be.matmul_heads(lat, w_uv, v_heads, out);
+            }
+        }
+        if spans.len() == 1 && q_rows > 0 {
+            // one sequence: its value product in one call
+            be.matmul_heads(&o_latent, w_uv, v_heads, &mut o);
+        }
         let mut out = Buf::<f32>::zeros(tokens * self.wo.rows);
         be.matmul(&o, &self.wo, &mut out);
         out
+    }
+
+    /// Attention for one sequence's chunk in the expanded form, as the paper writes MLA
+    /// before absorption: every cached position's latent is mapped through `wkv_b` to its
+    /// per-head key and value once, and the chunk's queries attend over those. For a long
+    /// chunk this is several times fewer multiply-adds than the absorbed form, which pays
+    /// `2 * kv_lora_rank` per query, position and head. The same attention kernel runs it,
+    /// one head at a time, over rows `[k_nope | v | k_pe]` with query `[q_nope | 0]`: the
+    /// output's value half is the head's output. Writes `o` `[n, n_heads, v_head_dim]`.
+    fn attend_expanded(
+        &self,
+        be: &dyn Backend,
+        (q_nope, q_pe): (&[f32], &[f32]),
+        pool: &KvPool,
+        layer: usize,
+        span: &PagedSeq<'_>,
+        o: &mut [f32],
+    ) {
+        let (h, r, p) = (self.n_heads, self.kv_lora_rank, self.qk_rope_head_dim);
+        let (nope, vd) = (self.qk_nope_head_dim, self.v_head_dim);
+        let n = span.tokens.len();
+        let positions = span.start_pos + n;
+        // the sequence's cached latents, contiguous: c_kv [P, r] and k_pe [P, p]
+        let mut c_kv = Buf::<f32>::zeros(positions * r);
+        let mut k_pe = Buf::<f32>::zeros(positions * p);
+        let cache = pool.layer(layer);
+        for j in 0..positions {
+            let at = pool.offset(span.blocks, j);
+            c_kv[j * r..(j + 1) * r].copy_from_slice(&cache[at..at + r]);
+            k_pe[j * p..(j + 1) * p].copy_from_slice(&cache[at + r..at + r + p]);
+        }
+        // keys and values of every head: [P, n_heads, nope + vd] as [k_nope | v]
+        let kvw = nope + vd;
+        let mut kv = Buf::<f32>::zeros(positions * h * kvw);
+        match &self.kv_b {
+            KvB::Combined(w) => be.matmul(&c_kv, w, &mut kv),
+            KvB::Split { k_b, v_b } => {
+                let mut v = Buf::<f32>::zeros(positions * h * vd);
+                be.matmul(&c_kv, v_b, &mut v);
+                let mut k = Buf::<f32>::zeros(positions * nope);
+                for head in 0..h {
+                    be.matmul_t(&c_kv, &k_b.rows_view(head * r, r), &mut k);
+                    for j in 0..positions {
+                        let row = &mut kv[(j * h + head) * kvw..][..kvw];
+                        row[..nope].copy_from_slice(&k[j * nope..(j + 1) * nope]);
+                        row[nope..].copy_from_slice(&v[(j * h + head) * vd..][..vd]);
+                    }
+                }
+            }
+        }
+        // one head at a time: rows [k_nope | v | k_pe], queries [q_nope | 0] and q_pe
+        let width = kvw + p;
+        let mut rows = Buf::<f32>::zeros(positions * width);
+        let mut qh = Buf::<f32>::zeros(n * kvw);
+        let mut qp = Buf::<f32>::zeros(n * p);
+        let mut out = Buf::<f32>::zeros(n * kvw);
+        let blocks = [0u32];
+        for head in 0..h {
+            for j in 0..positions {
+                let row = &mut rows[j * width..(j + 1) * width];
+                row[..kvw].copy_from_slice(&kv[(j * h + head) * kvw..][..kvw]);
+                row[kvw..].copy_from_slice(&k_pe[j * p..(j + 1) * p]);
+            }
+            for t in 0..n {
+                qh[t * kvw..t * kvw + nope]
+                    .copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
+                qp[t * p..(t + 1) * p].copy_from_slice(&q_pe[(t * h + head) * p..][..p]);
+            }
+            let attn = MlaAttention {
+                q_latent: &qh,
+                q_pe: &qp,
+                kv: &rows,
+                blocks: &blocks,
+                block_size: positions,
+                n_heads: 1,
+                kv_lora_rank: kvw,
+                rope_dim: p,
+                start_pos: span.start_pos,
+                scale: self.softmax_scale,
+            };
+            be.mla_attention(&attn, &mut out);
+            for t in 0..n {
+                o[(t * h + head) * vd..][..vd].copy_from_slice(&out[t * kvw + nope..(t + 1) * kvw]);
+            }
+        }
     }
 }
 
@@ -382,6 +509,112 @@ mod tests {
             k_b: mat("k_b", k_b, vec![h * r, nope]),
             v_b: mat("v_b", v_b, vec![h * vd, r]),
         }
+    }
+
+    /// The expanded form (long prefill chunks) against the decompressed oracle, with both
+    /// `wkv_b` layouts, as one chunk and as a second chunk over a cached prefix.
+    #[test]
+    fn expanded_attention_equals_decompressed() {
+        for name in ["v3_yarn_mtp", "v3_fp8_sharded", "v2_lite_greedy"] {
+            let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/golden")
+                .join(name);
+            let ckpt = Checkpoint::open(&dir).unwrap();
+            let cfg = &ckpt.config;
+            let w = WeightLoader { ckpt: &ckpt };
+            let load = || Mla::load(&w, cfg, "model.layers.1.self_attn").unwrap();
+            let be = CpuBackend::new();
+            let rope = Rope::new(cfg);
+            let tokens = 37;
+            let half = cfg.qk_rope_head_dim / 2;
+            let x: Vec<f32> = (0..tokens * cfg.hidden_size)
+                .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let (mut cos, mut sin) = (vec![0f32; tokens * half], vec![0f32; tokens * half]);
+            for t in 0..tokens {
+                rope.cos_sin(
+                    t,
+                    &mut cos[t * half..(t + 1) * half],
+                    &mut sin[t * half..(t + 1) * half],
+                );
+            }
+            let want = naive(&load(), &be, &x, &cos, &sin);
+            let combined = Mla {
+                expand_from: 1,
+                ..load()
+            };
+            let split = Mla {
+                kv_b: split_kv_b(&combined),
+                expand_from: 1,
+                ..load()
+            };
+            let blocks = [4u32, 1, 3, 0, 2];
+            let hd = cfg.hidden_size;
+            for (layout, mla) in [("combined", &combined), ("split", &split)] {
+                // one chunk
+                let ids = vec![0u32; tokens];
+                let spans = [PagedSeq {
+                    start_pos: 0,
+                    tokens: &ids,
+                    blocks: &blocks,
+                }];
+                let at = Positions {
+                    cos: &cos,
+                    sin: &sin,
+                    spans: &spans,
+                };
+                let got = mla.forward(&be, &x, &at, &mut KvPool::new(cfg, 5, 8), 1);
+                assert_close(&got, &want, &format!("{name} {layout} one chunk"));
+                // 20 tokens, then 17 more over the cached 20
+                let mut pool = KvPool::new(cfg, 5, 8);
+                let mut rows = Vec::new();
+                for (a, b) in [(0, 20), (20, tokens)] {
+                    let ids = vec![0u32; b - a];
+                    let spans = [PagedSeq {
+                        start_pos: a,
+                        tokens: &ids,
+                        blocks: &blocks,
+                    }];
+                    let at = Positions {
+                        cos: &cos[a * half..b * half],
+                        sin: &sin[a * half..b * half],
+                        spans: &spans,
+                    };
+                    rows.extend_from_slice(&mla.forward(
+                        &be,
+                        &x[a * hd..b * hd],
+                        &at,
+                        &mut pool,
+                        1,
+                    ));
+                }
+                assert_close(&rows, &want, &format!("{name} {layout} two chunks"));
+            }
+        }
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len());
+        let err: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            / want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+        assert!(
+            err < 1e-5,
+            "{what}: expanded vs decompressed rel L2 {err:.3e}"
+        );
+    }
+
+    #[test]
+    fn the_expanded_form_starts_where_it_saves_work() {
+        // V3's shapes: r 512, nope 128, v 128 -> from 257 tokens; equal widths never expand
+        assert_eq!(expand_from(512, 128, 128), 257);
+        assert_eq!(expand_from(512, 64, 64), 87);
+        assert_eq!(expand_from(32, 16, 16), usize::MAX);
+        assert_eq!(expand_from(48, 32, 32), usize::MAX);
     }
 
     #[test]
