@@ -14,7 +14,8 @@
 #   3. llama.cpp's convert_hf_to_gguf.py -> mid-bf16.gguf; llama-quantize -> mid-q8_0, mid-q4_k_m.
 #   4. llama-bench on each (-p 512 -n 128 -d 0,4096 -r 3 -t $THREADS), a STREAM-triad-like memory
 #      bandwidth probe and an AVX-512 peak-arithmetic probe (both C, compiled here with gcc).
-#   5. `deeprust bench` on the same files (n/a where it fails or is missing), then the table.
+#   5. `deeprust bench` on the same files right after each (n/a where it fails or is missing),
+#      then the table.
 #
 # Roofline fractions: decode = tok/s * bytes read per token / bandwidth, where bytes read per
 # token are the GGUF tensor bytes, less the unused routed experts' share (only active/total of
@@ -183,6 +184,15 @@ if [ ! -s "$res/peak.json" ]; then
   log "measuring peak arithmetic ($THREADS threads)"
   OMP_NUM_THREADS="$THREADS" "$probe/peak" > "$res/peak.json"
 fi
+# Each format's two engines run back to back (llama.cpp, then deeprust), so a shift in the
+# machine's speed over the run (shared hosts drift) falls on both sides of a ratio alike.
+rm -f "$res"/deeprust-*.json
+if [ -x "$DEEPRUST_BIN" ]; then
+  "$DEEPRUST_BIN" bench --membw -o json > "$res/deeprust-membw.json" 2> "$res/deeprust-membw.log" \
+    || { log "deeprust bench --membw failed"; rm -f "$res/deeprust-membw.json"; }
+else
+  log "no deeprust binary at $DEEPRUST_BIN (cargo build --release -p cli): its columns are n/a"
+fi
 for f in "${FORMATS[@]}"; do
   if [ ! -s "$res/llama-$f.json" ]; then
     log "llama-bench $f (-p 512 -n 128 -d $DEPTHS -r $REPS -t $THREADS)"
@@ -193,22 +203,14 @@ for f in "${FORMATS[@]}"; do
       log "llama-bench $f failed (see $res/llama-$f.log)"; rm -f "$res/llama-$f.json.tmp"
     fi
   fi
-done
-
-# ---- 5. deeprust ----------------------------------------------------------------------------
-rm -f "$res"/deeprust-*.json
-if [ -x "$DEEPRUST_BIN" ]; then
-  "$DEEPRUST_BIN" bench --membw -o json > "$res/deeprust-membw.json" 2> "$res/deeprust-membw.log" \
-    || { log "deeprust bench --membw failed"; rm -f "$res/deeprust-membw.json"; }
-  for f in "${FORMATS[@]}"; do
+  # ---- 5. deeprust on the same file --------------------------------------------------------
+  if [ -x "$DEEPRUST_BIN" ]; then
     log "deeprust bench $f"
     "$DEEPRUST_BIN" bench --model "$PEER_DIR/mid-$f.gguf" -p 512 -n 128 --depth "$DEPTHS" --threads "$THREADS" \
       -r "$REPS" -o json > "$res/deeprust-$f.json" 2> "$res/deeprust-$f.log" \
       || { log "deeprust bench $f failed (see $res/deeprust-$f.log)"; rm -f "$res/deeprust-$f.json"; }
-  done
-else
-  log "no deeprust binary at $DEEPRUST_BIN (cargo build --release -p cli): its columns are n/a"
-fi
+  fi
+done
 
 # ---- the table ------------------------------------------------------------------------------
 python3 - "$PEER_DIR" "${FORMATS[@]}" <<'EOF'
