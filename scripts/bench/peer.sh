@@ -16,6 +16,7 @@
 #      bandwidth probe and an AVX-512 peak-arithmetic probe (both C, compiled here with gcc).
 #   5. `deeprust bench` on the same files right after each (n/a where it fails or is missing),
 #      then the table.
+#   6. KL of the quantized files against bf16, llama-perplexity --kl-divergence beside deeprust kl.
 #
 # Roofline fractions: decode = tok/s * bytes read per token / bandwidth, where bytes read per
 # token are the GGUF tensor bytes, less the unused routed experts' share (only active/total of
@@ -325,3 +326,36 @@ print("| format | test | llama.cpp tok/s | deeprust tok/s | deeprust / llama.cpp
 print("|---|---|---|---|---|---|---|")
 print("\n".join(rows))
 EOF
+
+# ---- 6. quantization quality: KL of next-token distributions against bf16 ------------------
+# Both engines over the same text (the repository's README and docs, lines of 40+ characters):
+# llama.cpp's own `llama-perplexity --kl-divergence` (128-token windows, KL over the second half
+# of each, as it always scores) and `deeprust kl` (every position of each line as a prompt).
+# The positions differ, the text and the files do not. PEER_KL=0 skips this step.
+if [ "${PEER_KL:-1}" = 1 ]; then
+  kl="$PEER_DIR/kl"
+  mkdir -p "$kl"
+  cat "$repo/README.md" "$repo"/docs/*.md | grep -E '.{40,}' | head -n 80 > "$kl/text.txt"
+  if [ ! -x "$bin/llama-perplexity" ]; then
+    log "building llama-perplexity"
+    cmake --build "$PEER_DIR/build" -j "$(nproc)" --target llama-perplexity >&2
+  fi
+  log "llama-perplexity: bf16 base logits"
+  "$bin/llama-perplexity" -m "$PEER_DIR/mid-bf16.gguf" -f "$kl/text.txt" -c 128 --chunks 16 -t "$THREADS" \
+    --kl-divergence-base "$kl/base.kld" > "$kl/llama-base.log" 2>&1 || log "llama-perplexity base failed"
+  echo
+  echo "| format | llama.cpp mean KL (nats) | llama.cpp top-1 agree | deeprust mean KL (nats) | deeprust top-1 agree |"
+  echo "|---|---|---|---|---|"
+  for f in "${FORMATS[@]}"; do
+    [ "$f" = bf16 ] && continue
+    "$bin/llama-perplexity" -m "$PEER_DIR/mid-$f.gguf" -t "$THREADS" --kl-divergence-base "$kl/base.kld" \
+      --kl-divergence > "$kl/llama-$f.log" 2>&1 || log "llama-perplexity $f failed"
+    l_kl="$(grep -E '^Mean +KLD:' "$kl/llama-$f.log" | awk '{print $3}')"
+    l_top="$(grep -E '^Same top p:' "$kl/llama-$f.log" | awk '{print $4}')"
+    d_json="$("${DEEPRUST_BIN}" kl --base "$PEER_DIR/mid-bf16.gguf" --model "$PEER_DIR/mid-$f.gguf" \
+      --file "$kl/text.txt" --threads "$THREADS" --json 2> "$kl/deeprust-$f.log" || true)"
+    d_kl="$(printf '%s' "$d_json" | python3 -c 'import json,sys; print("%.6f" % json.load(sys.stdin)["kl_mean"])' 2>/dev/null || echo n/a)"
+    d_top="$(printf '%s' "$d_json" | python3 -c 'import json,sys; print("%.2f%%" % json.load(sys.stdin)["top1_agreement_pct"])' 2>/dev/null || echo n/a)"
+    echo "| $f | ${l_kl:-n/a} | ${l_top:-n/a}% | $d_kl | $d_top |"
+  done
+fi
