@@ -1,0 +1,265 @@
+//! The engine as the browser runs it: one sequence, driven one token at a time, so a Web
+//! Worker can post each piece of text as it comes and take a stop request between tokens.
+//! Everything here is the native crates (loader, model, tokenizer, sampler); only the
+//! `wasm` module below is specific to WebAssembly, and it only converts types (JavaScript
+//! calls `step` `next`).
+
+use engine::sampler::{Sampler, SamplingParams};
+use model::{ForwardBatch, KvCache, LogitsMode, Model, SeqChunk};
+use tokenizer::{StreamDecoder, Tokenizer};
+
+/// Longest conversation a session keeps (prompt plus reply), within the model's own limit.
+const MAX_CONTEXT: usize = 4096;
+
+/// A loaded model and tokenizer, and the one generation in progress.
+pub struct Session {
+    model: Model,
+    tok: Tokenizer,
+    cache: KvCache,
+    ctx: usize,
+    run: Option<Run>,
+}
+
+struct Run {
+    /// Prompt then generated tokens.
+    tokens: Vec<u32>,
+    /// How many of `tokens` are in the cache.
+    fed: usize,
+    prompt: usize,
+    left: usize,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    done: bool,
+}
+
+impl Session {
+    /// The model built into this crate (no download, no file system).
+    pub fn embedded() -> Result<Session, String> {
+        let ckpt = embedded::checkpoint().map_err(|e| e.to_string())?;
+        let model = Model::load(&ckpt).map_err(|e| e.to_string())?;
+        let tok = embedded::tokenizer().map_err(|e| e.to_string())?;
+        let ctx = model.config.max_position_embeddings.min(MAX_CONTEXT);
+        Ok(Session {
+            cache: model.new_cache(1, ctx),
+            model,
+            tok,
+            ctx,
+            run: None,
+        })
+    }
+
+    /// The CPU kernel level the model runs at.
+    pub fn level(&self) -> String {
+        kernels::CpuOptions::default()
+            .resolve()
+            .map(|(l, _)| l.to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.model.config.vocab_size
+    }
+
+    /// Token ids of `text`: as a chat turn through the chat template, or as raw text.
+    pub fn encode(&self, text: &str, chat: bool) -> Result<Vec<u32>, String> {
+        let r = if chat {
+            let messages = serde_json::json!([{"role": "user", "content": text}]);
+            self.tok.encode_chat(&messages, None, true)
+        } else {
+            self.tok.encode(text, true)
+        };
+        r.map_err(|e| e.to_string())
+    }
+
+    /// Logits `[ids.len(), vocab]` of a fresh prefill of `ids` (the parity check against
+    /// the native build). Ends any generation in progress.
+    pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, String> {
+        self.run = None;
+        self.check(ids)?;
+        let batch = ForwardBatch {
+            seqs: vec![SeqChunk {
+                slot: 0,
+                start_pos: 0,
+                tokens: ids,
+            }],
+            logits: LogitsMode::All,
+        };
+        self.model
+            .forward(&batch, &mut self.cache)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Begin generating after `prompt`; returns the prompt's length in tokens.
+    /// `temperature` 0 is greedy; `seed` makes sampling repeatable.
+    pub fn start(
+        &mut self,
+        prompt: &str,
+        chat: bool,
+        max_tokens: usize,
+        temperature: f32,
+        seed: u64,
+    ) -> Result<usize, String> {
+        let ids = self.encode(prompt, chat)?;
+        self.start_ids(&ids, max_tokens, temperature, seed)
+    }
+
+    pub fn start_ids(
+        &mut self,
+        ids: &[u32],
+        max_tokens: usize,
+        temperature: f32,
+        seed: u64,
+    ) -> Result<usize, String> {
+        self.run = None;
+        self.check(ids)?;
+        let params = SamplingParams {
+            temperature,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        };
+        params.validate(self.vocab_size())?;
+        self.run = Some(Run {
+            tokens: ids.to_vec(),
+            fed: 0,
+            prompt: ids.len(),
+            left: max_tokens.min(self.ctx - ids.len()),
+            sampler: Sampler::new(params, ids, 0),
+            decoder: StreamDecoder::new(true),
+            done: max_tokens == 0,
+        });
+        Ok(ids.len())
+    }
+
+    /// One token more: the text it completes (possibly empty, when a character is still
+    /// incomplete), or `None` once the reply has ended (end of sequence, `max_tokens`, the
+    /// context, or no generation started).
+    pub fn step(&mut self) -> Result<Option<String>, String> {
+        let Some(run) = self.run.as_mut() else {
+            return Ok(None);
+        };
+        if run.done {
+            return Ok(None);
+        }
+        let chunk = &run.tokens[run.fed..];
+        let batch = ForwardBatch {
+            seqs: vec![SeqChunk {
+                slot: 0,
+                start_pos: run.fed,
+                tokens: chunk,
+            }],
+            logits: LogitsMode::Last,
+        };
+        let logits = self
+            .model
+            .forward(&batch, &mut self.cache)
+            .map_err(|e| e.to_string())?;
+        run.fed = run.tokens.len();
+        let id = run.sampler.sample(&logits).id;
+        run.tokens.push(id);
+        run.left -= 1;
+        let eos = self.tok.eos_id == Some(id);
+        if eos || run.left == 0 {
+            run.done = true;
+        }
+        let mut text = if eos {
+            String::new()
+        } else {
+            run.decoder
+                .step(&self.tok, id)
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default()
+        };
+        if run.done
+            && let Some(rest) = run.decoder.flush(&self.tok).map_err(|e| e.to_string())?
+        {
+            text.push_str(&rest);
+        }
+        Ok(Some(text))
+    }
+
+    /// The tokens generated so far in the current run.
+    pub fn generated(&self) -> Vec<u32> {
+        self.run
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.tokens[r.prompt..].to_vec())
+    }
+
+    fn check(&self, ids: &[u32]) -> Result<(), String> {
+        if ids.is_empty() {
+            return Err("the prompt is empty".into());
+        }
+        if ids.len() >= self.ctx {
+            return Err(format!(
+                "the prompt is {} tokens; this session holds {}",
+                ids.len(),
+                self.ctx
+            ));
+        }
+        let vocab = self.vocab_size();
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(format!("token {id} is out of range (vocab_size {vocab})"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod wasm {
+    //! The JavaScript surface: `new Session()`, then `start` and `next` from a Worker.
+
+    use wasm_bindgen::prelude::*;
+
+    #[wasm_bindgen(js_name = Session)]
+    pub struct WebSession(super::Session);
+
+    fn js(e: String) -> JsError {
+        JsError::new(&e)
+    }
+
+    #[wasm_bindgen(js_class = Session)]
+    impl WebSession {
+        #[wasm_bindgen(constructor)]
+        pub fn new() -> Result<WebSession, JsError> {
+            super::Session::embedded().map(WebSession).map_err(js)
+        }
+
+        pub fn level(&self) -> String {
+            self.0.level()
+        }
+
+        #[wasm_bindgen(js_name = vocabSize)]
+        pub fn vocab_size(&self) -> usize {
+            self.0.vocab_size()
+        }
+
+        pub fn encode(&self, text: &str, chat: bool) -> Result<Vec<u32>, JsError> {
+            self.0.encode(text, chat).map_err(js)
+        }
+
+        pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, JsError> {
+            self.0.logits(ids).map_err(js)
+        }
+
+        pub fn start(
+            &mut self,
+            prompt: &str,
+            chat: bool,
+            max_tokens: usize,
+            temperature: f32,
+            seed: u64,
+        ) -> Result<usize, JsError> {
+            self.0
+                .start(prompt, chat, max_tokens, temperature, seed)
+                .map_err(js)
+        }
+
+        /// The next piece of text (`undefined` once the reply has ended).
+        pub fn next(&mut self) -> Result<Option<String>, JsError> {
+            self.0.step().map_err(js)
+        }
+
+        pub fn generated(&self) -> Vec<u32> {
+            self.0.generated()
+        }
+    }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds the engine for WebAssembly and checks it against the native build.
+#
+#   scripts/build-wasm.sh            build web/pkg (the page's module) and run the checks
+#   scripts/build-wasm.sh --build    build only
+#
+# rustup here has no wasm32 standard library and cannot download one, so the wasm build
+# uses Debian's rustc-web 1.96 with the std source (rust-web-src) and -Zbuild-std; lld-22 is
+# the linker it calls rust-lld (see ../shared/notes/platform.md, measured on our machines).
+# The native build stays on rustup's stable 1.95: the code builds with both.
+#
+# Checks (in Node, from the nodejs flavour of the module):
+#   1. logits of a prefill equal the native build's (`deeprust logits`), rel <= 1e-5;
+#   2. a greedy reply, streamed token by token through `Session.next`, equals
+#      `deeprust generate --temperature 0` text and token ids.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+build_only=0
+[ "${1:-}" = "--build" ] && build_only=1
+
+# ---- toolchain ------------------------------------------------------------------------------
+pkgs=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}" >&2
+  apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+# wasm-bindgen's CLI must be the version Cargo.lock resolved for the crate
+ver="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)"
+tools="$root/target/wasm-tools"
+if ! "$tools/bin/wasm-bindgen" --version 2>/dev/null | grep -q " $ver\$"; then
+  echo "installing wasm-bindgen-cli $ver (a few minutes, once)" >&2
+  cargo install wasm-bindgen-cli --version "$ver" --root "$tools" >&2
+fi
+
+# ---- build ----------------------------------------------------------------------------------
+out="$root/target/wasm"
+env PATH="/usr/bin:/bin" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
+  CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
+  RUSTFLAGS='-C target-feature=+simd128 --cfg getrandom_backend="wasm_js"' \
+  /usr/bin/cargo build --locked --release --target wasm32-unknown-unknown \
+  -Zbuild-std=std,panic_abort -p web --target-dir "$out" >&2
+wasm="$out/wasm32-unknown-unknown/release/web.wasm"
+"$tools/bin/wasm-bindgen" --target web --out-dir "$root/web/pkg" "$wasm"
+"$tools/bin/wasm-bindgen" --target nodejs --out-dir "$out/pkg-node" "$wasm"
+echo "web/pkg: $(du -k "$root/web/pkg/web_bg.wasm" | cut -f1) KiB of wasm" >&2
+[ $build_only = 1 ] && exit 0
+
+# ---- checks against the native build --------------------------------------------------------
+bin="${DEEPRUST_BIN:-$root/target/release/deeprust}"
+[ -x "$bin" ] || cargo build --release --locked -p cli >&2
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+prompt="Once upon a time"
+ids="$("$bin" tokenize --text "$prompt" --add-special-tokens --json | python3 -c 'import json,sys; print(",".join(map(str, json.load(sys.stdin)["ids"])))')"
+"$bin" logits --token-ids "$ids" --out "$tmp/native.safetensors"
+"$bin" logits --token-ids "$ids" --kernels scalar --out "$tmp/native-scalar.safetensors"
+"$bin" generate --prompt "$prompt" --max-tokens 24 --temperature 0 --json > "$tmp/native-gen.json"
+node "$root/scripts/wasm/check.mjs" "$out/pkg-node" "$ids" "$prompt" \
+  "$tmp/native.safetensors" "$tmp/native-scalar.safetensors" "$tmp/native-gen.json"
