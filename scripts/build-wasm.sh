@@ -60,3 +60,19 @@ ids="$("$bin" tokenize --text "$prompt" --add-special-tokens --json | python3 -c
 "$bin" generate --prompt "$prompt" --max-tokens 24 --temperature 0 --json > "$tmp/native-gen.json"
 node "$root/scripts/wasm/check.mjs" "$out/pkg-node" "$ids" "$prompt" \
   "$tmp/native.safetensors" "$tmp/native-scalar.safetensors" "$tmp/native-gen.json"
+
+# ---- the page in headless Chromium ------------------------------------------------------------
+# web/ as static files (any host serves them; here Python's), the model in a Web Worker
+browser="$root/scripts/e2e/browser"
+if ! command -v chromium >/dev/null; then
+  apt-get install -y -qq --no-install-recommends chromium >&2 \
+    || { apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends chromium >&2; }
+fi
+(cd "$browser" && npm install --silent --no-audit --no-fund >/dev/null)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -m http.server "$port" --bind 127.0.0.1 --directory "$root/web" >/dev/null 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$tmp"' EXIT
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
+want="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["text"], end="")' "$tmp/native-gen.json")"
+node "$browser/local-page.mjs" "http://127.0.0.1:$port/" "$want" 24

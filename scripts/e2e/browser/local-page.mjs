@@ -1,0 +1,46 @@
+// The in-browser page (web/, WebAssembly in a Web Worker) in headless Chromium: the model
+// loads, a greedy reply streams in and equals the native build's text, and Stop ends a long
+// reply early. Usage: node local-page.mjs http://127.0.0.1:PORT/ NATIVE_GREEDY_TEXT MAX_TOKENS
+import { chromium } from "playwright-core";
+
+const [url, want, maxTokens] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
+});
+try {
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => { console.error("page error:", e); process.exitCode = 1; });
+  page.on("console", (m) => { if (m.type() === "error") console.error("console:", m.text()); });
+  await page.goto(url);
+  await page.waitForFunction(() => document.getElementById("status").textContent.includes("model loaded"),
+    null, { timeout: 60000 });
+  console.log("status:", await page.textContent("#status"));
+
+  // a greedy reply equals the native build's
+  await page.fill("#prompt", "Once upon a time");
+  await page.fill("#max", String(maxTokens));
+  await page.fill("#temp", "0");
+  await page.click("#go");
+  await page.waitForFunction(() => document.getElementById("output").dataset.done === "1", null, { timeout: 60000 });
+  const got = await page.textContent("#output");
+  console.log("reply:", JSON.stringify(got));
+  console.log("speed:", await page.textContent("#speed"));
+  if (got !== want) throw new Error(`the page's reply differs from the native build's: ${JSON.stringify(want)}`);
+
+  // Stop ends a long reply between tokens
+  await page.fill("#max", "2000");
+  await page.fill("#temp", "0.8");
+  await page.click("#go");
+  await page.waitForFunction(() => document.getElementById("output").textContent.length > 20, null, { timeout: 30000 });
+  await page.click("#stop");
+  await page.waitForFunction(() => document.getElementById("output").dataset.done === "1", null, { timeout: 30000 });
+  const speed = await page.textContent("#speed");
+  console.log("after stop:", speed);
+  if (!speed.includes("(stopped)")) throw new Error("Stop did not end the reply: " + speed);
+  await page.screenshot({ path: process.env.SCREENSHOT || "/tmp/deeprust-local.png" });
+  console.log("local page: ok");
+} finally {
+  await browser.close();
+}
