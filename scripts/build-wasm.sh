@@ -76,3 +76,10 @@ trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$tmp"'
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
 want="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["text"], end="")' "$tmp/native-gen.json")"
 node "$browser/local-page.mjs" "http://127.0.0.1:$port/" "$want" 24
+# and as `deeprust serve` serves it, at /local/
+dport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$bin" serve --port "$dport" --kv-cache-gb 0.1 --web-dir "$root/web" 2>/dev/null &
+dserver=$!
+trap 'kill $server $dserver 2>/dev/null; wait $server $dserver 2>/dev/null || true; rm -rf "$tmp"' EXIT
+for _ in $(seq 100); do "$bin" probe --addr "127.0.0.1:$dport" 2>/dev/null && break; sleep 0.1; done
+node "$browser/local-page.mjs" "http://127.0.0.1:$dport/local/" "$want" 24

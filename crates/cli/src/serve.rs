@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use engine::EngineHandle;
 use server::{AccessConfig, AppState, Limits, app};
@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30)]
     pub grace_secs: u64,
+    /// The in-browser page (WebAssembly) to serve at /local/: the `web` directory once
+    /// scripts/build-wasm.sh has built it. Default: ./web when it holds a built page.
+    #[arg(long, env = "DEEPRUST_WEB_DIR")]
+    pub web_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -78,8 +82,20 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             .keys
             .extend(AccessConfig::read_keys_file(f).map_err(anyhow::Error::msg)?);
     }
+    let web_dir = match &a.web_dir {
+        Some(d) if !d.join("pkg").join("web.js").is_file() => bail!(
+            "--web-dir {}: no built page there (pkg/web.js is missing; run scripts/build-wasm.sh)",
+            d.display()
+        ),
+        Some(d) => Some(d.clone()),
+        None => Some(std::path::PathBuf::from("web")).filter(|d| d.join("pkg/web.js").is_file()),
+    };
     let engine = EngineHandle::start(model, Some(tokenizer.clone()), cfg);
-    let state = Arc::new(AppState::new(engine, tokenizer, name.clone()).with_access(access));
+    let state = Arc::new(
+        AppState::new(engine, tokenizer, name.clone())
+            .with_access(access)
+            .with_local_page(web_dir.clone()),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,6 +107,12 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         eprintln!("deeprust: serving `{name}` on http://{local} (OpenAI API at http://{local}/v1)");
+        if let Some(d) = &web_dir {
+            eprintln!(
+                "deeprust: the in-browser page ({}) at http://{local}/local/",
+                d.display()
+            );
+        }
         server::serve(listener, app(state), Duration::from_secs(a.grace_secs)).await?;
         eprintln!("deeprust: stopped");
         Ok(())

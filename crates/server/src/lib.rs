@@ -45,6 +45,9 @@ pub struct AppState {
     limiter: Arc<access::Limiter>,
     metrics: metrics::Metrics,
     next_id: AtomicU64,
+    /// The in-browser page's files (web/ as scripts/build-wasm.sh leaves it), served at
+    /// `/local/`.
+    pub local_page: Option<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -62,7 +65,14 @@ impl AppState {
             limiter: Arc::default(),
             metrics: metrics::Metrics::default(),
             next_id: AtomicU64::new(1),
+            local_page: None,
         }
+    }
+
+    /// Serve the in-browser page (a directory of static files) at `/local/`.
+    pub fn with_local_page(mut self, dir: Option<std::path::PathBuf>) -> AppState {
+        self.local_page = dir;
+        self
     }
 
     pub fn with_access(mut self, access: AccessConfig) -> AppState {
@@ -111,6 +121,12 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/",
             get(|| async { axum::response::Html(include_str!("chat.html")) }),
         )
+        .route(
+            "/local",
+            get(|| async { axum::response::Redirect::permanent("/local/") }),
+        )
+        .route("/local/", get(local_page))
+        .route("/local/{*path}", get(local_page))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
@@ -131,6 +147,47 @@ pub fn app(state: Arc<AppState>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// A file of the in-browser page. The page runs the model itself (WebAssembly in a Web
+/// Worker), so nothing here touches the engine, and it needs no API key.
+async fn local_page(State(state): State<Arc<AppState>>, path: Option<Path<String>>) -> Response {
+    let Some(dir) = &state.local_page else {
+        return ApiError::not_found(
+            "The in-browser page is not served here: build it with scripts/build-wasm.sh and \
+             start `deeprust serve --web-dir web`",
+            None,
+            "not_found",
+        )
+        .into_response();
+    };
+    let rel = path.map(|p| p.0).unwrap_or_default();
+    let rel = if rel.is_empty() {
+        "index.html".to_string()
+    } else {
+        rel
+    };
+    // plain relative names only: no parent, root or empty components
+    let safe = rel
+        .split('/')
+        .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\'));
+    let missing = || ApiError::not_found(format!("No file `{rel}` in the page"), None, "not_found");
+    if !safe {
+        return missing().into_response();
+    }
+    let kind = match rel.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
+        Some("wasm") => "application/wasm",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    };
+    let file = dir.join(&rel);
+    match tokio::task::spawn_blocking(move || std::fs::read(file)).await {
+        Ok(Ok(bytes)) => ([("content-type", kind)], bytes).into_response(),
+        _ => missing().into_response(),
+    }
 }
 
 /// A JSON body whose every rejection (too large, not JSON, wrong types) is OpenAI's error.

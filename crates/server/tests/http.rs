@@ -475,3 +475,61 @@ async fn a_client_that_disconnects_mid_stream_frees_its_blocks() {
         engine.stats()
     );
 }
+
+/// The in-browser page's static files at /local/: types the browser needs (wasm as
+/// application/wasm, or streaming compilation refuses it), no way out of the directory, and
+/// a clear 404 when no page is served.
+#[tokio::test]
+async fn the_local_page_is_served_as_static_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pkg")).unwrap();
+    std::fs::write(dir.path().join("index.html"), "<title>page</title>").unwrap();
+    std::fs::write(dir.path().join("pkg/web.js"), "export {}").unwrap();
+    std::fs::write(dir.path().join("pkg/web_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "no").unwrap();
+    let serve = |page: Option<std::path::PathBuf>| async move {
+        let model = Arc::new(model::Model::load(&embedded::checkpoint().unwrap()).unwrap());
+        let tok = Arc::new(embedded::tokenizer().unwrap());
+        let cfg = EngineConfig {
+            kv_blocks: 64,
+            block_size: 16,
+            max_batch_tokens: 64,
+            max_running: 2,
+            ctx_size: 256,
+        };
+        let engine = EngineHandle::start(model, Some(tok.clone()), cfg);
+        let state = Arc::new(AppState::new(engine, tok, "m".into()).with_local_page(page));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+        addr
+    };
+    let addr = serve(Some(dir.path().to_path_buf())).await;
+    let (st, head, _) = http_full(addr, "GET", "/local", None, "").await;
+    assert_eq!(st, 308, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("location: /local/"),
+        "{head}"
+    );
+    let (st, head, body) = http_full(addr, "GET", "/local/", None, "").await;
+    assert_eq!((st, body.as_str()), (200, "<title>page</title>"));
+    assert!(head.contains("text/html"), "{head}");
+    let (st, head, _) = http_full(addr, "GET", "/local/pkg/web.js", None, "").await;
+    assert!(st == 200 && head.contains("text/javascript"), "{head}");
+    let (st, head, _) = http_full(addr, "GET", "/local/pkg/web_bg.wasm", None, "").await;
+    assert!(st == 200 && head.contains("application/wasm"), "{head}");
+    for bad in [
+        "/local/pkg/../secret.txt",
+        "/local/..%2fsecret.txt",
+        "/local//etc/passwd",
+        "/local/nothing.js",
+    ] {
+        let (st, body) = http(addr, "GET", bad, None).await;
+        assert_eq!(st, 404, "{bad}: {body}");
+        assert_ne!(body, "no", "{bad} reached a file outside the page");
+    }
+    let addr = serve(None).await;
+    let (st, body) = http(addr, "GET", "/local/", None).await;
+    assert_eq!(st, 404);
+    assert!(body.contains("build-wasm.sh"), "{body}");
+}
