@@ -33,6 +33,17 @@ console.log(`session: level ${s.level()}, vocab ${s.vocabSize()}, loaded in ${(p
 
 const ids = Uint32Array.from(idsArg.split(',').map(Number));
 const got = s.logits(ids);
+// the SIMD128 kernels against the portable ones, inside the same module
+const scalar = new Session('scalar');
+const gotScalar = scalar.logits(ids);
+{
+  let maxAbs = 0, maxDiff = 0;
+  for (let i = 0; i < gotScalar.length; i++) {
+    maxAbs = Math.max(maxAbs, Math.abs(gotScalar[i]));
+    maxDiff = Math.max(maxDiff, Math.abs(got[i] - gotScalar[i]));
+  }
+  check(maxDiff / maxAbs <= 1e-5, `wasm ${s.level()} vs wasm scalar: ${(maxDiff / maxAbs).toExponential(2)} (<= 1e-5)`);
+}
 for (const [label, path] of [['native', nativePath], ['native scalar', scalarPath]]) {
   const want = safetensorsF32(path, 'logits');
   check(got.length === want.length, `${label}: ${want.length} logits (${ids.length} positions)`);
@@ -60,4 +71,15 @@ const tokens = Array.from(s.generated());
 check(JSON.stringify(tokens) === JSON.stringify(gen.token_ids), `greedy tokens equal native (${tokens.length})`);
 check(text === gen.text, `streamed text equals native: ${JSON.stringify(text)}`);
 console.log(`wasm (Node, one thread): ${steps} tokens in ${secs.toFixed(2)} s, ${(steps / secs).toFixed(1)} tok/s including the prompt`);
+
+// decode speed, each level: 128 tokens after a short prompt, the prompt's step excluded
+for (const sess of [s, scalar]) {
+  sess.start(prompt, false, 129, 0, 1n);
+  sess.next();
+  const t = performance.now();
+  let k = 0;
+  while (sess.next() !== undefined) k++;
+  const dt = (performance.now() - t) / 1000;
+  console.log(`decode in Node at ${sess.level()}: ${k} tokens, ${(k / dt).toFixed(1)} tok/s`);
+}
 process.exit(failed ? 1 : 0);

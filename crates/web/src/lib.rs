@@ -17,6 +17,7 @@ pub struct Session {
     tok: Tokenizer,
     cache: KvCache,
     ctx: usize,
+    level: String,
     run: Option<Run>,
 }
 
@@ -33,14 +34,28 @@ struct Run {
 }
 
 impl Session {
-    /// The model built into this crate (no download, no file system).
+    /// The model built into this crate (no download, no file system), at the best kernel
+    /// level this build has.
     pub fn embedded() -> Result<Session, String> {
+        Session::embedded_at(None)
+    }
+
+    /// The embedded model at a named kernel level (`scalar`, `simd128`, ...).
+    pub fn embedded_at(level: Option<&str>) -> Result<Session, String> {
+        let level = level.map(str::parse::<kernels::Level>).transpose()?;
+        let options = kernels::CpuOptions {
+            level,
+            threads: Some(1),
+            ..Default::default()
+        };
+        let backend = kernels::CpuBackend::with_options(&options)?;
         let ckpt = embedded::checkpoint().map_err(|e| e.to_string())?;
-        let model = Model::load(&ckpt).map_err(|e| e.to_string())?;
+        let model = Model::load_with(&ckpt, Box::new(backend)).map_err(|e| e.to_string())?;
         let tok = embedded::tokenizer().map_err(|e| e.to_string())?;
         let ctx = model.config.max_position_embeddings.min(MAX_CONTEXT);
         Ok(Session {
             cache: model.new_cache(1, ctx),
+            level: options.resolve()?.0.to_string(),
             model,
             tok,
             ctx,
@@ -50,10 +65,7 @@ impl Session {
 
     /// The CPU kernel level the model runs at.
     pub fn level(&self) -> String {
-        kernels::CpuOptions::default()
-            .resolve()
-            .map(|(l, _)| l.to_string())
-            .unwrap_or_default()
+        self.level.clone()
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -218,9 +230,12 @@ mod wasm {
 
     #[wasm_bindgen(js_class = Session)]
     impl WebSession {
+        /// `new Session()` at the best level, or `new Session("scalar")`.
         #[wasm_bindgen(constructor)]
-        pub fn new() -> Result<WebSession, JsError> {
-            super::Session::embedded().map(WebSession).map_err(js)
+        pub fn new(level: Option<String>) -> Result<WebSession, JsError> {
+            super::Session::embedded_at(level.as_deref())
+                .map(WebSession)
+                .map_err(js)
         }
 
         pub fn level(&self) -> String {

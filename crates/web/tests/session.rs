@@ -90,4 +90,16 @@ fn logits_equal_a_plain_forward_and_bad_input_is_an_error() {
     assert_eq!(s.step().unwrap(), None);
     let long = vec![5u32; 5000];
     assert!(s.logits(&long).unwrap_err().contains("holds"));
+
+    // a level by name; an unknown or absent one is an error, not a crash
+    assert_eq!(
+        Session::embedded_at(Some("scalar")).unwrap().level(),
+        "scalar"
+    );
+    let e = Session::embedded_at(Some("sse9")).err().unwrap();
+    assert!(e.contains("unknown kernel level"), "{e}");
+    assert!(
+        Session::embedded_at(Some("simd128")).is_err(),
+        "no SIMD128 natively"
+    );
 }

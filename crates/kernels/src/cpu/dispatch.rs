@@ -21,10 +21,18 @@ pub enum Level {
     /// AVX-512 with VNNI: the int8 products use `vpdpbusd` / `vpdpwssd` (Ice Lake, Sapphire
     /// Rapids, Zen 4 and later).
     Avx512Vnni,
+    /// WebAssembly SIMD128 (present when the module was built with it).
+    Simd128,
 }
 
 impl Level {
-    pub const ALL: [Level; 4] = [Level::Scalar, Level::Avx2, Level::Avx512, Level::Avx512Vnni];
+    pub const ALL: [Level; 5] = [
+        Level::Scalar,
+        Level::Avx2,
+        Level::Avx512,
+        Level::Avx512Vnni,
+        Level::Simd128,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +40,7 @@ impl Level {
             Level::Avx2 => "avx2",
             Level::Avx512 => "avx512",
             Level::Avx512Vnni => "avx512vnni",
+            Level::Simd128 => "simd128",
         }
     }
 
@@ -56,6 +65,7 @@ impl Level {
             Level::Avx512Vnni => {
                 Level::Avx512.supported() && is_x86_feature_detected!("avx512vnni")
             }
+            Level::Simd128 => cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -89,7 +99,7 @@ impl FromStr for Level {
             .into_iter()
             .find(|l| l.name() == s)
             .ok_or_else(|| {
-                format!("unknown kernel level `{s}` (expected scalar, avx2, avx512 or avx512vnni)")
+                format!("unknown kernel level `{s}` (expected scalar, avx2, avx512, avx512vnni or simd128)")
             })
     }
 }

@@ -4,6 +4,8 @@
 pub mod portable;
 mod qacts;
 pub mod qpanel;
+#[cfg(target_arch = "wasm32")]
+mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -50,6 +52,9 @@ macro_rules! dispatch {
             Level::Avx512 => unsafe { x86::avx512::$name($($arg),*) },
             #[cfg(target_arch = "x86_64")]
             Level::Avx512Vnni => unsafe { x86::avx512vnni::$name($($arg),*) },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            // SAFETY: the module was built with SIMD128, so these instructions exist.
+            Level::Simd128 => unsafe { wasm::simd128::$name($($arg),*) },
             #[cfg(target_arch = "x86_64")]
             Level::Avx2 => unsafe { x86::avx2::$name($($arg),*) },
             #[allow(unused_unsafe)]
