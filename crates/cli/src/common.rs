@@ -34,6 +34,21 @@ pub struct ModelArgs {
     /// Pin kernel threads to CPUs (one each, in the process's affinity order).
     #[arg(long)]
     pub pin_threads: bool,
+    /// Where the model runs: cpu, or gpu (wgpu: Vulkan, Metal, DX12; the dense matmuls run
+    /// on the GPU so far, the rest on the CPU kernels).
+    #[arg(
+        long = "backend",
+        value_enum,
+        default_value = "cpu",
+        env = "DEEPRUST_BACKEND"
+    )]
+    pub backend_kind: BackendKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    Cpu,
+    Gpu,
 }
 
 pub struct Loaded {
@@ -58,8 +73,18 @@ impl ModelArgs {
     }
 
     /// The CPU backend as `--threads`, `--kernels` and `--pin-threads` ask.
-    pub fn backend(&self) -> Result<kernels::CpuBackend> {
-        kernels::CpuBackend::with_options(&self.cpu_options()?).map_err(anyhow::Error::msg)
+    pub fn backend(&self) -> Result<Box<dyn kernels::Backend>> {
+        let cpu =
+            kernels::CpuBackend::with_options(&self.cpu_options()?).map_err(anyhow::Error::msg)?;
+        Ok(match self.backend_kind {
+            BackendKind::Cpu => Box::new(cpu),
+            BackendKind::Gpu => {
+                let g =
+                    gpu::GpuBackend::new(cpu).map_err(|e| anyhow::anyhow!("--backend gpu: {e}"))?;
+                eprintln!("gpu: {}", g.adapter());
+                Box::new(g)
+            }
+        })
     }
 
     /// The kernel level and thread count `--kernels` and `--threads` give here (for
@@ -84,7 +109,7 @@ impl ModelArgs {
     pub fn load_model(&self) -> Result<Model> {
         let backend = self.backend()?;
         with_spinner("loading model", || -> Result<Model> {
-            Ok(Model::load_with(&self.checkpoint()?, Box::new(backend))?)
+            Ok(Model::load_with(&self.checkpoint()?, backend)?)
         })
     }
 
@@ -115,7 +140,7 @@ impl ModelArgs {
                     (None, Some(g)) => Some(gguf_meta::tokenizer_from_gguf(g)),
                     _ => None,
                 };
-                Ok((Model::load_with(&ckpt, Box::new(backend))?, from_gguf))
+                Ok((Model::load_with(&ckpt, backend)?, from_gguf))
             },
         )?;
         let tokenizer = match (from_gguf, &self.tokenizer, &self.model) {

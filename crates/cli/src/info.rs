@@ -20,7 +20,7 @@ pub struct InfoArgs {
 pub fn run(a: &InfoArgs) -> Result<()> {
     let ckpt = a.model.checkpoint()?;
     // Validate every tensor binding, so `info` fails on the same bad files a run would.
-    model::Model::load_with(&ckpt, Box::new(a.model.backend()?))?;
+    model::Model::load_with(&ckpt, a.model.backend()?)?;
     let c = &ckpt.config;
     let mtp_prefixes: Vec<String> = (0..c.num_nextn_predict_layers)
         .map(|k| format!("model.layers.{}.", c.num_hidden_layers + k))

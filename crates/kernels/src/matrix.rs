@@ -159,6 +159,16 @@ impl Matrix {
         }
     }
 
+    /// The stored bytes of this matrix's rows, the tensor that holds them, and the rows'
+    /// place in it: what a backend with its own memory (a GPU) uploads once and finds again.
+    /// Keep the tensor while using its address as a key, or a new tensor may reuse it. Not
+    /// for FP8 (its scales live beside the bytes).
+    pub fn stored(&self) -> (&[u8], &Arc<Tensor>, usize, usize) {
+        let rb = self.row_bytes();
+        let bytes = &self.data.bytes()[self.row0 * rb..(self.row0 + self.rows) * rb];
+        (bytes, &self.data, self.row0, self.rows)
+    }
+
     /// Bytes of one stored row.
     pub fn row_bytes(&self) -> usize {
         self.data

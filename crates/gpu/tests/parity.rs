@@ -1,0 +1,190 @@
+//! The GPU backend on whatever adapter wgpu finds (Mesa's lavapipe on our machines, which
+//! have no GPU): matmul parity with the CPU's scalar oracle on awkward shapes in every dense
+//! format, weights uploaded once, and the f32 goldens through the whole model.
+//!
+//! Without any adapter these tests say so and pass, unless DEEPRUST_REQUIRE_GPU=1 (set by
+//! scripts/test-gpu.sh, which installs lavapipe first), where a missing adapter fails them.
+
+use std::path::PathBuf;
+
+use gpu::GpuBackend;
+use kernels::{Backend, CpuBackend, CpuOptions, Level, Matrix};
+use loader::{Checkpoint, DType, SafetensorsFile, Tensor};
+use model::{ForwardBatch, LogitsMode, Model, SeqChunk};
+
+fn scalar() -> CpuBackend {
+    CpuBackend::with_options(&CpuOptions {
+        level: Some(Level::Scalar),
+        threads: Some(1),
+        pin_threads: false,
+    })
+    .unwrap()
+}
+
+fn gpu() -> Option<GpuBackend> {
+    match GpuBackend::new(CpuBackend::new()) {
+        Ok(g) => {
+            eprintln!("adapter: {}", g.adapter());
+            Some(g)
+        }
+        Err(e) if std::env::var("DEEPRUST_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("DEEPRUST_REQUIRE_GPU=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn f(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+fn matrix(dtype: DType, rows: usize, cols: usize, rng: &mut Rng) -> Matrix {
+    let mut bytes = Vec::new();
+    for _ in 0..rows * cols {
+        let v = rng.f();
+        match dtype {
+            DType::F32 => bytes.extend(v.to_le_bytes()),
+            DType::BF16 => bytes.extend(((v.to_bits() >> 16) as u16).to_le_bytes()),
+            _ => bytes.extend(half_bits(v).to_le_bytes()),
+        }
+    }
+    Matrix::dense(Tensor::from_bytes("w", dtype, vec![rows, cols], bytes).unwrap()).unwrap()
+}
+
+/// f32 to IEEE half, round to nearest (values here are in [-1, 1]).
+fn half_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let a = v.abs();
+    if a < 6.1e-5 {
+        return sign | (a / 5.96e-8).round() as u16;
+    }
+    let e = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    let m = ((b & 0x7f_ffff) + 0x1000) >> 13;
+    sign | (((e as u32) << 10) + m) as u16
+}
+
+#[test]
+fn dense_matmuls_match_the_scalar_oracle() {
+    let Some(g) = gpu() else { return };
+    let cpu = scalar();
+    let mut rng = Rng(0x1234_5678);
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for (rows, cols, n) in [
+            (1, 1, 1),
+            (7, 13, 3),
+            (33, 129, 5),
+            (65, 64, 1),
+            (200, 300, 2),
+            (130, 1027, 4),
+        ] {
+            let w = matrix(dtype, rows, cols, &mut rng);
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+            let mut want = vec![0f32; n * rows];
+            cpu.matmul(&x, &w, &mut want);
+            let mut got = vec![f32::NAN; n * rows];
+            g.matmul(&x, &w, &mut got);
+            let mut dense = vec![0f32; cols];
+            for t in 0..n {
+                for r in 0..rows {
+                    w.read_row(r, &mut dense);
+                    let norm: f32 = dense
+                        .iter()
+                        .zip(&x[t * cols..])
+                        .map(|(a, b)| (a * b).abs())
+                        .sum();
+                    let (a, b) = (got[t * rows + r], want[t * rows + r]);
+                    assert!(
+                        (a - b).abs() <= 1e-5 * norm.max(1.0),
+                        "{dtype} [{rows}, {cols}] n={n} t={t} r={r}: gpu {a} cpu {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_weight_is_uploaded_once() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng(9);
+    let w = matrix(DType::BF16, 40, 32, &mut rng);
+    let x = vec![0.5f32; 32];
+    let mut y = vec![0f32; 40];
+    g.matmul(&x, &w, &mut y);
+    g.matmul(&x, &w.clone(), &mut y);
+    assert_eq!(
+        g.uploaded(),
+        1,
+        "the same rows again are not uploaded again"
+    );
+    let mut y8 = vec![0f32; 8];
+    g.matmul(&x, &w.rows_view(8, 8), &mut y8);
+    assert_eq!(g.uploaded(), 2, "a view of other rows is its own weight");
+    assert_eq!(&y8[..], &y[8..16], "a view multiplies the rows it names");
+}
+
+/// The f32 goldens (transformers, float32) through the GPU backend: logits within the same
+/// relative L2 bound the CPU meets (1e-4). The GPU sums each dot product in one thread,
+/// in order, with f32 accumulators like the CPU's, so the two differ only in rounding
+/// order: ~1e-7 relative, far inside the bound.
+#[test]
+fn goldens_through_the_gpu_backend() {
+    if gpu().is_none() {
+        return;
+    }
+    for name in ["v3_yarn_mtp", "v3_nolora_f16", "v2_lite_greedy"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/golden")
+            .join(name);
+        let ckpt = Checkpoint::open(&dir).unwrap();
+        let be = GpuBackend::new(CpuBackend::new()).unwrap();
+        let model = Model::load_with(&ckpt, Box::new(be)).unwrap();
+        let golden = SafetensorsFile::open(&dir.join("goldens.safetensors")).unwrap();
+        let ids: Vec<u32> = golden
+            .tensor("prompt.0.ids")
+            .unwrap()
+            .to_i64_vec()
+            .unwrap()
+            .iter()
+            .map(|&v| v as u32)
+            .collect();
+        let mut cache = model.new_cache(1, ids.len() + 1);
+        let batch = ForwardBatch {
+            seqs: vec![SeqChunk {
+                slot: 0,
+                start_pos: 0,
+                tokens: &ids,
+            }],
+            logits: LogitsMode::All,
+        };
+        let before = gpu::gpu_matmuls();
+        let got = model.forward(&batch, &mut cache).unwrap();
+        assert!(
+            gpu::gpu_matmuls() > before,
+            "{name}: no matmul ran on the GPU"
+        );
+        let want = golden.tensor("prompt.0.logits").unwrap().to_f32_vec();
+        let num: f64 = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
+        let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+        let e = (num / den).sqrt();
+        eprintln!("{name}: rel L2 {e:.2e}");
+        assert!(
+            e <= 1e-4,
+            "{name}: logits through the GPU, rel L2 {e:.3e} > 1e-4"
+        );
+    }
+}
