@@ -2,9 +2,10 @@
 //! lavapipe where there is no GPU), Metal, DX12, and WebGPU in the browser. It implements the
 //! kernels' `Backend` trait, so the model runs on it unchanged.
 //!
-//! This first slice runs the dense matmuls (f32, bf16 and f16 weights, read on the GPU in
-//! their stored encoding) and uploads each weight once; every other operation, and the
-//! block-quantized and FP8 weights, still run on the CPU backend it wraps.
+//! This first slice runs the matmuls over f32, bf16, f16, Q8_0, Q4_K and Q6_K weights (read
+//! on the GPU in their stored encoding, each uploaded once; activations stay f32, so the
+//! block formats are not quantized on the way as the CPU's int8 products quantize them);
+//! every other operation, and Q5_0 and FP8 weights, still run on the CPU backend it wraps.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -136,6 +137,11 @@ impl GpuBackend {
         &self.adapter
     }
 
+    /// Whether `matmul(x, w)` runs on the GPU (else on the CPU backend).
+    pub fn handles(&self, x: &[f32], w: &Matrix) -> bool {
+        self.on_gpu(x, w).is_some()
+    }
+
     /// Weights on the device so far.
     pub fn uploaded(&self) -> usize {
         self.weights.lock().map_or(0, |w| w.len())
@@ -167,7 +173,8 @@ impl GpuBackend {
         let (m, k) = (w.rows, w.cols);
         let n = x.len() / k;
         let weight = self.weight(w);
-        let params: Vec<u8> = [m as u32, k as u32, n as u32, kind]
+        let row_bytes = w.row_bytes() as u32;
+        let params: Vec<u8> = [m as u32, k as u32, n as u32, kind, row_bytes, 0, 0, 0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
@@ -248,6 +255,9 @@ impl GpuBackend {
             DType::F32 => 0,
             DType::BF16 => 1,
             DType::F16 => 2,
+            DType::Q8_0 => 3,
+            DType::Q4K => 4,
+            DType::Q6K => 5,
             _ => return None,
         };
         let n = x.len() / w.cols.max(1);

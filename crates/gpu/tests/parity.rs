@@ -91,6 +91,7 @@ fn dense_matmuls_match_the_scalar_oracle() {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
             let mut want = vec![0f32; n * rows];
             cpu.matmul(&x, &w, &mut want);
+            assert!(g.handles(&x, &w), "{dtype} runs on the GPU");
             let mut got = vec![f32::NAN; n * rows];
             g.matmul(&x, &w, &mut got);
             let mut dense = vec![0f32; cols];
@@ -186,5 +187,57 @@ fn goldens_through_the_gpu_backend() {
             e <= 1e-4,
             "{name}: logits through the GPU, rel L2 {e:.3e} > 1e-4"
         );
+    }
+}
+
+/// The GGUF block formats, decoded value by value in WGSL, against f64 products of the rows
+/// the loader's reference codec decodes (f32 activations on both sides).
+#[test]
+fn block_format_matmuls_match_the_reference_decoder() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng(77);
+    for (dtype, cols) in [
+        (DType::Q8_0, 96),
+        (DType::Q4K, 512),
+        (DType::Q6K, 512),
+        (DType::Q4K, 256),
+    ] {
+        for (rows, n) in [(1, 1), (5, 3), (70, 2)] {
+            let mut bytes = Vec::new();
+            for _ in 0..rows {
+                let v: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
+                let mut row = Vec::new();
+                loader::quant::quantize_row(dtype, &v, &mut row).unwrap();
+                bytes.extend(row);
+            }
+            let t = Tensor::from_bytes("w", dtype, vec![rows, cols], bytes).unwrap();
+            let w = Matrix::dense(t).unwrap();
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+            assert!(g.handles(&x, &w), "{dtype} runs on the GPU");
+            let mut got = vec![f32::NAN; n * rows];
+            g.matmul(&x, &w, &mut got);
+            let mut dense = vec![0f32; cols];
+            for r in 0..rows {
+                w.read_row(r, &mut dense);
+                for t in 0..n {
+                    let xs = &x[t * cols..(t + 1) * cols];
+                    let want: f64 = dense
+                        .iter()
+                        .zip(xs)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum();
+                    let norm: f64 = dense
+                        .iter()
+                        .zip(xs)
+                        .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                        .sum();
+                    let a = got[t * rows + r] as f64;
+                    assert!(
+                        (a - want).abs() <= 1e-5 * norm.max(1.0),
+                        "{dtype} [{rows}, {cols}] t={t} r={r}: gpu {a} want {want}"
+                    );
+                }
+            }
+        }
     }
 }
