@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use kernels::{Backend, CpuBackend, Heads, Matrix, MlaAttention};
+use kernels::{Backend, CpuBackend, Heads, Matrix, MlaAttention, head_by_head};
 use loader::DType;
 use wgpu::util::DeviceExt;
 
@@ -295,24 +295,13 @@ impl Backend for GpuBackend {
 
     fn matmul_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
         match self.on_gpu(x, w) {
-            // the trait's own loop: each head's product on the GPU
+            // each head's product on the GPU
             Some(_) => {
-                let (k, m, h) = (w.cols, heads.rows, heads.count);
-                let n = x.len() / (h * k).max(1);
-                let (mut xg, mut yg) = (vec![0f32; n * k], vec![0f32; n * m]);
-                for g in 0..h {
-                    for t in 0..n {
-                        xg[t * k..(t + 1) * k].copy_from_slice(&x[(t * h + g) * k..][..k]);
-                    }
-                    self.matmul(
-                        &xg,
-                        &w.rows_view(heads.first + g * heads.stride, m),
-                        &mut yg,
-                    );
-                    for t in 0..n {
-                        y[(t * h + g) * m..][..m].copy_from_slice(&yg[t * m..(t + 1) * m]);
-                    }
-                }
+                let n = x.len() / (heads.count * w.cols).max(1);
+                let (mut xg, mut yg) = (vec![0f32; n * w.cols], vec![0f32; n * heads.rows]);
+                head_by_head(x, w, heads, y, &mut xg, &mut yg, &mut |x, w, y| {
+                    self.matmul(x, w, y)
+                });
             }
             None => self.cpu.matmul_heads(x, w, heads, y),
         }

@@ -34,6 +34,35 @@ pub struct Heads {
     pub rows: usize,
 }
 
+/// One `y = x · Wᵀ` product, as `head_by_head` runs it per head.
+pub type Product<'a> = dyn FnMut(&[f32], &Matrix, &mut [f32]) + 'a;
+
+/// `matmul_heads` one head at a time: gather head `g`'s inputs into `xg` (`[n, w.cols]`),
+/// run `product` with its rows of `w` into `yg` (`[n, heads.rows]`), scatter `yg` into `y`.
+/// For backends whose one product already fills the machine (and the many-token path).
+pub fn head_by_head(
+    x: &[f32],
+    w: &Matrix,
+    heads: Heads,
+    y: &mut [f32],
+    xg: &mut [f32],
+    yg: &mut [f32],
+    product: &mut Product<'_>,
+) {
+    let (k, m, h) = (w.cols, heads.rows, heads.count);
+    let n = x.len() / (h * k).max(1);
+    let (xg, yg) = (&mut xg[..n * k], &mut yg[..n * m]);
+    for g in 0..h {
+        for t in 0..n {
+            xg[t * k..(t + 1) * k].copy_from_slice(&x[(t * h + g) * k..][..k]);
+        }
+        product(xg, &w.rows_view(heads.first + g * heads.stride, m), yg);
+        for t in 0..n {
+            y[(t * h + g) * m..][..m].copy_from_slice(&yg[t * m..(t + 1) * m]);
+        }
+    }
+}
+
 /// The model-level operations. Shapes are row-major; `n` is the number of rows (tokens).
 pub trait Backend: Send + Sync {
     /// `y[n, w.rows] = x[n, w.cols] · Wᵀ`.
@@ -53,16 +82,9 @@ pub trait Backend: Send + Sync {
             "matmul_heads shapes"
         );
         let (mut xg, mut yg) = (vec![0f32; n * k], vec![0f32; n * m]);
-        for g in 0..h {
-            for t in 0..n {
-                xg[t * k..(t + 1) * k].copy_from_slice(&x[(t * h + g) * k..][..k]);
-            }
-            let wg = w.rows_view(heads.first + g * heads.stride, m);
-            self.matmul(&xg, &wg, &mut yg);
-            for t in 0..n {
-                y[(t * h + g) * m..][..m].copy_from_slice(&yg[t * m..(t + 1) * m]);
-            }
-        }
+        head_by_head(x, w, heads, y, &mut xg, &mut yg, &mut |x, w, y| {
+            self.matmul(x, w, y)
+        });
     }
 
     /// The routed experts' products as one operation (a grouped matmul): rows

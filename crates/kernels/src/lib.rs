@@ -6,7 +6,7 @@ mod backend;
 pub mod cpu;
 mod matrix;
 
-pub use backend::{Backend, Heads, MlaAttention};
+pub use backend::{Backend, Heads, MlaAttention, head_by_head};
 pub use cpu::CpuBackend;
 pub use cpu::dispatch::{CpuOptions, Level, cpu_features};
 pub use matrix::{Matrix, MatrixError};

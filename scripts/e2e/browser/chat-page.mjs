@@ -1,13 +1,9 @@
 // The chat page at / in headless Chromium: type a message, see the streamed answer appear,
 // and stop a long one with the Stop button. Usage: node chat-page.mjs http://127.0.0.1:PORT/
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const url = process.argv[2];
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => { console.error("page error:", e); process.exitCode = 1; });

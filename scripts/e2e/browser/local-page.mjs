@@ -1,14 +1,10 @@
 // The in-browser page (web/, WebAssembly in a Web Worker) in headless Chromium: the model
 // loads, a greedy reply streams in and equals the native build's text, and Stop ends a long
 // reply early. Usage: node local-page.mjs http://127.0.0.1:PORT/ NATIVE_GREEDY_TEXT MAX_TOKENS
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [url, want, maxTokens] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => { console.error("page error:", e); process.exitCode = 1; });

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use super::dispatch::Level;
 use super::pool::{Disjoint, ThreadPool};
 use super::simd::{self, Fmt, GemmPanel, QActs, qpanel};
-use crate::backend::Heads;
+use crate::backend::{Heads, head_by_head};
 use crate::matrix::Matrix;
 
 /// From this many tokens on, widening a panel once beats dotting each row per token.
@@ -249,16 +249,9 @@ pub fn matmul_heads(
         HEAD_SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let (xg, yg) = scratch_pair(&mut s, n * k, n * m);
-            for g in 0..h {
-                for t in 0..n {
-                    xg[t * k..(t + 1) * k].copy_from_slice(&x[(t * h + g) * k..][..k]);
-                }
-                let wg = w.rows_view(heads.first + g * heads.stride, m);
-                matmul(level, pool, xg, &wg, yg);
-                for t in 0..n {
-                    y[(t * h + g) * m..][..m].copy_from_slice(&yg[t * m..(t + 1) * m]);
-                }
-            }
+            head_by_head(x, w, heads, y, xg, yg, &mut |x, w, y| {
+                matmul(level, pool, x, w, y)
+            });
         });
         return;
     }
