@@ -338,6 +338,9 @@ fn now_rfc3339() -> String {
 /// STREAM triad `a = b + s * c` over arrays far larger than any cache, split across the
 /// kernel thread pool by ranges; bytes counted as STREAM does (two reads, one write).
 fn membw(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
+    if m.backend_kind == crate::common::BackendKind::Gpu {
+        return gpu_membw(a);
+    }
     let (_, threads) = m.kernel_choice()?;
     let pool = kernels::cpu::pool::ThreadPool::new(threads, m.pin_threads);
     let n = 64 << 20; // 64 Mi f32 = 256 MiB per array
@@ -373,6 +376,90 @@ fn membw(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
             "{}",
             json!({"test": "membw_triad", "n_threads": threads, "bandwidth_gbs": median, "best_gbs": best, "samples_gbs": gbs})
         ),
+    }
+    Ok(())
+}
+
+/// `--membw --backend gpu`: the device's read bandwidth through a WGSL stream, then the GPU
+/// matmul's decode product (one token) streaming a weight far larger than any cache in each
+/// format, as GB/s of weight bytes read and as a fraction of the stream's figure.
+fn gpu_membw(a: &SingleArgs) -> Result<()> {
+    let cpu = kernels::CpuBackend::new();
+    let g = gpu::GpuBackend::new(cpu).map_err(|e| anyhow::anyhow!("--backend gpu: {e}"))?;
+    let reps = a.reps.max(3);
+    let target = (512u64 << 20).min(g.max_binding());
+    let mut read: Vec<f64> = (0..reps).map(|_| g.read_bandwidth(target, 20)).collect();
+    read.sort_by(f64::total_cmp);
+    let read = read[read.len() / 2];
+    let mut records =
+        vec![json!({"test": "gpu_read", "adapter": g.adapter(), "bandwidth_gbs": read})];
+    if a.output == Output::Md {
+        println!(
+            "{}: read {read:.0} GB/s (a WGSL stream over {} MiB)",
+            g.adapter(),
+            target >> 20
+        );
+    }
+    let cols = 8192;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    for dtype in [
+        loader::DType::BF16,
+        loader::DType::Q8_0,
+        loader::DType::Q6K,
+        loader::DType::Q4K,
+    ] {
+        // 64 distinct random rows, tiled to the size (distinct addresses, so no cache helps)
+        let mut rows64 = Vec::new();
+        for _ in 0..64 {
+            let v: Vec<f32> = (0..cols).map(|_| rnd()).collect();
+            if dtype == loader::DType::BF16 {
+                rows64.extend(
+                    v.iter()
+                        .flat_map(|f| ((f.to_bits() >> 16) as u16).to_le_bytes()),
+                );
+            } else {
+                loader::quant::quantize_row(dtype, &v, &mut rows64)?;
+            }
+        }
+        let row_bytes = rows64.len() / 64;
+        let rows = (target as usize / row_bytes) / 64 * 64;
+        let mut bytes = Vec::with_capacity(rows * row_bytes);
+        while bytes.len() < rows * row_bytes {
+            bytes.extend_from_slice(&rows64);
+        }
+        let w = kernels::Matrix::dense(
+            loader::Tensor::from_bytes("w", dtype, vec![rows, cols], bytes)
+                .map_err(anyhow::Error::msg)?,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let x: Vec<f32> = (0..cols).map(|_| rnd()).collect();
+        let mut gbs = Vec::new();
+        for _ in 0..reps {
+            let Some(t) = g.time_matmul(&x, &w, 20) else {
+                bail!("{dtype} [{rows}, {cols}] does not run on this GPU");
+            };
+            gbs.push((rows * row_bytes) as f64 * 20.0 / t.as_secs_f64() / 1e9);
+        }
+        gbs.sort_by(f64::total_cmp);
+        let med = gbs[gbs.len() / 2];
+        if a.output == Output::Md {
+            println!(
+                "  matmul {dtype} [{rows}, {cols}] x 1 token: {med:.0} GB/s of weights ({:.0}% of the read stream)",
+                100.0 * med / read
+            );
+        }
+        records.push(json!({"test": "gpu_matmul_stream", "type": dtype.to_string(), "rows": rows, "cols": cols, "bandwidth_gbs": med, "of_read": med / read}));
+    }
+    if a.output != Output::Md {
+        for r in records {
+            println!("{r}");
+        }
     }
     Ok(())
 }

@@ -2,15 +2,25 @@
 //! lavapipe where there is no GPU), Metal, DX12, and WebGPU in the browser. It implements the
 //! kernels' `Backend` trait, so the model runs on it unchanged.
 //!
-//! This first slice runs the matmuls over f32, bf16, f16, Q8_0, Q4_K and Q6_K weights (read
-//! on the GPU in their stored encoding, each uploaded once; activations stay f32, so the
-//! block formats are not quantized on the way as the CPU's int8 products quantize them);
-//! every other operation, and Q5_0 and FP8 weights, still run on the CPU backend it wraps.
+//! On the GPU: the matmuls (plain, transposed, per head, and the routed experts grouped into
+//! one submission) over f32, bf16, f16, Q8_0, Q4_K and Q6_K weights read in their stored
+//! encoding and uploaded once; rms_norm, rope, SwiGLU, softmax, and absorbed MLA attention
+//! over the sequence's latent cache rows. Activations stay f32 (the CPU's int8 products
+//! quantize them; this backend does not). The embedding gather, Q5_0 and FP8 weights, and
+//! anything larger than one binding run on the CPU backend it wraps.
+//!
+//! Each operation is one submission and one read-back: the trait hands over host slices, so
+//! activations cross the bus at every operation. That bounds what this shape can reach on a
+//! real GPU (docs/performance.md has the figures); keeping activations resident needs the
+//! trait to speak of device buffers, which is the next step, not this one.
+
+mod job;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use kernels::{Backend, CpuBackend, Heads, Matrix, MlaAttention, head_by_head};
+use job::{Job, Kernel, grid};
+use kernels::{Backend, CpuBackend, Heads, Matrix, MlaAttention};
 use loader::DType;
 use wgpu::util::DeviceExt;
 
@@ -31,22 +41,46 @@ type WeightKey = (usize, usize, usize);
 /// The tensor (kept alive) and its rows on the device.
 type Uploaded = (Arc<loader::Tensor>, Arc<wgpu::Buffer>);
 
-/// Matmuls run on a GPU in this process so far (every `GpuBackend` together).
-static GPU_MATMULS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Operations run on a GPU in this process so far (every `GpuBackend` together).
+static GPU_OPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// How many matmuls have run on a GPU in this process.
-pub fn gpu_matmuls() -> usize {
-    GPU_MATMULS.load(std::sync::atomic::Ordering::Relaxed)
+/// How many operations have run on a GPU in this process.
+pub fn gpu_ops() -> usize {
+    GPU_OPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn count() {
+    GPU_OPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Block until the queue's work and the read-backs asked for are done.
+fn wait(device: &wgpu::Device) {
+    device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .expect("the GPU stopped responding");
+}
+
+struct Kernels {
+    /// one token per workgroup (decode)
+    matmul1: Kernel,
+    /// four tokens per workgroup
+    matmul4: Kernel,
+    read_stream: Kernel,
+    matmul_t: Kernel,
+    rms_norm: Kernel,
+    rope: Kernel,
+    silu_mul: Kernel,
+    softmax: Kernel,
+    mla: Kernel,
 }
 
 pub struct GpuBackend {
     cpu: CpuBackend,
     device: wgpu::Device,
     queue: wgpu::Queue,
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
+    k: Kernels,
     adapter: String,
-    /// Largest buffer one binding may hold; bigger weights stay on the CPU.
+    /// Largest buffer one binding may hold; bigger operands stay on the CPU.
     max_binding: u64,
     /// Weights already on the device, by the rows of the tensor they hold; each entry keeps
     /// its tensor alive, so no other tensor can take its address (the key) meanwhile.
@@ -59,9 +93,22 @@ impl std::fmt::Debug for GpuBackend {
     }
 }
 
+/// The shader's code for a weight format, if it reads it.
+fn kind(dtype: DType) -> Option<u32> {
+    Some(match dtype {
+        DType::F32 => 0,
+        DType::BF16 => 1,
+        DType::F16 => 2,
+        DType::Q8_0 => 3,
+        DType::Q4K => 4,
+        DType::Q6K => 5,
+        _ => return None,
+    })
+}
+
 impl GpuBackend {
     /// The first adapter wgpu finds (a software one such as lavapipe included), with the CPU
-    /// backend beside it for what does not run on the GPU yet.
+    /// backend beside it for what does not run on the GPU.
     pub fn new(cpu: CpuBackend) -> Result<GpuBackend, GpuError> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::all();
@@ -83,51 +130,39 @@ impl GpuBackend {
             ..Default::default()
         }))
         .map_err(|e| GpuError(format!("{}: no device: {e}", info.name)))?;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("matmul"),
-            source: wgpu::ShaderSource::Wgsl(include_str!("matmul.wgsl").into()),
-        });
-        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
+        let module = |label, src: String| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            })
         };
-        let storage = |read_only| wgpu::BufferBindingType::Storage { read_only };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("matmul"),
-            entries: &[
-                entry(0, wgpu::BufferBindingType::Uniform),
-                entry(1, storage(true)),
-                entry(2, storage(true)),
-                entry(3, storage(false)),
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("matmul"),
-            bind_group_layouts: &[Some(&layout)],
-            ..Default::default()
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("matmul"),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("matmul"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let mm_src = include_str!("matmul.wgsl");
+        let mm1 = module("matmul1", mm_src.replace("TOKENS", "1u"));
+        let mm4 = module("matmul4", mm_src.replace("TOKENS", "4u"));
+        let ops = module("ops", include_str!("ops.wgsl").into());
+        let att = module("attention", include_str!("attention.wgsl").into());
+        // each module's storage bindings from 1: read-only or written
+        const MM: &[bool] = &[true, true, false];
+        const OPS: &[bool] = &[false, true, true];
+        let k = Kernels {
+            matmul1: Kernel::new(&device, &mm1, "matmul", MM),
+            matmul4: Kernel::new(&device, &mm4, "matmul", MM),
+            matmul_t: Kernel::new(&device, &mm1, "matmul_t", MM),
+            read_stream: Kernel::new(&device, &mm1, "read_stream", MM),
+            rms_norm: Kernel::new(&device, &ops, "rms_norm", OPS),
+            rope: Kernel::new(&device, &ops, "rope", OPS),
+            silu_mul: Kernel::new(&device, &ops, "silu_mul", OPS),
+            softmax: Kernel::new(&device, &ops, "softmax", OPS),
+            mla: Kernel::new(&device, &att, "mla", &[true, true, true, false, false]),
+        };
         Ok(GpuBackend {
             cpu,
             device,
             queue,
-            pipeline,
-            layout,
+            k,
             adapter: format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend),
-            max_binding: limits.max_storage_buffer_binding_size as u64,
+            max_binding: (limits.max_storage_buffer_binding_size as u64)
+                .min(limits.max_buffer_size),
             weights: Mutex::new(HashMap::new()),
         })
     }
@@ -139,7 +174,8 @@ impl GpuBackend {
 
     /// Whether `matmul(x, w)` runs on the GPU (else on the CPU backend).
     pub fn handles(&self, x: &[f32], w: &Matrix) -> bool {
-        self.on_gpu(x, w).is_some()
+        let n = x.len() / w.cols.max(1);
+        self.matmul_kind(w, n, n * w.rows).is_some() && self.fits(x.len())
     }
 
     /// Weights on the device so far.
@@ -147,6 +183,15 @@ impl GpuBackend {
         self.weights.lock().map_or(0, |w| w.len())
     }
 
+    fn fits(&self, values: usize) -> bool {
+        (values as u64) * 4 <= self.max_binding
+    }
+
+    fn job(&self) -> Job<'_> {
+        Job::new(&self.device, &self.queue)
+    }
+
+    /// `w`'s rows on the device, uploaded on first use.
     fn weight(&self, w: &Matrix) -> Arc<wgpu::Buffer> {
         let (bytes, tensor, row0, rows) = w.stored();
         let key = (Arc::as_ptr(tensor) as usize, row0, rows);
@@ -169,108 +214,136 @@ impl GpuBackend {
             .clone()
     }
 
-    fn gpu_matmul(&self, x: &[f32], w: &Matrix, kind: u32, y: &mut [f32]) {
-        let (m, k) = (w.rows, w.cols);
-        let n = x.len() / k;
-        let weight = self.weight(w);
-        let row_bytes = w.row_bytes() as u32;
-        let params: Vec<u8> = [m as u32, k as u32, n as u32, kind, row_bytes, 0, 0, 0]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let init = |label, contents: &[u8], usage| {
-            self.device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents,
-                    usage,
-                })
-        };
-        let p = init("params", &params, wgpu::BufferUsages::UNIFORM);
-        let xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let xbuf = init("x", &xb, wgpu::BufferUsages::STORAGE);
-        let size = (y.len() * 4) as u64;
-        let ybuf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("y"),
-            size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let read = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("y read"),
-            size,
-            usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
-            mapped_at_creation: false,
-        });
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("matmul"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: p.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: weight.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: xbuf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: ybuf.as_entire_binding(),
-                },
-            ],
-        });
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups((m as u32).div_ceil(64), n as u32, 1);
-        }
-        enc.copy_buffer_to_buffer(&ybuf, 0, &read, 0, size);
-        self.queue.submit([enc.finish()]);
-        let slice = read.slice(..);
-        slice.map_async(wgpu::MapMode::Read, |_| {});
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .expect("the GPU stopped responding");
-        let data = slice
-            .get_mapped_range()
-            .expect("the result buffer maps once done");
-        GPU_MATMULS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        for (o, c) in y.iter_mut().zip(data.chunks_exact(4)) {
-            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
-    }
-
-    /// Whether this matmul runs on the GPU: a dense format, and within one binding.
-    fn on_gpu(&self, x: &[f32], w: &Matrix) -> Option<u32> {
-        let kind = match w.dtype() {
-            DType::F32 => 0,
-            DType::BF16 => 1,
-            DType::F16 => 2,
-            DType::Q8_0 => 3,
-            DType::Q4K => 4,
-            DType::Q6K => 5,
-            _ => return None,
-        };
-        let n = x.len() / w.cols.max(1);
-        let fits = |bytes: usize| (bytes as u64) <= self.max_binding;
+    /// The shader's format code when a product of `n` tokens through `w` writing `out`
+    /// values runs on the GPU: a format it reads, and every operand within one binding.
+    fn matmul_kind(&self, w: &Matrix, n: usize, out: usize) -> Option<u32> {
         let ok = w.rows > 0
             && w.cols > 0
             && n > 0
             && n <= 65_535
-            && (w.rows as u64).div_ceil(64) <= 65_535
-            && fits(w.stored().0.len())
-            && fits(x.len() * 4)
-            && fits(n * w.rows * 4);
-        ok.then_some(kind)
+            && (w.stored().0.len() as u64) <= self.max_binding
+            && self.fits(out);
+        kind(w.dtype()).filter(|_| ok)
+    }
+
+    /// Record `y[y_off..] = x[x_off..] · W[w_row0..w_row0 + m]ᵀ` for `n` tokens.
+    #[allow(clippy::too_many_arguments)]
+    fn record_matmul(
+        &self,
+        job: &mut Job<'_>,
+        w: &Matrix,
+        bufs: [&wgpu::Buffer; 3],
+        kind: u32,
+        (m, n): (usize, usize),
+        (x_off, y_off, w_row0): (usize, usize, usize),
+    ) {
+        let params = [
+            m as u32,
+            w.cols as u32,
+            n as u32,
+            kind,
+            w.row_bytes() as u32,
+            x_off as u32,
+            y_off as u32,
+            w_row0 as u32,
+        ];
+        let (gx, gy) = grid(m as u32);
+        // one token per workgroup for decode, four otherwise
+        let (kernel, gz) = match n {
+            1 => (&self.k.matmul1, 1),
+            _ => (&self.k.matmul4, (n as u32).div_ceil(4)),
+        };
+        job.dispatch(kernel, &params, &bufs, (gx, gy, gz));
+    }
+
+    /// The matmul `kind` on the GPU, timed: `reps` products of `x` through `w` in one
+    /// submission (the first submission, which uploads `w`, is not timed). For measuring the
+    /// shader against the device's memory bandwidth.
+    pub fn time_matmul(&self, x: &[f32], w: &Matrix, reps: usize) -> Option<std::time::Duration> {
+        let n = x.len() / w.cols;
+        let kind = self.matmul_kind(w, n, n * w.rows)?;
+        let wb = self.weight(w);
+        let run = |reps: usize| {
+            let mut job = self.job();
+            let xb = job.input(x);
+            let yb = job.output(n * w.rows);
+            for _ in 0..reps {
+                self.record_matmul(&mut job, w, [&wb, &xb, &yb], kind, (w.rows, n), (0, 0, 0));
+            }
+            let mut one = [0f32];
+            let t = std::time::Instant::now();
+            job.finish(&mut [(&yb, &mut one)]);
+            t.elapsed()
+        };
+        run(1);
+        Some(run(reps))
+    }
+
+    /// Device memory read bandwidth in GB/s: `reps` passes of a WGSL kernel that reads a
+    /// `bytes`-long buffer word by word across the whole device, in one submission (after
+    /// one untimed pass); the ceiling the matmuls' weight streams are measured against.
+    pub fn read_bandwidth(&self, bytes: u64, reps: usize) -> f64 {
+        let words = (bytes.min(self.max_binding) / 4) as usize;
+        let src = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("stream"),
+            size: words as u64 * 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let groups = 16_384u32;
+        let run = |reps: usize| {
+            let mut job = self.job();
+            let x = job.input(&[0.0]);
+            let y = job.output(groups as usize * 64);
+            let params = [0, words as u32, 0, 0, 0, 0, 0, 0];
+            for _ in 0..reps {
+                job.dispatch(
+                    &self.k.read_stream,
+                    &params,
+                    &[&src, &x, &y],
+                    (groups, 1, 1),
+                );
+            }
+            let mut one = [0f32];
+            let t = std::time::Instant::now();
+            job.finish(&mut [(&y, &mut one)]);
+            t.elapsed()
+        };
+        run(1);
+        (words * 4) as f64 * reps as f64 / run(reps).as_secs_f64() / 1e9
+    }
+
+    /// Largest buffer one binding may hold, in bytes.
+    pub fn max_binding(&self) -> u64 {
+        self.max_binding
+    }
+
+    fn gpu_matmul(&self, x: &[f32], w: &Matrix, kind: u32, y: &mut [f32]) {
+        let n = x.len() / w.cols;
+        let wb = self.weight(w);
+        let mut job = self.job();
+        let xb = job.input(x);
+        let yb = job.output(y.len());
+        self.record_matmul(&mut job, w, [&wb, &xb, &yb], kind, (w.rows, n), (0, 0, 0));
+        job.finish(&mut [(&yb, y)]);
+        count();
+    }
+
+    /// One op of ops.wgsl over bindings `[a, b, c]`; `out` receives `a` after it ran.
+    fn elementwise(
+        &self,
+        kernel: &Kernel,
+        params: [u32; 4],
+        groups: u32,
+        [a, b, c]: [&[f32]; 3],
+        out: &mut [f32],
+    ) {
+        let mut job = self.job();
+        let (ab, bb, cb) = (job.input(a), job.input(b), job.input(c));
+        let (gx, gy) = grid(groups);
+        job.dispatch(kernel, &params, &[&ab, &bb, &cb], (gx, gy, 1));
+        job.finish(&mut [(&ab, out)]);
+        count();
     }
 }
 
@@ -283,28 +356,139 @@ impl Backend for GpuBackend {
             x.len(),
             y.len()
         );
-        match self.on_gpu(x, w) {
-            Some(kind) => self.gpu_matmul(x, w, kind, y),
-            None => self.cpu.matmul(x, w, y),
+        match self.matmul_kind(w, x.len() / k, y.len()) {
+            Some(kind) if self.fits(x.len()) => self.gpu_matmul(x, w, kind, y),
+            _ => self.cpu.matmul(x, w, y),
         }
     }
 
     fn matmul_t(&self, x: &[f32], w: &Matrix, y: &mut [f32]) {
-        self.cpu.matmul_t(x, w, y)
+        let (m, k) = (w.rows, w.cols);
+        let n = x.len() / m.max(1);
+        assert!(
+            m > 0 && x.len() == n * m && y.len() == n * k,
+            "matmul_t shapes: x {} y {} for [{m}, {k}]",
+            x.len(),
+            y.len()
+        );
+        let Some(kind) = self
+            .matmul_kind(w, n, y.len())
+            .filter(|_| self.fits(x.len()))
+        else {
+            return self.cpu.matmul_t(x, w, y);
+        };
+        let wb = self.weight(w);
+        let mut job = self.job();
+        let xb = job.input(x);
+        let yb = job.output(y.len());
+        let params = [
+            m as u32,
+            k as u32,
+            n as u32,
+            kind,
+            w.row_bytes() as u32,
+            0,
+            0,
+            0,
+        ];
+        job.dispatch(
+            &self.k.matmul_t,
+            &params,
+            &[&wb, &xb, &yb],
+            ((k as u32).div_ceil(64), n as u32, 1),
+        );
+        job.finish(&mut [(&yb, y)]);
+        count();
     }
 
     fn matmul_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
-        match self.on_gpu(x, w) {
-            // each head's product on the GPU
-            Some(_) => {
-                let n = x.len() / (heads.count * w.cols).max(1);
-                let (mut xg, mut yg) = (vec![0f32; n * w.cols], vec![0f32; n * heads.rows]);
-                head_by_head(x, w, heads, y, &mut xg, &mut yg, &mut |x, w, y| {
-                    self.matmul(x, w, y)
-                });
+        let (k, m, h) = (w.cols, heads.rows, heads.count);
+        let n = x.len() / (h * k).max(1);
+        assert!(
+            x.len() == n * h * k && y.len() == n * h * m,
+            "matmul_heads shapes"
+        );
+        let Some(kind) = self
+            .matmul_kind(w, n, y.len())
+            .filter(|_| self.fits(x.len()))
+        else {
+            return self.cpu.matmul_heads(x, w, heads, y);
+        };
+        // head-major copies of x and y, so each head's tokens are contiguous
+        let mut xh = vec![0f32; x.len()];
+        for t in 0..n {
+            for g in 0..h {
+                xh[(g * n + t) * k..][..k].copy_from_slice(&x[(t * h + g) * k..][..k]);
             }
-            None => self.cpu.matmul_heads(x, w, heads, y),
         }
+        let wb = self.weight(w);
+        let mut job = self.job();
+        let xb = job.input(&xh);
+        let yb = job.output(y.len());
+        for g in 0..h {
+            let row0 = heads.first + g * heads.stride;
+            self.record_matmul(
+                &mut job,
+                w,
+                [&wb, &xb, &yb],
+                kind,
+                (m, n),
+                (g * n * k, g * n * m, row0),
+            );
+        }
+        let mut yh = vec![0f32; y.len()];
+        job.finish(&mut [(&yb, &mut yh)]);
+        for t in 0..n {
+            for g in 0..h {
+                y[(t * h + g) * m..][..m].copy_from_slice(&yh[(g * n + t) * m..][..m]);
+            }
+        }
+        count();
+    }
+
+    fn matmul_experts<'w>(
+        &self,
+        x: &[f32],
+        starts: &[usize],
+        w: &(dyn Fn(usize) -> &'w Matrix + Sync),
+        y: &mut [f32],
+    ) {
+        let total = *starts.last().expect("starts has experts + 1 entries");
+        if total == 0 {
+            return;
+        }
+        let (k, m) = (x.len() / total, y.len() / total);
+        let used: Vec<usize> = (0..starts.len() - 1)
+            .filter(|&e| starts[e] < starts[e + 1])
+            .collect();
+        let all_gpu = self.fits(x.len())
+            && used.iter().all(|&e| {
+                self.matmul_kind(w(e), starts[e + 1] - starts[e], y.len())
+                    .is_some()
+            });
+        if !all_gpu {
+            return self.cpu.matmul_experts(x, starts, w, y);
+        }
+        // every expert's product in one submission
+        let mut job = self.job();
+        let xb = job.input(x);
+        let yb = job.output(y.len());
+        for &e in &used {
+            let (a, b) = (starts[e], starts[e + 1]);
+            let we = w(e);
+            let kind = kind(we.dtype()).expect("checked above");
+            let wb = self.weight(we);
+            self.record_matmul(
+                &mut job,
+                we,
+                [&wb, &xb, &yb],
+                kind,
+                (m, b - a),
+                (a * k, a * m, 0),
+            );
+        }
+        job.finish(&mut [(&yb, y)]);
+        count();
     }
 
     fn embedding(&self, table: &Matrix, ids: &[u32], out: &mut [f32]) {
@@ -312,22 +496,86 @@ impl Backend for GpuBackend {
     }
 
     fn rms_norm(&self, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-        self.cpu.rms_norm(x, weight, eps, out)
+        let d = weight.len();
+        let rows = x.len() / d.max(1);
+        if d == 0 || rows == 0 || !self.fits(x.len()) {
+            return self.cpu.rms_norm(x, weight, eps, out);
+        }
+        let params = [d as u32, rows as u32, eps.to_bits(), 0];
+        self.elementwise(&self.k.rms_norm, params, rows as u32, [x, x, weight], out);
     }
 
     fn rope(&self, x: &mut [f32], cos: &[f32], sin: &[f32]) {
-        self.cpu.rope(x, cos, sin)
+        let width = 2 * cos.len();
+        let heads = x.len() / width.max(1);
+        if heads == 0 || !self.fits(x.len()) {
+            return self.cpu.rope(x, cos, sin);
+        }
+        let params = [width as u32, heads as u32, 0, 0];
+        let pairs = (heads * cos.len()) as u32;
+        let a = x.to_vec();
+        self.elementwise(&self.k.rope, params, pairs.div_ceil(256), [&a, cos, sin], x);
     }
 
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
-        self.cpu.silu_mul(gate, up)
+        if gate.is_empty() || !self.fits(gate.len()) {
+            return self.cpu.silu_mul(gate, up);
+        }
+        let params = [gate.len() as u32, 0, 0, 0];
+        let a = gate.to_vec();
+        let groups = (gate.len() as u32).div_ceil(256);
+        self.elementwise(&self.k.silu_mul, params, groups, [&a, up, &[]], gate);
     }
 
     fn softmax(&self, x: &mut [f32]) {
-        self.cpu.softmax(x)
+        if x.is_empty() || !self.fits(x.len()) {
+            return self.cpu.softmax(x);
+        }
+        let params = [x.len() as u32, 0, 0, 0];
+        let a = x.to_vec();
+        self.elementwise(&self.k.softmax, params, 1, [&a, &[], &[]], x);
     }
 
     fn mla_attention(&self, a: &MlaAttention<'_>, out: &mut [f32]) {
-        self.cpu.mla_attention(a, out)
+        let (h, r, pe) = (a.n_heads, a.kv_lora_rank, a.rope_dim);
+        let row = r + pe;
+        let tokens = a.q_pe.len() / (h * pe).max(1);
+        let rows = tokens * h;
+        let len = a.start_pos + tokens;
+        if rows == 0 || !self.fits(len * row) || !self.fits(rows * len) || !self.fits(rows * r) {
+            return self.cpu.mla_attention(a, out);
+        }
+        // this sequence's cached rows in position order
+        let bs = a.block_size;
+        let mut kv = Vec::with_capacity(len * row);
+        for j in 0..len {
+            let at = (a.blocks[j / bs] as usize * bs + j % bs) * row;
+            kv.extend_from_slice(&a.kv[at..at + row]);
+        }
+        let mut job = self.job();
+        let ql = job.input(&a.q_latent[..rows * r]);
+        let qp = job.input(&a.q_pe[..rows * pe]);
+        let kvb = job.input(&kv);
+        let scores = job.output(rows * len);
+        let ob = job.output(rows * r);
+        let params = [
+            rows as u32,
+            h as u32,
+            r as u32,
+            pe as u32,
+            len as u32,
+            a.start_pos as u32,
+            a.scale.to_bits(),
+            0,
+        ];
+        let (gx, gy) = grid(rows as u32);
+        job.dispatch(
+            &self.k.mla,
+            &params,
+            &[&ql, &qp, &kvb, &scores, &ob],
+            (gx, gy, 1),
+        );
+        job.finish(&mut [(&ob, &mut out[..rows * r])]);
+        count();
     }
 }

@@ -1,16 +1,25 @@
-// y[t, r] = Σ_c x[t, c] · W[r, c], W read in its stored encoding: f32 words; bf16 or f16
-// halves (two per 32-bit word); or GGUF blocks (Q8_0, Q4_K, Q6_K) decoded per value from
-// their bytes. Rows are row-major and may start anywhere inside a word.
+// Matrix products over a weight read in its stored encoding: f32 words; bf16 or f16 halves
+// (two per 32-bit word); or GGUF blocks (Q8_0, Q4_K, Q6_K) decoded per value from their
+// bytes. Rows are row-major and may start anywhere inside a word.
+//
+// `matmul`: y[t, r] = Σ_c x[t, c] · W[r, c]. One workgroup per weight row and T tokens (the
+// host compiles this module twice, T = 1 for decode and T = 4): its 64 threads stride along
+// the row together (neighbouring threads read neighbouring words, so a row streams through
+// in coalesced reads), then sum their partials in workgroup memory. Block formats go a
+// group of 32 values at a time, their scales read once per group, their quants a word
+// (four bytes, four or eight values) at a time.
+//
+// `matmul_t`: y[t, c] = Σ_r x[t, r] · W[r, c], one thread per output column.
 
 struct Params {
-    m: u32,         // rows of W (outputs per token)
-    k: u32,         // columns of W (inputs per token)
+    m: u32,         // rows of W
+    k: u32,         // columns of W
     n: u32,         // tokens
     kind: u32,      // 0 f32, 1 bf16, 2 f16, 3 Q8_0, 4 Q4_K, 5 Q6_K
     row_bytes: u32, // bytes of one stored row (block formats)
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
+    x_off: u32,     // first value of x this product reads
+    y_off: u32,     // first value of y it writes
+    w_row0: u32,    // first row of the bound weight that row 0 of this product is
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -73,7 +82,8 @@ fn q6_k(row: u32, c: u32) -> f32 {
     return f16_at(b + 208u) * signed_byte(byte_at(b + 192u + e / 16u)) * f32(q);
 }
 
-fn weight(r: u32, c: u32) -> f32 {
+fn weight(r0: u32, c: u32) -> f32 {
+    let r = r0 + p.w_row0;
     switch p.kind {
         case 0u: {
             return bitcast<f32>(w[r * p.k + c]);
@@ -99,17 +109,190 @@ fn weight(r: u32, c: u32) -> f32 {
     }
 }
 
+
+// A bf16 or f16 half of a 32-bit word as f32.
+fn half_value(h: u32) -> f32 {
+    if (p.kind == 1u) {
+        return bitcast<f32>(h << 16u);
+    }
+    return unpack2x16float(h).x;
+}
+
+// The four bytes from byte i on, for any i (block rows start at even, not always
+// word-aligned, offsets).
+fn word_at(i: u32) -> u32 {
+    let s = 8u * (i % 4u);
+    let lo = w[i / 4u];
+    if (s == 0u) {
+        return lo;
+    }
+    return (lo >> s) | (w[i / 4u + 1u] << (32u - s));
+}
+
+fn sbyte(word: u32, i: u32) -> f32 {
+    return f32(i32(word << (24u - 8u * i)) >> 24u);
+}
+
+// Values 32·g .. 32·g + 31 of row r of a block format, into v.
+fn group(r0: u32, g: u32, v: ptr<function, array<f32, 32>>) {
+    let row = (r0 + p.w_row0) * p.row_bytes;
+    switch p.kind {
+        case 3u: {
+            // Q8_0: one block of 34 bytes per group
+            let b = row + g * 34u;
+            let d = f16_at(b);
+            for (var i = 0u; i < 8u; i = i + 1u) {
+                let q = word_at(b + 2u + 4u * i);
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    (*v)[4u * i + j] = d * sbyte(q, j);
+                }
+            }
+        }
+        case 4u: {
+            // Q4_K: sub-block j of its super-block; nibbles shared with the neighbour
+            let b = row + (g / 8u) * 144u;
+            let j = g % 8u;
+            let s = b + 4u;
+            var sc: u32;
+            var mn: u32;
+            if (j < 4u) {
+                sc = byte_at(s + j) & 63u;
+                mn = byte_at(s + j + 4u) & 63u;
+            } else {
+                sc = (byte_at(s + j + 4u) & 15u) | ((byte_at(s + j - 4u) >> 6u) << 4u);
+                mn = (byte_at(s + j + 4u) >> 4u) | ((byte_at(s + j) >> 6u) << 4u);
+            }
+            let d = f16_at(b) * f32(sc);
+            let m = f16_at(b + 2u) * f32(mn);
+            let qs = b + 16u + 32u * (j / 2u);
+            let shift = 4u * (j % 2u);
+            for (var i = 0u; i < 8u; i = i + 1u) {
+                let q = w[qs / 4u + i] >> shift;
+                for (var e = 0u; e < 4u; e = e + 1u) {
+                    (*v)[4u * i + e] = d * f32((q >> (8u * e)) & 15u) - m;
+                }
+            }
+        }
+        default: {
+            // Q6_K: 32 values of one half and quarter of a 210-byte super-block
+            let b = row + (g / 8u) * 210u;
+            let gg = g % 8u;
+            let h = gg / 4u;
+            let part = gg % 4u;
+            let d = f16_at(b + 208u);
+            let lo = b + 64u * h + 32u * (part % 2u);
+            let hi = b + 128u + 32u * h;
+            let sc = b + 192u + 8u * h + 2u * part;
+            let d0 = d * signed_byte(byte_at(sc));
+            let d1 = d * signed_byte(byte_at(sc + 1u));
+            for (var i = 0u; i < 8u; i = i + 1u) {
+                let ql = word_at(lo + 4u * i) >> (4u * (part / 2u));
+                let qh = word_at(hi + 4u * i) >> (2u * part);
+                let dd = select(d1, d0, i < 4u);
+                for (var e = 0u; e < 4u; e = e + 1u) {
+                    let q = ((ql >> (8u * e)) & 15u) | (((qh >> (8u * e)) & 3u) << 4u);
+                    (*v)[4u * i + e] = dd * f32(i32(q) - 32);
+                }
+            }
+        }
+    }
+}
+
+const WG: u32 = 64u;
+// tokens per workgroup: replaced by the host when it compiles the module
+const T: u32 = TOKENS;
+var<workgroup> part: array<array<f32, T>, 64>;
+
+// x[t0 + j, c]; a token past the last reads the last (its sum is never written)
+fn xv(t0: u32, j: u32, c: u32) -> f32 {
+    return x[p.x_off + min(t0 + j, p.n - 1u) * p.k + c];
+}
+
 @compute @workgroup_size(64)
-fn matmul(@builtin(global_invocation_id) id: vec3<u32>) {
-    let r = id.x;
+fn matmul(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nw: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let r = wid.x + wid.y * nw.x;
+    let t0 = wid.z * T;
+    if (r >= p.m) {
+        return;
+    }
+    var acc: array<f32, T>;
+    if (p.kind >= 3u) {
+        var v: array<f32, 32>;
+        for (var g = lid; g < p.k / 32u; g = g + WG) {
+            group(r, g, &v);
+            for (var j = 0u; j < T; j = j + 1u) {
+                var s = 0.0;
+                for (var i = 0u; i < 32u; i = i + 1u) {
+                    s += v[i] * xv(t0, j, 32u * g + i);
+                }
+                acc[j] += s;
+            }
+        }
+    } else if (p.kind != 0u && p.k % 2u == 0u) {
+        // two halves per word, each word read by one thread
+        let base = (r + p.w_row0) * p.k / 2u;
+        for (var i = lid; i < p.k / 2u; i = i + WG) {
+            let word = w[base + i];
+            let a = half_value(word & 0xffffu);
+            let b = half_value(word >> 16u);
+            for (var j = 0u; j < T; j = j + 1u) {
+                acc[j] += a * xv(t0, j, 2u * i) + b * xv(t0, j, 2u * i + 1u);
+            }
+        }
+    } else {
+        for (var c = lid; c < p.k; c = c + WG) {
+            let v = weight(r, c);
+            for (var j = 0u; j < T; j = j + 1u) {
+                acc[j] += v * xv(t0, j, c);
+            }
+        }
+    }
+    part[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            for (var j = 0u; j < T; j = j + 1u) {
+                part[lid][j] += part[lid + s][j];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        for (var j = 0u; j < T; j = j + 1u) {
+            if (t0 + j < p.n) {
+                y[p.y_off + (t0 + j) * p.m + r] = part[0][j];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn matmul_t(@builtin(global_invocation_id) id: vec3<u32>) {
+    let c = id.x;
     let t = id.y;
-    if (r >= p.m || t >= p.n) {
+    if (c >= p.k || t >= p.n) {
         return;
     }
     var acc = 0.0;
-    let xr = t * p.k;
-    for (var c = 0u; c < p.k; c = c + 1u) {
-        acc = acc + weight(r, c) * x[xr + c];
+    for (var r = 0u; r < p.m; r = r + 1u) {
+        acc = acc + weight(r, c) * x[p.x_off + t * p.m + r];
     }
-    y[t * p.m + r] = acc;
+    y[p.y_off + t * p.k + c] = acc;
+}
+
+// Streams p.k words of w (the weight binding) through every thread of the dispatch, one
+// sum per thread into y: the read bandwidth a weight stream can reach, for measuring.
+@compute @workgroup_size(64)
+fn read_stream(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let threads = nw.x * nw.y * WG;
+    let i0 = id.x + id.y * nw.x * WG;
+    var acc = 0u;
+    for (var i = i0; i < p.k; i = i + threads) {
+        acc = acc ^ w[i];
+    }
+    y[i0] = bitcast<f32>(acc);
 }

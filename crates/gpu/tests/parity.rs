@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use gpu::GpuBackend;
-use kernels::{Backend, CpuBackend, CpuOptions, Level, Matrix};
+use kernels::{Backend, CpuBackend, CpuOptions, Level, Matrix, MlaAttention};
 use loader::{Checkpoint, DType, SafetensorsFile, Tensor};
 use model::{ForwardBatch, LogitsMode, Model, SeqChunk};
 
@@ -168,12 +168,9 @@ fn goldens_through_the_gpu_backend() {
             }],
             logits: LogitsMode::All,
         };
-        let before = gpu::gpu_matmuls();
+        let before = gpu::gpu_ops();
         let got = model.forward(&batch, &mut cache).unwrap();
-        assert!(
-            gpu::gpu_matmuls() > before,
-            "{name}: no matmul ran on the GPU"
-        );
+        assert!(gpu::gpu_ops() > before, "{name}: nothing ran on the GPU");
         let want = golden.tensor("prompt.0.logits").unwrap().to_f32_vec();
         let num: f64 = got
             .iter()
@@ -239,5 +236,139 @@ fn block_format_matmuls_match_the_reference_decoder() {
                 }
             }
         }
+    }
+}
+
+/// Largest |a - b| relative to the largest |b| (1 where `b` is all zeros).
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-30f32, |m, v| m.max(v.abs())).max(1e-30);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / scale)
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn row_ops_match_the_scalar_oracle() {
+    let Some(g) = gpu() else { return };
+    let cpu = scalar();
+    let mut rng = Rng(31);
+    for (rows, d) in [(1, 1), (3, 7), (5, 300), (2, 1027)] {
+        let x: Vec<f32> = (0..rows * d).map(|_| rng.f() * 3.0).collect();
+        let w: Vec<f32> = (0..d).map(|_| rng.f()).collect();
+        let (mut a, mut b) = (vec![0f32; x.len()], vec![f32::NAN; x.len()]);
+        cpu.rms_norm(&x, &w, 1e-6, &mut a);
+        g.rms_norm(&x, &w, 1e-6, &mut b);
+        assert!(rel_err(&b, &a) < 1e-5, "rms_norm [{rows}, {d}]");
+
+        let up: Vec<f32> = (0..x.len()).map(|_| rng.f()).collect();
+        let (mut a, mut b) = (x.clone(), x.clone());
+        cpu.silu_mul(&mut a, &up);
+        g.silu_mul(&mut b, &up);
+        assert!(rel_err(&b, &a) < 1e-5, "silu_mul {}", x.len());
+
+        let (mut a, mut b) = (x.clone(), x.clone());
+        cpu.softmax(&mut a);
+        g.softmax(&mut b);
+        assert!(rel_err(&b, &a) < 1e-5, "softmax {}", x.len());
+        assert!((b.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    }
+    for (heads, half) in [(1, 1), (3, 4), (16, 32), (7, 13)] {
+        let x: Vec<f32> = (0..heads * 2 * half).map(|_| rng.f()).collect();
+        let ang: Vec<f32> = (0..half).map(|i| i as f32 * 0.37 + 0.1).collect();
+        let (cos, sin): (Vec<f32>, Vec<f32>) = ang.iter().map(|a| (a.cos(), a.sin())).unzip();
+        let (mut a, mut b) = (x.clone(), x.clone());
+        cpu.rope(&mut a, &cos, &sin);
+        g.rope(&mut b, &cos, &sin);
+        assert!(rel_err(&b, &a) < 1e-6, "rope {heads}x{half}");
+    }
+}
+
+#[test]
+fn head_and_expert_matmuls_match_the_scalar_oracle() {
+    let Some(g) = gpu() else { return };
+    let cpu = scalar();
+    let mut rng = Rng(5);
+    for dtype in [DType::BF16, DType::F32] {
+        // transposed: x[n, rows] · W
+        for (rows, cols, n) in [(1, 1, 1), (13, 70, 3), (64, 65, 2)] {
+            let w = matrix(dtype, rows, cols, &mut rng);
+            let x: Vec<f32> = (0..n * rows).map(|_| rng.f()).collect();
+            let (mut a, mut b) = (vec![0f32; n * cols], vec![f32::NAN; n * cols]);
+            cpu.matmul_t(&x, &w, &mut a);
+            g.matmul_t(&x, &w, &mut b);
+            assert!(
+                rel_err(&b, &a) < 1e-5,
+                "{dtype} matmul_t [{rows}, {cols}] n={n}"
+            );
+        }
+        // per head: 3 heads of 5 rows, 7 rows apart from row 2, over 4 tokens
+        let w = matrix(dtype, 30, 33, &mut rng);
+        let heads = kernels::Heads {
+            count: 3,
+            first: 2,
+            stride: 7,
+            rows: 5,
+        };
+        for n in [1, 4] {
+            let x: Vec<f32> = (0..n * 3 * 33).map(|_| rng.f()).collect();
+            let (mut a, mut b) = (vec![0f32; n * 15], vec![f32::NAN; n * 15]);
+            cpu.matmul_heads(&x, &w, heads, &mut a);
+            g.matmul_heads(&x, &w, heads, &mut b);
+            assert!(rel_err(&b, &a) < 1e-5, "{dtype} matmul_heads n={n}");
+        }
+        // experts: 4 experts of [9, 40], rows 0..2 to expert 1, none to 0 and 2, 2..7 to 3
+        let experts: Vec<Matrix> = (0..4).map(|_| matrix(dtype, 9, 40, &mut rng)).collect();
+        let starts = [0, 0, 2, 2, 7];
+        let x: Vec<f32> = (0..7 * 40).map(|_| rng.f()).collect();
+        let (mut a, mut b) = (vec![0f32; 7 * 9], vec![f32::NAN; 7 * 9]);
+        cpu.matmul_experts(&x, &starts, &|e| &experts[e], &mut a);
+        g.matmul_experts(&x, &starts, &|e| &experts[e], &mut b);
+        assert!(rel_err(&b, &a) < 1e-5, "{dtype} matmul_experts");
+    }
+}
+
+#[test]
+fn mla_attention_matches_the_scalar_oracle() {
+    let Some(g) = gpu() else { return };
+    let cpu = scalar();
+    let mut rng = Rng(11);
+    // (heads, rank, rope, block size, start, tokens)
+    for (h, r, pe, bs, start, tokens) in [
+        (1usize, 4usize, 2usize, 4usize, 0usize, 1usize),
+        (3, 16, 8, 4, 5, 3),
+        (4, 70, 6, 16, 40, 1),
+        (2, 33, 4, 8, 0, 9),
+    ] {
+        let len = start + tokens;
+        let nblocks = len.div_ceil(bs);
+        // blocks out of order, with a spare one between
+        let blocks: Vec<u32> = (0..nblocks as u32).rev().map(|b| 2 * b + 1).collect();
+        let kv: Vec<f32> = (0..(2 * nblocks + 2) * bs * (r + pe))
+            .map(|_| rng.f())
+            .collect();
+        let q_latent: Vec<f32> = (0..tokens * h * r).map(|_| rng.f()).collect();
+        let q_pe: Vec<f32> = (0..tokens * h * pe).map(|_| rng.f()).collect();
+        let a = MlaAttention {
+            q_latent: &q_latent,
+            q_pe: &q_pe,
+            kv: &kv,
+            blocks: &blocks,
+            block_size: bs,
+            n_heads: h,
+            kv_lora_rank: r,
+            rope_dim: pe,
+            start_pos: start,
+            scale: 0.3,
+        };
+        let (mut want, mut got) = (vec![0f32; tokens * h * r], vec![f32::NAN; tokens * h * r]);
+        cpu.mla_attention(&a, &mut want);
+        g.mla_attention(&a, &mut got);
+        assert!(
+            rel_err(&got, &want) < 1e-5,
+            "mla h={h} r={r} start={start} tokens={tokens}: {}",
+            rel_err(&got, &want)
+        );
     }
 }
