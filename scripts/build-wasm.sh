@@ -13,6 +13,8 @@
 #   1. logits of a prefill equal the native build's (`deeprust logits`), rel <= 1e-5;
 #   2. a greedy reply, streamed token by token through `Session.next`, equals
 #      `deeprust generate --temperature 0` text and token ids.
+# Then the page (web/) in headless Chromium, as static files and from `deeprust serve`: the
+# same greedy reply on the CPU kernels and, with WebGPU on SwiftShader, on the WGSL backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -76,6 +78,8 @@ trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$tmp"'
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
 want="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["text"], end="")' "$tmp/native-gen.json")"
 node "$browser/local-page.mjs" "http://127.0.0.1:$port/" "$want" 24
+# with WebGPU (SwiftShader): the same reply from the WGSL backend, through JSPI
+node "$browser/local-page.mjs" "http://127.0.0.1:$port/" "$want" 24 gpu
 # and as `deeprust serve` serves it, at /local/
 dport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$bin" serve --port "$dport" --kv-cache-gb 0.1 --web-dir "$root/web" 2>/dev/null &

@@ -1,7 +1,10 @@
 // The page: everything heavy happens in worker.js, so typing and scrolling never wait for
 // the model; text arrives piece by piece and Stop is honoured between tokens.
 const $ = (id) => document.getElementById(id);
-const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+// ?backend=cpu|gpu forces one; by default the worker takes WebGPU where the browser has it
+const backend = new URLSearchParams(location.search).get("backend") || "auto";
+const worker = new Worker(new URL(`./worker.js?backend=${encodeURIComponent(backend)}`, import.meta.url),
+  { type: "module" });
 let running = false;
 
 function setRunning(on) {
@@ -13,7 +16,9 @@ function setRunning(on) {
 worker.onmessage = ({ data: m }) => {
   switch (m.type) {
     case "ready":
-      $("status").textContent = `model loaded in ${m.ms.toFixed(0)} ms (WebAssembly, kernels: ${m.level})`;
+      $("status").textContent = m.backend === "webgpu"
+        ? `model loaded in ${m.ms.toFixed(0)} ms (WebAssembly + WebGPU, ${m.note})`
+        : `model loaded in ${m.ms.toFixed(0)} ms (WebAssembly, kernels: ${m.level}${m.note ? `; no WebGPU: ${m.note}` : ""})`;
       $("go").disabled = false;
       break;
     case "text":

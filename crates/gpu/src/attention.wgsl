@@ -51,7 +51,7 @@ fn mla(
     let row = p.r + p.pe;
     let visible = p.start_pos + i / p.heads + 1u;
     let s0 = i * p.len;
-    var m = -3.4028235e38;
+    var m = bitcast<f32>(0xff7fffffu); // -f32::MAX
     for (var j = lid; j < visible; j = j + WG) {
         var s = 0.0;
         for (var c = 0u; c < p.r; c = c + 1u) {

@@ -2,6 +2,9 @@
 //! back after a single submit and wait. An operation (or a group of them, such as a layer's
 //! routed experts) is one job, so it costs one round trip however many dispatches it holds.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use wgpu::util::DeviceExt;
 
 /// A compiled entry point and the bind group layout wgpu derived for it.
@@ -165,10 +168,17 @@ impl<'a> Job<'a> {
             })
             .collect();
         self.queue.submit([self.enc.finish()]);
+        let mapped = Arc::new(AtomicUsize::new(0));
         for s in &staging {
-            s.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+            let mapped = mapped.clone();
+            s.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                r.expect("a result buffer maps once the queue is done");
+                mapped.fetch_add(1, Ordering::Release);
+            });
         }
-        crate::wait(self.device);
+        crate::wait(self.device, &|| {
+            mapped.load(Ordering::Acquire) == staging.len()
+        });
         for ((_, out), s) in reads.iter_mut().zip(&staging) {
             let data = s
                 .slice(..)

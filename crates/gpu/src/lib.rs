@@ -53,11 +53,61 @@ fn count() {
     GPU_OPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Block until the queue's work and the read-backs asked for are done.
-fn wait(device: &wgpu::Device) {
-    device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .expect("the GPU stopped responding");
+/// Block until the queue's work is done and `done()` holds (the read-backs asked for have
+/// landed). Natively a blocking poll; in the browser WebGPU answers only between turns of
+/// the event loop, so this suspends the WebAssembly stack until it has had one
+/// (JavaScript Promise Integration: see `web`).
+fn wait(device: &wgpu::Device, done: &dyn Fn() -> bool) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("the GPU stopped responding");
+        debug_assert!(done());
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = device;
+        while !done() {
+            web::yield_turn();
+        }
+    }
+}
+
+/// Run a future to completion from synchronous code (the adapter and device requests).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        pollster::block_on(f)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        // the browser's promises settle between turns of its event loop; a settled one
+        // makes the future ready at its next poll
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            web::yield_turn();
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod web {
+    use wasm_bindgen::prelude::wasm_bindgen;
+
+    #[wasm_bindgen]
+    extern "C" {
+        /// Suspends until the event loop has turned once. The page supplies it as a
+        /// `WebAssembly.Suspending` import (web/worker.js), and calls the exports that reach
+        /// the GPU through `WebAssembly.promising`, so this synchronous code can wait for
+        /// WebGPU without the model's code becoming async.
+        #[wasm_bindgen(js_name = deeprustYieldTurn)]
+        pub fn yield_turn();
+    }
 }
 
 struct Kernels {
@@ -113,7 +163,7 @@ impl GpuBackend {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::all();
         let instance = wgpu::Instance::new(desc);
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             ..Default::default()
         }))
@@ -124,12 +174,15 @@ impl GpuBackend {
         })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("deeprust"),
             required_limits: limits.clone(),
             ..Default::default()
         }))
         .map_err(|e| GpuError(format!("{}: no device: {e}", info.name)))?;
+        // a shader this adapter's compiler rejects is an error here, not zeros later (the
+        // browser's WGSL compiler is not wgpu's)
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = |label, src: String| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(label),
@@ -155,12 +208,22 @@ impl GpuBackend {
             softmax: Kernel::new(&device, &ops, "softmax", OPS),
             mla: Kernel::new(&device, &att, "mla", &[true, true, true, false, false]),
         };
+        if let Some(e) = block_on(scope.pop()) {
+            return Err(GpuError(format!(
+                "{}: the WGSL kernels do not build: {e}",
+                info.name
+            )));
+        }
         Ok(GpuBackend {
             cpu,
             device,
             queue,
             k,
-            adapter: format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend),
+            // browsers do not name their adapters
+            adapter: match info.name.as_str() {
+                "" => format!("{:?} adapter, {:?}", info.device_type, info.backend),
+                name => format!("{name} ({:?}, {:?})", info.device_type, info.backend),
+            },
             max_binding: (limits.max_storage_buffer_binding_size as u64)
                 .min(limits.max_buffer_size),
             weights: Mutex::new(HashMap::new()),

@@ -96,7 +96,7 @@ fn silu_mul(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroup
 // In-place softmax over all p.n values of a, one workgroup.
 @compute @workgroup_size(256)
 fn softmax(@builtin(local_invocation_index) lid: u32) {
-    var m = -3.4028235e38;
+    var m = bitcast<f32>(0xff7fffffu); // -f32::MAX
     for (var i = lid; i < p.n; i = i + WG) {
         m = max(m, a[i]);
     }

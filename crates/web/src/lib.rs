@@ -63,7 +63,25 @@ impl Session {
         })
     }
 
-    /// The CPU kernel level the model runs at.
+    /// Move the model onto the GPU backend (WebGPU in the browser, wgpu's adapter natively):
+    /// the same weights and model code, its operations in WGSL. Returns the adapter in words.
+    /// Ends any generation in progress.
+    pub fn use_gpu(&mut self) -> Result<String, String> {
+        let cpu = kernels::CpuBackend::with_options(&kernels::CpuOptions {
+            threads: Some(1),
+            ..Default::default()
+        })?;
+        let g = gpu::GpuBackend::new(cpu).map_err(|e| e.to_string())?;
+        let adapter = g.adapter().to_string();
+        let ckpt = embedded::checkpoint().map_err(|e| e.to_string())?;
+        self.model = Model::load_with(&ckpt, Box::new(g)).map_err(|e| e.to_string())?;
+        self.cache = self.model.new_cache(1, self.ctx);
+        self.run = None;
+        self.level = format!("gpu: {adapter}");
+        Ok(adapter)
+    }
+
+    /// The kernels the model runs on (a CPU level, or `gpu: ADAPTER`).
     pub fn level(&self) -> String {
         self.level.clone()
     }
@@ -222,7 +240,7 @@ mod wasm {
     use wasm_bindgen::prelude::*;
 
     #[wasm_bindgen(js_name = Session)]
-    pub struct WebSession(super::Session);
+    pub struct WebSession(super::Session, String);
 
     fn js(e: String) -> JsError {
         JsError::new(&e)
@@ -234,7 +252,7 @@ mod wasm {
         #[wasm_bindgen(constructor)]
         pub fn new(level: Option<String>) -> Result<WebSession, JsError> {
             super::Session::embedded_at(level.as_deref())
-                .map(WebSession)
+                .map(|s| WebSession(s, String::new()))
                 .map_err(js)
         }
 
@@ -275,6 +293,46 @@ mod wasm {
 
         pub fn generated(&self) -> Vec<u32> {
             self.0.generated()
+        }
+
+        // The two calls below may wait for the GPU, so JavaScript calls their raw exports
+        // through `WebAssembly.promising` (web/worker.js): they return plain numbers, and
+        // what they have to say waits in `takeMessage`.
+
+        /// Move onto the GPU backend: 1, with the adapter in `takeMessage`, or 0, with why not.
+        #[wasm_bindgen(js_name = useGpu)]
+        pub fn use_gpu(&mut self) -> i32 {
+            match self.0.use_gpu() {
+                Ok(adapter) => {
+                    self.1 = adapter;
+                    1
+                }
+                Err(e) => {
+                    self.1 = e;
+                    0
+                }
+            }
+        }
+
+        /// `next` as a number: 1 with the piece of text in `takeMessage`, 0 once the reply
+        /// has ended, -1 with the error in `takeMessage`.
+        pub fn advance(&mut self) -> i32 {
+            match self.0.step() {
+                Ok(Some(text)) => {
+                    self.1 = text;
+                    1
+                }
+                Ok(None) => 0,
+                Err(e) => {
+                    self.1 = e;
+                    -1
+                }
+            }
+        }
+
+        #[wasm_bindgen(js_name = takeMessage)]
+        pub fn take_message(&mut self) -> String {
+            std::mem::take(&mut self.1)
         }
     }
 }

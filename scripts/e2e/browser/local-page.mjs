@@ -1,18 +1,23 @@
 // The in-browser page (web/, WebAssembly in a Web Worker) in headless Chromium: the model
 // loads, a greedy reply streams in and equals the native build's text, and Stop ends a long
-// reply early. Usage: node local-page.mjs http://127.0.0.1:PORT/ NATIVE_GREEDY_TEXT MAX_TOKENS
+// reply early. Usage: node local-page.mjs http://127.0.0.1:PORT/ NATIVE_GREEDY_TEXT MAX_TOKENS [cpu|gpu]
+// `gpu`: Chromium with WebGPU on SwiftShader and the page at ?backend=gpu, so the model runs
+// on the WGSL backend; `cpu` (the default): WebGPU off, so the page falls back to the CPU.
 import { launch } from "./launch.mjs";
 
-const [url, want, maxTokens] = process.argv.slice(2);
-const browser = await launch();
+const [base, want, maxTokens, mode = "cpu"] = process.argv.slice(2);
+const url = mode === "gpu" ? `${base}?backend=gpu` : base;
+const browser = await launch({ webgpu: mode === "gpu" });
 try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => { console.error("page error:", e); process.exitCode = 1; });
   page.on("console", (m) => { if (m.type() === "error") console.error("console:", m.text()); });
   await page.goto(url);
-  await page.waitForFunction(() => document.getElementById("status").textContent.includes("model loaded"),
+  await page.waitForFunction(() => /model loaded|error/.test(document.getElementById("status").textContent),
     null, { timeout: 60000 });
-  console.log("status:", await page.textContent("#status"));
+  const status = await page.textContent("#status");
+  console.log("status:", status);
+  if ((mode === "gpu") !== status.includes("+ WebGPU")) throw new Error(`not the ${mode} backend: ${status}`);
 
   // a greedy reply equals the native build's
   await page.fill("#prompt", "Once upon a time");
@@ -35,8 +40,8 @@ try {
   const speed = await page.textContent("#speed");
   console.log("after stop:", speed);
   if (!speed.includes("(stopped)")) throw new Error("Stop did not end the reply: " + speed);
-  await page.screenshot({ path: process.env.SCREENSHOT || "/tmp/deeprust-local.png" });
-  console.log("local page: ok");
+  await page.screenshot({ path: process.env.SCREENSHOT || `/tmp/deeprust-local-${mode}.png` });
+  console.log(`local page (${mode}): ok`);
 } finally {
   await browser.close();
 }
