@@ -2,10 +2,9 @@
 //! back after a single submit and wait. An operation (or a group of them, such as a layer's
 //! routed experts) is one job, so it costs one round trip however many dispatches it holds.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use wgpu::util::DeviceExt;
+use std::sync::{Arc, Mutex};
 
 /// A compiled entry point and the bind group layout wgpu derived for it.
 pub struct Kernel {
@@ -68,45 +67,107 @@ pub fn grid(total: u32) -> (u32, u32) {
     (x, total.div_ceil(x).max(1))
 }
 
+/// Buffers kept for reuse between jobs, by size class and usage: creating a buffer (and
+/// wgpu's zeroing of it) costs more than a small operation's whole dispatch, so each job
+/// takes what it needs here and gives it back once its results are read.
+#[derive(Default)]
+pub struct Pool {
+    free: Mutex<HashMap<(u64, u32), Vec<wgpu::Buffer>>>,
+    /// Largest buffer one binding may hold.
+    pub max: u64,
+}
+
+impl Pool {
+    pub fn new(max: u64) -> Pool {
+        Pool {
+            free: Mutex::default(),
+            max,
+        }
+    }
+
+    fn take(&self, device: &wgpu::Device, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        // powers of two from 256 bytes, so a few sizes serve every shape; never past the
+        // binding limit the caller checked its exact size against
+        let size = bytes
+            .max(256)
+            .next_power_of_two()
+            .min(self.max.max(bytes))
+            .next_multiple_of(4);
+        let key = (size, usage.bits());
+        let reused = self
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&key)
+            .and_then(Vec::pop);
+        reused.unwrap_or_else(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    fn give(&self, buffers: Vec<wgpu::Buffer>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        for b in buffers {
+            free.entry((b.size(), b.usage().bits()))
+                .or_default()
+                .push(b);
+        }
+    }
+}
+
 pub struct Job<'a> {
     device: &'a wgpu::Device,
     queue: &'a wgpu::Queue,
+    pool: &'a Pool,
     enc: wgpu::CommandEncoder,
+    /// Pool buffers this job holds, given back when it finishes.
+    taken: Vec<wgpu::Buffer>,
 }
 
 fn bytes(v: &[f32]) -> Vec<u8> {
-    let mut b: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-    // a binding holds at least one 32-bit word
-    if b.is_empty() {
-        b.resize(4, 0);
-    }
-    b
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
 impl<'a> Job<'a> {
-    pub fn new(device: &'a wgpu::Device, queue: &'a wgpu::Queue) -> Job<'a> {
+    pub fn new(device: &'a wgpu::Device, queue: &'a wgpu::Queue, pool: &'a Pool) -> Job<'a> {
         let enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        Job { device, queue, enc }
+        Job {
+            device,
+            queue,
+            pool,
+            enc,
+            taken: Vec::new(),
+        }
+    }
+
+    fn take(&mut self, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let b = self.pool.take(self.device, bytes, usage);
+        self.taken.push(b.clone());
+        b
     }
 
     /// A storage buffer holding `v` (also writable by shaders and readable back).
-    pub fn input(&self, v: &[f32]) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: &bytes(v),
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            })
+    pub fn input(&mut self, v: &[f32]) -> wgpu::Buffer {
+        let b = self.take((v.len() * 4) as u64, STORAGE);
+        if !v.is_empty() {
+            self.queue.write_buffer(&b, 0, &bytes(v));
+        }
+        b
     }
 
-    /// A zeroed storage buffer of `len` f32 values.
-    pub fn output(&self, len: usize) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: (len.max(1) * 4) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        })
+    /// A storage buffer of at least `len` f32 values, of any content: the shader writing it
+    /// writes every value that is read back.
+    pub fn output(&mut self, len: usize) -> wgpu::Buffer {
+        self.take((len * 4) as u64, STORAGE)
     }
 
     /// Record one dispatch of `kernel` with `params` as its uniform (binding 0) and
@@ -121,13 +182,12 @@ impl<'a> Job<'a> {
         let mut words = params.to_vec();
         words.resize(params.len().next_multiple_of(4).max(4), 0);
         let raw: Vec<u8> = words.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let uniform = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: &raw,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        // each dispatch its own: writes land before the submission, not between dispatches
+        let uniform = self.take(
+            raw.len() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
+        self.queue.write_buffer(&uniform, 0, &raw);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),
@@ -157,12 +217,11 @@ impl<'a> Job<'a> {
             .iter()
             .map(|(src, out)| {
                 let size = (out.len().max(1) * 4) as u64;
-                let dst = self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: None,
+                let dst = self.pool.take(
+                    self.device,
                     size,
-                    usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
-                    mapped_at_creation: false,
-                });
+                    wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+                );
                 self.enc.copy_buffer_to_buffer(src, 0, &dst, 0, size);
                 dst
             })
@@ -188,5 +247,10 @@ impl<'a> Job<'a> {
                 *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
         }
+        for s in &staging {
+            s.unmap();
+        }
+        self.pool.give(staging);
+        self.pool.give(std::mem::take(&mut self.taken));
     }
 }

@@ -19,7 +19,7 @@ mod job;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use job::{Job, Kernel, grid};
+use job::{Job, Kernel, Pool, grid};
 use kernels::{Backend, CpuBackend, Heads, Matrix, MlaAttention};
 use loader::DType;
 use wgpu::util::DeviceExt;
@@ -135,6 +135,7 @@ pub struct GpuBackend {
     /// Weights already on the device, by the rows of the tensor they hold; each entry keeps
     /// its tensor alive, so no other tensor can take its address (the key) meanwhile.
     weights: Mutex<HashMap<WeightKey, Uploaded>>,
+    pool: Pool,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -214,6 +215,9 @@ impl GpuBackend {
                 info.name
             )));
         }
+        let max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         Ok(GpuBackend {
             cpu,
             device,
@@ -224,9 +228,9 @@ impl GpuBackend {
                 "" => format!("{:?} adapter, {:?}", info.device_type, info.backend),
                 name => format!("{name} ({:?}, {:?})", info.device_type, info.backend),
             },
-            max_binding: (limits.max_storage_buffer_binding_size as u64)
-                .min(limits.max_buffer_size),
+            max_binding,
             weights: Mutex::new(HashMap::new()),
+            pool: Pool::new(max_binding),
         })
     }
 
@@ -251,7 +255,7 @@ impl GpuBackend {
     }
 
     fn job(&self) -> Job<'_> {
-        Job::new(&self.device, &self.queue)
+        Job::new(&self.device, &self.queue, &self.pool)
     }
 
     /// `w`'s rows on the device, uploaded on first use.

@@ -133,19 +133,38 @@ fn sbyte(word: u32, i: u32) -> f32 {
     return f32(i32(word << (24u - 8u * i)) >> 24u);
 }
 
-// Values 32·g .. 32·g + 31 of row r of a block format, into v.
-fn group(r0: u32, g: u32, v: ptr<function, array<f32, 32>>) {
+// Per-token sums of this thread's share of the row (T tokens).
+var<private> acc: array<f32, T>;
+
+// Add four weights (columns c .. c + 3) times x to every token's sum.
+fn fma4(v: vec4<f32>, c: u32, t0: u32) {
+    for (var j = 0u; j < T; j = j + 1u) {
+        let i = p.x_off + min(t0 + j, p.n - 1u) * p.k + c;
+        acc[j] += dot(v, vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]));
+    }
+}
+
+fn sbytes(q: u32) -> vec4<f32> {
+    return vec4<f32>(sbyte(q, 0u), sbyte(q, 1u), sbyte(q, 2u), sbyte(q, 3u));
+}
+
+fn nibbles(q: u32) -> vec4<f32> {
+    return vec4<f32>(f32(q & 15u), f32((q >> 8u) & 15u), f32((q >> 16u) & 15u), f32((q >> 24u) & 15u));
+}
+
+// Values 32·g .. 32·g + 31 of row r of a block format, times x, into the sums: decoded a
+// word (four values) at a time straight into the products, with no array in between (a
+// dynamically indexed private array lands in slow local memory on some GPUs).
+fn group(r0: u32, g: u32, t0: u32) {
     let row = (r0 + p.w_row0) * p.row_bytes;
+    let c = 32u * g;
     switch p.kind {
         case 3u: {
             // Q8_0: one block of 34 bytes per group
             let b = row + g * 34u;
             let d = f16_at(b);
             for (var i = 0u; i < 8u; i = i + 1u) {
-                let q = word_at(b + 2u + 4u * i);
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    (*v)[4u * i + j] = d * sbyte(q, j);
-                }
+                fma4(d * sbytes(word_at(b + 2u + 4u * i)), c + 4u * i, t0);
             }
         }
         case 4u: {
@@ -163,14 +182,11 @@ fn group(r0: u32, g: u32, v: ptr<function, array<f32, 32>>) {
                 mn = (byte_at(s + j + 4u) >> 4u) | ((byte_at(s + j) >> 6u) << 4u);
             }
             let d = f16_at(b) * f32(sc);
-            let m = f16_at(b + 2u) * f32(mn);
-            let qs = b + 16u + 32u * (j / 2u);
+            let m = vec4<f32>(f16_at(b + 2u) * f32(mn));
+            let qs = (b + 16u + 32u * (j / 2u)) / 4u;
             let shift = 4u * (j % 2u);
             for (var i = 0u; i < 8u; i = i + 1u) {
-                let q = w[qs / 4u + i] >> shift;
-                for (var e = 0u; e < 4u; e = e + 1u) {
-                    (*v)[4u * i + e] = d * f32((q >> (8u * e)) & 15u) - m;
-                }
+                fma4(d * nibbles(w[qs + i] >> shift) - m, c + 4u * i, t0);
             }
         }
         default: {
@@ -186,13 +202,11 @@ fn group(r0: u32, g: u32, v: ptr<function, array<f32, 32>>) {
             let d0 = d * signed_byte(byte_at(sc));
             let d1 = d * signed_byte(byte_at(sc + 1u));
             for (var i = 0u; i < 8u; i = i + 1u) {
-                let ql = word_at(lo + 4u * i) >> (4u * (part / 2u));
-                let qh = word_at(hi + 4u * i) >> (2u * part);
-                let dd = select(d1, d0, i < 4u);
-                for (var e = 0u; e < 4u; e = e + 1u) {
-                    let q = ((ql >> (8u * e)) & 15u) | (((qh >> (8u * e)) & 3u) << 4u);
-                    (*v)[4u * i + e] = dd * f32(i32(q) - 32);
-                }
+                let ql = (word_at(lo + 4u * i) >> (4u * (part / 2u))) & 0x0f0f0f0fu;
+                let qh = (word_at(hi + 4u * i) >> (2u * part)) & 0x03030303u;
+                let q = ql | (qh << 4u);
+                let v = vec4<f32>(f32(q & 63u), f32((q >> 8u) & 63u), f32((q >> 16u) & 63u), f32(q >> 24u)) - 32.0;
+                fma4(select(d1, d0, i < 4u) * v, c + 4u * i, t0);
             }
         }
     }
@@ -219,18 +233,9 @@ fn matmul(
     if (r >= p.m) {
         return;
     }
-    var acc: array<f32, T>;
     if (p.kind >= 3u) {
-        var v: array<f32, 32>;
         for (var g = lid; g < p.k / 32u; g = g + WG) {
-            group(r, g, &v);
-            for (var j = 0u; j < T; j = j + 1u) {
-                var s = 0.0;
-                for (var i = 0u; i < 32u; i = i + 1u) {
-                    s += v[i] * xv(t0, j, 32u * g + i);
-                }
-                acc[j] += s;
-            }
+            group(r, g, t0);
         }
     } else if (p.kind != 0u && p.k % 2u == 0u) {
         // two halves per word, each word read by one thread
@@ -277,11 +282,11 @@ fn matmul_t(@builtin(global_invocation_id) id: vec3<u32>) {
     if (c >= p.k || t >= p.n) {
         return;
     }
-    var acc = 0.0;
+    var sum = 0.0;
     for (var r = 0u; r < p.m; r = r + 1u) {
-        acc = acc + weight(r, c) * x[p.x_off + t * p.m + r];
+        sum = sum + weight(r, c) * x[p.x_off + t * p.m + r];
     }
-    y[p.y_off + t * p.k + c] = acc;
+    y[p.y_off + t * p.k + c] = sum;
 }
 
 // Streams p.k words of w (the weight binding) through every thread of the dispatch, one
@@ -290,9 +295,9 @@ fn matmul_t(@builtin(global_invocation_id) id: vec3<u32>) {
 fn read_stream(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let threads = nw.x * nw.y * WG;
     let i0 = id.x + id.y * nw.x * WG;
-    var acc = 0u;
+    var h = 0u;
     for (var i = i0; i < p.k; i = i + threads) {
-        acc = acc ^ w[i];
+        h = h ^ w[i];
     }
-    y[i0] = bitcast<f32>(acc);
+    y[i0] = bitcast<f32>(h);
 }
