@@ -72,14 +72,17 @@ if ! command -v chromium >/dev/null; then
 fi
 (cd "$browser" && npm install --silent --no-audit --no-fund >/dev/null)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 -m http.server "$port" --bind 127.0.0.1 --directory "$root/web" >/dev/null 2>&1 &
+# the repository's root, so that a checkpoint directory in it can be fetched too
+python3 -m http.server "$port" --bind 127.0.0.1 --directory "$root" >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$tmp"' EXIT
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/web/" >/dev/null && break; sleep 0.1; done
 want="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["text"], end="")' "$tmp/native-gen.json")"
-node "$browser/local-page.mjs" "http://127.0.0.1:$port/" "$want" 24
+node "$browser/local-page.mjs" "http://127.0.0.1:$port/web/" "$want" 24
+# the same model fetched as a checkpoint directory and loaded from bytes
+node "$browser/local-page.mjs" "http://127.0.0.1:$port/web/" "$want" 24 cpu ../assets/model/
 # with WebGPU (SwiftShader): the same reply from the WGSL backend, through JSPI
-node "$browser/local-page.mjs" "http://127.0.0.1:$port/" "$want" 24 gpu
+node "$browser/local-page.mjs" "http://127.0.0.1:$port/web/" "$want" 24 gpu
 # and as `deeprust serve` serves it, at /local/
 dport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$bin" serve --port "$dport" --kv-cache-gb 0.1 --web-dir "$root/web" 2>/dev/null &

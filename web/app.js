@@ -2,9 +2,11 @@
 // the model; text arrives piece by piece and Stop is honoured between tokens.
 const $ = (id) => document.getElementById(id);
 // ?backend=cpu|gpu forces one; by default the worker takes WebGPU where the browser has it
-const backend = new URLSearchParams(location.search).get("backend") || "auto";
-const worker = new Worker(new URL(`./worker.js?backend=${encodeURIComponent(backend)}`, import.meta.url),
-  { type: "module" });
+// ?model=DIR loads a checkpoint directory from this host instead of the embedded model
+const query = new URLSearchParams(location.search);
+const workerOptions = new URLSearchParams({ backend: query.get("backend") || "auto" });
+if (query.get("model")) workerOptions.set("model", new URL(query.get("model"), location.href).href);
+const worker = new Worker(new URL(`./worker.js?${workerOptions}`, import.meta.url), { type: "module" });
 let running = false;
 
 function setRunning(on) {
@@ -15,12 +17,14 @@ function setRunning(on) {
 
 worker.onmessage = ({ data: m }) => {
   switch (m.type) {
-    case "ready":
+    case "ready": {
+      const what = `${m.model}, ${(m.params / 1e6).toFixed(1)}M parameters`;
       $("status").textContent = m.backend === "webgpu"
-        ? `model loaded in ${m.ms.toFixed(0)} ms (WebAssembly + WebGPU, ${m.note})`
-        : `model loaded in ${m.ms.toFixed(0)} ms (WebAssembly, kernels: ${m.level}${m.note ? `; no WebGPU: ${m.note}` : ""})`;
+        ? `model loaded in ${m.ms.toFixed(0)} ms (${what}; WebAssembly + WebGPU, ${m.note})`
+        : `model loaded in ${m.ms.toFixed(0)} ms (${what}; WebAssembly, kernels: ${m.level}${m.note ? `; no WebGPU: ${m.note}` : ""})`;
       $("go").disabled = false;
       break;
+    }
     case "text":
       $("output").textContent += m.text;
       $("speed").textContent = `${m.tokens} tokens, ${m.tokPerSec.toFixed(1)} tok/s`;

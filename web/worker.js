@@ -29,7 +29,11 @@ WebAssembly.instantiate = (source, imports) => {
   return instantiate.call(WebAssembly, source, imports);
 };
 
-const want = new URL(import.meta.url).searchParams.get("backend") || "auto"; // auto | cpu | gpu
+const options = new URL(import.meta.url).searchParams;
+const want = options.get("backend") || "auto"; // auto | cpu | gpu
+// a checkpoint directory to fetch (config.json, model.safetensors, tokenizer.json and
+// optionally tokenizer_config.json) instead of the model built into the module
+const modelUrl = options.get("model");
 let session = null;
 let advance = null; // the promising `advance` export, when the GPU backend is in use
 let stop = false;
@@ -43,7 +47,23 @@ async function load() {
   // compiled here so that the glue instantiates it through the function patched above
   const bytes = await (await fetch(new URL("./pkg/web_bg.wasm", import.meta.url))).arrayBuffer();
   const raw = await init({ module_or_path: await WebAssembly.compile(bytes) });
-  session = new Session();
+  let name = "the embedded model";
+  if (modelUrl) {
+    const base = new URL(modelUrl.endsWith("/") ? modelUrl : `${modelUrl}/`);
+    const get = async (file, optional = false) => {
+      const r = await fetch(new URL(file, base));
+      if (r.ok) return r;
+      if (optional) return null;
+      throw new Error(`${new URL(file, base)}: HTTP ${r.status}`);
+    };
+    const [config, weights, tok, tc] = await Promise.all([
+      get("config.json"), get("model.safetensors"), get("tokenizer.json"), get("tokenizer_config.json", true)]);
+    session = Session.fromBytes(await config.text(), new Uint8Array(await weights.arrayBuffer()),
+      new Uint8Array(await tok.arrayBuffer()), tc ? await tc.text() : undefined);
+    name = base.pathname;
+  } else {
+    session = new Session();
+  }
   let backend = "cpu";
   let note = "";
   if (want !== "cpu") {
@@ -52,6 +72,7 @@ async function load() {
       const useGpu = WebAssembly.promising(raw.session_useGpu);
       const ok = await useGpu(session.__wbg_ptr);
       note = session.takeMessage();
+      if (ok !== 1 && note.includes("no GPU adapter")) note = "the browser offers no adapter";
       if (ok === 1) {
         backend = "webgpu";
         advance = WebAssembly.promising(raw.session_advance);
@@ -61,7 +82,10 @@ async function load() {
     }
     if (want === "gpu" && backend !== "webgpu") throw new Error(`WebGPU was asked for: ${note}`);
   }
-  postMessage({ type: "ready", backend, level: session.level(), note, ms: performance.now() - t0 });
+  postMessage({
+    type: "ready", backend, level: session.level(), note, ms: performance.now() - t0,
+    model: name, params: session.params(),
+  });
 }
 load().catch((e) => postMessage({ type: "error", message: String(e) }));
 

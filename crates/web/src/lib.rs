@@ -14,6 +14,8 @@ const MAX_CONTEXT: usize = 4096;
 /// A loaded model and tokenizer, and the one generation in progress.
 pub struct Session {
     model: Model,
+    /// What the model was loaded from, to load it again onto another backend.
+    ckpt: loader::Checkpoint,
     tok: Tokenizer,
     cache: KvCache,
     ctx: usize,
@@ -42,6 +44,49 @@ impl Session {
 
     /// The embedded model at a named kernel level (`scalar`, `simd128`, ...).
     pub fn embedded_at(level: Option<&str>) -> Result<Session, String> {
+        let ckpt = embedded::checkpoint().map_err(|e| e.to_string())?;
+        let tok = embedded::tokenizer().map_err(|e| e.to_string())?;
+        Session::with(ckpt, tok, level)
+    }
+
+    /// A checkpoint handed over as bytes (the page fetches them): `config.json`'s text, one
+    /// `model.safetensors` image (kept, not copied, and parsed in place), `tokenizer.json`
+    /// and optionally `tokenizer_config.json` (for the chat template).
+    pub fn from_parts(
+        config: &str,
+        weights: Vec<u8>,
+        tokenizer_json: &[u8],
+        tokenizer_config: Option<&str>,
+        level: Option<&str>,
+    ) -> Result<Session, String> {
+        let dir = std::path::Path::new("<bytes>");
+        let storage: loader::Storage = std::sync::Arc::new(weights);
+        let ckpt = loader::Checkpoint::from_memory(
+            dir,
+            config,
+            vec![("model.safetensors".into(), storage)],
+        )
+        .map_err(|e| e.to_string())?;
+        let tc = tokenizer_config
+            .map(|t| tokenizer::parse_json(t, dir.join("tokenizer_config.json")))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let tok = Tokenizer::from_parts(
+            tokenizer_json,
+            tc.as_ref(),
+            None,
+            &dir.join("tokenizer.json"),
+            &dir.join("tokenizer_config.json"),
+        )
+        .map_err(|e| e.to_string())?;
+        Session::with(ckpt, tok, level)
+    }
+
+    fn with(
+        ckpt: loader::Checkpoint,
+        tok: Tokenizer,
+        level: Option<&str>,
+    ) -> Result<Session, String> {
         let level = level.map(str::parse::<kernels::Level>).transpose()?;
         let options = kernels::CpuOptions {
             level,
@@ -49,18 +94,25 @@ impl Session {
             ..Default::default()
         };
         let backend = kernels::CpuBackend::with_options(&options)?;
-        let ckpt = embedded::checkpoint().map_err(|e| e.to_string())?;
         let model = Model::load_with(&ckpt, Box::new(backend)).map_err(|e| e.to_string())?;
-        let tok = embedded::tokenizer().map_err(|e| e.to_string())?;
         let ctx = model.config.max_position_embeddings.min(MAX_CONTEXT);
         Ok(Session {
             cache: model.new_cache(1, ctx),
             level: options.resolve()?.0.to_string(),
             model,
+            ckpt,
             tok,
             ctx,
             run: None,
         })
+    }
+
+    /// Parameters of the model (for reports).
+    pub fn params(&self) -> u64 {
+        self.ckpt
+            .tensors()
+            .map(|t| t.shape.iter().product::<usize>() as u64)
+            .sum()
     }
 
     /// Move the model onto the GPU backend (WebGPU in the browser, wgpu's adapter natively):
@@ -73,8 +125,7 @@ impl Session {
         })?;
         let g = gpu::GpuBackend::new(cpu).map_err(|e| e.to_string())?;
         let adapter = g.adapter().to_string();
-        let ckpt = embedded::checkpoint().map_err(|e| e.to_string())?;
-        self.model = Model::load_with(&ckpt, Box::new(g)).map_err(|e| e.to_string())?;
+        self.model = Model::load_with(&self.ckpt, Box::new(g)).map_err(|e| e.to_string())?;
         self.cache = self.model.new_cache(1, self.ctx);
         self.run = None;
         self.level = format!("gpu: {adapter}");
@@ -256,8 +307,34 @@ mod wasm {
                 .map_err(js)
         }
 
+        /// A checkpoint from bytes: config.json's text, model.safetensors, tokenizer.json
+        /// and optionally tokenizer_config.json's text.
+        #[wasm_bindgen(js_name = fromBytes)]
+        pub fn from_bytes(
+            config: &str,
+            weights: Vec<u8>,
+            tokenizer: &[u8],
+            tokenizer_config: Option<String>,
+            level: Option<String>,
+        ) -> Result<WebSession, JsError> {
+            super::Session::from_parts(
+                config,
+                weights,
+                tokenizer,
+                tokenizer_config.as_deref(),
+                level.as_deref(),
+            )
+            .map(|s| WebSession(s, String::new()))
+            .map_err(js)
+        }
+
         pub fn level(&self) -> String {
             self.0.level()
+        }
+
+        /// Parameters of the model.
+        pub fn params(&self) -> f64 {
+            self.0.params() as f64
         }
 
         #[wasm_bindgen(js_name = vocabSize)]

@@ -103,3 +103,39 @@ fn logits_equal_a_plain_forward_and_bad_input_is_an_error() {
         "no SIMD128 natively"
     );
 }
+
+/// A checkpoint handed over as bytes (what the page fetches) runs as the same model as the
+/// embedded one, and a truncated weights file or a config that is not JSON is an error
+/// that says so.
+#[test]
+fn a_checkpoint_from_bytes_is_the_same_model() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/model");
+    let read = |name: &str| std::fs::read(root.join(name)).unwrap();
+    let config = String::from_utf8(read("config.json")).unwrap();
+    let tc = String::from_utf8(read("tokenizer_config.json")).unwrap();
+    let weights = read("model.safetensors");
+    let tokenizer = read("tokenizer.json");
+    let mut a = Session::from_parts(&config, weights.clone(), &tokenizer, Some(&tc), None).unwrap();
+    let mut b = Session::embedded().unwrap();
+    assert_eq!(a.params(), b.params());
+    assert!(a.params() > 1_000_000);
+    let ids = b.encode("Once upon a time", false).unwrap();
+    assert_eq!(a.encode("Once upon a time", false).unwrap(), ids);
+    assert_eq!(a.logits(&ids).unwrap(), b.logits(&ids).unwrap());
+    // the chat template came along
+    assert_eq!(a.encode("hi", true).unwrap(), b.encode("hi", true).unwrap());
+
+    let cut = Session::from_parts(
+        &config,
+        weights[..weights.len() / 2].to_vec(),
+        &tokenizer,
+        None,
+        None,
+    );
+    let e = cut.err().expect("half a weights file does not load");
+    assert!(e.contains("model.safetensors"), "{e}");
+    let e = Session::from_parts("{not json", weights, &tokenizer, None, None)
+        .err()
+        .expect("a config that is not JSON does not load");
+    assert!(e.contains("config.json"), "{e}");
+}

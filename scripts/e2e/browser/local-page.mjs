@@ -1,12 +1,16 @@
 // The in-browser page (web/, WebAssembly in a Web Worker) in headless Chromium: the model
 // loads, a greedy reply streams in and equals the native build's text, and Stop ends a long
-// reply early. Usage: node local-page.mjs http://127.0.0.1:PORT/ NATIVE_GREEDY_TEXT MAX_TOKENS [cpu|gpu]
+// reply early. Usage: node local-page.mjs http://127.0.0.1:PORT/ NATIVE_GREEDY_TEXT MAX_TOKENS [cpu|gpu] [MODEL_DIR]
 // `gpu`: Chromium with WebGPU on SwiftShader and the page at ?backend=gpu, so the model runs
 // on the WGSL backend; `cpu` (the default): WebGPU off, so the page falls back to the CPU.
 import { launch } from "./launch.mjs";
 
-const [base, want, maxTokens, mode = "cpu"] = process.argv.slice(2);
-const url = mode === "gpu" ? `${base}?backend=gpu` : base;
+// MODEL_DIR: the page fetches that checkpoint directory (relative to the page) as bytes.
+const [base, want, maxTokens, mode = "cpu", model] = process.argv.slice(2);
+const query = new URLSearchParams();
+if (mode === "gpu") query.set("backend", "gpu");
+if (model) query.set("model", model);
+const url = query.size ? `${base}?${query}` : base;
 const browser = await launch({ webgpu: mode === "gpu" });
 try {
   const page = await browser.newPage();
@@ -18,6 +22,7 @@ try {
   const status = await page.textContent("#status");
   console.log("status:", status);
   if ((mode === "gpu") !== status.includes("+ WebGPU")) throw new Error(`not the ${mode} backend: ${status}`);
+  if (model && !status.includes(model.replace(/^(\.\.\/)+/, ""))) throw new Error(`not the model at ${model}: ${status}`);
 
   // a greedy reply equals the native build's
   await page.fill("#prompt", "Once upon a time");
