@@ -3,11 +3,11 @@
 //! kernels' `Backend` trait, so the model runs on it unchanged.
 //!
 //! On the GPU: the matmuls (plain, transposed, per head, and the routed experts grouped into
-//! one submission) over f32, bf16, f16, Q8_0, Q4_K and Q6_K weights read in their stored
-//! encoding and uploaded once; rms_norm, rope, SwiGLU, softmax, and absorbed MLA attention
-//! over the sequence's latent cache rows. Activations stay f32 (the CPU's int8 products
-//! quantize them; this backend does not). The embedding gather, Q5_0 and FP8 weights, and
-//! anything larger than one binding run on the CPU backend it wraps.
+//! one submission) over f32, bf16, f16, Q8_0, Q5_0, Q4_K, Q6_K and FP8 e4m3 (with its block
+//! scales) weights read in their stored encoding and uploaded once; rms_norm, rope, SwiGLU,
+//! softmax, and absorbed MLA attention over the sequence's latent cache rows. Activations
+//! stay f32 (the CPU's int8 products quantize them; this backend does not). The embedding
+//! gather and anything larger than one binding run on the CPU backend it wraps.
 //!
 //! Each operation is one submission and one read-back: the trait hands over host slices, so
 //! activations cross the bus at every operation. That bounds what this shape can reach on a
@@ -40,6 +40,8 @@ impl std::error::Error for GpuError {}
 type WeightKey = (usize, usize, usize);
 /// The tensor (kept alive) and its rows on the device.
 type Uploaded = (Arc<loader::Tensor>, Arc<wgpu::Buffer>);
+/// An FP8 scale grid (kept alive) and its copy on the device.
+type UploadedScales = (Arc<[f32]>, Arc<wgpu::Buffer>);
 
 /// Operations run on a GPU in this process so far (every `GpuBackend` together).
 static GPU_OPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -135,6 +137,10 @@ pub struct GpuBackend {
     /// Weights already on the device, by the rows of the tensor they hold; each entry keeps
     /// its tensor alive, so no other tensor can take its address (the key) meanwhile.
     weights: Mutex<HashMap<WeightKey, Uploaded>>,
+    /// FP8 scale grids on the device, by the grid's address (each kept alive likewise).
+    scales: Mutex<HashMap<WeightKey, UploadedScales>>,
+    /// Bound where a shader's binding goes unused.
+    placeholder: Arc<wgpu::Buffer>,
     pool: Pool,
 }
 
@@ -153,6 +159,8 @@ fn kind(dtype: DType) -> Option<u32> {
         DType::Q8_0 => 3,
         DType::Q4K => 4,
         DType::Q6K => 5,
+        DType::Q5_0 => 6,
+        DType::F8E4M3 => 7,
         _ => return None,
     })
 }
@@ -196,7 +204,7 @@ impl GpuBackend {
         let ops = module("ops", include_str!("ops.wgsl").into());
         let att = module("attention", include_str!("attention.wgsl").into());
         // each module's storage bindings from 1: read-only or written
-        const MM: &[bool] = &[true, true, false];
+        const MM: &[bool] = &[true, true, false, true];
         const OPS: &[bool] = &[false, true, true];
         let k = Kernels {
             matmul1: Kernel::new(&device, &mm1, "matmul", MM),
@@ -218,6 +226,12 @@ impl GpuBackend {
         let max_binding = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
+        let placeholder = Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("placeholder"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        }));
         Ok(GpuBackend {
             cpu,
             device,
@@ -230,6 +244,8 @@ impl GpuBackend {
             },
             max_binding,
             weights: Mutex::new(HashMap::new()),
+            scales: Mutex::new(HashMap::new()),
+            placeholder,
             pool: Pool::new(max_binding),
         })
     }
@@ -289,8 +305,61 @@ impl GpuBackend {
             && n > 0
             && n <= 65_535
             && (w.stored().0.len() as u64) <= self.max_binding
-            && self.fits(out);
+            && self.fits(out)
+            // FP8 goes 32 values under one scale at a time
+            && w.block_scales().is_none_or(|(_, [_, b1])| b1.is_multiple_of(32) && w.cols.is_multiple_of(32));
         kind(w.dtype()).filter(|_| ok)
+    }
+
+    /// The matmul shaders' parameters, and the buffer for their scales binding (FP8's grid,
+    /// uploaded once, or a placeholder).
+    fn matmul_params(
+        &self,
+        w: &Matrix,
+        kind: u32,
+        m: usize,
+        n: usize,
+        [x_off, y_off, w_row0]: [usize; 3],
+    ) -> ([u32; 12], Arc<wgpu::Buffer>) {
+        let (_, _, s_row0, _) = w.stored();
+        let (scales, s_cols, [b0, b1]) = match w.block_scales() {
+            Some((grid, block)) => {
+                let key = (Arc::as_ptr(grid) as *const f32 as usize, 0, grid.len());
+                let mut map = self.scales.lock().unwrap_or_else(|e| e.into_inner());
+                let buf = map
+                    .entry(key)
+                    .or_insert_with(|| {
+                        let bytes: Vec<u8> = grid.iter().flat_map(|v| v.to_le_bytes()).collect();
+                        let buf =
+                            self.device
+                                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                                    label: Some("fp8 scales"),
+                                    contents: &bytes,
+                                    usage: wgpu::BufferUsages::STORAGE,
+                                });
+                        (grid.clone(), Arc::new(buf))
+                    })
+                    .1
+                    .clone();
+                (buf, w.cols.div_ceil(block[1]), block)
+            }
+            None => (self.placeholder.clone(), 1, [1, 1]),
+        };
+        let params = [
+            m as u32,
+            w.cols as u32,
+            n as u32,
+            kind,
+            w.row_bytes() as u32,
+            x_off as u32,
+            y_off as u32,
+            w_row0 as u32,
+            s_row0 as u32,
+            s_cols as u32,
+            b0 as u32,
+            b1 as u32,
+        ];
+        (params, scales)
     }
 
     /// Record `y[y_off..] = x[x_off..] · W[w_row0..w_row0 + m]ᵀ` for `n` tokens.
@@ -304,16 +373,8 @@ impl GpuBackend {
         (m, n): (usize, usize),
         (x_off, y_off, w_row0): (usize, usize, usize),
     ) {
-        let params = [
-            m as u32,
-            w.cols as u32,
-            n as u32,
-            kind,
-            w.row_bytes() as u32,
-            x_off as u32,
-            y_off as u32,
-            w_row0 as u32,
-        ];
+        let (params, scales) = self.matmul_params(w, kind, m, n, [x_off, y_off, w_row0]);
+        let bufs = [bufs[0], bufs[1], bufs[2], &*scales];
         let (gx, gy) = grid(m as u32);
         // one token per workgroup for decode, four otherwise
         let (kernel, gz) = match n {
@@ -448,20 +509,11 @@ impl Backend for GpuBackend {
         let mut job = self.job();
         let xb = job.input(x);
         let yb = job.output(y.len());
-        let params = [
-            m as u32,
-            k as u32,
-            n as u32,
-            kind,
-            w.row_bytes() as u32,
-            0,
-            0,
-            0,
-        ];
+        let (params, scales) = self.matmul_params(w, kind, m, n, [0, 0, 0]);
         job.dispatch(
             &self.k.matmul_t,
             &params,
-            &[&wb, &xb, &yb],
+            &[&wb, &xb, &yb, &scales],
             ((k as u32).div_ceil(64), n as u32, 1),
         );
         job.finish(&mut [(&yb, y)]);

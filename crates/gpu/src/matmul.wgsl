@@ -15,17 +15,23 @@ struct Params {
     m: u32,         // rows of W
     k: u32,         // columns of W
     n: u32,         // tokens
-    kind: u32,      // 0 f32, 1 bf16, 2 f16, 3 Q8_0, 4 Q4_K, 5 Q6_K
+    kind: u32,      // 0 f32, 1 bf16, 2 f16, 3 Q8_0, 4 Q4_K, 5 Q6_K, 6 Q5_0, 7 FP8 e4m3
     row_bytes: u32, // bytes of one stored row (block formats)
     x_off: u32,     // first value of x this product reads
     y_off: u32,     // first value of y it writes
     w_row0: u32,    // first row of the bound weight that row 0 of this product is
+    s_row0: u32,    // FP8: the bound weight's first row in its tensor (the scale grid's rows)
+    s_cols: u32,    // FP8: columns of the scale grid
+    b0: u32,        // FP8: block rows
+    b1: u32,        // FP8: block columns
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<u32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// FP8's scale_inv grid (one word, unused, for the other formats)
+@group(0) @binding(4) var<storage, read> scales: array<f32>;
 
 fn byte_at(i: u32) -> u32 {
     return (w[i / 4u] >> (8u * (i % 4u))) & 0xffu;
@@ -82,6 +88,34 @@ fn q6_k(row: u32, c: u32) -> f32 {
     return f16_at(b + 208u) * signed_byte(byte_at(b + 192u + e / 16u)) * f32(q);
 }
 
+// Q5_0: blocks of 32 in 22 bytes: f16 d, 32 fifth bits, 16 bytes of nibbles (value j low,
+// j + 16 high).
+fn q5_0(row: u32, c: u32) -> f32 {
+    let b = row + (c / 32u) * 22u;
+    let j = c % 32u;
+    let qb = byte_at(b + 6u + j % 16u);
+    let nib = select(qb & 15u, qb >> 4u, j >= 16u);
+    let q = nib | (((word_at(b + 2u) >> j) & 1u) << 4u);
+    return f16_at(b) * f32(i32(q) - 16);
+}
+
+// FP8 e4m3 (bias 7, no infinities) to f32.
+fn e4m3(v: u32) -> f32 {
+    let e = (v >> 3u) & 15u;
+    let m = v & 7u;
+    var a: f32;
+    if (e == 0u) {
+        a = f32(m) * 0.001953125; // 2^-9
+    } else {
+        a = bitcast<f32>(((e + 120u) << 23u) | (m << 20u));
+    }
+    return select(a, -a, (v & 0x80u) != 0u);
+}
+
+fn fp8_scale(r: u32, c: u32) -> f32 {
+    return scales[((p.s_row0 + r) / p.b0) * p.s_cols + c / p.b1];
+}
+
 fn weight(r0: u32, c: u32) -> f32 {
     let r = r0 + p.w_row0;
     switch p.kind {
@@ -96,6 +130,12 @@ fn weight(r0: u32, c: u32) -> f32 {
         }
         case 5u: {
             return q6_k(r * p.row_bytes, c);
+        }
+        case 6u: {
+            return q5_0(r * p.row_bytes, c);
+        }
+        case 7u: {
+            return e4m3(byte_at(r * p.k + c)) * fp8_scale(r, c);
         }
         default: {
             let i = r * p.k + c;
@@ -148,6 +188,16 @@ fn sbytes(q: u32) -> vec4<f32> {
     return vec4<f32>(sbyte(q, 0u), sbyte(q, 1u), sbyte(q, 2u), sbyte(q, 3u));
 }
 
+// The four bytes of q as values.
+fn bytes4(q: u32) -> vec4<f32> {
+    return vec4<f32>(f32(q & 255u), f32((q >> 8u) & 255u), f32((q >> 16u) & 255u), f32(q >> 24u));
+}
+
+// Bits 0..3 of h, one to the lowest bit of each byte.
+fn spread(h: u32) -> u32 {
+    return (h & 1u) | (((h >> 1u) & 1u) << 8u) | (((h >> 2u) & 1u) << 16u) | (((h >> 3u) & 1u) << 24u);
+}
+
 fn nibbles(q: u32) -> vec4<f32> {
     return vec4<f32>(f32(q & 15u), f32((q >> 8u) & 15u), f32((q >> 16u) & 15u), f32((q >> 24u) & 15u));
 }
@@ -187,6 +237,29 @@ fn group(r0: u32, g: u32, t0: u32) {
             let shift = 4u * (j % 2u);
             for (var i = 0u; i < 8u; i = i + 1u) {
                 fma4(d * nibbles(w[qs + i] >> shift) - m, c + 4u * i, t0);
+            }
+        }
+        case 6u: {
+            // Q5_0: one block of 22 bytes per group; bytes j hold values j and j + 16
+            let b = row + g * 22u;
+            let d = f16_at(b);
+            let qh = word_at(b + 2u);
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                let q = word_at(b + 6u + 4u * i);
+                let lo = ((q & 0x0f0f0f0fu) | (spread(qh >> (4u * i)) << 4u));
+                let hi = (((q >> 4u) & 0x0f0f0f0fu) | (spread(qh >> (16u + 4u * i)) << 4u));
+                fma4(d * (bytes4(lo) - 16.0), c + 4u * i, t0);
+                fma4(d * (bytes4(hi) - 16.0), c + 16u + 4u * i, t0);
+            }
+        }
+        case 7u: {
+            // FP8: 32 bytes in one scale block (blocks are whole groups, checked by the host)
+            let b = row + 32u * g;
+            let d = fp8_scale(r0 + p.w_row0, c);
+            for (var i = 0u; i < 8u; i = i + 1u) {
+                let q = word_at(b + 4u * i);
+                let v = vec4<f32>(e4m3(q & 255u), e4m3((q >> 8u) & 255u), e4m3((q >> 16u) & 255u), e4m3(q >> 24u));
+                fma4(d * v, c + 4u * i, t0);
             }
         }
         default: {

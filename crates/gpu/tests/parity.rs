@@ -372,3 +372,94 @@ fn mla_attention_matches_the_scalar_oracle() {
         );
     }
 }
+
+/// `y = x · Wᵀ` in f64 from the rows the loader's reference decoder gives, with the sum of
+/// |products| as the scale of the rounding allowed.
+fn reference(w: &Matrix, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let (rows, cols) = (w.rows, w.cols);
+    let n = x.len() / cols;
+    let mut dense = vec![0f32; cols];
+    let (mut want, mut norm) = (vec![0f64; n * rows], vec![0f64; n * rows]);
+    for r in 0..rows {
+        w.read_row(r, &mut dense);
+        for t in 0..n {
+            for (a, b) in dense.iter().zip(&x[t * cols..(t + 1) * cols]) {
+                want[t * rows + r] += *a as f64 * *b as f64;
+                norm[t * rows + r] += (*a as f64 * *b as f64).abs();
+            }
+        }
+    }
+    (want, norm)
+}
+
+/// Q5_0 blocks (built byte by byte: the loader does not write them) and FP8 e4m3 with
+/// block scales (whole and as a view of later rows, as a head's slice is), against the
+/// reference decoder; FP8 through the transposed product too.
+#[test]
+fn q5_0_and_fp8_matmuls_match_the_reference_decoder() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng(123);
+    let mut byte = || (rng.f() * 127.0 + 128.0) as u8;
+    let check = |w: &Matrix, x: &[f32], what: &str| {
+        assert!(g.handles(x, w), "{what} runs on the GPU");
+        let mut got = vec![f32::NAN; x.len() / w.cols * w.rows];
+        g.matmul(x, w, &mut got);
+        let (want, norm) = reference(w, x);
+        for (i, ((a, b), s)) in got.iter().zip(&want).zip(&norm).enumerate() {
+            assert!(
+                (*a as f64 - b).abs() <= 1e-5 * s.max(1.0),
+                "{what} [{}, {}] value {i}: gpu {a} want {b}",
+                w.rows,
+                w.cols
+            );
+        }
+    };
+    for (rows, cols, n) in [(1, 32, 1), (7, 96, 3), (33, 320, 2)] {
+        let mut bytes = Vec::new();
+        for _ in 0..rows * cols / 32 {
+            let d = half_bits(0.01 + 0.05 * (byte() as f32 / 255.0));
+            bytes.extend(d.to_le_bytes());
+            bytes.extend((0..20).map(|_| byte()));
+        }
+        let t = Tensor::from_bytes("w", DType::Q5_0, vec![rows, cols], bytes).unwrap();
+        let w = Matrix::dense(t).unwrap();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        check(&w, &x, "Q5_0");
+    }
+    for (rows, cols, block, n) in [
+        (20usize, 64usize, [16usize, 32], 1usize),
+        (40, 256, [16, 128], 3),
+        (130, 384, [128, 128], 2),
+    ] {
+        // every byte but the two NaN patterns
+        let bytes: Vec<u8> = (0..rows * cols)
+            .map(|_| match byte() {
+                0x7f | 0xff => 0x3c,
+                b => b,
+            })
+            .collect();
+        let grid = [rows.div_ceil(block[0]), cols.div_ceil(block[1])];
+        let scales: Vec<u8> = (0..grid[0] * grid[1])
+            .flat_map(|i| (0.5 + i as f32 * 0.01).to_le_bytes())
+            .collect();
+        let t = Tensor::from_bytes("w", DType::F8E4M3, vec![rows, cols], bytes).unwrap();
+        let s = Tensor::from_bytes("s", DType::F32, grid.to_vec(), scales).unwrap();
+        let w = Matrix::fp8(t, s, block).unwrap();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 104_729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        check(&w, &x, "FP8");
+        let view = w.rows_view(rows / 2 + 1, rows / 3);
+        check(&view, &x, "FP8 view");
+        // x[n, rows] · W
+        let xt: Vec<f32> = (0..n * rows)
+            .map(|i| ((i * 31) % 23) as f32 / 23.0 - 0.5)
+            .collect();
+        let (mut a, mut b) = (vec![0f32; n * cols], vec![f32::NAN; n * cols]);
+        scalar().matmul_t(&xt, &w, &mut a);
+        g.matmul_t(&xt, &w, &mut b);
+        assert!(rel_err(&b, &a) < 1e-5, "FP8 matmul_t [{rows}, {cols}]");
+    }
+}

@@ -161,12 +161,19 @@ impl Matrix {
 
     /// The stored bytes of this matrix's rows, the tensor that holds them, and the rows'
     /// place in it: what a backend with its own memory (a GPU) uploads once and finds again.
-    /// Keep the tensor while using its address as a key, or a new tensor may reuse it. Not
-    /// for FP8 (its scales live beside the bytes).
+    /// Keep the tensor while using its address as a key, or a new tensor may reuse it. FP8's
+    /// scales live beside the bytes: see [`Matrix::block_scales`].
     pub fn stored(&self) -> (&[u8], &Arc<Tensor>, usize, usize) {
         let rb = self.row_bytes();
         let bytes = &self.data.bytes()[self.row0 * rb..(self.row0 + self.rows) * rb];
         (bytes, &self.data, self.row0, self.rows)
+    }
+
+    /// FP8's `scale_inv` grid, widened to f32 and shared (`[ceil(rows/b0), ceil(cols/b1)]`
+    /// of the stored tensor, so indexed by the absolute row `stored` gives), and the block
+    /// shape `[b0, b1]`.
+    pub fn block_scales(&self) -> Option<(&Arc<[f32]>, [usize; 2])> {
+        self.scales.as_ref().map(|s| (&s.grid, s.block))
     }
 
     /// Bytes of one stored row.
