@@ -400,6 +400,22 @@ fn gpu_membw(a: &SingleArgs) -> Result<()> {
             target >> 20
         );
     }
+    // one small op's round trip (upload, dispatch, read back), what bounds decode here
+    let mut v = vec![1f32; 1024];
+    let mut trips = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        for _ in 0..200 {
+            kernels::Backend::softmax(&g, &mut v);
+        }
+        trips.push(t.elapsed().as_secs_f64() / 200.0 * 1e6);
+    }
+    trips.sort_by(f64::total_cmp);
+    let trip = trips[trips.len() / 2];
+    records.push(json!({"test": "gpu_op_round_trip", "microseconds": trip}));
+    if a.output == Output::Md {
+        println!("  one op's round trip (softmax of 1024): {trip:.0} us");
+    }
     let cols = 8192;
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = move || {
@@ -412,7 +428,9 @@ fn gpu_membw(a: &SingleArgs) -> Result<()> {
         loader::DType::BF16,
         loader::DType::Q8_0,
         loader::DType::Q6K,
+        loader::DType::Q5_0,
         loader::DType::Q4K,
+        loader::DType::F8E4M3,
     ] {
         // 64 distinct random rows, tiled to the size (distinct addresses, so no cache helps)
         let mut rows64 = Vec::new();
@@ -423,6 +441,15 @@ fn gpu_membw(a: &SingleArgs) -> Result<()> {
                     v.iter()
                         .flat_map(|f| ((f.to_bits() >> 16) as u16).to_le_bytes()),
                 );
+            } else if dtype == loader::DType::F8E4M3 {
+                // random e4m3 bytes, none of them NaN
+                rows64.extend(v.iter().map(|f| ((f * 100.0) as i8 as u8) & 0xf7));
+            } else if dtype == loader::DType::Q5_0 {
+                // random blocks (the loader does not write Q5_0): f16 scale 1/64, random bits
+                for c in v.chunks(32) {
+                    rows64.extend(0x2400u16.to_le_bytes());
+                    rows64.extend(c[..20].iter().map(|f| (f * 127.0) as i8 as u8));
+                }
             } else {
                 loader::quant::quantize_row(dtype, &v, &mut rows64)?;
             }
@@ -433,10 +460,18 @@ fn gpu_membw(a: &SingleArgs) -> Result<()> {
         while bytes.len() < rows * row_bytes {
             bytes.extend_from_slice(&rows64);
         }
-        let w = kernels::Matrix::dense(
-            loader::Tensor::from_bytes("w", dtype, vec![rows, cols], bytes)
-                .map_err(anyhow::Error::msg)?,
-        )
+        let t = loader::Tensor::from_bytes("w", dtype, vec![rows, cols], bytes)
+            .map_err(anyhow::Error::msg)?;
+        let w = if dtype == loader::DType::F8E4M3 {
+            // V3's 128x128 blocks, all scales 1
+            let grid = vec![rows.div_ceil(128), cols.div_ceil(128)];
+            let ones = vec![0u8, 0, 0x80, 0x3f].repeat(grid[0] * grid[1]);
+            let s = loader::Tensor::from_bytes("s", loader::DType::F32, grid, ones)
+                .map_err(anyhow::Error::msg)?;
+            kernels::Matrix::fp8(t, s, [128, 128])
+        } else {
+            kernels::Matrix::dense(t)
+        }
         .map_err(anyhow::Error::msg)?;
         let x: Vec<f32> = (0..cols).map(|_| rnd()).collect();
         let mut gbs = Vec::new();

@@ -112,10 +112,29 @@ mod web {
     }
 }
 
+/// Wall time per operation, kept when DEEPRUST_GPU_PROFILE is set and printed to stderr
+/// when the backend is dropped: where a token's time goes when every op is a round trip.
+type Profile = Mutex<HashMap<&'static str, (u64, std::time::Duration)>>;
+
+struct OpTimer<'a> {
+    profile: &'a Profile,
+    op: &'static str,
+    start: std::time::Instant,
+}
+
+impl Drop for OpTimer<'_> {
+    fn drop(&mut self) {
+        let mut p = self.profile.lock().unwrap_or_else(|e| e.into_inner());
+        let e = p.entry(self.op).or_default();
+        e.0 += 1;
+        e.1 += self.start.elapsed();
+    }
+}
+
 struct Kernels {
-    /// one token per workgroup (decode)
+    /// one token and four rows per workgroup (decode)
     matmul1: Kernel,
-    /// four tokens per workgroup
+    /// four tokens of one row per workgroup
     matmul4: Kernel,
     read_stream: Kernel,
     matmul_t: Kernel,
@@ -142,6 +161,29 @@ pub struct GpuBackend {
     /// Bound where a shader's binding goes unused.
     placeholder: Arc<wgpu::Buffer>,
     pool: Pool,
+    profile: Option<Profile>,
+}
+
+impl Drop for GpuBackend {
+    fn drop(&mut self) {
+        let Some(p) = &self.profile else { return };
+        let p = p.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<_> = p.iter().collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1.1));
+        let total: f64 = rows.iter().map(|r| r.1.1.as_secs_f64()).sum();
+        eprintln!(
+            "gpu profile ({}): {:.1} ms in ops",
+            self.adapter,
+            total * 1e3
+        );
+        for (op, (n, t)) in rows {
+            eprintln!(
+                "  {op:<16} {n:>8} calls {:>10.1} ms {:>8.1} us/call",
+                t.as_secs_f64() * 1e3,
+                t.as_secs_f64() * 1e6 / *n as f64
+            );
+        }
+    }
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -199,8 +241,9 @@ impl GpuBackend {
             })
         };
         let mm_src = include_str!("matmul.wgsl");
-        let mm1 = module("matmul1", mm_src.replace("TOKENS", "1u"));
-        let mm4 = module("matmul4", mm_src.replace("TOKENS", "4u"));
+        let variant = |t: &str, r: &str| mm_src.replace("TOKENS", t).replace("ROWS", r);
+        let mm1 = module("matmul1", variant("1u", "4u"));
+        let mm4 = module("matmul4", variant("4u", "1u"));
         let ops = module("ops", include_str!("ops.wgsl").into());
         let att = module("attention", include_str!("attention.wgsl").into());
         // each module's storage bindings from 1: read-only or written
@@ -247,6 +290,8 @@ impl GpuBackend {
             scales: Mutex::new(HashMap::new()),
             placeholder,
             pool: Pool::new(max_binding),
+            // the clock does not exist in wasm32-unknown-unknown; neither do variables
+            profile: std::env::var_os("DEEPRUST_GPU_PROFILE").map(|_| Mutex::default()),
         })
     }
 
@@ -268,6 +313,14 @@ impl GpuBackend {
 
     fn fits(&self, values: usize) -> bool {
         (values as u64) * 4 <= self.max_binding
+    }
+
+    fn timer(&self, op: &'static str) -> Option<OpTimer<'_>> {
+        self.profile.as_ref().map(|profile| OpTimer {
+            profile,
+            op,
+            start: std::time::Instant::now(),
+        })
     }
 
     fn job(&self) -> Job<'_> {
@@ -375,11 +428,10 @@ impl GpuBackend {
     ) {
         let (params, scales) = self.matmul_params(w, kind, m, n, [x_off, y_off, w_row0]);
         let bufs = [bufs[0], bufs[1], bufs[2], &*scales];
-        let (gx, gy) = grid(m as u32);
-        // one token per workgroup for decode, four otherwise
-        let (kernel, gz) = match n {
-            1 => (&self.k.matmul1, 1),
-            _ => (&self.k.matmul4, (n as u32).div_ceil(4)),
+        // decode: one token and four rows per workgroup; else four tokens of one row
+        let (kernel, (gx, gy), gz) = match n {
+            1 => (&self.k.matmul1, grid((m as u32).div_ceil(4)), 1),
+            _ => (&self.k.matmul4, grid(m as u32), (n as u32).div_ceil(4)),
         };
         job.dispatch(kernel, &params, &bufs, (gx, gy, gz));
     }
@@ -428,7 +480,7 @@ impl GpuBackend {
                 job.dispatch(
                     &self.k.read_stream,
                     &params,
-                    &[&src, &x, &y],
+                    &[&src, &x, &y, &self.placeholder],
                     (groups, 1, 1),
                 );
             }
@@ -477,6 +529,7 @@ impl GpuBackend {
 
 impl Backend for GpuBackend {
     fn matmul(&self, x: &[f32], w: &Matrix, y: &mut [f32]) {
+        let _t = self.timer("matmul");
         let (m, k) = (w.rows, w.cols);
         assert!(
             k > 0 && x.len().is_multiple_of(k) && y.len() == x.len() / k * m,
@@ -491,6 +544,7 @@ impl Backend for GpuBackend {
     }
 
     fn matmul_t(&self, x: &[f32], w: &Matrix, y: &mut [f32]) {
+        let _t = self.timer("matmul_t");
         let (m, k) = (w.rows, w.cols);
         let n = x.len() / m.max(1);
         assert!(
@@ -521,6 +575,7 @@ impl Backend for GpuBackend {
     }
 
     fn matmul_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
+        let _t = self.timer("matmul_heads");
         let (k, m, h) = (w.cols, heads.rows, heads.count);
         let n = x.len() / (h * k).max(1);
         assert!(
@@ -572,6 +627,7 @@ impl Backend for GpuBackend {
         w: &(dyn Fn(usize) -> &'w Matrix + Sync),
         y: &mut [f32],
     ) {
+        let _t = self.timer("matmul_experts");
         let total = *starts.last().expect("starts has experts + 1 entries");
         if total == 0 {
             return;
@@ -611,10 +667,12 @@ impl Backend for GpuBackend {
     }
 
     fn embedding(&self, table: &Matrix, ids: &[u32], out: &mut [f32]) {
+        let _t = self.timer("embedding");
         self.cpu.embedding(table, ids, out)
     }
 
     fn rms_norm(&self, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+        let _t = self.timer("rms_norm");
         let d = weight.len();
         let rows = x.len() / d.max(1);
         if d == 0 || rows == 0 || !self.fits(x.len()) {
@@ -625,6 +683,7 @@ impl Backend for GpuBackend {
     }
 
     fn rope(&self, x: &mut [f32], cos: &[f32], sin: &[f32]) {
+        let _t = self.timer("rope");
         let width = 2 * cos.len();
         let heads = x.len() / width.max(1);
         if heads == 0 || !self.fits(x.len()) {
@@ -637,6 +696,7 @@ impl Backend for GpuBackend {
     }
 
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
+        let _t = self.timer("silu_mul");
         if gate.is_empty() || !self.fits(gate.len()) {
             return self.cpu.silu_mul(gate, up);
         }
@@ -647,6 +707,7 @@ impl Backend for GpuBackend {
     }
 
     fn softmax(&self, x: &mut [f32]) {
+        let _t = self.timer("softmax");
         if x.is_empty() || !self.fits(x.len()) {
             return self.cpu.softmax(x);
         }
@@ -656,6 +717,7 @@ impl Backend for GpuBackend {
     }
 
     fn mla_attention(&self, a: &MlaAttention<'_>, out: &mut [f32]) {
+        let _t = self.timer("mla_attention");
         let (h, r, pe) = (a.n_heads, a.kv_lora_rank, a.rope_dim);
         let row = r + pe;
         let tokens = a.q_pe.len() / (h * pe).max(1);

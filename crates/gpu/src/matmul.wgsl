@@ -1,13 +1,14 @@
 // Matrix products over a weight read in its stored encoding: f32 words; bf16 or f16 halves
-// (two per 32-bit word); or GGUF blocks (Q8_0, Q4_K, Q6_K) decoded per value from their
-// bytes. Rows are row-major and may start anywhere inside a word.
+// (two per 32-bit word); GGUF blocks (Q8_0, Q5_0, Q4_K, Q6_K); or FP8 e4m3 bytes with their
+// block scales. Rows are row-major and may start anywhere inside a word.
 //
-// `matmul`: y[t, r] = Σ_c x[t, c] · W[r, c]. One workgroup per weight row and T tokens (the
-// host compiles this module twice, T = 1 for decode and T = 4): its 64 threads stride along
-// the row together (neighbouring threads read neighbouring words, so a row streams through
-// in coalesced reads), then sum their partials in workgroup memory. Block formats go a
-// group of 32 values at a time, their scales read once per group, their quants a word
-// (four bytes, four or eight values) at a time.
+// `matmul`: y[t, r] = Σ_c x[t, c] · W[r, c]. A workgroup takes four rows of one token
+// (decode: each value of x read serves four rows) or four tokens of one row (the host
+// compiles this module twice, setting T and R): its 64 threads stride along the rows
+// together (neighbouring threads read neighbouring words, so rows stream through in
+// coalesced reads), then sum their partials in workgroup memory. Block formats go a group
+// of 32 values at a time, their scales read once per group and their quants a word (four
+// values) at a time.
 //
 // `matmul_t`: y[t, c] = Σ_r x[t, r] · W[r, c], one thread per output column.
 
@@ -173,17 +174,6 @@ fn sbyte(word: u32, i: u32) -> f32 {
     return f32(i32(word << (24u - 8u * i)) >> 24u);
 }
 
-// Per-token sums of this thread's share of the row (T tokens).
-var<private> acc: array<f32, T>;
-
-// Add four weights (columns c .. c + 3) times x to every token's sum.
-fn fma4(v: vec4<f32>, c: u32, t0: u32) {
-    for (var j = 0u; j < T; j = j + 1u) {
-        let i = p.x_off + min(t0 + j, p.n - 1u) * p.k + c;
-        acc[j] += dot(v, vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]));
-    }
-}
-
 fn sbytes(q: u32) -> vec4<f32> {
     return vec4<f32>(sbyte(q, 0u), sbyte(q, 1u), sbyte(q, 2u), sbyte(q, 3u));
 }
@@ -202,19 +192,19 @@ fn nibbles(q: u32) -> vec4<f32> {
     return vec4<f32>(f32(q & 15u), f32((q >> 8u) & 15u), f32((q >> 16u) & 15u), f32((q >> 24u) & 15u));
 }
 
-// Values 32·g .. 32·g + 31 of row r of a block format, times x, into the sums: decoded a
-// word (four values) at a time straight into the products, with no array in between (a
-// dynamically indexed private array lands in slow local memory on some GPUs).
-fn group(r0: u32, g: u32, t0: u32) {
+// Σ of values 32·g .. 32·g + 31 of row r0 of a block format times xs (the same columns of
+// x, four to a vector): decoded a word (four values) at a time straight into the products.
+fn group_dot(r0: u32, g: u32, xs: ptr<function, array<vec4<f32>, 8>>) -> f32 {
     let row = (r0 + p.w_row0) * p.row_bytes;
     let c = 32u * g;
+    var sum = 0.0;
     switch p.kind {
         case 3u: {
             // Q8_0: one block of 34 bytes per group
             let b = row + g * 34u;
             let d = f16_at(b);
             for (var i = 0u; i < 8u; i = i + 1u) {
-                fma4(d * sbytes(word_at(b + 2u + 4u * i)), c + 4u * i, t0);
+                sum += dot(d * sbytes(word_at(b + 2u + 4u * i)), (*xs)[i]);
             }
         }
         case 4u: {
@@ -236,7 +226,7 @@ fn group(r0: u32, g: u32, t0: u32) {
             let qs = (b + 16u + 32u * (j / 2u)) / 4u;
             let shift = 4u * (j % 2u);
             for (var i = 0u; i < 8u; i = i + 1u) {
-                fma4(d * nibbles(w[qs + i] >> shift) - m, c + 4u * i, t0);
+                sum += dot(d * nibbles(w[qs + i] >> shift) - m, (*xs)[i]);
             }
         }
         case 6u: {
@@ -248,8 +238,8 @@ fn group(r0: u32, g: u32, t0: u32) {
                 let q = word_at(b + 6u + 4u * i);
                 let lo = ((q & 0x0f0f0f0fu) | (spread(qh >> (4u * i)) << 4u));
                 let hi = (((q >> 4u) & 0x0f0f0f0fu) | (spread(qh >> (16u + 4u * i)) << 4u));
-                fma4(d * (bytes4(lo) - 16.0), c + 4u * i, t0);
-                fma4(d * (bytes4(hi) - 16.0), c + 16u + 4u * i, t0);
+                sum += dot(d * (bytes4(lo) - 16.0), (*xs)[i]);
+                sum += dot(d * (bytes4(hi) - 16.0), (*xs)[i + 4u]);
             }
         }
         case 7u: {
@@ -259,7 +249,7 @@ fn group(r0: u32, g: u32, t0: u32) {
             for (var i = 0u; i < 8u; i = i + 1u) {
                 let q = word_at(b + 4u * i);
                 let v = vec4<f32>(e4m3(q & 255u), e4m3((q >> 8u) & 255u), e4m3((q >> 16u) & 255u), e4m3(q >> 24u));
-                fma4(d * v, c + 4u * i, t0);
+                sum += dot(d * v, (*xs)[i]);
             }
         }
         default: {
@@ -279,20 +269,29 @@ fn group(r0: u32, g: u32, t0: u32) {
                 let qh = (word_at(hi + 4u * i) >> (2u * part)) & 0x03030303u;
                 let q = ql | (qh << 4u);
                 let v = vec4<f32>(f32(q & 63u), f32((q >> 8u) & 63u), f32((q >> 16u) & 63u), f32(q >> 24u)) - 32.0;
-                fma4(select(d1, d0, i < 4u) * v, c + 4u * i, t0);
+                sum += dot(select(d1, d0, i < 4u) * v, (*xs)[i]);
             }
         }
     }
+    return sum;
 }
 
 const WG: u32 = 64u;
-// tokens per workgroup: replaced by the host when it compiles the module
+// Tokens and rows per workgroup: replaced by the host when it compiles the module (decode:
+// one token, four rows, so each value of x read serves four rows; otherwise four tokens of
+// one row). R * T is 4 in both.
 const T: u32 = TOKENS;
-var<workgroup> part: array<array<f32, T>, 64>;
+const R: u32 = ROWS;
+var<workgroup> part: array<array<f32, 4>, 64>;
 
-// x[t0 + j, c]; a token past the last reads the last (its sum is never written)
-fn xv(t0: u32, j: u32, c: u32) -> f32 {
-    return x[p.x_off + min(t0 + j, p.n - 1u) * p.k + c];
+// x[t, c .. c + 3] of this product's input.
+fn x4(t: u32, c: u32) -> vec4<f32> {
+    let i = p.x_off + t * p.k + c;
+    return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+}
+
+fn halves(a: u32, b: u32) -> vec4<f32> {
+    return vec4<f32>(half_value(a & 0xffffu), half_value(a >> 16u), half_value(b & 0xffffu), half_value(b >> 16u));
 }
 
 @compute @workgroup_size(64)
@@ -301,31 +300,48 @@ fn matmul(
     @builtin(num_workgroups) nw: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let r = wid.x + wid.y * nw.x;
+    let r0 = (wid.x + wid.y * nw.x) * R;
     let t0 = wid.z * T;
-    if (r >= p.m) {
+    if (r0 >= p.m) {
         return;
     }
+    // acc[rr * T + j]: row r0 + rr, token t0 + j; rows and tokens past the end repeat the
+    // last (their sums are never written)
+    var acc: array<f32, 4>;
     if (p.kind >= 3u) {
         for (var g = lid; g < p.k / 32u; g = g + WG) {
-            group(r, g, t0);
-        }
-    } else if (p.kind != 0u && p.k % 2u == 0u) {
-        // two halves per word, each word read by one thread
-        let base = (r + p.w_row0) * p.k / 2u;
-        for (var i = lid; i < p.k / 2u; i = i + WG) {
-            let word = w[base + i];
-            let a = half_value(word & 0xffffu);
-            let b = half_value(word >> 16u);
             for (var j = 0u; j < T; j = j + 1u) {
-                acc[j] += a * xv(t0, j, 2u * i) + b * xv(t0, j, 2u * i + 1u);
+                let t = min(t0 + j, p.n - 1u);
+                var xs: array<vec4<f32>, 8>;
+                for (var i = 0u; i < 8u; i = i + 1u) {
+                    xs[i] = x4(t, 32u * g + 4u * i);
+                }
+                for (var rr = 0u; rr < R; rr = rr + 1u) {
+                    acc[rr * T + j] += group_dot(min(r0 + rr, p.m - 1u), g, &xs);
+                }
+            }
+        }
+    } else if (p.kind != 0u && p.k % 8u == 0u) {
+        // bf16 or f16: four words (eight values) of a row per thread and step
+        for (var q = lid; q < p.k / 8u; q = q + WG) {
+            for (var j = 0u; j < T; j = j + 1u) {
+                let t = min(t0 + j, p.n - 1u);
+                let xa = x4(t, 8u * q);
+                let xb = x4(t, 8u * q + 4u);
+                for (var rr = 0u; rr < R; rr = rr + 1u) {
+                    let base = (min(r0 + rr, p.m - 1u) + p.w_row0) * p.k / 2u + 4u * q;
+                    acc[rr * T + j] += dot(halves(w[base], w[base + 1u]), xa)
+                        + dot(halves(w[base + 2u], w[base + 3u]), xb);
+                }
             }
         }
     } else {
         for (var c = lid; c < p.k; c = c + WG) {
-            let v = weight(r, c);
             for (var j = 0u; j < T; j = j + 1u) {
-                acc[j] += v * xv(t0, j, c);
+                let xv = x[p.x_off + min(t0 + j, p.n - 1u) * p.k + c];
+                for (var rr = 0u; rr < R; rr = rr + 1u) {
+                    acc[rr * T + j] += weight(min(r0 + rr, p.m - 1u), c) * xv;
+                }
             }
         }
     }
@@ -333,16 +349,18 @@ fn matmul(
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s / 2u) {
         if (lid < s) {
-            for (var j = 0u; j < T; j = j + 1u) {
-                part[lid][j] += part[lid + s][j];
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                part[lid][i] += part[lid + s][i];
             }
         }
         workgroupBarrier();
     }
     if (lid == 0u) {
-        for (var j = 0u; j < T; j = j + 1u) {
-            if (t0 + j < p.n) {
-                y[p.y_off + (t0 + j) * p.m + r] = part[0][j];
+        for (var rr = 0u; rr < R; rr = rr + 1u) {
+            for (var j = 0u; j < T; j = j + 1u) {
+                if (r0 + rr < p.m && t0 + j < p.n) {
+                    y[p.y_off + (t0 + j) * p.m + r0 + rr] = part[0][rr * T + j];
+                }
             }
         }
     }
