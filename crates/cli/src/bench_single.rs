@@ -465,7 +465,7 @@ fn gpu_membw(a: &SingleArgs) -> Result<()> {
         let w = if dtype == loader::DType::F8E4M3 {
             // V3's 128x128 blocks, all scales 1
             let grid = vec![rows.div_ceil(128), cols.div_ceil(128)];
-            let ones = vec![0u8, 0, 0x80, 0x3f].repeat(grid[0] * grid[1]);
+            let ones = [0u8, 0, 0x80, 0x3f].repeat(grid[0] * grid[1]);
             let s = loader::Tensor::from_bytes("s", loader::DType::F32, grid, ones)
                 .map_err(anyhow::Error::msg)?;
             kernels::Matrix::fp8(t, s, [128, 128])

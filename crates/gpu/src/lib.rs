@@ -7,7 +7,8 @@
 //! scales) weights read in their stored encoding and uploaded once; rms_norm, rope, SwiGLU,
 //! softmax, and absorbed MLA attention over the sequence's latent cache rows. Activations
 //! stay f32 (the CPU's int8 products quantize them; this backend does not). The embedding
-//! gather and anything larger than one binding run on the CPU backend it wraps.
+//! gather, anything larger than one binding, and row-wise ops too small to pay for a round
+//! trip ([`SMALL_OP`]) run on the CPU backend it wraps.
 //!
 //! Each operation is one submission and one read-back: the trait hands over host slices, so
 //! activations cross the bus at every operation. That bounds what this shape can reach on a
@@ -162,7 +163,15 @@ pub struct GpuBackend {
     placeholder: Arc<wgpu::Buffer>,
     pool: Pool,
     profile: Option<Profile>,
+    /// Run the row-wise ops (rms_norm, rope, SwiGLU, softmax) on the GPU at every size;
+    /// by default small ones stay on the CPU (see [`SMALL_OP`]).
+    every_op: bool,
 }
+
+/// Below this many values a row-wise op runs on the CPU backend: its operands live in host
+/// memory, so on the GPU it costs a round trip (83 us measured on an H200 through Vulkan,
+/// milliseconds through a browser's WebGPU) for what the CPU does in a few microseconds.
+pub const SMALL_OP: usize = 1 << 16;
 
 impl Drop for GpuBackend {
     fn drop(&mut self) {
@@ -292,7 +301,19 @@ impl GpuBackend {
             pool: Pool::new(max_binding),
             // the clock does not exist in wasm32-unknown-unknown; neither do variables
             profile: std::env::var_os("DEEPRUST_GPU_PROFILE").map(|_| Mutex::default()),
+            every_op: false,
         })
+    }
+
+    /// Every row-wise op on the GPU whatever its size (for tests of the WGSL kernels).
+    pub fn every_op_on_gpu(mut self) -> GpuBackend {
+        self.every_op = true;
+        self
+    }
+
+    /// Whether a row-wise op over `values` values goes to the GPU.
+    fn row_op_on_gpu(&self, values: usize) -> bool {
+        values > 0 && self.fits(values) && (self.every_op || values >= SMALL_OP)
     }
 
     /// The adapter in words (name, type, API).
@@ -620,6 +641,51 @@ impl Backend for GpuBackend {
         count();
     }
 
+    fn matmul_t_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
+        let _t = self.timer("matmul_t_heads");
+        let (k, m, h) = (heads.rows, w.cols, heads.count);
+        let n = x.len() / (h * k).max(1);
+        assert!(
+            x.len() == n * h * k && y.len() == n * h * m,
+            "matmul_t_heads shapes"
+        );
+        let Some(kind) = self
+            .matmul_kind(w, n, y.len())
+            .filter(|_| self.fits(x.len()) && n <= 65_535)
+        else {
+            return self.cpu.matmul_t_heads(x, w, heads, y);
+        };
+        // head-major copies of x and y, so each head's tokens are contiguous
+        let mut xh = vec![0f32; x.len()];
+        for t in 0..n {
+            for g in 0..h {
+                xh[(g * n + t) * k..][..k].copy_from_slice(&x[(t * h + g) * k..][..k]);
+            }
+        }
+        let wb = self.weight(w);
+        let mut job = self.job();
+        let xb = job.input(&xh);
+        let yb = job.output(y.len());
+        for g in 0..h {
+            let row0 = heads.first + g * heads.stride;
+            let (params, scales) = self.matmul_params(w, kind, k, n, [g * n * k, g * n * m, row0]);
+            job.dispatch(
+                &self.k.matmul_t,
+                &params,
+                &[&wb, &xb, &yb, &scales],
+                ((m as u32).div_ceil(64), n as u32, 1),
+            );
+        }
+        let mut yh = vec![0f32; y.len()];
+        job.finish(&mut [(&yb, &mut yh)]);
+        for t in 0..n {
+            for g in 0..h {
+                y[(t * h + g) * m..][..m].copy_from_slice(&yh[(g * n + t) * m..][..m]);
+            }
+        }
+        count();
+    }
+
     fn matmul_experts<'w>(
         &self,
         x: &[f32],
@@ -675,7 +741,7 @@ impl Backend for GpuBackend {
         let _t = self.timer("rms_norm");
         let d = weight.len();
         let rows = x.len() / d.max(1);
-        if d == 0 || rows == 0 || !self.fits(x.len()) {
+        if d == 0 || rows == 0 || !self.row_op_on_gpu(x.len()) {
             return self.cpu.rms_norm(x, weight, eps, out);
         }
         let params = [d as u32, rows as u32, eps.to_bits(), 0];
@@ -686,7 +752,7 @@ impl Backend for GpuBackend {
         let _t = self.timer("rope");
         let width = 2 * cos.len();
         let heads = x.len() / width.max(1);
-        if heads == 0 || !self.fits(x.len()) {
+        if heads == 0 || !self.row_op_on_gpu(x.len()) {
             return self.cpu.rope(x, cos, sin);
         }
         let params = [width as u32, heads as u32, 0, 0];
@@ -697,7 +763,7 @@ impl Backend for GpuBackend {
 
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
         let _t = self.timer("silu_mul");
-        if gate.is_empty() || !self.fits(gate.len()) {
+        if !self.row_op_on_gpu(gate.len()) {
             return self.cpu.silu_mul(gate, up);
         }
         let params = [gate.len() as u32, 0, 0, 0];
@@ -708,7 +774,7 @@ impl Backend for GpuBackend {
 
     fn softmax(&self, x: &mut [f32]) {
         let _t = self.timer("softmax");
-        if x.is_empty() || !self.fits(x.len()) {
+        if !self.row_op_on_gpu(x.len()) {
             return self.cpu.softmax(x);
         }
         let params = [x.len() as u32, 0, 0, 0];

@@ -22,7 +22,7 @@ fn scalar() -> CpuBackend {
 }
 
 fn gpu() -> Option<GpuBackend> {
-    match GpuBackend::new(CpuBackend::new()) {
+    match GpuBackend::new(CpuBackend::new()).map(GpuBackend::every_op_on_gpu) {
         Ok(g) => {
             eprintln!("adapter: {}", g.adapter());
             Some(g)
@@ -148,7 +148,10 @@ fn goldens_through_the_gpu_backend() {
             .join("../../tests/golden")
             .join(name);
         let ckpt = Checkpoint::open(&dir).unwrap();
-        let be = GpuBackend::new(CpuBackend::new()).unwrap();
+        // every op on the GPU, small ones included
+        let be = GpuBackend::new(CpuBackend::new())
+            .unwrap()
+            .every_op_on_gpu();
         let model = Model::load_with(&ckpt, Box::new(be)).unwrap();
         let golden = SafetensorsFile::open(&dir.join("goldens.safetensors")).unwrap();
         let ids: Vec<u32> = golden
@@ -317,6 +320,35 @@ fn head_and_expert_matmuls_match_the_scalar_oracle() {
             cpu.matmul_heads(&x, &w, heads, &mut a);
             g.matmul_heads(&x, &w, heads, &mut b);
             assert!(rel_err(&b, &a) < 1e-5, "{dtype} matmul_heads n={n}");
+        }
+        // transposed per head: 3 heads of 6 rows, 8 rows apart from row 1, into 33 columns
+        let heads_t = kernels::Heads {
+            count: 3,
+            first: 1,
+            stride: 8,
+            rows: 6,
+        };
+        for n in [1, 3] {
+            let x: Vec<f32> = (0..n * 3 * 6).map(|_| rng.f()).collect();
+            let mut want = vec![0f32; n * 3 * 33];
+            let mut one = vec![0f32; n * 33];
+            for g in 0..3 {
+                let xg: Vec<f32> = (0..n)
+                    .flat_map(|t| x[(t * 3 + g) * 6..][..6].to_vec())
+                    .collect();
+                cpu.matmul_t(&xg, &w.rows_view(1 + 8 * g, 6), &mut one);
+                for t in 0..n {
+                    want[(t * 3 + g) * 33..][..33].copy_from_slice(&one[t * 33..][..33]);
+                }
+            }
+            let (mut a, mut b) = (vec![f32::NAN; n * 99], vec![f32::NAN; n * 99]);
+            cpu.matmul_t_heads(&x, &w, heads_t, &mut a);
+            g.matmul_t_heads(&x, &w, heads_t, &mut b);
+            assert_eq!(a, want, "{dtype} cpu matmul_t_heads n={n}");
+            assert!(
+                rel_err(&b, &want) < 1e-5,
+                "{dtype} gpu matmul_t_heads n={n}"
+            );
         }
         // experts: 4 experts of [9, 40], rows 0..2 to expert 1, none to 0 and 2, 2..7 to 3
         let experts: Vec<Matrix> = (0..4).map(|_| matrix(dtype, 9, 40, &mut rng)).collect();

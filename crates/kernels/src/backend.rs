@@ -49,14 +49,73 @@ pub fn head_by_head(
     yg: &mut [f32],
     product: &mut Product<'_>,
 ) {
-    let (k, m, h) = (w.cols, heads.rows, heads.count);
+    per_head(
+        x,
+        y,
+        heads,
+        (w.cols, heads.rows),
+        xg,
+        yg,
+        &mut |g, xg, yg| {
+            product(
+                xg,
+                &w.rows_view(heads.first + g * heads.stride, heads.rows),
+                yg,
+            )
+        },
+    );
+}
+
+/// `matmul_t_heads` one head at a time, as [`head_by_head`] runs `matmul_heads`: `xg` is
+/// `[n, heads.rows]`, `yg` `[n, w.cols]`, and `product` is the transposed one.
+pub fn head_by_head_t(
+    x: &[f32],
+    w: &Matrix,
+    heads: Heads,
+    y: &mut [f32],
+    xg: &mut [f32],
+    yg: &mut [f32],
+    product: &mut Product<'_>,
+) {
+    per_head(
+        x,
+        y,
+        heads,
+        (heads.rows, w.cols),
+        xg,
+        yg,
+        &mut |g, xg, yg| {
+            product(
+                xg,
+                &w.rows_view(heads.first + g * heads.stride, heads.rows),
+                yg,
+            )
+        },
+    );
+}
+
+/// One head's product: head index, its gathered inputs, its outputs.
+type HeadProduct<'a> = dyn FnMut(usize, &[f32], &mut [f32]) + 'a;
+
+/// Gather each head's `[n, k]` inputs from `x[n, h, k]`, run `f(head, xg, yg)`, scatter its
+/// `[n, m]` outputs into `y[n, h, m]`.
+fn per_head(
+    x: &[f32],
+    y: &mut [f32],
+    heads: Heads,
+    (k, m): (usize, usize),
+    xg: &mut [f32],
+    yg: &mut [f32],
+    f: &mut HeadProduct<'_>,
+) {
+    let h = heads.count;
     let n = x.len() / (h * k).max(1);
     let (xg, yg) = (&mut xg[..n * k], &mut yg[..n * m]);
     for g in 0..h {
         for t in 0..n {
             xg[t * k..(t + 1) * k].copy_from_slice(&x[(t * h + g) * k..][..k]);
         }
-        product(xg, &w.rows_view(heads.first + g * heads.stride, m), yg);
+        f(g, xg, yg);
         for t in 0..n {
             y[(t * h + g) * m..][..m].copy_from_slice(&yg[t * m..(t + 1) * m]);
         }
@@ -84,6 +143,23 @@ pub trait Backend: Send + Sync {
         let (mut xg, mut yg) = (vec![0f32; n * k], vec![0f32; n * m]);
         head_by_head(x, w, heads, y, &mut xg, &mut yg, &mut |x, w, y| {
             self.matmul(x, w, y)
+        });
+    }
+
+    /// Per-head transposed products as one operation: `y[t, g] = x[t, g] · W_g`, with `x`
+    /// `[n, heads.count, heads.rows]`, `y` `[n, heads.count, w.cols]` and `W_g` the rows of
+    /// `w` that `heads` names (MLA's absorbed query through wkv_b's key half where kv_b is
+    /// stored whole, as Hugging Face checkpoints store it).
+    fn matmul_t_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
+        let (k, m, h) = (heads.rows, w.cols, heads.count);
+        let n = x.len() / (h * k).max(1);
+        assert!(
+            x.len() == n * h * k && y.len() == n * h * m,
+            "matmul_t_heads shapes"
+        );
+        let (mut xg, mut yg) = (vec![0f32; n * k], vec![0f32; n * m]);
+        head_by_head_t(x, w, heads, y, &mut xg, &mut yg, &mut |x, w, y| {
+            self.matmul_t(x, w, y)
         });
     }
 

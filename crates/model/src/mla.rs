@@ -213,24 +213,15 @@ impl Mla {
                 be.matmul_heads(&q_nope, k_b, heads, &mut q_latent);
             }
             KvB::Combined(w) => {
-                // the key half is [nope, r] per head: a product with W, not Wᵀ
-                let mut head_in = Buf::<f32>::zeros(tokens * nope);
-                let mut head_out = Buf::<f32>::zeros(tokens * r);
-                for head in 0..h {
-                    for t in 0..tokens {
-                        head_in[t * nope..(t + 1) * nope]
-                            .copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
-                    }
-                    be.matmul_t(
-                        &head_in,
-                        &w.rows_view(head * (nope + vd), nope),
-                        &mut head_out,
-                    );
-                    for t in 0..tokens {
-                        q_latent[(t * h + head) * r..][..r]
-                            .copy_from_slice(&head_out[t * r..(t + 1) * r]);
-                    }
-                }
+                // the key half is [nope, r] per head (rows g * (nope + vd) ..): a product
+                // with W, not Wᵀ
+                let heads = Heads {
+                    count: h,
+                    first: 0,
+                    stride: nope + vd,
+                    rows: nope,
+                };
+                be.matmul_t_heads(&q_nope, w, heads, &mut q_latent);
             }
         }
 

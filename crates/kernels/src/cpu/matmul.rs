@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use super::dispatch::Level;
 use super::pool::{Disjoint, ThreadPool};
 use super::simd::{self, Fmt, GemmPanel, QActs, qpanel};
-use crate::backend::{Heads, head_by_head};
+use crate::backend::{Heads, head_by_head, head_by_head_t};
 use crate::matrix::Matrix;
 
 /// From this many tokens on, widening a panel once beats dotting each row per token.
@@ -221,6 +221,41 @@ pub fn matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut 
 
 /// Per-head products (see `Backend::matmul_heads`). Few tokens: all heads' rows are one
 /// parallel region; many: each head gathers its rows and runs the panel path.
+/// Per-head transposed products (see `Backend::matmul_t_heads`): head by head through the
+/// caller's reusable scratch, each head's product split across the pool.
+pub fn matmul_t_heads(
+    level: Level,
+    pool: &ThreadPool,
+    x: &[f32],
+    w: &Matrix,
+    heads: Heads,
+    y: &mut [f32],
+) {
+    let (k, m, h) = (heads.rows, w.cols, heads.count);
+    let n = x.len().checked_div(h * k).unwrap_or(0);
+    assert!(
+        x.len() == n * h * k && y.len() == n * h * m,
+        "matmul_t_heads shapes: x {} y {} for {h} heads of [{k}, {m}]",
+        x.len(),
+        y.len()
+    );
+    assert!(
+        h == 0 || heads.first + (h - 1) * heads.stride + k <= w.rows,
+        "matmul_t_heads: head rows past the matrix's {} rows",
+        w.rows
+    );
+    if n == 0 || h == 0 {
+        return;
+    }
+    HEAD_SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (xg, yg) = scratch_pair(&mut s, n * k, n * m);
+        head_by_head_t(x, w, heads, y, xg, yg, &mut |x, w, y| {
+            matmul_t(level, pool, x, w, y)
+        });
+    });
+}
+
 pub fn matmul_heads(
     level: Level,
     pool: &ThreadPool,

@@ -63,6 +63,10 @@ impl Backend for CpuBackend {
         matmul::matmul_heads(self.level, &self.pool, x, w, heads, y)
     }
 
+    fn matmul_t_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
+        matmul::matmul_t_heads(self.level, &self.pool, x, w, heads, y)
+    }
+
     fn matmul_experts<'w>(
         &self,
         x: &[f32],
