@@ -44,6 +44,9 @@ type Uploaded = (Arc<loader::Tensor>, Arc<wgpu::Buffer>);
 /// An FP8 scale grid (kept alive) and its copy on the device.
 type UploadedScales = (Arc<[f32]>, Arc<wgpu::Buffer>);
 
+/// `record_matmul`'s heads argument for a plain product.
+const ONE_HEAD: [usize; 4] = [1, 0, 0, 0];
+
 /// Operations run on a GPU in this process so far (every `GpuBackend` together).
 static GPU_OPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -394,7 +397,7 @@ impl GpuBackend {
         m: usize,
         n: usize,
         [x_off, y_off, w_row0]: [usize; 3],
-    ) -> ([u32; 12], Arc<wgpu::Buffer>) {
+    ) -> ([u32; 16], Arc<wgpu::Buffer>) {
         let (_, _, s_row0, _) = w.stored();
         let (scales, s_cols, [b0, b1]) = match w.block_scales() {
             Some((grid, block)) => {
@@ -432,6 +435,11 @@ impl GpuBackend {
             s_cols as u32,
             b0 as u32,
             b1 as u32,
+            // one head unless the caller sets hx, hy, hw
+            0,
+            0,
+            0,
+            0,
         ];
         (params, scales)
     }
@@ -446,15 +454,18 @@ impl GpuBackend {
         kind: u32,
         (m, n): (usize, usize),
         (x_off, y_off, w_row0): (usize, usize, usize),
+        [heads, hx, hy, hw]: [usize; 4],
     ) {
-        let (params, scales) = self.matmul_params(w, kind, m, n, [x_off, y_off, w_row0]);
+        let (mut params, scales) = self.matmul_params(w, kind, m, n, [x_off, y_off, w_row0]);
+        params[12..15].copy_from_slice(&[hx as u32, hy as u32, hw as u32]);
         let bufs = [bufs[0], bufs[1], bufs[2], &*scales];
-        // decode: one token and four rows per workgroup; else four tokens of one row
+        // decode: one token and four rows per workgroup; else four tokens of one row; z
+        // runs over heads, then token groups
         let (kernel, (gx, gy), gz) = match n {
             1 => (&self.k.matmul1, grid((m as u32).div_ceil(4)), 1),
             _ => (&self.k.matmul4, grid(m as u32), (n as u32).div_ceil(4)),
         };
-        job.dispatch(kernel, &params, &bufs, (gx, gy, gz));
+        job.dispatch(kernel, &params, &bufs, (gx, gy, gz * heads as u32));
     }
 
     /// The matmul `kind` on the GPU, timed: `reps` products of `x` through `w` in one
@@ -469,7 +480,15 @@ impl GpuBackend {
             let xb = job.input(x);
             let yb = job.output(n * w.rows);
             for _ in 0..reps {
-                self.record_matmul(&mut job, w, [&wb, &xb, &yb], kind, (w.rows, n), (0, 0, 0));
+                self.record_matmul(
+                    &mut job,
+                    w,
+                    [&wb, &xb, &yb],
+                    kind,
+                    (w.rows, n),
+                    (0, 0, 0),
+                    ONE_HEAD,
+                );
             }
             let mut one = [0f32];
             let t = std::time::Instant::now();
@@ -525,7 +544,15 @@ impl GpuBackend {
         let mut job = self.job();
         let xb = job.input(x);
         let yb = job.output(y.len());
-        self.record_matmul(&mut job, w, [&wb, &xb, &yb], kind, (w.rows, n), (0, 0, 0));
+        self.record_matmul(
+            &mut job,
+            w,
+            [&wb, &xb, &yb],
+            kind,
+            (w.rows, n),
+            (0, 0, 0),
+            ONE_HEAD,
+        );
         job.finish(&mut [(&yb, y)]);
         count();
     }
@@ -620,17 +647,16 @@ impl Backend for GpuBackend {
         let mut job = self.job();
         let xb = job.input(&xh);
         let yb = job.output(y.len());
-        for g in 0..h {
-            let row0 = heads.first + g * heads.stride;
-            self.record_matmul(
-                &mut job,
-                w,
-                [&wb, &xb, &yb],
-                kind,
-                (m, n),
-                (g * n * k, g * n * m, row0),
-            );
-        }
+        // every head in one dispatch
+        self.record_matmul(
+            &mut job,
+            w,
+            [&wb, &xb, &yb],
+            kind,
+            (m, n),
+            (0, 0, heads.first),
+            [h, n * k, n * m, heads.stride],
+        );
         let mut yh = vec![0f32; y.len()];
         job.finish(&mut [(&yb, &mut yh)]);
         for t in 0..n {
@@ -666,16 +692,15 @@ impl Backend for GpuBackend {
         let mut job = self.job();
         let xb = job.input(&xh);
         let yb = job.output(y.len());
-        for g in 0..h {
-            let row0 = heads.first + g * heads.stride;
-            let (params, scales) = self.matmul_params(w, kind, k, n, [g * n * k, g * n * m, row0]);
-            job.dispatch(
-                &self.k.matmul_t,
-                &params,
-                &[&wb, &xb, &yb, &scales],
-                ((m as u32).div_ceil(64), n as u32, 1),
-            );
-        }
+        // every head in one dispatch
+        let (mut params, scales) = self.matmul_params(w, kind, k, n, [0, 0, heads.first]);
+        params[12..15].copy_from_slice(&[(n * k) as u32, (n * m) as u32, heads.stride as u32]);
+        job.dispatch(
+            &self.k.matmul_t,
+            &params,
+            &[&wb, &xb, &yb, &scales],
+            ((m as u32).div_ceil(64), n as u32, h as u32),
+        );
         let mut yh = vec![0f32; y.len()];
         job.finish(&mut [(&yb, &mut yh)]);
         for t in 0..n {
@@ -726,6 +751,7 @@ impl Backend for GpuBackend {
                 kind,
                 (m, b - a),
                 (a * k, a * m, 0),
+                ONE_HEAD,
             );
         }
         job.finish(&mut [(&yb, y)]);

@@ -25,6 +25,23 @@ struct Params {
     s_cols: u32,    // FP8: columns of the scale grid
     b0: u32,        // FP8: block rows
     b1: u32,        // FP8: block columns
+    // Several heads in one dispatch (workgroup_id.z): head g reads x from x_off + g * hx,
+    // writes y from y_off + g * hy, and takes weight rows from w_row0 + g * hw.
+    hx: u32,
+    hy: u32,
+    hw: u32,
+    pad: u32,
+}
+
+// This invocation's head's offsets (see Params), set first thing by each entry point.
+var<private> xo: u32;
+var<private> yo: u32;
+var<private> wr: u32;
+
+fn select_head(g: u32) {
+    xo = p.x_off + g * p.hx;
+    yo = p.y_off + g * p.hy;
+    wr = p.w_row0 + g * p.hw;
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -118,7 +135,7 @@ fn fp8_scale(r: u32, c: u32) -> f32 {
 }
 
 fn weight(r0: u32, c: u32) -> f32 {
-    let r = r0 + p.w_row0;
+    let r = r0 + wr;
     switch p.kind {
         case 0u: {
             return bitcast<f32>(w[r * p.k + c]);
@@ -195,7 +212,7 @@ fn nibbles(q: u32) -> vec4<f32> {
 // Σ of values 32·g .. 32·g + 31 of row r0 of a block format times xs (the same columns of
 // x, four to a vector): decoded a word (four values) at a time straight into the products.
 fn group_dot(r0: u32, g: u32, xs: ptr<function, array<vec4<f32>, 8>>) -> f32 {
-    let row = (r0 + p.w_row0) * p.row_bytes;
+    let row = (r0 + wr) * p.row_bytes;
     let c = 32u * g;
     var sum = 0.0;
     switch p.kind {
@@ -245,7 +262,7 @@ fn group_dot(r0: u32, g: u32, xs: ptr<function, array<vec4<f32>, 8>>) -> f32 {
         case 7u: {
             // FP8: 32 bytes in one scale block (blocks are whole groups, checked by the host)
             let b = row + 32u * g;
-            let d = fp8_scale(r0 + p.w_row0, c);
+            let d = fp8_scale(r0 + wr, c);
             for (var i = 0u; i < 8u; i = i + 1u) {
                 let q = word_at(b + 4u * i);
                 let v = vec4<f32>(e4m3(q & 255u), e4m3((q >> 8u) & 255u), e4m3((q >> 16u) & 255u), e4m3(q >> 24u));
@@ -286,7 +303,7 @@ var<workgroup> part: array<array<f32, 4>, 64>;
 
 // x[t, c .. c + 3] of this product's input.
 fn x4(t: u32, c: u32) -> vec4<f32> {
-    let i = p.x_off + t * p.k + c;
+    let i = xo + t * p.k + c;
     return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
 }
 
@@ -301,7 +318,10 @@ fn matmul(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let r0 = (wid.x + wid.y * nw.x) * R;
-    let t0 = wid.z * T;
+    // z: head by token group
+    let groups = (p.n + T - 1u) / T;
+    let t0 = (wid.z % groups) * T;
+    select_head(wid.z / groups);
     if (r0 >= p.m) {
         return;
     }
@@ -329,7 +349,7 @@ fn matmul(
                 let xa = x4(t, 8u * q);
                 let xb = x4(t, 8u * q + 4u);
                 for (var rr = 0u; rr < R; rr = rr + 1u) {
-                    let base = (min(r0 + rr, p.m - 1u) + p.w_row0) * p.k / 2u + 4u * q;
+                    let base = (min(r0 + rr, p.m - 1u) + wr) * p.k / 2u + 4u * q;
                     acc[rr * T + j] += dot(halves(w[base], w[base + 1u]), xa)
                         + dot(halves(w[base + 2u], w[base + 3u]), xb);
                 }
@@ -338,7 +358,7 @@ fn matmul(
     } else {
         for (var c = lid; c < p.k; c = c + WG) {
             for (var j = 0u; j < T; j = j + 1u) {
-                let xv = x[p.x_off + min(t0 + j, p.n - 1u) * p.k + c];
+                let xv = x[xo + min(t0 + j, p.n - 1u) * p.k + c];
                 for (var rr = 0u; rr < R; rr = rr + 1u) {
                     acc[rr * T + j] += weight(min(r0 + rr, p.m - 1u), c) * xv;
                 }
@@ -359,7 +379,7 @@ fn matmul(
         for (var rr = 0u; rr < R; rr = rr + 1u) {
             for (var j = 0u; j < T; j = j + 1u) {
                 if (r0 + rr < p.m && t0 + j < p.n) {
-                    y[p.y_off + (t0 + j) * p.m + r0 + rr] = part[0][rr * T + j];
+                    y[yo + (t0 + j) * p.m + r0 + rr] = part[0][rr * T + j];
                 }
             }
         }
@@ -370,14 +390,15 @@ fn matmul(
 fn matmul_t(@builtin(global_invocation_id) id: vec3<u32>) {
     let c = id.x;
     let t = id.y;
+    select_head(id.z);
     if (c >= p.k || t >= p.n) {
         return;
     }
     var sum = 0.0;
     for (var r = 0u; r < p.m; r = r + 1u) {
-        sum = sum + weight(r, c) * x[p.x_off + t * p.m + r];
+        sum = sum + weight(r, c) * x[xo + t * p.m + r];
     }
-    y[p.y_off + t * p.k + c] = sum;
+    y[yo + t * p.k + c] = sum;
 }
 
 // Streams p.k words of w (the weight binding) through every thread of the dispatch, one
