@@ -34,8 +34,12 @@ pub struct ModelArgs {
     /// Pin kernel threads to CPUs (one each, in the process's affinity order).
     #[arg(long)]
     pub pin_threads: bool,
-    /// Where the model runs: cpu, or gpu (wgpu: Vulkan, Metal, DX12; the dense matmuls run
-    /// on the GPU so far, the rest on the CPU kernels).
+    /// Memory placement on multi-socket machines: `interleave` spreads every allocation
+    /// and the mapped weights' pages over all NUMA nodes (as `numactl --interleave=all`).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub numa: Option<NumaPolicy>,
+    /// Where the model runs: cpu, or gpu (wgpu: Vulkan, Metal, DX12; weights on the GPU,
+    /// activations round-trip from host memory at each operation).
     #[arg(
         long = "backend",
         value_enum,
@@ -43,6 +47,11 @@ pub struct ModelArgs {
         env = "DEEPRUST_BACKEND"
     )]
     pub backend_kind: BackendKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NumaPolicy {
+    Interleave,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +83,12 @@ impl ModelArgs {
 
     /// The CPU backend as `--threads`, `--kernels` and `--pin-threads` ask.
     pub fn backend(&self) -> Result<Box<dyn kernels::Backend>> {
+        // before the pool's threads start (they inherit it) and the weights are first read
+        if let Some(NumaPolicy::Interleave) = self.numa {
+            let nodes = kernels::cpu::numa::interleave_all()
+                .map_err(|e| anyhow::anyhow!("--numa interleave: {e}"))?;
+            eprintln!("numa: memory interleaved over {nodes} node(s)");
+        }
         let cpu =
             kernels::CpuBackend::with_options(&self.cpu_options()?).map_err(anyhow::Error::msg)?;
         Ok(match self.backend_kind {

@@ -60,6 +60,7 @@ pub fn run(a: &KlArgs) -> Result<()> {
         threads: a.model.threads,
         kernels: a.model.kernels,
         pin_threads: a.model.pin_threads,
+        numa: a.model.numa,
         backend_kind: a.model.backend_kind,
     };
     let texts = texts(a)?;

@@ -43,6 +43,7 @@ pub fn run(a: &TokenizeArgs) -> Result<()> {
         threads: None,
         kernels: None,
         pin_threads: false,
+        numa: None,
         backend_kind: crate::common::BackendKind::Cpu,
     }
     .load_tokenizer()?;

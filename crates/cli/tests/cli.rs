@@ -276,3 +276,45 @@ fn kernel_levels_can_be_forced_and_agree() {
         "--threads must be at least 1",
     );
 }
+
+/// `--numa interleave` sets the policy before the kernel threads start (and says over how
+/// many nodes), and the model computes the same thing under it; an unknown policy is an
+/// error that lists the known ones.
+#[test]
+fn numa_interleave_is_applied_and_changes_no_result() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "--pin-threads",
+        ];
+        args.extend_from_slice(extra);
+        deeprust(&args)
+    };
+    let plain = run(&[]);
+    ok(&plain);
+    let numa = run(&["--numa", "interleave"]);
+    if std::fs::metadata("/sys/devices/system/node/online").is_err() {
+        fails(&numa, "no NUMA nodes");
+        return;
+    }
+    ok(&numa);
+    let text = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(text(&numa), text(&plain));
+    assert!(String::from_utf8_lossy(&numa.stderr).contains("interleaved over"));
+    fails(
+        &deeprust(&["info", "--numa", "scatter"]),
+        "possible values: interleave",
+    );
+}

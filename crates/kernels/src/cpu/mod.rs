@@ -5,6 +5,7 @@ mod attention;
 pub mod dispatch;
 mod matmul;
 mod norm;
+pub mod numa;
 pub mod pool;
 pub mod simd;
 
