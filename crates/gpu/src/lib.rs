@@ -44,6 +44,26 @@ type Uploaded = (Arc<loader::Tensor>, Arc<wgpu::Buffer>);
 /// An FP8 scale grid (kept alive) and its copy on the device.
 type UploadedScales = (Arc<[f32]>, Arc<wgpu::Buffer>);
 
+/// `x[n, h, k]` (token-major) as `[h, n, k]`.
+fn head_major(x: &[f32], n: usize, h: usize, k: usize) -> Vec<f32> {
+    let mut xh = vec![0f32; x.len()];
+    for t in 0..n {
+        for g in 0..h {
+            xh[(g * n + t) * k..][..k].copy_from_slice(&x[(t * h + g) * k..][..k]);
+        }
+    }
+    xh
+}
+
+/// `yh[h, n, m]` (head-major) into `y[n, h, m]`.
+fn token_major(yh: &[f32], n: usize, h: usize, m: usize, y: &mut [f32]) {
+    for t in 0..n {
+        for g in 0..h {
+            y[(t * h + g) * m..][..m].copy_from_slice(&yh[(g * n + t) * m..][..m]);
+        }
+    }
+}
+
 /// `record_matmul`'s heads argument for a plain product.
 const ONE_HEAD: [usize; 4] = [1, 0, 0, 0];
 
@@ -636,13 +656,8 @@ impl Backend for GpuBackend {
         else {
             return self.cpu.matmul_heads(x, w, heads, y);
         };
-        // head-major copies of x and y, so each head's tokens are contiguous
-        let mut xh = vec![0f32; x.len()];
-        for t in 0..n {
-            for g in 0..h {
-                xh[(g * n + t) * k..][..k].copy_from_slice(&x[(t * h + g) * k..][..k]);
-            }
-        }
+        // head-major, so each head's tokens are contiguous
+        let xh = head_major(x, n, h, k);
         let wb = self.weight(w);
         let mut job = self.job();
         let xb = job.input(&xh);
@@ -659,11 +674,7 @@ impl Backend for GpuBackend {
         );
         let mut yh = vec![0f32; y.len()];
         job.finish(&mut [(&yb, &mut yh)]);
-        for t in 0..n {
-            for g in 0..h {
-                y[(t * h + g) * m..][..m].copy_from_slice(&yh[(g * n + t) * m..][..m]);
-            }
-        }
+        token_major(&yh, n, h, m, y);
         count();
     }
 
@@ -681,13 +692,8 @@ impl Backend for GpuBackend {
         else {
             return self.cpu.matmul_t_heads(x, w, heads, y);
         };
-        // head-major copies of x and y, so each head's tokens are contiguous
-        let mut xh = vec![0f32; x.len()];
-        for t in 0..n {
-            for g in 0..h {
-                xh[(g * n + t) * k..][..k].copy_from_slice(&x[(t * h + g) * k..][..k]);
-            }
-        }
+        // head-major, so each head's tokens are contiguous
+        let xh = head_major(x, n, h, k);
         let wb = self.weight(w);
         let mut job = self.job();
         let xb = job.input(&xh);
@@ -703,11 +709,7 @@ impl Backend for GpuBackend {
         );
         let mut yh = vec![0f32; y.len()];
         job.finish(&mut [(&yb, &mut yh)]);
-        for t in 0..n {
-            for g in 0..h {
-                y[(t * h + g) * m..][..m].copy_from_slice(&yh[(g * n + t) * m..][..m]);
-            }
-        }
+        token_major(&yh, n, h, m, y);
         count();
     }
 
