@@ -129,8 +129,14 @@ pub struct Job<'a> {
     taken: Vec<wgpu::Buffer>,
 }
 
-fn bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+/// `v` as the little-endian bytes the shaders read, without a copy.
+fn bytes(v: &[f32]) -> &[u8] {
+    const _: () = assert!(
+        cfg!(target_endian = "little"),
+        "the shaders read little-endian"
+    );
+    // SAFETY: f32 has no padding and every byte pattern is a valid u8.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -159,7 +165,7 @@ impl<'a> Job<'a> {
     pub fn input(&mut self, v: &[f32]) -> wgpu::Buffer {
         let b = self.take((v.len() * 4) as u64, STORAGE);
         if !v.is_empty() {
-            self.queue.write_buffer(&b, 0, &bytes(v));
+            self.queue.write_buffer(&b, 0, bytes(v));
         }
         b
     }
@@ -235,7 +241,7 @@ impl<'a> Job<'a> {
                 mapped.fetch_add(1, Ordering::Release);
             });
         }
-        crate::wait(self.device, &|| {
+        crate::wait::wait(self.device, &|| {
             mapped.load(Ordering::Acquire) == staging.len()
         });
         for ((_, out), s) in reads.iter_mut().zip(&staging) {

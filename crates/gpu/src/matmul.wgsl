@@ -72,23 +72,26 @@ fn q8_0(row: u32, c: u32) -> f32 {
 // Q4_K: super-blocks of 256 in 144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and
 // mins for 8 sub-blocks of 32, then 128 bytes of nibbles (64 values per 32 bytes: low
 // nibbles first, then high).
+// The 6-bit scale and min of sub-block j of the Q4_K super-block at byte b.
+fn q4_k_scale_min(b: u32, j: u32) -> vec2<u32> {
+    let s = b + 4u;
+    if (j < 4u) {
+        return vec2<u32>(byte_at(s + j) & 63u, byte_at(s + j + 4u) & 63u);
+    }
+    return vec2<u32>(
+        (byte_at(s + j + 4u) & 15u) | ((byte_at(s + j - 4u) >> 6u) << 4u),
+        (byte_at(s + j + 4u) >> 4u) | ((byte_at(s + j) >> 6u) << 4u),
+    );
+}
+
 fn q4_k(row: u32, c: u32) -> f32 {
     let b = row + (c / 256u) * 144u;
     let e = c % 256u;
     let j = e / 32u;
-    let s = b + 4u;
-    var sc: u32;
-    var mn: u32;
-    if (j < 4u) {
-        sc = byte_at(s + j) & 63u;
-        mn = byte_at(s + j + 4u) & 63u;
-    } else {
-        sc = (byte_at(s + j + 4u) & 15u) | ((byte_at(s + j - 4u) >> 6u) << 4u);
-        mn = (byte_at(s + j + 4u) >> 4u) | ((byte_at(s + j) >> 6u) << 4u);
-    }
+    let sm = q4_k_scale_min(b, j);
     let qb = byte_at(b + 16u + 32u * (e / 64u) + e % 32u);
     let q = select(qb & 15u, qb >> 4u, (e % 64u) >= 32u);
-    return f16_at(b) * f32(sc) * f32(q) - f16_at(b + 2u) * f32(mn);
+    return f16_at(b) * f32(sm.x) * f32(q) - f16_at(b + 2u) * f32(sm.y);
 }
 
 // Q6_K: super-blocks of 256 in 210 bytes: 128 bytes of low nibbles, 64 of high 2-bit
@@ -228,18 +231,9 @@ fn group_dot(r0: u32, g: u32, xs: ptr<function, array<vec4<f32>, 8>>) -> f32 {
             // Q4_K: sub-block j of its super-block; nibbles shared with the neighbour
             let b = row + (g / 8u) * 144u;
             let j = g % 8u;
-            let s = b + 4u;
-            var sc: u32;
-            var mn: u32;
-            if (j < 4u) {
-                sc = byte_at(s + j) & 63u;
-                mn = byte_at(s + j + 4u) & 63u;
-            } else {
-                sc = (byte_at(s + j + 4u) & 15u) | ((byte_at(s + j - 4u) >> 6u) << 4u);
-                mn = (byte_at(s + j + 4u) >> 4u) | ((byte_at(s + j) >> 6u) << 4u);
-            }
-            let d = f16_at(b) * f32(sc);
-            let m = vec4<f32>(f16_at(b + 2u) * f32(mn));
+            let sm = q4_k_scale_min(b, j);
+            let d = f16_at(b) * f32(sm.x);
+            let m = vec4<f32>(f16_at(b + 2u) * f32(sm.y));
             let qs = (b + 16u + 32u * (j / 2u)) / 4u;
             let shift = 4u * (j % 2u);
             for (var i = 0u; i < 8u; i = i + 1u) {
