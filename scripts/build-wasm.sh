@@ -13,6 +13,14 @@
 #   1. logits of a prefill equal the native build's (`deeprust logits`), rel <= 1e-5;
 #   2. a greedy reply, streamed token by token through `Session.next`, equals
 #      `deeprust generate --temperature 0` text and token ids.
+# Then the tests under wasm-bindgen-test (`cargo test` for wasm32 with the same compiler,
+# RUSTFLAGS and target directory, -Zbuild-std=std,panic_abort -Zpanic-abort-tests, and
+# wasm-bindgen-test-runner from target/wasm-tools as the target's runner): in Node, the
+# kernels crate's SIMD tests (crates/kernels/src/cpu/simd_tests.rs), every level this build
+# has, SIMD128 included, against the portable oracle on awkward sizes; in headless Chromium,
+# driven by Debian's chromedriver, crates/web/tests/wasm.rs: the embedded model's Session
+# gives the native build's greedy reply (passed in at compile time as DEEPRUST_NATIVE_GEN,
+# target/wasm/expect/native-gen.json) and SIMD128 logits equal to the scalar kernels'.
 # Then the page (web/) in headless Chromium, as static files and from `deeprust serve`: the
 # same greedy reply on the CPU kernels and, with WebGPU on SwiftShader, on the WGSL backend.
 set -euo pipefail
@@ -39,10 +47,13 @@ fi
 
 # ---- build ----------------------------------------------------------------------------------
 out="$root/target/wasm"
-env PATH="/usr/bin:/bin" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
-  CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
-  RUSTFLAGS='-C target-feature=+simd128 --cfg getrandom_backend="wasm_js"' \
-  /usr/bin/cargo build --locked --release --target wasm32-unknown-unknown \
+# Debian's cargo and rustc, with the flags the build and the tests share (a change to
+# RUSTFLAGS rebuilds std)
+wasm_cargo=(env PATH="/usr/bin:/bin" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
+  CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
+  RUSTFLAGS='-C target-feature=+simd128 --cfg getrandom_backend="wasm_js"'
+  /usr/bin/cargo)
+"${wasm_cargo[@]}" build --locked --release --target wasm32-unknown-unknown \
   -Zbuild-std=std,panic_abort -p web --target-dir "$out" >&2
 wasm="$out/wasm32-unknown-unknown/release/web.wasm"
 "$tools/bin/wasm-bindgen" --target web --out-dir "$root/web/pkg" "$wasm"
@@ -63,13 +74,31 @@ ids="$("$bin" tokenize --text "$prompt" --add-special-tokens --json | python3 -c
 node "$root/scripts/wasm/check.mjs" "$out/pkg-node" "$ids" "$prompt" \
   "$tmp/native.safetensors" "$tmp/native-scalar.safetensors" "$tmp/native-gen.json"
 
+# Chromium, and chromedriver for wasm-bindgen-test (the same Debian version: chromium-driver
+# depends on it)
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver >&2 \
+    || { apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends chromium chromium-driver >&2; }
+fi
+
+# ---- wasm-bindgen-test: the kernels in Node, the Session in headless Chromium ---------------
+# the native reply for crates/web/tests/wasm.rs, rewritten only when it changes (the test
+# reads it at compile time, so a new file rebuilds that test)
+mkdir -p "$out/expect"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d["prompt"]=sys.argv[2]; json.dump(d, open(sys.argv[3], "w"), ensure_ascii=False)' \
+  "$tmp/native-gen.json" "$prompt" "$tmp/native-gen-prompt.json"
+cmp -s "$tmp/native-gen-prompt.json" "$out/expect/native-gen.json" \
+  || cp "$tmp/native-gen-prompt.json" "$out/expect/native-gen.json"
+wasm_test=(env CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$tools/bin/wasm-bindgen-test-runner"
+  CHROMEDRIVER="$(command -v chromedriver)" DEEPRUST_NATIVE_GEN="$out/expect/native-gen.json"
+  "${wasm_cargo[@]}" test --locked --release --target wasm32-unknown-unknown
+  -Zbuild-std=std,panic_abort -Zpanic-abort-tests --target-dir "$out")
+"${wasm_test[@]}" -p kernels --lib           # no browser configured: Node
+"${wasm_test[@]}" -p web --test wasm         # run_in_browser: Chromium through chromedriver
+
 # ---- the page in headless Chromium ------------------------------------------------------------
 # web/ as static files (any host serves them; here Python's), the model in a Web Worker
 browser="$root/scripts/e2e/browser"
-if ! command -v chromium >/dev/null; then
-  apt-get install -y -qq --no-install-recommends chromium >&2 \
-    || { apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends chromium >&2; }
-fi
 (cd "$browser" && npm install --silent --no-audit --no-fund >/dev/null)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # the repository's root, so that a checkpoint directory in it can be fetched too

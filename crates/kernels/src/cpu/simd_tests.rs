@@ -11,6 +11,18 @@ use crate::backend::Backend;
 use crate::cpu::CpuBackend;
 use crate::matrix::Matrix;
 
+// On wasm32 these tests run under wasm-bindgen-test (scripts/build-wasm.sh runs them in
+// Node, with SIMD128 among the levels); natively `#[test]` stays libtest's.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+/// Thread counts the backends are tested with: wasm32-unknown-unknown has no threads.
+const THREADS: &[usize] = if cfg!(target_arch = "wasm32") {
+    &[1]
+} else {
+    &[1, 2, 3]
+};
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -267,7 +279,7 @@ fn quantized_matmul_matches_dequantized_reference() {
                 };
                 for level in Level::available() {
                     let want = want_at(level);
-                    for threads in [1, 2, 3] {
+                    for &threads in THREADS {
                         let be = super::tests::backend(level, threads);
                         let mut y = vec![0f32; n * rows];
                         be.matmul(&x, &w, &mut y);
@@ -507,7 +519,7 @@ fn head_and_expert_batches_equal_one_matmul_each() {
             .collect();
         let starts = [0, 0, 1, 3, 3, 8, 11];
         for level in Level::available() {
-            for threads in [1, 2, 3] {
+            for &threads in THREADS {
                 let be = super::tests::backend(level, threads);
                 for n in [1, 2, 4, 6] {
                     let x = rng.vec(n * heads.count * k);
