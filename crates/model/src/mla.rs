@@ -18,6 +18,10 @@ use crate::weights::WeightLoader;
 /// `model.py` and transformers both construct them).
 const LATENT_NORM_EPS: f32 = 1e-6;
 
+/// Keys and values the expanded form makes at once (f32 values): 1M is 4 MiB, a few heads
+/// of a long prompt, so a prefill's largest buffer stays small beside the KV cache.
+const EXPANDED_GROUP_VALUES: usize = 1 << 20;
+
 /// From how many tokens per chunk the expanded form costs fewer multiply-adds. Per query
 /// and cached position, absorbed attention does `2 r + rope` per head and expanded
 /// `2 (nope + v) + rope` (its kernel also carries a zero key half and a value half it does
@@ -47,6 +51,7 @@ pub enum QProj {
 /// `wkv_b` as stored. Hugging Face checkpoints (and llama.cpp's older GGUF files) keep it
 /// whole; newer GGUF files store the key half transposed per head (`attn_k_b`), which is
 /// the layout the absorbed query product wants, and the value half apart (`attn_v_b`).
+#[derive(Clone)]
 #[allow(clippy::large_enum_variant)] // one per layer
 pub enum KvB {
     /// `[n_heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]`
@@ -74,6 +79,9 @@ pub struct Mla {
     /// A sequence's chunk of at least this many tokens attends in the expanded form (see
     /// `attend_expanded`); shorter chunks, decode among them, stay absorbed.
     pub expand_from: usize,
+    /// Keys and values the expanded form makes per pass (f32 values); see
+    /// `EXPANDED_GROUP_VALUES`.
+    pub expand_group_values: usize,
 }
 
 /// Where the tokens of one forward sit: their rotary angles (`[tokens, rope_dim / 2]` each)
@@ -129,6 +137,7 @@ impl Mla {
             softmax_scale: cfg.softmax_scale() as f32,
             eps: LATENT_NORM_EPS,
             expand_from: expand_from(r, cfg.qk_nope_head_dim, cfg.v_head_dim),
+            expand_group_values: EXPANDED_GROUP_VALUES,
         })
     }
 
@@ -331,25 +340,20 @@ impl Mla {
             c_kv[j * r..(j + 1) * r].copy_from_slice(&cache[at..at + r]);
             k_pe[j * p..(j + 1) * p].copy_from_slice(&cache[at + r..at + r + p]);
         }
-        // keys and values of every head: [P, n_heads, nope + vd] as [k_nope | v]
+        // Keys and values [k_nope | v] of a group of heads at a time, each group's product
+        // one matmul over the cached latents: all heads at once would hold P x n_heads x
+        // (nope + vd) values, the largest buffer of a long prefill, and a head at a time
+        // would quantize the latents once per head for a block-format wkv_b.
         let kvw = nope + vd;
-        let mut kv = Buf::<f32>::zeros(positions * h * kvw);
-        match &self.kv_b {
-            KvB::Combined(w) => be.matmul(&c_kv, w, &mut kv),
-            KvB::Split { k_b, v_b } => {
-                let mut v = Buf::<f32>::zeros(positions * h * vd);
-                be.matmul(&c_kv, v_b, &mut v);
-                let mut k = Buf::<f32>::zeros(positions * nope);
-                for head in 0..h {
-                    be.matmul_t(&c_kv, &k_b.rows_view(head * r, r), &mut k);
-                    for j in 0..positions {
-                        let row = &mut kv[(j * h + head) * kvw..][..kvw];
-                        row[..nope].copy_from_slice(&k[j * nope..(j + 1) * nope]);
-                        row[nope..].copy_from_slice(&v[(j * h + head) * vd..][..vd]);
-                    }
-                }
-            }
-        }
+        let group = (self.expand_group_values / (positions * kvw)).clamp(1, h);
+        let mut kv = Buf::<f32>::zeros(positions * group * kvw); // [P, group, kvw]
+        let (mut k, mut v) = match &self.kv_b {
+            KvB::Split { .. } => (
+                Buf::<f32>::zeros(positions * nope),
+                Buf::<f32>::zeros(positions * group * vd),
+            ),
+            KvB::Combined(_) => (Buf::<f32>::zeros(0), Buf::<f32>::zeros(0)),
+        };
         // one head at a time: rows [k_nope | v | k_pe], queries [q_nope | 0] and q_pe
         let width = kvw + p;
         let mut rows = Buf::<f32>::zeros(positions * width);
@@ -358,9 +362,29 @@ impl Mla {
         let mut out = Buf::<f32>::zeros(n * kvw);
         let blocks = [0u32];
         for head in 0..h {
+            let (g0, gi) = (head - head % group, head % group);
+            let gn = group.min(h - g0);
+            if gi == 0 {
+                let kv = &mut kv[..positions * gn * kvw];
+                match &self.kv_b {
+                    KvB::Combined(w) => be.matmul(&c_kv, &w.rows_view(g0 * kvw, gn * kvw), kv),
+                    KvB::Split { k_b, v_b } => {
+                        let v = &mut v[..positions * gn * vd];
+                        be.matmul(&c_kv, &v_b.rows_view(g0 * vd, gn * vd), v);
+                        for hh in 0..gn {
+                            be.matmul_t(&c_kv, &k_b.rows_view((g0 + hh) * r, r), &mut k);
+                            for j in 0..positions {
+                                let row = &mut kv[(j * gn + hh) * kvw..][..kvw];
+                                row[..nope].copy_from_slice(&k[j * nope..(j + 1) * nope]);
+                                row[nope..].copy_from_slice(&v[(j * gn + hh) * vd..][..vd]);
+                            }
+                        }
+                    }
+                }
+            }
             for j in 0..positions {
                 let row = &mut rows[j * width..(j + 1) * width];
-                row[..kvw].copy_from_slice(&kv[(j * h + head) * kvw..][..kvw]);
+                row[..kvw].copy_from_slice(&kv[(j * gn + gi) * kvw..][..kvw]);
                 row[kvw..].copy_from_slice(&k_pe[j * p..(j + 1) * p]);
             }
             for t in 0..n {
@@ -541,7 +565,23 @@ mod tests {
             };
             let blocks = [4u32, 1, 3, 0, 2];
             let hd = cfg.hidden_size;
-            for (layout, mla) in [("combined", &combined), ("split", &split)] {
+            // keys and values made a few heads at a time (the last group shorter), as a
+            // long prompt's are
+            let heads = cfg.num_attention_heads;
+            let per_pass = if heads > 3 { 3 } else { 1 };
+            let few = |m: &Mla| Mla {
+                expand_group_values: per_pass * tokens * (cfg.qk_nope_head_dim + cfg.v_head_dim),
+                kv_b: m.kv_b.clone(),
+                expand_from: 1,
+                ..load()
+            };
+            let (combined_few, split_few) = (few(&combined), few(&split));
+            for (layout, mla) in [
+                ("combined", &combined),
+                ("split", &split),
+                ("combined, a few heads a pass", &combined_few),
+                ("split, a few heads a pass", &split_few),
+            ] {
                 // one chunk
                 let ids = vec![0u32; tokens];
                 let spans = [PagedSeq {

@@ -243,7 +243,10 @@ impl Moe {
         be.matmul_experts(&xs, &start, &|e| &self.experts[e].w1, &mut g);
         be.matmul_experts(&xs, &start, &|e| &self.experts[e].w3, &mut u);
         be.silu_mul(&mut g, &u);
-        let mut ys = Buf::<f32>::zeros(rows * hidden);
+        drop(u);
+        // the gathered inputs are spent: their buffer takes the outputs (a long prefill's
+        // largest activation, not held twice)
+        let mut ys = xs;
         be.matmul_experts(&g, &start, &|e| &self.experts[e].w2, &mut ys);
         let mut out = Buf::<f32>::zeros(tokens * hidden);
         for (i, &(t, wt)) in pairs.iter().enumerate() {

@@ -77,7 +77,16 @@ fn take<T: Pooled>(n: usize) -> Vec<T> {
                 v.clear();
                 v
             }
-            None => Vec::with_capacity(n),
+            None => {
+                // Nothing fits, so every free vector is smaller: the largest is retired, as
+                // the new one takes its place. Forwards whose sizes grow (prefill chunks
+                // ever deeper into a long prompt) then keep about one vector per role
+                // instead of one per size ever asked for, which resident memory would show.
+                if let Some(i) = (0..list.len()).max_by_key(|&i| list[i].capacity()) {
+                    list.swap_remove(i);
+                }
+                Vec::with_capacity(n)
+            }
         }
     })
 }
@@ -120,5 +129,38 @@ impl<'a, T: Pooled> IntoIterator for &'a Buf<T> {
     type IntoIter = std::slice::Iter<'a, T>;
     fn into_iter(self) -> Self::IntoIter {
         self.v.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Free vectors of this thread (tests run on their own threads, so the list is the
+    /// test's alone).
+    fn free_list() -> (usize, usize) {
+        f32::with_list(|l| (l.len(), l.iter().map(|v| v.capacity()).sum()))
+    }
+
+    #[test]
+    fn growing_requests_keep_one_vector_per_role() {
+        // a long prompt in chunks: each chunk holds two buffers that grow with the depth
+        // and one that does not
+        for chunk in 1..=16usize {
+            let _keys = Buf::<f32>::zeros(chunk * 1000);
+            let _small = Buf::<f32>::zeros(64);
+            let _scores = Buf::<f32>::zeros(chunk * 300);
+        }
+        let (count, capacity) = free_list();
+        assert!(count <= 3, "{count} vectors kept");
+        assert!(capacity <= 16 * 1300 + 64 + 16 * 300, "{capacity} values kept");
+        // and once sizes stop growing, a step reuses them all
+        let before = free_list();
+        {
+            let _keys = Buf::<f32>::zeros(16 * 1000);
+            let _small = Buf::<f32>::zeros(64);
+            let _scores = Buf::<f32>::zeros(16 * 300);
+        }
+        assert_eq!(free_list(), before);
     }
 }
