@@ -120,7 +120,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let Some(concurrency) = &a.concurrency else {
         return crate::bench_single::run(&a.model, &a.single);
     };
-    let model = Arc::new(a.model.load_model()?);
+    let model = Arc::new(a.model.long_running().load_model()?);
     let cfg = a.engine.config(&model)?;
     let vocab = model.config.vocab_size as u32;
     let eos = model.config.eos_token_ids.clone();

@@ -84,7 +84,7 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
     if a.membw {
         return membw(m, a);
     }
-    let model = m.load_model()?;
+    let model = m.long_running().load_model()?;
     let (level, threads) = m.kernel_choice()?; // what the model was built with, for the report
     let ctx = model.config.max_position_embeddings;
     let mut tests = Vec::new();
@@ -114,7 +114,11 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
         }
     }
     let file = m.name();
-    let ckpt = m.checkpoint()?;
+    // mapped, whatever --load says: only sizes and names are read here
+    let ckpt = match &m.model {
+        Some(p) => loader::Checkpoint::open(p)?,
+        None => m.checkpoint()?,
+    };
     let size: u64 = ckpt.weight_bytes();
     let params: usize = ckpt
         .tensors()
@@ -122,13 +126,19 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
         .map(|t| t.numel())
         .sum();
     let types = dtype_summary(&ckpt);
+    // as llama-bench's `use_mmap` (the embedded model is in the binary: mapped too)
+    let use_mmap = match &m.model {
+        Some(p) => m.long_running().residency(p)? == loader::Residency::Mapped,
+        None => true,
+    };
     drop(ckpt);
     let mut records = Vec::new();
     if a.output == Output::Md {
         println!(
-            "model {file}  {:.2} GiB  {:.2} B params  kernels {level}  threads {threads}",
+            "model {file}  {:.2} GiB  {:.2} B params  kernels {level}  threads {threads}  load {}",
             size as f64 / (1u64 << 30) as f64,
-            params as f64 / 1e9
+            params as f64 / 1e9,
+            if use_mmap { "mmap" } else { "huge-pages" }
         );
         println!("| {:>16} | {:>20} |", "test", "t/s");
         println!("| {:->16} | {:->20} |", "", "");
@@ -160,6 +170,7 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
             "n_batch": 2048,
             "n_ubatch": UBATCH,
             "n_threads": threads,
+            "use_mmap": use_mmap,
             "type_k": "f32",
             "type_v": "f32",
             "n_prompt": t.n_prompt,

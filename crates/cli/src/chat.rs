@@ -27,7 +27,7 @@ pub struct ChatArgs {
 }
 
 pub fn run(a: &ChatArgs) -> Result<()> {
-    let loaded = a.model.load(true)?;
+    let loaded = a.model.long_running().load(true)?;
     let tok = loaded
         .tokenizer
         .as_ref()

@@ -51,7 +51,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: &ServeArgs) -> Result<()> {
-    let loaded = a.model.load(true)?;
+    let loaded = a.model.long_running().load(true)?;
     let tokenizer = Arc::new(loaded.tokenizer.context("serve needs a tokenizer")?);
     let model = Arc::new(loaded.model);
     let cfg = a.engine.config(&model)?;

@@ -45,6 +45,8 @@ pub fn run(a: &TokenizeArgs) -> Result<()> {
         pin_threads: false,
         numa: None,
         backend_kind: crate::common::BackendKind::Cpu,
+        load: crate::common::LoadMode::Mmap,
+        long_running: false,
     }
     .load_tokenizer()?;
     if let Some(text) = &a.text {

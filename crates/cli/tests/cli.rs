@@ -318,3 +318,44 @@ fn numa_interleave_is_applied_and_changes_no_result() {
         "possible values: interleave",
     );
 }
+
+/// `--load huge-pages` reads the weight files into anonymous memory (where the kernel has
+/// transparent huge pages), `--load mmap` maps them: the same logits either way.
+#[test]
+fn weights_in_huge_pages_give_the_mapped_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/golden/v3_yarn_mtp"
+    );
+    let run = |mode: &str| {
+        let out = dir.path().join(format!("{mode}.safetensors"));
+        let o = deeprust(&[
+            "logits",
+            "--model",
+            golden,
+            "--token-ids",
+            "1,5,9,200,7",
+            "--load",
+            mode,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        (o, out)
+    };
+    let (mapped, a) = run("mmap");
+    ok(&mapped);
+    let (huge, b) = run("huge-pages");
+    if !cfg!(target_os = "linux") {
+        fails(&huge, "only on Linux");
+        return;
+    }
+    ok(&huge);
+    assert!(String::from_utf8_lossy(&huge.stderr).contains("read into anonymous memory"));
+    assert!(!String::from_utf8_lossy(&mapped.stderr).contains("read into anonymous memory"));
+    assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    fails(
+        &deeprust(&["info", "--load", "copy"]),
+        "possible values: auto, mmap, huge-pages",
+    );
+}

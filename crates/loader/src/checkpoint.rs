@@ -8,6 +8,7 @@ use crate::config::ModelConfig;
 use crate::dtype::DType;
 use crate::error::{LoadError, Result};
 use crate::gguf::{GgufFile, GgufModel};
+use crate::residency::Residency;
 use crate::safetensors::SafetensorsFile;
 use crate::storage::{Storage, Tensor};
 
@@ -26,13 +27,18 @@ impl Checkpoint {
     /// or a llama.cpp `deepseek2` GGUF file (recognised by its magic or a `.gguf` name),
     /// whose metadata becomes the config and whose tensors take their Hugging Face names.
     pub fn open(dir: &Path) -> Result<Checkpoint> {
+        Self::open_with(dir, Residency::Mapped)
+    }
+
+    /// [`Checkpoint::open`], with the weight files' bytes held as `residency` asks.
+    pub fn open_with(dir: &Path, residency: Residency) -> Result<Checkpoint> {
         if dir.is_file()
             && (crate::gguf::is_gguf(dir)
                 || dir
                     .extension()
                     .is_some_and(|e| e.eq_ignore_ascii_case("gguf")))
         {
-            let m = crate::gguf::open_deepseek2(dir)?;
+            let m = crate::gguf::open_deepseek2(dir, residency)?;
             return Ok(Checkpoint {
                 dir: dir.to_path_buf(),
                 config: m.config.clone(),
@@ -71,7 +77,7 @@ impl Checkpoint {
                                 ),
                             });
                         }
-                        files.push(SafetensorsFile::open(&p)?);
+                        files.push(SafetensorsFile::open_with(&p, residency)?);
                         shard_ids.insert(shard.clone(), files.len() - 1);
                         files.len() - 1
                     }
@@ -90,7 +96,7 @@ impl Checkpoint {
                 }
             }
         } else if single.exists() {
-            files.push(SafetensorsFile::open(&single)?);
+            files.push(SafetensorsFile::open_with(&single, residency)?);
             for name in files[0].names() {
                 by_name.insert(name.to_string(), 0);
             }

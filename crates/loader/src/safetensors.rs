@@ -5,22 +5,14 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::dtype::DType;
 use crate::error::{LoadError, Result};
+use crate::residency::Residency;
 use crate::storage::{Storage, Tensor};
 
 /// Headers larger than this are refused rather than parsed (the format's own limit).
 const MAX_HEADER: u64 = 100 * 1024 * 1024;
-
-struct Mapped(memmap2::Mmap);
-
-impl AsRef<[u8]> for Mapped {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
 
 /// One parsed safetensors file over its storage.
 pub struct SafetensorsFile {
@@ -32,6 +24,11 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     /// Map `path` read-only and parse its header. The weights are not read.
     pub fn open(path: &Path) -> Result<SafetensorsFile> {
+        Self::open_with(path, Residency::Mapped)
+    }
+
+    /// Open `path` with its bytes held as `residency` asks.
+    pub fn open_with(path: &Path, residency: Residency) -> Result<SafetensorsFile> {
         let io = |source| LoadError::Io {
             path: path.to_path_buf(),
             source,
@@ -44,10 +41,8 @@ impl SafetensorsFile {
                 reason: format!("file is {len} bytes, too short for the 8-byte header length"),
             });
         }
-        // SAFETY: the map is read-only. Like every mmap-based loader we assume the file is not
-        // truncated by another process while mapped.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::parse(path.to_path_buf(), Arc::new(Mapped(map)))
+        let storage = crate::residency::hold(&file, len as usize, residency).map_err(io)?;
+        Self::parse(path.to_path_buf(), storage)
     }
 
     /// Parse a safetensors image already in memory (embedded weights, a browser download).

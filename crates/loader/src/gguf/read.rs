@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::cursor::Cursor;
 use super::value::ggml_block;
@@ -11,6 +10,7 @@ use super::{
     DEFAULT_ALIGNMENT, GgufType, GgufValue, MAGIC, MAX_DIMS, dtype_of_ggml, ggml_type_name,
 };
 use crate::error::{LoadError, Result};
+use crate::residency::Residency;
 use crate::storage::{Storage, Tensor};
 
 /// A tensor as the file describes it.
@@ -35,14 +35,6 @@ impl GgufTensorInfo {
 
     pub fn type_name(&self) -> String {
         ggml_type_name(self.ggml_type)
-    }
-}
-
-struct Mapped(memmap2::Mmap);
-
-impl AsRef<[u8]> for Mapped {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
     }
 }
 
@@ -88,6 +80,11 @@ impl GgufFile {
     /// Map `path` read-only and parse its header, metadata and tensor infos. Tensor data is
     /// not read, but every tensor's byte range is checked against the file.
     pub fn open(path: &Path) -> Result<GgufFile> {
+        Self::open_with(path, Residency::Mapped)
+    }
+
+    /// Open `path` with its bytes held as `residency` asks.
+    pub fn open_with(path: &Path, residency: Residency) -> Result<GgufFile> {
         let io = |source| LoadError::Io {
             path: path.to_path_buf(),
             source,
@@ -100,10 +97,8 @@ impl GgufFile {
                 reason: format!("file is {len} bytes, too short for a GGUF header (24 bytes)"),
             });
         }
-        // SAFETY: the map is read-only. Like every mmap-based loader we assume the file is not
-        // truncated by another process while mapped.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::from_storage(path.to_path_buf(), Arc::new(Mapped(map)))
+        let storage = crate::residency::hold(&file, len as usize, residency).map_err(io)?;
+        Self::from_storage(path.to_path_buf(), storage)
     }
 
     /// Parse a GGUF image already in memory; `path` only names it in errors.

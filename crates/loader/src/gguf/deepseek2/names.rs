@@ -80,8 +80,8 @@ fn expert_proj(suffix: &str) -> Option<&'static str> {
 }
 
 /// Open a `deepseek2` GGUF file as a checkpoint.
-pub(crate) fn open_deepseek2(path: &Path) -> Result<GgufModel> {
-    let file = GgufFile::open(path)?;
+pub(crate) fn open_deepseek2(path: &Path, residency: crate::Residency) -> Result<GgufModel> {
+    let file = GgufFile::open_with(path, residency)?;
     let cfg = config_json(&file)?;
     let config = ModelConfig::from_json_str(&cfg.to_string(), path)?;
     let mut tensors = BTreeMap::new();
