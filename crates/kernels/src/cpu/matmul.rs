@@ -23,6 +23,8 @@ const ROW_ALIGN: usize = 16;
 thread_local! {
     /// The caller's buffer for the serial small-`n` product; grows once, then is reused.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The caller's activations rearranged for the bf16 decode kernel; grows once.
+    static PAIRS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The caller's quantized activations for int8 products; grows once, then is reused.
     static QSCRATCH: RefCell<QActs> = RefCell::new(QActs::default());
     /// One head's gathered inputs and outputs when many tokens take the panel path.
@@ -46,8 +48,18 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// A few-token product's activations: f32 rows, or rows quantized to int8 for a format
 /// with an int8 product.
 enum Acts<'a> {
-    F32 { x: &'a [f32], k: usize },
+    F32 {
+        x: &'a [f32],
+        k: usize,
+    },
     Q(&'a QActs),
+    /// bf16 weights: rows of `x` with their `simd::bf16_pairs` (`full` values a row)
+    Bf16 {
+        x: &'a [f32],
+        pairs: &'a [f32],
+        k: usize,
+        full: usize,
+    },
 }
 
 impl Acts<'_> {
@@ -57,13 +69,41 @@ impl Acts<'_> {
         match self {
             Acts::F32 { x, k } => simd::dot_row(level, fmt, src, &x[i * k..(i + 1) * k]),
             Acts::Q(q) => simd::dot_row_q(level, fmt, src, &q.row(i)),
+            Acts::Bf16 { x, pairs, k, full } => simd::dot_row_bf16_pairs(
+                level,
+                src,
+                &x[i * k..(i + 1) * k],
+                &pairs[i * full..(i + 1) * full],
+            ),
         }
     }
 }
 
 /// Run `f` with the rows of `x` (`k` values each) as `fmt`'s products want them: each row
 /// quantized once here, so every weight row's product then runs on bytes.
-fn with_acts<R>(fmt: Fmt<'_>, x: &[f32], k: usize, f: impl FnOnce(&Acts<'_>) -> R) -> R {
+fn with_acts<R>(
+    level: Level,
+    fmt: Fmt<'_>,
+    x: &[f32],
+    k: usize,
+    f: impl FnOnce(&Acts<'_>) -> R,
+) -> R {
+    if matches!(fmt, Fmt::BF16) && simd::has_bf16_pairs(level) {
+        return PAIRS.with(|p| {
+            let mut p = p.borrow_mut();
+            let full = k / 32 * 32;
+            p.clear();
+            for xr in x.chunks_exact(k) {
+                simd::bf16_pairs(xr, &mut p);
+            }
+            f(&Acts::Bf16 {
+                x,
+                pairs: &p,
+                k,
+                full,
+            })
+        });
+    }
     match fmt.act_quant() {
         Some(kind) => QSCRATCH.with(|q| {
             let mut q = q.borrow_mut();
@@ -87,7 +127,7 @@ pub fn matmul(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f
     let out = Disjoint::new(y);
     let w = w.rows();
     if n < GEMM_MIN_TOKENS {
-        with_acts(w.fmt(), x, k, |acts| {
+        with_acts(level, w.fmt(), x, k, |acts| {
             pool.for_ranges(m, ROW_ALIGN, &|rows| {
                 for r in rows {
                     let (fmt, bytes) = w.get(r);
@@ -293,7 +333,7 @@ pub fn matmul_heads(
     let out = Disjoint::new(y);
     let rows = w.rows();
     // x is n * h rows of k: row t * h + g is token t's input to head g
-    with_acts(rows.fmt(), x, k, |acts| {
+    with_acts(level, rows.fmt(), x, k, |acts| {
         pool.for_ranges(h * m, ROW_ALIGN, &|vs| {
             for v in vs {
                 let (g, r) = (v / m, v % m);
@@ -370,7 +410,7 @@ pub fn matmul_experts<'w>(
         let list = &*list;
         let out = Disjoint::new(y);
         // every row of x is quantized (cheap next to the weights); the listed experts use theirs
-        with_acts(fmt, x, k, |acts| {
+        with_acts(level, fmt, x, k, |acts| {
             pool.for_ranges(list.len() * m, ROW_ALIGN, &|vs| {
                 let mut cur = usize::MAX;
                 let mut rows = None;

@@ -178,6 +178,31 @@ fn dot_and_axpy_match_the_oracle_at_every_level() {
     }
 }
 
+/// The bf16 decode kernel over even/odd-rearranged activations, against the oracle's
+/// widened row, on lengths around its 32- and 64-value steps.
+#[test]
+fn bf16_pair_rows_match_the_oracle_at_every_level() {
+    let mut rng = Rng(31);
+    for level in Level::available() {
+        for n in [1, 16, 31, 32, 33, 63, 64, 65, 96, 100, 1024, 1031] {
+            let src = stored(DType::BF16, n, &mut rng);
+            let x = rng.vec(n);
+            let mut pairs = Vec::new();
+            simd::bf16_pairs(&x, &mut pairs);
+            assert_eq!(pairs.len(), n / 32 * 32);
+            let mut w = vec![0f32; n];
+            portable::widen(&Fmt::BF16, &src, &mut w);
+            let norm: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+            close(
+                simd::dot_row_bf16_pairs(level, &src, &x, &pairs),
+                portable::dot(&w, &x),
+                norm,
+                &format!("{level} bf16 pairs n={n}"),
+            );
+        }
+    }
+}
+
 #[test]
 fn gemm_panel_matches_the_oracle_for_every_tile_shape() {
     let mut rng = Rng(99);

@@ -83,6 +83,33 @@ pub fn dot_row(level: Level, fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
     dispatch!(level, dot_row(fmt, src, x))
 }
 
+/// Whether this level has `dot_row_bf16_pairs` (else it is `dot_row`).
+pub fn has_bf16_pairs(level: Level) -> bool {
+    matches!(level, Level::Avx512 | Level::Avx512Vnni)
+}
+
+/// Appends `x` rearranged for `dot_row_bf16_pairs` to `out`: each whole block of 32
+/// values as its 16 even-indexed values, then its 16 odd ones (a tail shorter than 32 is
+/// left out).
+pub fn bf16_pairs(x: &[f32], out: &mut Vec<f32>) {
+    for b in x.chunks_exact(32) {
+        out.extend(b.iter().step_by(2));
+        out.extend(b.iter().skip(1).step_by(2));
+    }
+}
+
+/// A bf16 row · `x`, given `pairs` = `bf16_pairs(x)` as well (the decode path for bf16
+/// weights: see the AVX-512 kernel).
+pub fn dot_row_bf16_pairs(level: Level, src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_bf16_pairs(level) {
+        // SAFETY: an AVX-512 level is only selected when `Level::supported` said so.
+        return unsafe { x86::avx512::dot_row_bf16_pairs(src, x, pairs) };
+    }
+    let _ = pairs;
+    dot_row(level, &Fmt::BF16, src, x)
+}
+
 /// `row · a` for a row of a format with an int8 dot product (`fmt.act_quant()` is some),
 /// against activations quantized in that format's layout.
 pub fn dot_row_q(level: Level, fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
