@@ -134,7 +134,7 @@ pub fn vocab_metadata(v: &GgufVocab) -> Vec<(String, GgufValue)> {
 fn describe(v: Option<&GgufValue>) -> String {
     match v {
         None => "missing".into(),
-        Some(GgufValue::Array(t, items)) => format!("an array of {} {t:?}", items.len()),
+        Some(GgufValue::Array(a)) => format!("an array of {} {:?}", a.len(), a.elem()),
         Some(GgufValue::String(s)) if s.len() > 60 => "a long string".into(),
         Some(other) => format!("{other:?}"),
     }
@@ -168,7 +168,7 @@ mod tests {
         assert_eq!(g.get(TOKEN_TYPE).unwrap().ty(), GgufType::Array);
         assert!(matches!(
             g.get(TOKEN_TYPE),
-            Some(GgufValue::Array(GgufType::I32, _))
+            Some(GgufValue::Array(a)) if a.elem() == GgufType::I32
         ));
         assert!(matches!(g.get(BOS), Some(GgufValue::U32(0))));
         assert!(matches!(g.get(ADD_BOS), Some(GgufValue::Bool(true))));

@@ -128,7 +128,7 @@ fn golden_model_in_every_type() {
         assert!(f.get_str("tokenizer.chat_template").is_some());
         assert!(matches!(
             f.get("tokenizer.ggml.token_type"),
-            Some(GgufValue::Array(loader::gguf::GgufType::I32, _))
+            Some(GgufValue::Array(a)) if a.elem() == loader::gguf::GgufType::I32
         ));
 
         let got = logits(&out, &ids, tmp.path());
@@ -410,7 +410,9 @@ fn kl_orders_the_types() {
             assert_eq!(j["top1_agreement_pct"], 100.0);
         }
     }
-    assert_eq!(kls[0], 0.0, "{kls:?}");
+    // f32 holds bf16 exactly; what is left is the order of f32 sums (the bf16 decode
+    // kernel adds even and odd positions in separate lanes), ~1e-13 nats
+    assert!(kls[0] < 1e-9, "{kls:?}");
     assert!(kls[1] > 0.0 && kls[1] < 0.05, "{kls:?}");
     assert!(kls[2] > kls[1], "q4_k KL should exceed q8_0's: {kls:?}");
     // text output

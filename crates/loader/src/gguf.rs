@@ -20,7 +20,7 @@ mod value;
 mod write;
 
 pub use read::{GgufFile, GgufTensorInfo, is_gguf};
-pub use value::{GgufType, GgufValue, dtype_of_ggml, ggml_of_dtype, ggml_type_name};
+pub use value::{GgufArray, GgufType, GgufValue, dtype_of_ggml, ggml_of_dtype, ggml_type_name};
 pub use write::{GgufTensorOut, GgufTensorSpec, write_gguf, write_gguf_streaming};
 
 #[cfg(test)]

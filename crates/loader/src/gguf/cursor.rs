@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{GgufType, GgufValue};
+use super::{GgufArray, GgufType, GgufValue};
 use crate::error::{LoadError, Result};
 
 pub(super) struct Cursor<'a> {
@@ -87,19 +87,46 @@ impl<'a> Cursor<'a> {
                 b => return Err(self.err(format!("`{key}`: bool byte is {b}, not 0 or 1"))),
             },
             GgufType::String => GgufValue::String(self.string(&what)?),
-            GgufType::Array => {
-                if depth >= 8 {
-                    return Err(self.err(format!("`{key}`: arrays nested deeper than 8")));
+            GgufType::Array => GgufValue::Array(self.array(key, depth)?),
+        })
+    }
+
+    /// An array value's type, count and elements, packed (see `GgufArray`).
+    fn array(&mut self, key: &str, depth: usize) -> Result<GgufArray> {
+        if depth >= 8 {
+            return Err(self.err(format!("`{key}`: arrays nested deeper than 8")));
+        }
+        let what = format!("value of `{key}`");
+        let t = self.u32(&what)?;
+        let elem = GgufType::from_u32(t)
+            .ok_or_else(|| self.err(format!("`{key}`: unknown array element type {t}")))?;
+        let n = self.count(elem.min_size(), &format!("element count of `{key}`"))?;
+        Ok(match elem {
+            GgufType::String => {
+                let mut a = GgufArray::empty(elem);
+                for i in 0..n {
+                    let what = format!("string {i} of `{key}`");
+                    let len = self.count(1, &format!("length of {what}"))?;
+                    let bytes = self.take(len, &what)?;
+                    let s = std::str::from_utf8(bytes)
+                        .map_err(|e| self.err(format!("{what} is not valid UTF-8: {e}")))?;
+                    a.push_str(s);
                 }
-                let t = self.u32(&what)?;
-                let elem = GgufType::from_u32(t)
-                    .ok_or_else(|| self.err(format!("`{key}`: unknown array element type {t}")))?;
-                let n = self.count(elem.min_size(), &format!("element count of `{key}`"))?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.value(elem, key, depth + 1)?);
+                a
+            }
+            GgufType::Array => GgufArray::Arrays(
+                (0..n)
+                    .map(|_| self.array(key, depth + 1))
+                    .collect::<Result<_>>()?,
+            ),
+            _ => {
+                let bytes = self.take(n * elem.min_size(), &what)?.to_vec();
+                if elem == GgufType::Bool
+                    && let Some(b) = bytes.iter().find(|&&b| b > 1)
+                {
+                    return Err(self.err(format!("`{key}`: bool byte is {b}, not 0 or 1")));
                 }
-                GgufValue::Array(elem, items)
+                GgufArray::Scalars { elem, bytes }
             }
         })
     }

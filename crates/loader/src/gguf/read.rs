@@ -284,20 +284,16 @@ impl GgufFile {
         self.get(key)?.as_str()
     }
 
-    /// An array of strings (None if any element is not a string).
+    /// An array of strings.
     pub fn get_str_array(&self, key: &str) -> Option<Vec<&str>> {
-        self.get(key)?
-            .as_array()?
-            .iter()
-            .map(|v| v.as_str())
-            .collect()
+        Some(self.get(key)?.as_array()?.strs()?.collect())
     }
 
     /// An array of integers of any width, each fitting in i32.
     pub fn get_i32_array(&self, key: &str) -> Option<Vec<i32>> {
         self.get(key)?
             .as_array()?
-            .iter()
+            .values()
             .map(|v| v.as_i32())
             .collect()
     }
@@ -306,7 +302,7 @@ impl GgufFile {
     pub fn get_u32_array(&self, key: &str) -> Option<Vec<u32>> {
         self.get(key)?
             .as_array()?
-            .iter()
+            .values()
             .map(|v| v.as_u32())
             .collect()
     }
@@ -315,7 +311,7 @@ impl GgufFile {
     pub fn get_f32_array(&self, key: &str) -> Option<Vec<f32>> {
         self.get(key)?
             .as_array()?
-            .iter()
+            .values()
             .map(|v| v.as_f64().map(|x| x as f32))
             .collect()
     }

@@ -33,26 +33,28 @@ fn every_value_type() -> Vec<(String, GgufValue)> {
         ("t.i32s".into(), GgufValue::from_i32s(&[1, -2, 3])),
         (
             "t.u8s".into(),
-            GgufValue::Array(GgufType::U8, vec![GgufValue::U8(1), GgufValue::U8(2)]),
+            GgufValue::array(GgufType::U8, vec![GgufValue::U8(1), GgufValue::U8(2)]).unwrap(),
         ),
-        ("t.empty".into(), GgufValue::Array(GgufType::F32, vec![])),
+        ("t.empty".into(), GgufValue::from_f32s(&[])),
         (
             "t.nested".into(),
-            GgufValue::Array(
+            GgufValue::array(
                 GgufType::Array,
                 vec![
                     GgufValue::from_i32s(&[1, 2]),
-                    GgufValue::Array(GgufType::I32, vec![]),
-                    GgufValue::from_i32s(&[3]),
+                    GgufValue::from_i32s(&[]),
+                    GgufValue::from_strs(&["x", "yz"]),
                 ],
-            ),
+            )
+            .unwrap(),
         ),
         (
             "t.bools".into(),
-            GgufValue::Array(
+            GgufValue::array(
                 GgufType::Bool,
                 vec![GgufValue::Bool(false), GgufValue::Bool(true)],
-            ),
+            )
+            .unwrap(),
         ),
     ]
 }
@@ -439,15 +441,11 @@ fn writer_refuses_bad_input() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("duplicate"), "{e}");
-    let mixed = vec![(
-        "k".to_string(),
-        GgufValue::Array(GgufType::I32, vec![GgufValue::U8(1)]),
-    )];
+    // an array holds one type: a mixed one cannot be built, so never written
     assert!(
-        write_gguf(&p, &mixed, &[])
+        GgufValue::array(GgufType::I32, vec![GgufValue::I32(1), GgufValue::U8(1)])
             .unwrap_err()
-            .to_string()
-            .contains("array of I32")
+            .contains("array of I32 cannot hold element 1, a U8")
     );
     let dup = vec![
         ("k".to_string(), GgufValue::U8(1)),

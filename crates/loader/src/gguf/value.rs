@@ -66,8 +66,8 @@ pub enum GgufValue {
     F32(f32),
     Bool(bool),
     String(String),
-    /// Elements all of type `elem` (arrays may nest).
-    Array(GgufType, Vec<GgufValue>),
+    /// Elements all of one type (arrays may nest), stored packed.
+    Array(GgufArray),
     U64(u64),
     I64(i64),
     F64(f64),
@@ -150,38 +150,187 @@ impl GgufValue {
         }
     }
 
-    pub fn as_array(&self) -> Option<&[GgufValue]> {
+    pub fn as_array(&self) -> Option<&GgufArray> {
         match self {
-            GgufValue::Array(_, v) => Some(v),
+            GgufValue::Array(a) => Some(a),
             _ => None,
         }
     }
 
     /// An array of strings.
     pub fn from_strs<S: AsRef<str>>(items: &[S]) -> GgufValue {
-        GgufValue::Array(
-            GgufType::String,
-            items
-                .iter()
-                .map(|s| GgufValue::String(s.as_ref().to_string()))
-                .collect(),
-        )
+        let mut a = GgufArray::Strings {
+            text: String::new(),
+            ends: Vec::with_capacity(items.len()),
+        };
+        for s in items {
+            a.push_str(s.as_ref());
+        }
+        GgufValue::Array(a)
     }
 
     /// An array of i32.
     pub fn from_i32s(items: &[i32]) -> GgufValue {
-        GgufValue::Array(
-            GgufType::I32,
-            items.iter().map(|&v| GgufValue::I32(v)).collect(),
-        )
+        GgufValue::Array(GgufArray::Scalars {
+            elem: GgufType::I32,
+            bytes: items.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
     }
 
     /// An array of f32.
     pub fn from_f32s(items: &[f32]) -> GgufValue {
-        GgufValue::Array(
-            GgufType::F32,
-            items.iter().map(|&v| GgufValue::F32(v)).collect(),
-        )
+        GgufValue::Array(GgufArray::Scalars {
+            elem: GgufType::F32,
+            bytes: items.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+    }
+
+    /// An array of `elem` from values of that type (an error names the first that is not).
+    pub fn array(elem: GgufType, items: Vec<GgufValue>) -> Result<GgufValue, String> {
+        let mut a = GgufArray::empty(elem);
+        for (i, v) in items.into_iter().enumerate() {
+            if v.ty() != elem {
+                return Err(format!(
+                    "an array of {elem:?} cannot hold element {i}, a {:?}",
+                    v.ty()
+                ));
+            }
+            match (&mut a, v) {
+                (GgufArray::Strings { .. }, GgufValue::String(s)) => a.push_str(&s),
+                (GgufArray::Arrays(v), GgufValue::Array(inner)) => v.push(inner),
+                (GgufArray::Scalars { bytes, .. }, v) => v.put_scalar(bytes),
+                _ => unreachable!("the element type was checked"),
+            }
+        }
+        Ok(GgufValue::Array(a))
+    }
+
+    /// A scalar's little-endian bytes (nothing for strings and arrays).
+    pub(super) fn put_scalar(&self, out: &mut Vec<u8>) {
+        match self {
+            GgufValue::U8(x) => out.push(*x),
+            GgufValue::I8(x) => out.push(*x as u8),
+            GgufValue::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+            GgufValue::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+            GgufValue::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+            GgufValue::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+            GgufValue::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+            GgufValue::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+            GgufValue::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+            GgufValue::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+            GgufValue::Bool(b) => out.push(*b as u8),
+            GgufValue::String(_) | GgufValue::Array(_) => {}
+        }
+    }
+}
+
+/// An array's elements, packed by type: a vocabulary's 129,280 tokens are one string and
+/// an index, not as many allocations (a GGUF file's metadata is parsed whole at open).
+#[derive(Debug, Clone, PartialEq)]
+pub enum GgufArray {
+    /// Numbers or bools (`elem`), each as its little-endian bytes.
+    Scalars { elem: GgufType, bytes: Vec<u8> },
+    /// Strings one after another: string `i` ends at `ends[i]` and starts where the
+    /// previous one ends.
+    Strings { text: String, ends: Vec<usize> },
+    /// Arrays of arrays.
+    Arrays(Vec<GgufArray>),
+}
+
+impl GgufArray {
+    /// No elements of type `elem`.
+    pub fn empty(elem: GgufType) -> GgufArray {
+        match elem {
+            GgufType::String => GgufArray::Strings {
+                text: String::new(),
+                ends: Vec::new(),
+            },
+            GgufType::Array => GgufArray::Arrays(Vec::new()),
+            _ => GgufArray::Scalars {
+                elem,
+                bytes: Vec::new(),
+            },
+        }
+    }
+
+    pub fn elem(&self) -> GgufType {
+        match self {
+            GgufArray::Scalars { elem, .. } => *elem,
+            GgufArray::Strings { .. } => GgufType::String,
+            GgufArray::Arrays(_) => GgufType::Array,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            GgufArray::Scalars { elem, bytes } => bytes.len() / elem.min_size(),
+            GgufArray::Strings { ends, .. } => ends.len(),
+            GgufArray::Arrays(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a string (only to an array of strings).
+    pub(super) fn push_str(&mut self, s: &str) {
+        if let GgufArray::Strings { text, ends } = self {
+            text.push_str(s);
+            ends.push(text.len());
+        }
+    }
+
+    /// The strings, if this is an array of strings.
+    pub fn strs(&self) -> Option<impl Iterator<Item = &str>> {
+        match self {
+            GgufArray::Strings { text, ends } => Some(ends.iter().scan(0, |start, &end| {
+                let s = &text[*start..end];
+                *start = end;
+                Some(s)
+            })),
+            _ => None,
+        }
+    }
+
+    /// Every element as a value (strings and inner arrays copied).
+    pub fn values(&self) -> Box<dyn Iterator<Item = GgufValue> + '_> {
+        match self {
+            GgufArray::Scalars { elem, bytes } => {
+                let (elem, size) = (*elem, elem.min_size());
+                Box::new(bytes.chunks_exact(size).map(move |b| scalar(elem, b)))
+            }
+            GgufArray::Strings { .. } => Box::new(
+                self.strs()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| GgufValue::String(s.to_string())),
+            ),
+            GgufArray::Arrays(v) => Box::new(v.iter().map(|a| GgufValue::Array(a.clone()))),
+        }
+    }
+}
+
+/// The scalar of type `elem` whose little-endian bytes are `b` (`elem.min_size()` of them).
+pub(super) fn scalar(elem: GgufType, b: &[u8]) -> GgufValue {
+    let a = |n: usize| -> [u8; 8] {
+        let mut x = [0u8; 8];
+        x[..n].copy_from_slice(&b[..n]);
+        x
+    };
+    match elem {
+        GgufType::U8 => GgufValue::U8(b[0]),
+        GgufType::I8 => GgufValue::I8(b[0] as i8),
+        GgufType::Bool => GgufValue::Bool(b[0] != 0),
+        GgufType::U16 => GgufValue::U16(u16::from_le_bytes([b[0], b[1]])),
+        GgufType::I16 => GgufValue::I16(i16::from_le_bytes([b[0], b[1]])),
+        GgufType::U32 => GgufValue::U32(u32::from_le_bytes(b[..4].try_into().unwrap())),
+        GgufType::I32 => GgufValue::I32(i32::from_le_bytes(b[..4].try_into().unwrap())),
+        GgufType::F32 => GgufValue::F32(f32::from_le_bytes(b[..4].try_into().unwrap())),
+        GgufType::U64 => GgufValue::U64(u64::from_le_bytes(a(8))),
+        GgufType::I64 => GgufValue::I64(i64::from_le_bytes(a(8))),
+        GgufType::F64 => GgufValue::F64(f64::from_le_bytes(a(8))),
+        GgufType::String | GgufType::Array => unreachable!("not a scalar type"),
     }
 }
 

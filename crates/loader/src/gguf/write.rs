@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use super::{DEFAULT_ALIGNMENT, GgufValue, MAGIC, MAX_DIMS, ggml_of_dtype};
+use super::{DEFAULT_ALIGNMENT, GgufArray, GgufValue, MAGIC, MAX_DIMS, ggml_of_dtype};
 use crate::dtype::DType;
 use crate::error::{LoadError, Result};
 
@@ -30,35 +30,22 @@ pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_value(out: &mut Vec<u8>, v: &GgufValue, key: &str) -> std::result::Result<(), String> {
+fn put_value(out: &mut Vec<u8>, v: &GgufValue) {
     match v {
-        GgufValue::U8(x) => out.push(*x),
-        GgufValue::I8(x) => out.push(*x as u8),
-        GgufValue::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::Bool(b) => out.push(*b as u8),
         GgufValue::String(s) => put_str(out, s),
-        GgufValue::Array(elem, items) => {
-            out.extend_from_slice(&(*elem as u32).to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for it in items {
-                if it.ty() != *elem {
-                    return Err(format!(
-                        "`{key}`: array of {elem:?} holds a {:?} element",
-                        it.ty()
-                    ));
-                }
-                put_value(out, it, key)?;
-            }
-        }
+        GgufValue::Array(a) => put_array(out, a),
+        scalar => scalar.put_scalar(out),
     }
-    Ok(())
+}
+
+fn put_array(out: &mut Vec<u8>, a: &GgufArray) {
+    out.extend_from_slice(&(a.elem() as u32).to_le_bytes());
+    out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+    match a {
+        GgufArray::Scalars { bytes, .. } => out.extend_from_slice(bytes),
+        GgufArray::Strings { .. } => a.strs().into_iter().flatten().for_each(|s| put_str(out, s)),
+        GgufArray::Arrays(v) => v.iter().for_each(|inner| put_array(out, inner)),
+    }
 }
 
 /// Write a GGUF v3 file from tensors in memory, aligned to 32 bytes (what llama.cpp writes
@@ -112,7 +99,7 @@ pub fn write_gguf_streaming(
         }
         put_str(&mut head, k);
         head.extend_from_slice(&(v.ty() as u32).to_le_bytes());
-        put_value(&mut head, v, k).map_err(bad)?;
+        put_value(&mut head, v);
     }
     let mut sizes = Vec::with_capacity(specs.len());
     let mut offset = 0u64;

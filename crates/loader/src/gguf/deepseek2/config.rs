@@ -41,7 +41,7 @@ impl Meta<'_> {
             return Ok(None);
         };
         if let Some(a) = v.as_array() {
-            let vals: Option<Vec<u64>> = a.iter().map(|x| x.as_u64()).collect();
+            let vals: Option<Vec<u64>> = a.values().map(|x| x.as_u64()).collect();
             return match vals.as_deref() {
                 Some([first, rest @ ..]) if rest.iter().all(|x| x == first) => Ok(Some(*first)),
                 _ => Err(self.bad(k, format!("expected one non-negative integer, found {v:?}"))),
