@@ -33,6 +33,10 @@ thread_local! {
     static QPANEL: RefCell<qpanel::QPanel> = RefCell::new(qpanel::QPanel::default());
     /// The experts sharing one parallel region.
     static EXPERT_LIST: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// Those experts' input rows, gathered when the other experts' rows are many, and
+    /// where each expert's rows start among them.
+    static EXPERT_ROWS: RefCell<(Vec<f32>, Vec<usize>)> =
+        const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
@@ -409,26 +413,50 @@ pub fn matmul_experts<'w>(
         let Some(fmt) = fmt else { return };
         let list = &*list;
         let out = Disjoint::new(y);
-        // every row of x is quantized (cheap next to the weights); the listed experts use theirs
-        with_acts(level, fmt, x, k, |acts| {
-            pool.for_ranges(list.len() * m, ROW_ALIGN, &|vs| {
-                let mut cur = usize::MAX;
-                let mut rows = None;
-                for v in vs {
-                    let (li, r) = (v / m, v % m);
-                    let e = list[li];
-                    if e != cur {
-                        cur = e;
-                        rows = Some(w(e).rows());
-                    }
-                    let (f, bytes) = rows.as_ref().expect("set above").get(r);
-                    for i in starts[e]..starts[e + 1] {
-                        let val = acts.dot(level, &f, bytes, i);
-                        // SAFETY: (expert, r) belongs to this share alone; rows i of
-                        // different experts are disjoint; i * m + r < total * m.
-                        unsafe { *out.ptr().add(i * m + r) = val };
-                    }
+        EXPERT_ROWS.with(|g| {
+            let mut g = g.borrow_mut();
+            let (rows_x, first) = &mut *g;
+            // The listed experts' rows are made ready for their products (quantized, or
+            // rearranged for bf16): all of x in decode, where they are all of it; only theirs
+            // in a prefill, where the other experts took the panel path above.
+            first.clear();
+            let mut listed = 0;
+            for &e in list {
+                first.push(listed);
+                listed += starts[e + 1] - starts[e];
+            }
+            let xs: &[f32] = if listed == total {
+                first.clear();
+                first.extend(list.iter().map(|&e| starts[e]));
+                x
+            } else {
+                rows_x.clear();
+                for &e in list {
+                    rows_x.extend_from_slice(&x[starts[e] * k..starts[e + 1] * k]);
                 }
+                rows_x
+            };
+            let first = &*first;
+            with_acts(level, fmt, xs, k, |acts| {
+                pool.for_ranges(list.len() * m, ROW_ALIGN, &|vs| {
+                    let mut cur = usize::MAX;
+                    let mut rows = None;
+                    for v in vs {
+                        let (li, r) = (v / m, v % m);
+                        let e = list[li];
+                        if e != cur {
+                            cur = e;
+                            rows = Some(w(e).rows());
+                        }
+                        let (f, bytes) = rows.as_ref().expect("set above").get(r);
+                        for i in starts[e]..starts[e + 1] {
+                            let val = acts.dot(level, &f, bytes, first[li] + i - starts[e]);
+                            // SAFETY: (expert, r) belongs to this share alone; rows i of
+                            // different experts are disjoint; i * m + r < total * m.
+                            unsafe { *out.ptr().add(i * m + r) = val };
+                        }
+                    }
+                });
             });
         });
     });
