@@ -52,7 +52,8 @@ pub struct ModelArgs {
     /// transparent 2 MiB pages (Linux), which decode streams faster (+8-16% here) at the
     /// cost of reading the whole file at start-up; `auto`: huge-pages for the long-running
     /// commands (serve, chat, bench) on the CPU backend, with 256 MiB of weight files or
-    /// more, where the kernel gives huge pages; else mmap.
+    /// more that fit in 80% of the available memory, where the kernel gives huge pages;
+    /// else mmap.
     #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub load: LoadMode,
     /// Set by the long-running commands: `--load auto` then pays a slower start for faster
@@ -71,6 +72,14 @@ pub enum LoadMode {
 /// From this many bytes of weight files on, `--load auto` copies them into huge pages
 /// (a smaller model is not worth reading whole at start-up).
 const HUGE_PAGES_FROM: u64 = 256 << 20;
+
+/// Memory the kernel says is available for new allocations (`MemAvailable`, Linux).
+fn mem_available() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
 
 /// Bytes of the weight files at `path`: a GGUF file, or a directory's *.safetensors.
 fn weight_file_bytes(path: &Path) -> u64 {
@@ -151,10 +160,14 @@ impl ModelArgs {
             }
             LoadMode::HugePages => true,
             LoadMode::Auto => {
+                let bytes = weight_file_bytes(path);
                 self.long_running
                     && self.backend_kind == BackendKind::Cpu
                     && loader::huge_pages_available()
-                    && weight_file_bytes(path) >= HUGE_PAGES_FROM
+                    && bytes >= HUGE_PAGES_FROM
+                    // a copy must fit in memory with room to spare; a mapping larger than
+                    // memory still runs, paged in and out by the kernel
+                    && mem_available().is_some_and(|m| bytes <= m / 10 * 8)
             }
         };
         Ok(if huge {
