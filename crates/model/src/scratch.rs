@@ -153,7 +153,10 @@ mod tests {
         }
         let (count, capacity) = free_list();
         assert!(count <= 3, "{count} vectors kept");
-        assert!(capacity <= 16 * 1300 + 64 + 16 * 300, "{capacity} values kept");
+        assert!(
+            capacity <= 16 * 1300 + 64 + 16 * 300,
+            "{capacity} values kept"
+        );
         // and once sizes stop growing, a step reuses them all
         let before = free_list();
         {
