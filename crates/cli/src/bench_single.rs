@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use model::{ForwardBatch, LogitsMode, Model, SeqChunk};
 use serde_json::json;
 
-use crate::common::ModelArgs;
+use crate::common::{LoadMode, ModelArgs};
 
 #[derive(Args)]
 pub struct SingleArgs {
@@ -84,7 +84,10 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
     if a.membw {
         return membw(m, a);
     }
-    let model = m.long_running().load_model()?;
+    let m = &m.long_running();
+    // as llama-bench's `use_mmap` (the embedded model is in the binary: mapped too)
+    let use_mmap = m.load != LoadMode::HugePages || m.model.is_none();
+    let model = m.load_model()?;
     let (level, threads) = m.kernel_choice()?; // what the model was built with, for the report
     let ctx = model.config.max_position_embeddings;
     let mut tests = Vec::new();
@@ -126,11 +129,6 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
         .map(|t| t.numel())
         .sum();
     let types = dtype_summary(&ckpt);
-    // as llama-bench's `use_mmap` (the embedded model is in the binary: mapped too)
-    let use_mmap = match &m.model {
-        Some(p) => m.long_running().residency(p)? == loader::Residency::Mapped,
-        None => true,
-    };
     drop(ckpt);
     let mut records = Vec::new();
     if a.output == Output::Md {

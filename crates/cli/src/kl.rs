@@ -63,7 +63,6 @@ pub fn run(a: &KlArgs) -> Result<()> {
         numa: a.model.numa,
         backend_kind: a.model.backend_kind,
         load: a.model.load,
-        long_running: a.model.long_running,
     };
     let texts = texts(a)?;
     let need_tok = !texts.is_empty();

@@ -46,7 +46,6 @@ pub fn run(a: &TokenizeArgs) -> Result<()> {
         numa: None,
         backend_kind: crate::common::BackendKind::Cpu,
         load: crate::common::LoadMode::Mmap,
-        long_running: false,
     }
     .load_tokenizer()?;
     if let Some(text) = &a.text {

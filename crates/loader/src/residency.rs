@@ -6,7 +6,7 @@
 //! Streaming a 2 GiB file on our 2-core Zen 4 machines, 2 threads: 28.1 GB/s through its
 //! file mapping, 30.1 from 4 KiB anonymous pages, 33.3 from 2 MiB pages (medians of 5).
 //! Linux's page cache does not give regular files' mappings huge pages, so the fast path is
-//! a copy; the mapping is then never touched, so resident memory stays the weights' size.
+//! a copy; the file is read, never mapped, so resident memory stays the weights' size.
 
 use std::fs::File;
 use std::io;

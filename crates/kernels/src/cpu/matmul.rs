@@ -57,12 +57,12 @@ enum Acts<'a> {
         k: usize,
     },
     Q(&'a QActs),
-    /// bf16 weights: rows of `x` with their `simd::bf16_pairs` (`full` values a row)
+    /// bf16 weights: rows of `x` with their `simd::bf16_pairs` (the whole 32-blocks of
+    /// each row)
     Bf16 {
         x: &'a [f32],
         pairs: &'a [f32],
         k: usize,
-        full: usize,
     },
 }
 
@@ -73,12 +73,15 @@ impl Acts<'_> {
         match self {
             Acts::F32 { x, k } => simd::dot_row(level, fmt, src, &x[i * k..(i + 1) * k]),
             Acts::Q(q) => simd::dot_row_q(level, fmt, src, &q.row(i)),
-            Acts::Bf16 { x, pairs, k, full } => simd::dot_row_bf16_pairs(
-                level,
-                src,
-                &x[i * k..(i + 1) * k],
-                &pairs[i * full..(i + 1) * full],
-            ),
+            Acts::Bf16 { x, pairs, k } => {
+                let full = k / 32 * 32;
+                simd::dot_row_bf16_pairs(
+                    level,
+                    src,
+                    &x[i * k..(i + 1) * k],
+                    &pairs[i * full..(i + 1) * full],
+                )
+            }
         }
     }
 }
@@ -95,17 +98,11 @@ fn with_acts<R>(
     if matches!(fmt, Fmt::BF16) && simd::has_bf16_pairs(level) {
         return PAIRS.with(|p| {
             let mut p = p.borrow_mut();
-            let full = k / 32 * 32;
             p.clear();
             for xr in x.chunks_exact(k) {
                 simd::bf16_pairs(xr, &mut p);
             }
-            f(&Acts::Bf16 {
-                x,
-                pairs: &p,
-                k,
-                full,
-            })
+            f(&Acts::Bf16 { x, pairs: &p, k })
         });
     }
     match fmt.act_quant() {
@@ -419,23 +416,17 @@ pub fn matmul_experts<'w>(
             // The listed experts' rows are made ready for their products (quantized, or
             // rearranged for bf16): all of x in decode, where they are all of it; only theirs
             // in a prefill, where the other experts took the panel path above.
+            let listed: usize = list.iter().map(|&e| starts[e + 1] - starts[e]).sum();
+            let whole = listed == total;
             first.clear();
-            let mut listed = 0;
+            rows_x.clear();
             for &e in list {
-                first.push(listed);
-                listed += starts[e + 1] - starts[e];
-            }
-            let xs: &[f32] = if listed == total {
-                first.clear();
-                first.extend(list.iter().map(|&e| starts[e]));
-                x
-            } else {
-                rows_x.clear();
-                for &e in list {
+                first.push(if whole { starts[e] } else { rows_x.len() / k });
+                if !whole {
                     rows_x.extend_from_slice(&x[starts[e] * k..starts[e + 1] * k]);
                 }
-                rows_x
-            };
+            }
+            let xs: &[f32] = if whole { x } else { rows_x };
             let first = &*first;
             with_acts(level, fmt, xs, k, |acts| {
                 pool.for_ranges(list.len() * m, ROW_ALIGN, &|vs| {
