@@ -7,20 +7,42 @@
 //! `[c_kv | k_pe]` rows): scores = Q · KVᵀ through the same register-tiled panel kernel as
 //! the weights (a cache block is already a contiguous f32 panel), then O = P · C_kv with an
 //! outer-product kernel. Each cache block is read once per query block rather than once
-//! per head, which is what keeps decode at depth bound by memory, not by dot products.
+//! per head.
+//!
+//! Decode (and any step with few query rows) splits the *positions* across threads instead,
+//! as flash-decoding does: each thread walks its tiles of 64 cached rows once, computing
+//! the tile's scores for every query row, an online-softmax step and the tile's share of
+//! the output while the tile is in L1/L2; the threads' partial outputs are merged by
+//! their maxima and sums at the end. The query rows sit in vector lanes (the queries are
+//! transposed once), so scores are outer products, the softmax runs lane-wise with a
+//! vectorised exp, and nothing needs a horizontal sum. The two-pass form read the whole
+//! cache twice per query block and ran libm's exp per score; at depth 4096 it was ~4x
+//! slower. The scalar level keeps the two-pass form: it is the oracle the others are
+//! tested against.
 
 use std::cell::RefCell;
 
 use super::dispatch::Level;
 use super::norm::softmax;
 use super::pool::{Disjoint, ThreadPool};
-use super::simd::{self, GemmPanel, PvBlock};
+use super::simd::{self, GemmPanel, PvBlock, PvTile, ScoresTile, SoftmaxStep};
 use crate::backend::MlaAttention;
 
 thread_local! {
     /// The caller's `[q_latent | q_pe]` rows.
     static QUERY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The split path's per-chunk partial outputs (`[rows * r | m | l]` per chunk).
+    static PARTIAL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The split path's per-lane count of visible positions.
+    static VISIBLE: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
+
+/// At most this many query rows (tokens x heads) take the split-positions path: a decode
+/// step of V3's 128 heads, or two tokens of a speculative check.
+const SPLIT_ROWS: usize = 256;
+/// Cached positions per tile of the split path: 64 rows of 576 f32 are 147 KB, which stay
+/// in L2 between the two products.
+const TILE: usize = 64;
 
 pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out: &mut [f32]) {
     let (h, r, p) = (a.n_heads, a.kv_lora_rank, a.rope_dim);
@@ -41,6 +63,9 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
             q[i * row + r..(i + 1) * row].copy_from_slice(&a.q_pe[i * p..(i + 1) * p]);
         }
         let q = &q[..rows * row];
+        if level != Level::Scalar && rows <= SPLIT_ROWS {
+            return split_positions(level, pool, a, q, out);
+        }
         // Query blocks: one per thread for a decode step (each block reads the whole
         // cache once, so fewer is better), a whole number of 4-row tiles, at most 64 rows.
         let per = rows
@@ -131,4 +156,146 @@ fn attend(
             simd::pv_accumulate(level, &pv, o);
         }
     }
+}
+
+/// The flash-decoding form (see the module's doc): tiles of positions over threads, query
+/// rows in lanes.
+fn split_positions(
+    level: Level,
+    pool: &ThreadPool,
+    a: &MlaAttention<'_>,
+    q: &[f32],
+    out: &mut [f32],
+) {
+    let (h, r, p) = (a.n_heads, a.kv_lora_rank, a.rope_dim);
+    let row = r + p;
+    let rows = q.len() / row;
+    let tokens = rows / h;
+    let lanes = rows.next_multiple_of(16);
+    let len = a.start_pos + tokens;
+    let tiles = len.div_ceil(TILE);
+    // two chunks a thread, so a thread the host slows down leaves less behind
+    let chunks = (pool.threads() * 2).min(tiles).max(1);
+    let per_chunk = rows * r + 2 * lanes;
+    PARTIAL.with(|buf| {
+        VISIBLE.with(|vis| {
+            let mut buf = buf.borrow_mut();
+            let mut vis = vis.borrow_mut();
+            // padding lanes see nothing
+            vis.clear();
+            vis.extend((0..lanes).map(|i| {
+                if i < rows {
+                    (a.start_pos + i / h + 1) as u32
+                } else {
+                    0
+                }
+            }));
+            let visible = &vis[..];
+            if buf.len() < chunks * per_chunk {
+                buf.resize(chunks * per_chunk, 0.0);
+            }
+            let dst = Disjoint::new(&mut buf[..]);
+            let bs = a.block_size;
+            pool.for_chunks_scratch(chunks, TILE * lanes + lanes, &|c, scratch| {
+                let (s, alpha) = scratch.split_at_mut(TILE * lanes);
+                // SAFETY: chunk c's region of the partials is written by this chunk alone.
+                let part = unsafe { dst.slice(c * per_chunk, per_chunk) };
+                let (o, ml) = part.split_at_mut(rows * r);
+                let (m, l) = ml.split_at_mut(lanes);
+                o.fill(0.0);
+                m.fill(f32::NEG_INFINITY);
+                l.fill(0.0);
+                // cached-row offsets of this tile and of the next (fetched ahead)
+                let mut offs = [0usize; TILE];
+                let mut next = [0usize; TILE];
+                let fill = |t: usize, offs: &mut [usize; TILE]| -> usize {
+                    let j0 = t * TILE;
+                    let nj = TILE.min(len - j0);
+                    for (j, off) in offs[..nj].iter_mut().enumerate() {
+                        let pos = j0 + j;
+                        *off = (a.blocks[pos / bs] as usize * bs + pos % bs) * row;
+                    }
+                    // the score kernel takes whole groups of 8: repeat the last row
+                    let last = offs[nj - 1];
+                    offs[nj..nj.next_multiple_of(8)].fill(last);
+                    nj
+                };
+                let (first, end) = (tiles * c / chunks, tiles * (c + 1) / chunks);
+                let mut nj = if first < end {
+                    fill(first, &mut offs)
+                } else {
+                    0
+                };
+                for t in first..end {
+                    let j0 = t * TILE;
+                    let ahead = if t + 1 < end {
+                        fill(t + 1, &mut next)
+                    } else {
+                        0
+                    };
+                    let sc = ScoresTile {
+                        q,
+                        rows,
+                        lanes,
+                        k: row,
+                        kv: a.kv,
+                        offs: &offs[..nj.next_multiple_of(8)],
+                        prefetch: &next[..ahead],
+                    };
+                    simd::scores_t(level, &sc, s);
+                    let mut st = SoftmaxStep {
+                        nj,
+                        lanes,
+                        j0,
+                        scale: a.scale,
+                        visible,
+                        m,
+                        l,
+                        alpha,
+                    };
+                    simd::softmax_step(level, s, &mut st);
+                    for (oi, &al) in o.chunks_exact_mut(r).zip(alpha.iter()) {
+                        if al != 1.0 {
+                            oi.iter_mut().for_each(|v| *v *= al);
+                        }
+                    }
+                    let pv = PvTile {
+                        p: s,
+                        lanes,
+                        rows,
+                        kv: a.kv,
+                        offs: &offs[..nj],
+                        width: r,
+                    };
+                    simd::pv_t(level, &pv, o);
+                    std::mem::swap(&mut offs, &mut next);
+                    nj = ahead;
+                }
+            });
+            // merge: each chunk's sums scaled to the overall maximum of its row
+            let parts = &buf[..chunks * per_chunk];
+            for i in 0..rows {
+                let mc = |c: usize| parts[c * per_chunk + rows * r + i];
+                let lc = |c: usize| parts[c * per_chunk + rows * r + lanes + i];
+                let top = (0..chunks).map(mc).fold(f32::NEG_INFINITY, f32::max);
+                let w = |c: usize| {
+                    if mc(c) == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        (mc(c) - top).exp()
+                    }
+                };
+                let total: f32 = (0..chunks).map(|c| w(c) * lc(c)).sum();
+                let oi = &mut out[i * r..(i + 1) * r];
+                oi.fill(0.0);
+                for c in 0..chunks {
+                    let f = w(c) / total;
+                    if f != 0.0 {
+                        let src = &parts[c * per_chunk + i * r..c * per_chunk + (i + 1) * r];
+                        oi.iter_mut().zip(src).for_each(|(o, &v)| *o += f * v);
+                    }
+                }
+            }
+        })
+    });
 }

@@ -189,3 +189,69 @@ pub fn pv_accumulate(level: Level, b: &PvBlock<'_>, out: &mut [f32]) {
     assert!(out.len() >= b.n * b.width);
     dispatch!(level, pv_accumulate(b, out))
 }
+
+/// Decode attention with the query rows in vector lanes (see `attention.rs`): `q` is
+/// `[rows, k]`, `kv[offs[j]..offs[j] + k]` is cached row `j` of the tile, and the scores
+/// come out transposed, one group of `lanes` (a multiple of 16, at least `rows`) per
+/// position: `s[j * lanes + i] = q[i] · kv[offs[j]..]` for `i < rows` and `j <
+/// offs.len()`, which must be a multiple of 8 (callers pad by repeating a row). Padding
+/// lanes are left as they were.
+pub struct ScoresTile<'a> {
+    pub q: &'a [f32],
+    pub rows: usize,
+    pub lanes: usize,
+    pub k: usize,
+    pub kv: &'a [f32],
+    pub offs: &'a [usize],
+    /// Offsets of rows to fetch ahead into cache while this tile computes (the next
+    /// tile's). A hint: kernels may ignore it.
+    pub prefetch: &'a [usize],
+}
+
+pub fn scores_t(level: Level, t: &ScoresTile<'_>, s: &mut [f32]) {
+    assert!(t.lanes.is_multiple_of(16) && t.rows <= t.lanes && t.offs.len().is_multiple_of(8));
+    assert!(t.q.len() >= t.rows * t.k && s.len() >= t.offs.len() * t.lanes);
+    assert!(t.offs.iter().all(|&o| o + t.k <= t.kv.len()));
+    dispatch!(level, scores_t(t, s))
+}
+
+/// One tile's step of the online softmax, per lane `i` (one query row): scores of
+/// positions `j0..j0 + nj` are scaled, masked from position `visible[i]` on, and replaced by
+/// `exp(score - m)` with `m` the running maximum, which is updated; `alpha[i]` is what the
+/// row's earlier sums must be multiplied by (`exp(m_old - m_new)`), and `l` the running
+/// sum of the exponentials, already rescaled.
+pub struct SoftmaxStep<'a> {
+    pub nj: usize,
+    pub lanes: usize,
+    pub j0: usize,
+    pub scale: f32,
+    pub visible: &'a [u32],
+    pub m: &'a mut [f32],
+    pub l: &'a mut [f32],
+    pub alpha: &'a mut [f32],
+}
+
+pub fn softmax_step(level: Level, s: &mut [f32], st: &mut SoftmaxStep<'_>) {
+    let n = st.lanes;
+    assert!(n.is_multiple_of(16) && s.len() >= st.nj * n && st.visible.len() >= n);
+    assert!(st.m.len() >= n && st.l.len() >= n && st.alpha.len() >= n);
+    dispatch!(level, softmax_step(s, st))
+}
+
+/// `o[i * width + c] += Σ_j p[j * lanes + i] · kv[offs[j] + c]` for `i < rows`, `c < width`,
+/// `j < offs.len()`: a tile's probabilities times its cached latents.
+pub struct PvTile<'a> {
+    pub p: &'a [f32],
+    pub lanes: usize,
+    pub rows: usize,
+    pub kv: &'a [f32],
+    pub offs: &'a [usize],
+    pub width: usize,
+}
+
+pub fn pv_t(level: Level, t: &PvTile<'_>, o: &mut [f32]) {
+    assert!(t.rows <= t.lanes && t.p.len() >= t.offs.len() * t.lanes);
+    assert!(o.len() >= t.rows * t.width);
+    assert!(t.offs.iter().all(|&o| o + t.width <= t.kv.len()));
+    dispatch!(level, pv_t(t, o))
+}

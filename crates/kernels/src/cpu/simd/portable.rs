@@ -2,7 +2,7 @@
 //! body the x86 levels compile with their target features where hand-written intrinsics
 //! do not pay (K-quant unpacking autovectorises well).
 
-use super::{Fmt, GemmPanel, PvBlock, QRow};
+use super::{Fmt, GemmPanel, PvBlock, PvTile, QRow, ScoresTile, SoftmaxStep};
 use loader::{bf16_to_f32, f16_to_f32, fp8_e4m3_to_f32, quant};
 
 #[inline(always)]
@@ -209,6 +209,92 @@ pub fn pv_accumulate(b: &PvBlock<'_>, out: &mut [f32]) {
         for j in 0..b.nj {
             let pij = b.p[i * b.ld_p + b.j0 + j];
             axpy(pij, &b.v[j * b.ld_v..j * b.ld_v + b.width], o);
+        }
+    }
+}
+
+/// `e^x` to about 2 ulp without a libm call, so loops over it vectorise: Cody-Waite
+/// reduction by ln 2 and Cephes' degree-6 polynomial for `e^r` on [-ln2/2, ln2/2]. Exactly 0
+/// below -87.33 (where e^x leaves the normal range) and for -inf.
+#[inline(always)]
+pub fn exp_approx(x: f32) -> f32 {
+    let xc = x.clamp(-87.33, 88.37);
+    let n = (xc * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = xc - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    let pow = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.33 { 0.0 } else { e * pow }
+}
+
+pub fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
+    for (j, &off) in t.offs.iter().enumerate() {
+        let key = &t.kv[off..off + t.k];
+        for (i, qi) in t.q.chunks_exact(t.k).take(t.rows).enumerate() {
+            s[j * t.lanes + i] = dot(qi, key);
+        }
+    }
+}
+
+pub fn softmax_step(s: &mut [f32], st: &mut SoftmaxStep<'_>) {
+    let n = st.lanes;
+    let (vis, m, l, alpha) = (
+        &st.visible[..n],
+        &mut st.m[..n],
+        &mut st.l[..n],
+        &mut st.alpha[..n],
+    );
+    // scale and mask, running maxima into `alpha` for now
+    alpha.copy_from_slice(m);
+    for j in 0..st.nj {
+        let pos = (st.j0 + j) as u32;
+        for ((v, &lim), mx) in s[j * n..(j + 1) * n]
+            .iter_mut()
+            .zip(vis)
+            .zip(alpha.iter_mut())
+        {
+            *v = if pos < lim {
+                *v * st.scale
+            } else {
+                f32::NEG_INFINITY
+            };
+            *mx = mx.max(*v);
+        }
+    }
+    for i in 0..n {
+        // a row that has seen nothing visible yet keeps m = -inf, alpha = 1 (its sums are 0)
+        let new = alpha[i];
+        alpha[i] = if new == f32::NEG_INFINITY {
+            1.0
+        } else {
+            exp_approx(m[i] - new)
+        };
+        l[i] *= alpha[i];
+        m[i] = new;
+    }
+    for j in 0..st.nj {
+        for ((v, &mi), sum) in s[j * n..(j + 1) * n]
+            .iter_mut()
+            .zip(m.iter())
+            .zip(l.iter_mut())
+        {
+            let base = if mi == f32::NEG_INFINITY { 0.0 } else { mi };
+            *v = exp_approx(*v - base);
+            *sum += *v;
+        }
+    }
+}
+
+pub fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
+    for i in 0..t.rows {
+        let oi = &mut o[i * t.width..(i + 1) * t.width];
+        for (j, &off) in t.offs.iter().enumerate() {
+            axpy(t.p[j * t.lanes + i], &t.kv[off..off + t.width], oi);
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use core::arch::wasm32::*;
 
-use super::super::{Fmt, GemmPanel, PvBlock, QRow, portable};
+use super::super::{Fmt, GemmPanel, PvBlock, PvTile, QRow, ScoresTile, SoftmaxStep, portable};
 
 #[inline(always)]
 fn hsum(v: v128) -> f32 {
@@ -220,4 +220,16 @@ pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
 
 pub unsafe fn pv_accumulate(b: &PvBlock<'_>, out: &mut [f32]) {
     portable::pv_accumulate(b, out)
+}
+
+pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
+    portable::scores_t(t, s)
+}
+
+pub unsafe fn softmax_step(s: &mut [f32], st: &mut SoftmaxStep<'_>) {
+    portable::softmax_step(s, st)
+}
+
+pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
+    portable::pv_t(t, o)
 }

@@ -2,7 +2,7 @@
 //! vectorises 8 wide. Hand-written intrinsics for this level can replace any of them
 //! later without touching callers.
 
-use super::super::{Fmt, GemmPanel, PvBlock, QRow, portable};
+use super::super::{Fmt, GemmPanel, PvBlock, PvTile, QRow, ScoresTile, SoftmaxStep, portable};
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -37,4 +37,19 @@ pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn pv_accumulate(b: &PvBlock<'_>, out: &mut [f32]) {
     portable::pv_accumulate(b, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
+    portable::scores_t(t, s)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn softmax_step(s: &mut [f32], st: &mut SoftmaxStep<'_>) {
+    portable::softmax_step(s, st)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
+    portable::pv_t(t, o)
 }

@@ -3,6 +3,7 @@
 
 pub mod avx2;
 pub mod avx512;
+mod avx512_attention;
 mod avx512_int8;
 pub mod avx512_qgemm;
 pub mod avx512vnni;

@@ -1,0 +1,245 @@
+//! AVX-512 decode attention (see `attention.rs`): scores are register-tiled dot products
+//! stored with the query rows in lanes (one vector of scores per position), so every row's
+//! softmax runs lane-wise; the probabilities times the latents are outer products.
+
+use std::arch::x86_64::*;
+
+use super::super::{PvTile, ScoresTile, SoftmaxStep};
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
+    let (q, rows, lanes, k, kv, offs) = (t.q, t.rows, t.lanes, t.k, t.kv, t.offs);
+    let tail = k % 16;
+    let m = if tail == 0 {
+        0xffff
+    } else {
+        ((1u32 << tail) - 1) as __mmask16
+    };
+    let groups = offs.len() / 4;
+    let ahead = t.prefetch.len().div_ceil(groups.max(1));
+    for jt in 0..groups {
+        // SAFETY (here and below): the wrapper checked every row's bounds, q's and s's.
+        let keys: [*const f32; 4] =
+            std::array::from_fn(|j| unsafe { kv.as_ptr().add(offs[jt * 4 + j]) });
+        // the next tile's rows, spread over the groups, into L2: the prefetchers see
+        // only short streams (one cached row is 34-36 lines), and this product is where
+        // the cache first comes in from memory
+        for &off in t.prefetch.iter().skip(ahead * jt).take(ahead) {
+            let row = kv.as_ptr().wrapping_add(off);
+            for line in (0..k).step_by(16) {
+                // a hint: it never faults, even out of bounds
+                _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(line) as *const i8);
+            }
+        }
+        let out = unsafe { s.as_mut_ptr().add(jt * 4 * lanes) };
+        let mut i = 0;
+        while i < rows {
+            let qi = unsafe { q.as_ptr().add(i * k) };
+            unsafe {
+                match rows - i {
+                    1 => scores_tile::<1>(qi, k, m, &keys, lanes, out.add(i)),
+                    2 => scores_tile::<2>(qi, k, m, &keys, lanes, out.add(i)),
+                    3 => scores_tile::<3>(qi, k, m, &keys, lanes, out.add(i)),
+                    _ => scores_tile::<4>(qi, k, m, &keys, lanes, out.add(i)),
+                }
+            }
+            i += 4;
+        }
+    }
+}
+
+/// `R` query rows by 4 positions as dot products along the row (`R + 4` loads for `4R`
+/// FMAs per 16 values; the last 16 masked by `m`), each sum reduced once at the end and
+/// stored lane-wise: `out[j * lanes + i]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn scores_tile<const R: usize>(
+    q: *const f32,
+    k: usize,
+    m: __mmask16,
+    keys: &[*const f32; 4],
+    lanes: usize,
+    out: *mut f32,
+) {
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        let whole = k / 16;
+        for d in (0..whole * 16).step_by(16) {
+            let kv: [__m512; 4] = std::array::from_fn(|j| _mm512_loadu_ps(keys[j].add(d)));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let qv = _mm512_loadu_ps(q.add(i * k + d));
+                for j in 0..4 {
+                    a[j] = _mm512_fmadd_ps(qv, kv[j], a[j]);
+                }
+            }
+        }
+        if whole * 16 < k {
+            let d = whole * 16;
+            let kv: [__m512; 4] = std::array::from_fn(|j| _mm512_maskz_loadu_ps(m, keys[j].add(d)));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let qv = _mm512_maskz_loadu_ps(m, q.add(i * k + d));
+                for j in 0..4 {
+                    a[j] = _mm512_fmadd_ps(qv, kv[j], a[j]);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (j, v) in a.iter().enumerate() {
+                *out.add(j * lanes + i) = _mm512_reduce_add_ps(*v);
+            }
+        }
+    }
+}
+
+/// `e^x` lane-wise, as `portable::exp_approx` (same reduction and polynomial), with the
+/// power of two applied by `vscalefps`; 0 below -87.33 and for -inf.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn exp512(x: __m512) -> __m512 {
+    let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.33));
+    let xc = _mm512_min_ps(
+        _mm512_max_ps(x, _mm512_set1_ps(-87.33)),
+        _mm512_set1_ps(88.37),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
+        xc,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+        _mm512_set1_ps(0.5),
+    ));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), xc);
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let e = _mm512_add_ps(
+        _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
+        _mm512_set1_ps(1.0),
+    );
+    _mm512_maskz_scalef_ps(live, e, n)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn softmax_step(s: &mut [f32], st: &mut SoftmaxStep<'_>) {
+    let n = st.lanes;
+    let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+    let scale = _mm512_set1_ps(st.scale);
+    for g in (0..n).step_by(16) {
+        // SAFETY (here and below): the wrapper checked the lengths of s, m, l, alpha, visible.
+        unsafe {
+            let vis = _mm512_loadu_si512(st.visible.as_ptr().add(g) as *const _);
+            let m_old = _mm512_loadu_ps(st.m.as_ptr().add(g));
+            let mut mx = m_old;
+            for j in 0..st.nj {
+                let p = s.as_mut_ptr().add(j * n + g);
+                let seen = _mm512_cmpgt_epu32_mask(vis, _mm512_set1_epi32((st.j0 + j) as i32));
+                let v = _mm512_mask_mul_ps(ninf, seen, _mm512_loadu_ps(p), scale);
+                _mm512_storeu_ps(p, v);
+                mx = _mm512_max_ps(mx, v);
+            }
+            let empty = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(mx, ninf);
+            // rows still without a visible position keep alpha 1 and exponents against 0
+            let alpha =
+                _mm512_mask_blend_ps(empty, exp512(_mm512_sub_ps(m_old, mx)), _mm512_set1_ps(1.0));
+            let base = _mm512_mask_blend_ps(empty, mx, _mm512_setzero_ps());
+            let mut sum = _mm512_mul_ps(_mm512_loadu_ps(st.l.as_ptr().add(g)), alpha);
+            for j in 0..st.nj {
+                let p = s.as_mut_ptr().add(j * n + g);
+                let e = exp512(_mm512_sub_ps(_mm512_loadu_ps(p), base));
+                _mm512_storeu_ps(p, e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            _mm512_storeu_ps(st.m.as_mut_ptr().add(g), mx);
+            _mm512_storeu_ps(st.l.as_mut_ptr().add(g), sum);
+            _mm512_storeu_ps(st.alpha.as_mut_ptr().add(g), alpha);
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
+    let mut i = 0;
+    while i < t.rows {
+        let rn = (t.rows - i).min(6);
+        let mut c = 0;
+        while c < t.width {
+            let left = t.width - c;
+            // SAFETY: the wrapper checked o's, p's and every row's bounds; masks cover tails.
+            unsafe {
+                if left >= 64 {
+                    match rn {
+                        6 => pv_tile::<6, 4>(t, i, c, 0xffff, o),
+                        5 => pv_tile::<5, 4>(t, i, c, 0xffff, o),
+                        4 => pv_tile::<4, 4>(t, i, c, 0xffff, o),
+                        3 => pv_tile::<3, 4>(t, i, c, 0xffff, o),
+                        2 => pv_tile::<2, 4>(t, i, c, 0xffff, o),
+                        _ => pv_tile::<1, 4>(t, i, c, 0xffff, o),
+                    }
+                    c += 64;
+                } else {
+                    let m = if left >= 16 {
+                        0xffff
+                    } else {
+                        ((1u32 << left) - 1) as __mmask16
+                    };
+                    match rn {
+                        6 => pv_tile::<6, 1>(t, i, c, m, o),
+                        5 => pv_tile::<5, 1>(t, i, c, m, o),
+                        4 => pv_tile::<4, 1>(t, i, c, m, o),
+                        3 => pv_tile::<3, 1>(t, i, c, m, o),
+                        2 => pv_tile::<2, 1>(t, i, c, m, o),
+                        _ => pv_tile::<1, 1>(t, i, c, m, o),
+                    }
+                    c += 16;
+                }
+            }
+        }
+        i += rn;
+    }
+}
+
+/// `R` query rows by `C` vectors of latent columns from `c` (the last masked by `m`):
+/// per position, `C` loads and `R` broadcasts for `R * C` FMAs.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn pv_tile<const R: usize, const C: usize>(
+    t: &PvTile<'_>,
+    i0: usize,
+    c: usize,
+    m: __mmask16,
+    o: &mut [f32],
+) {
+    unsafe {
+        let mask = |q: usize| if q + 1 == C { m } else { 0xffff };
+        let op = o.as_mut_ptr();
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        for (i, a) in acc.iter_mut().enumerate() {
+            for (q, v) in a.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(mask(q), op.add((i0 + i) * t.width + c + 16 * q));
+            }
+        }
+        let pp = t.p.as_ptr().add(i0);
+        for (j, &off) in t.offs.iter().enumerate() {
+            let vp = t.kv.as_ptr().add(off + c);
+            let v: [__m512; C] =
+                std::array::from_fn(|q| _mm512_maskz_loadu_ps(mask(q), vp.add(16 * q)));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*pp.add(j * t.lanes + i));
+                for q in 0..C {
+                    a[q] = _mm512_fmadd_ps(b, v[q], a[q]);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (q, v) in a.iter().enumerate() {
+                _mm512_mask_storeu_ps(op.add((i0 + i) * t.width + c + 16 * q), mask(q), *v);
+            }
+        }
+    }
+}
