@@ -133,10 +133,11 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
     let mut records = Vec::new();
     if a.output == Output::Md {
         println!(
-            "model {file}  {:.2} GiB  {:.2} B params  kernels {level}  threads {threads}  load {}",
+            "model {file}  {:.2} GiB  {:.2} B params  kernels {level}  threads {threads}  load {}  cache {}",
             size as f64 / (1u64 << 30) as f64,
             params as f64 / 1e9,
-            if use_mmap { "mmap" } else { "huge-pages" }
+            if use_mmap { "mmap" } else { "huge-pages" },
+            model.cache_type()
         );
         println!("| {:>16} | {:>20} |", "test", "t/s");
         println!("| {:->16} | {:->20} |", "", "");
@@ -169,8 +170,9 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
             "n_ubatch": UBATCH,
             "n_threads": threads,
             "use_mmap": use_mmap,
-            "type_k": "f32",
-            "type_v": "f32",
+            // one latent cache serves as both (MLA)
+            "type_k": model.cache_type().name(),
+            "type_v": model.cache_type().name(),
             "n_prompt": t.n_prompt,
             "n_gen": t.n_gen,
             "n_depth": t.depth,
@@ -196,7 +198,10 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
     // largest KV cache a test held); the rest is activations, scratch and the binary.
     let kv_max = tests
         .iter()
-        .map(|t| (t.depth + t.n_prompt + t.n_gen) * model::KvPool::block_bytes(&model.config, 1))
+        .map(|t| {
+            (t.depth + t.n_prompt + t.n_gen)
+                * model::KvPool::block_bytes(&model.config, 1, model.cache_type())
+        })
         .max()
         .unwrap_or(0) as u64;
     let peak = peak_rss();

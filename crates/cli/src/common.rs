@@ -56,6 +56,11 @@ pub struct ModelArgs {
     /// gives huge pages; else mmap.
     #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub load: LoadMode,
+    /// How the latent KV cache stores values: `f32` (exact: logits as the reference
+    /// computes them) or `bf16` (half the memory, and half the bytes a decode step reads
+    /// at depth; each cached latent rounded to bf16, as llama.cpp's default cache is f16).
+    #[arg(long, default_value = "f32", value_name = "TYPE")]
+    pub cache_type: model::CacheType,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -217,7 +222,9 @@ impl ModelArgs {
     pub fn load_model(&self) -> Result<Model> {
         let backend = self.backend()?;
         with_spinner("loading model", || -> Result<Model> {
-            Ok(Model::load_with(&self.checkpoint()?, backend)?)
+            let mut model = Model::load_with(&self.checkpoint()?, backend)?;
+            model.set_cache_type(self.cache_type);
+            Ok(model)
         })
     }
 
@@ -248,7 +255,9 @@ impl ModelArgs {
                     (None, Some(g)) => Some(gguf_meta::tokenizer_from_gguf(g)),
                     _ => None,
                 };
-                Ok((Model::load_with(&ckpt, backend)?, from_gguf))
+                let mut model = Model::load_with(&ckpt, backend)?;
+                model.set_cache_type(self.cache_type);
+                Ok((model, from_gguf))
             },
         )?;
         let tokenizer = match (from_gguf, &self.tokenizer, &self.model) {

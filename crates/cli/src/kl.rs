@@ -63,6 +63,8 @@ pub fn run(a: &KlArgs) -> Result<()> {
         numa: a.model.numa,
         backend_kind: a.model.backend_kind,
         load: a.model.load,
+        // the reference side stays exact, so `--cache-type bf16` measures the cache's cost
+        cache_type: model::CacheType::F32,
     };
     let texts = texts(a)?;
     let need_tok = !texts.is_empty();

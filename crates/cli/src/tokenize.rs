@@ -46,6 +46,7 @@ pub fn run(a: &TokenizeArgs) -> Result<()> {
         numa: None,
         backend_kind: crate::common::BackendKind::Cpu,
         load: crate::common::LoadMode::Mmap,
+        cache_type: model::CacheType::F32,
     }
     .load_tokenizer()?;
     if let Some(text) = &a.text {

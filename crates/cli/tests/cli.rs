@@ -359,3 +359,35 @@ fn weights_in_huge_pages_give_the_mapped_logits() {
         "possible values: auto, mmap, huge-pages",
     );
 }
+
+/// `--cache-type bf16` reaches the cache: bench reports it as llama-bench's `type_k` /
+/// `type_v`, a greedy reply from the embedded model still runs to its length, and an
+/// unknown type is an error that names the known ones.
+#[test]
+fn cache_type_bf16_is_reported_and_runs() {
+    let out = ok(&deeprust(&[
+        "bench", "-p", "8", "-n", "4", "-r", "1", "-o", "json", "--cache-type", "bf16",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for r in v.as_array().unwrap() {
+        assert_eq!(r["type_k"], "bf16", "{r}");
+        assert_eq!(r["type_v"], "bf16", "{r}");
+    }
+    let out = ok(&deeprust(&["bench", "-p", "8", "-n", "0", "-r", "1", "-o", "json"]));
+    assert!(out.contains("\"type_k\": \"f32\""), "{out}");
+    ok(&deeprust(&[
+        "generate",
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--cache-type",
+        "bf16",
+    ]));
+    fails(
+        &deeprust(&["generate", "--prompt", "x", "--cache-type", "f8"]),
+        "expected f32 or bf16",
+    );
+}

@@ -40,7 +40,7 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// How many blocks a memory budget buys for this model.
     pub fn blocks_for_bytes(model: &Model, bytes: usize, block_size: usize) -> usize {
-        bytes / KvPool::block_bytes(&model.config, block_size)
+        bytes / KvPool::block_bytes(&model.config, block_size, model.cache_type())
     }
 }
 
@@ -259,7 +259,12 @@ impl Loop {
             manager,
         );
         Loop {
-            pool: KvPool::new(&model.config, cfg.kv_blocks, cfg.block_size),
+            pool: KvPool::with_type(
+                &model.config,
+                cfg.kv_blocks,
+                cfg.block_size,
+                model.cache_type(),
+            ),
             logits: Vec::new(),
             model,
             tokenizer,

@@ -313,12 +313,11 @@ impl Backend for GpuBackend {
         if rows == 0 || !self.fits(len * row) || !self.fits(rows * len) || !self.fits(rows * r) {
             return self.cpu.mla_attention(a, out);
         }
-        // this sequence's cached rows in position order
+        // this sequence's cached rows in position order, as f32 (a bf16 cache widens here)
         let bs = a.block_size;
-        let mut kv = Vec::with_capacity(len * row);
-        for j in 0..len {
-            let at = (a.blocks[j / bs] as usize * bs + j % bs) * row;
-            kv.extend_from_slice(&a.kv[at..at + row]);
+        let mut kv = vec![0f32; len * row];
+        for (j, dst) in kv.chunks_exact_mut(row).enumerate() {
+            a.kv.read((a.blocks[j / bs] as usize * bs + j % bs) * row, dst);
         }
         let mut job = self.job();
         let ql = job.input(&a.q_latent[..rows * r]);

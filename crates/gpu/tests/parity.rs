@@ -385,7 +385,7 @@ fn mla_attention_matches_the_scalar_oracle() {
         let a = MlaAttention {
             q_latent: &q_latent,
             q_pe: &q_pe,
-            kv: &kv,
+            kv: kernels::KvRows::F32(&kv),
             blocks: &blocks,
             block_size: bs,
             n_heads: h,

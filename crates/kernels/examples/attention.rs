@@ -1,7 +1,7 @@
 //! Decode-shaped absorbed MLA attention (one token, every head) over a deep paged latent
 //! cache, one cache per layer so the reads come from memory as in a real decode step.
 //!
-//! `cargo run --release -p kernels --example attention -- [THREADS] [DEPTH] [LEVEL|auto] [LAYERS]`
+//! `cargo run --release -p kernels --example attention -- [THREADS] [DEPTH] [LEVEL|auto] [LAYERS] [f32|bf16]`
 //! (the mid-size peer model's shape: 16 heads, kv_lora 512, rope 32, 12 layers, blocks of 16)
 
 use std::time::Instant;
@@ -23,6 +23,7 @@ fn main() {
     })
     .unwrap();
     let layers: usize = argv.get(3).map_or(12, |a| a.parse().unwrap());
+    let bf16 = argv.get(4).is_some_and(|t| t == "bf16");
     let (h, r, p, bs) = (16usize, 512usize, 32usize, 16usize);
     let row = r + p;
     let len = depth + 1;
@@ -38,17 +39,29 @@ fn main() {
     let kv: Vec<Vec<f32>> = (0..layers)
         .map(|_| (0..nblocks * bs * row).map(|_| next()).collect())
         .collect();
+    let kv16: Vec<Vec<u16>> = kv
+        .iter()
+        .map(|l| {
+            l.iter()
+                .map(|&v| half::bf16::from_f32(v).to_bits())
+                .collect()
+        })
+        .collect();
     let q_latent: Vec<f32> = (0..h * r).map(|_| next()).collect();
     let q_pe: Vec<f32> = (0..h * p).map(|_| next()).collect();
     let mut out = vec![0f32; h * r];
     let mut times = Vec::new();
     for _ in 0..30 {
         let t0 = Instant::now();
-        for kv in &kv {
+        for (kv, kv16) in kv.iter().zip(&kv16) {
             let a = MlaAttention {
                 q_latent: &q_latent,
                 q_pe: &q_pe,
-                kv,
+                kv: if bf16 {
+                    kernels::KvRows::Bf16(kv16)
+                } else {
+                    kernels::KvRows::F32(kv)
+                },
                 blocks: &blocks,
                 block_size: bs,
                 n_heads: h,
@@ -64,7 +77,7 @@ fn main() {
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let med = times[times.len() / 2];
     let macs = (layers * h * len * (row + r)) as f64;
-    let bytes = (layers * len * row * 4) as f64;
+    let bytes = (layers * len * row * if bf16 { 2 } else { 4 }) as f64;
     println!(
         "depth {depth} threads {threads} {}: {:.2} ms per token ({layers} layers)  {:.1} GFLOP/s  {:.1} GB/s of cache",
         be.level(),

@@ -1,5 +1,41 @@
 use crate::matrix::Matrix;
 
+/// One layer of the latent cache as stored: f32, or bf16 bits (`--cache-type bf16`: half
+/// the bytes to keep and to read per decoded token; each latent rounded to bf16 once, when
+/// it is written, and widened exactly wherever it is read).
+#[derive(Clone, Copy, Debug)]
+pub enum KvRows<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+}
+
+impl KvRows<'_> {
+    /// Values held (not bytes).
+    pub fn len(&self) -> usize {
+        match self {
+            KvRows::F32(v) => v.len(),
+            KvRows::Bf16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values `at..at + out.len()` as f32.
+    pub fn read(&self, at: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            KvRows::F32(v) => out.copy_from_slice(&v[at..at + out.len()]),
+            KvRows::Bf16(v) => {
+                for (o, &b) in out.iter_mut().zip(&v[at..at + n]) {
+                    *o = f32::from_bits((b as u32) << 16);
+                }
+            }
+        }
+    }
+}
+
 /// One sequence's slice of an absorbed-MLA attention call.
 ///
 /// Query `t` sits at position `start_pos + t` and attends to cache rows `0..=start_pos + t`.
@@ -12,7 +48,7 @@ pub struct MlaAttention<'a> {
     pub q_pe: &'a [f32],
     /// One layer of the paged latent cache: [blocks, block_size, kv_lora_rank + rope_dim],
     /// per token the normalised c_kv then the roped k_pe.
-    pub kv: &'a [f32],
+    pub kv: KvRows<'a>,
     /// This sequence's blocks, in position order: position j is row `j % block_size` of
     /// block `blocks[j / block_size]`.
     pub blocks: &'a [u32],

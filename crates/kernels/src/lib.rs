@@ -6,7 +6,7 @@ mod backend;
 pub mod cpu;
 mod matrix;
 
-pub use backend::{Backend, Heads, MlaAttention, head_by_head, head_by_head_t};
+pub use backend::{Backend, Heads, KvRows, MlaAttention, head_by_head, head_by_head_t};
 pub use cpu::CpuBackend;
 pub use cpu::dispatch::{CpuOptions, Level, cpu_features};
 pub use matrix::{Matrix, MatrixError};

@@ -6,14 +6,69 @@
 //! (the engine's block manager). [`KvCache`] is the simple owner for one or a few sequences
 //! (the CLI, tests): each slot gets its own run of blocks up front.
 
+use kernels::KvRows;
 use loader::ModelConfig;
 
 use crate::error::ModelError;
 
+/// How the latent cache stores its values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheType {
+    /// Exactly what the forward computed (the default: logits match the reference).
+    #[default]
+    F32,
+    /// Each latent rounded to bf16 when written (to nearest, ties to even) and widened
+    /// exactly when read: half the memory and half the bytes a decode step reads at depth,
+    /// as llama.cpp's default f16 cache is, with scores then off by the rounding of the
+    /// cached values (~2^-9 relative each).
+    Bf16,
+}
+
+impl CacheType {
+    pub fn bytes_per_value(self) -> usize {
+        match self {
+            CacheType::F32 => 4,
+            CacheType::Bf16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheType::F32 => "f32",
+            CacheType::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for CacheType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CacheType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(CacheType::F32),
+            "bf16" => Ok(CacheType::Bf16),
+            other => Err(format!(
+                "unknown cache type {other:?} (expected f32 or bf16)"
+            )),
+        }
+    }
+}
+
+enum Rows {
+    F32(Vec<f32>),
+    Bf16(Vec<u16>),
+}
+
 /// Block storage for the latent cache: `[layers][blocks][block_size][row]`, so that one
 /// layer's blocks are contiguous.
 pub struct KvPool {
-    data: Vec<f32>,
+    data: Rows,
     layers: usize,
     num_blocks: usize,
     block_size: usize,
@@ -21,12 +76,26 @@ pub struct KvPool {
 }
 
 impl KvPool {
+    /// An f32 pool.
     pub fn new(cfg: &ModelConfig, num_blocks: usize, block_size: usize) -> KvPool {
+        Self::with_type(cfg, num_blocks, block_size, CacheType::F32)
+    }
+
+    pub fn with_type(
+        cfg: &ModelConfig,
+        num_blocks: usize,
+        block_size: usize,
+        ty: CacheType,
+    ) -> KvPool {
         assert!(block_size > 0, "block_size must be positive");
         let row = cfg.kv_values_per_token_per_layer();
         let layers = cfg.num_hidden_layers;
+        let n = layers * num_blocks * block_size * row;
         KvPool {
-            data: vec![0.0; layers * num_blocks * block_size * row],
+            data: match ty {
+                CacheType::F32 => Rows::F32(vec![0.0; n]),
+                CacheType::Bf16 => Rows::Bf16(vec![0; n]),
+            },
             layers,
             num_blocks,
             block_size,
@@ -34,12 +103,19 @@ impl KvPool {
         }
     }
 
+    pub fn cache_type(&self) -> CacheType {
+        match self.data {
+            Rows::F32(_) => CacheType::F32,
+            Rows::Bf16(_) => CacheType::Bf16,
+        }
+    }
+
     /// Bytes one block takes across all layers.
-    pub fn block_bytes(cfg: &ModelConfig, block_size: usize) -> usize {
+    pub fn block_bytes(cfg: &ModelConfig, block_size: usize, ty: CacheType) -> usize {
         cfg.num_hidden_layers
             * block_size
             * cfg.kv_values_per_token_per_layer()
-            * std::mem::size_of::<f32>()
+            * ty.bytes_per_value()
     }
 
     pub fn num_blocks(&self) -> usize {
@@ -59,14 +135,25 @@ impl KvPool {
         self.num_blocks * self.block_size * self.row
     }
 
-    pub(crate) fn layer(&self, layer: usize) -> &[f32] {
+    pub(crate) fn layer(&self, layer: usize) -> KvRows<'_> {
         let n = self.layer_len();
-        &self.data[layer * n..(layer + 1) * n]
+        match &self.data {
+            Rows::F32(v) => KvRows::F32(&v[layer * n..(layer + 1) * n]),
+            Rows::Bf16(v) => KvRows::Bf16(&v[layer * n..(layer + 1) * n]),
+        }
     }
 
-    pub(crate) fn layer_mut(&mut self, layer: usize) -> &mut [f32] {
-        let n = self.layer_len();
-        &mut self.data[layer * n..(layer + 1) * n]
+    /// Store `values` at offset `at` of `layer` (rounded, for a bf16 pool).
+    pub(crate) fn write(&mut self, layer: usize, at: usize, values: &[f32]) {
+        let at = layer * self.layer_len() + at;
+        match &mut self.data {
+            Rows::F32(v) => v[at..at + values.len()].copy_from_slice(values),
+            Rows::Bf16(v) => {
+                for (d, &x) in v[at..at + values.len()].iter_mut().zip(values) {
+                    *d = half::bf16::from_f32(x).to_bits();
+                }
+            }
+        }
     }
 
     /// Copy the first `rows` token rows of block `src` into block `dst`, in every layer
@@ -81,7 +168,10 @@ impl KvPool {
             let base = l * self.layer_len();
             let from = base + src as usize * bs * row;
             let to = base + dst as usize * bs * row;
-            self.data.copy_within(from..from + rows * row, to);
+            match &mut self.data {
+                Rows::F32(v) => v.copy_within(from..from + rows * row, to),
+                Rows::Bf16(v) => v.copy_within(from..from + rows * row, to),
+            }
         }
     }
 
@@ -104,14 +194,18 @@ pub struct KvCache {
 const SLOT_BLOCK: usize = 16;
 
 impl KvCache {
-    /// Room for `slots` sequences of up to `capacity` tokens each.
+    /// Room for `slots` sequences of up to `capacity` tokens each, in f32.
     pub fn new(cfg: &ModelConfig, slots: usize, capacity: usize) -> KvCache {
+        Self::with_type(cfg, slots, capacity, CacheType::F32)
+    }
+
+    pub fn with_type(cfg: &ModelConfig, slots: usize, capacity: usize, ty: CacheType) -> KvCache {
         let per_slot = capacity.div_ceil(SLOT_BLOCK).max(1);
         let tables = (0..slots)
             .map(|s| ((s * per_slot) as u32..((s + 1) * per_slot) as u32).collect())
             .collect();
         KvCache {
-            pool: KvPool::new(cfg, slots * per_slot, SLOT_BLOCK),
+            pool: KvPool::with_type(cfg, slots * per_slot, SLOT_BLOCK, ty),
             tables,
             lens: vec![0; slots],
             capacity,

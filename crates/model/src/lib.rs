@@ -18,6 +18,6 @@ pub mod scratch;
 mod weights;
 
 pub use error::ModelError;
-pub use kv_cache::{KvCache, KvPool};
+pub use kv_cache::{CacheType, KvCache, KvPool};
 pub use loader::ModelConfig;
 pub use model::{ForwardBatch, LogitsMode, Model, PagedBatch, PagedSeq, SeqChunk, Trace};

@@ -239,8 +239,7 @@ impl Mla {
         for span in spans {
             for i in 0..span.tokens.len() {
                 let at = pool.offset(span.blocks, span.start_pos + i);
-                pool.layer_mut(layer)[at..at + r + p]
-                    .copy_from_slice(&kv[(t0 + i) * (r + p)..(t0 + i + 1) * (r + p)]);
+                pool.write(layer, at, &kv[(t0 + i) * (r + p)..(t0 + i + 1) * (r + p)]);
             }
             t0 += span.tokens.len();
         }
@@ -337,8 +336,8 @@ impl Mla {
         let cache = pool.layer(layer);
         for j in 0..positions {
             let at = pool.offset(span.blocks, j);
-            c_kv[j * r..(j + 1) * r].copy_from_slice(&cache[at..at + r]);
-            k_pe[j * p..(j + 1) * p].copy_from_slice(&cache[at + r..at + r + p]);
+            cache.read(at, &mut c_kv[j * r..(j + 1) * r]);
+            cache.read(at + r, &mut k_pe[j * p..(j + 1) * p]);
         }
         // Keys and values [k_nope | v] of a group of heads at a time, each group's product
         // one matmul over the cached latents: all heads at once would hold P x n_heads x
@@ -395,7 +394,7 @@ impl Mla {
             let attn = MlaAttention {
                 q_latent: &qh,
                 q_pe: &qp,
-                kv: &rows,
+                kv: kernels::KvRows::F32(&rows),
                 blocks: &blocks,
                 block_size: positions,
                 n_heads: 1,

@@ -5,7 +5,7 @@ use loader::{Checkpoint, ModelConfig};
 
 use crate::block::Block;
 use crate::error::ModelError;
-use crate::kv_cache::{KvCache, KvPool};
+use crate::kv_cache::{CacheType, KvCache, KvPool};
 use crate::mla::Positions;
 use crate::mtp::Mtp;
 use crate::rope::Rope;
@@ -66,6 +66,7 @@ pub struct Model {
     pub mtp: Vec<Mtp>,
     rope: Rope,
     backend: Box<dyn Backend>,
+    cache_type: CacheType,
 }
 
 impl Model {
@@ -105,12 +106,23 @@ impl Model {
             lm_head,
             mtp,
             backend,
+            cache_type: CacheType::F32,
         })
     }
 
-    /// A KV cache sized for this model.
+    /// A KV cache sized for this model, of its cache type.
     pub fn new_cache(&self, slots: usize, capacity: usize) -> KvCache {
-        KvCache::new(&self.config, slots, capacity)
+        KvCache::with_type(&self.config, slots, capacity, self.cache_type)
+    }
+
+    /// How caches made for this model ([`Model::new_cache`], the engine's pool) store the
+    /// latents.
+    pub fn cache_type(&self) -> CacheType {
+        self.cache_type
+    }
+
+    pub fn set_cache_type(&mut self, ty: CacheType) {
+        self.cache_type = ty;
     }
 
     /// One forward over the batch; returns logits `[rows, vocab]` (rows per `LogitsMode`).

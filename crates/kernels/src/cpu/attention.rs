@@ -26,13 +26,17 @@ use super::dispatch::Level;
 use super::norm::softmax;
 use super::pool::{Disjoint, ThreadPool};
 use super::simd::{self, GemmPanel, PvBlock, PvTile, ScoresTile, SoftmaxStep};
-use crate::backend::MlaAttention;
+use crate::backend::{KvRows, MlaAttention};
 
 thread_local! {
     /// The caller's `[q_latent | q_pe]` rows.
     static QUERY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The split path's per-chunk partial outputs (`[rows * r | m | l]` per chunk).
     static PARTIAL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The queries as bf16 bits, for a bf16 cache's split path.
+    static Q16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    /// A bf16 cache widened for the two-pass form, and its one-block table.
+    static WIDE: RefCell<(Vec<f32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
     /// The split path's per-lane count of visible positions.
     static VISIBLE: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
@@ -62,41 +66,91 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
             q[i * row..i * row + r].copy_from_slice(&a.q_latent[i * r..(i + 1) * r]);
             q[i * row + r..(i + 1) * row].copy_from_slice(&a.q_pe[i * p..(i + 1) * p]);
         }
-        let q = &q[..rows * row];
+        let q = &mut q[..rows * row];
+        if let KvRows::Bf16(_) = a.kv {
+            // a bf16 cache's scores are bf16 products, as the bf16 dot instruction makes
+            // them: every level rounds the queries alike, so all agree to f32 rounding
+            for v in q.iter_mut() {
+                *v = half::bf16::from_f32(*v).to_f32();
+            }
+        }
+        let q = &q[..];
         if level != Level::Scalar && rows <= SPLIT_ROWS {
             return split_positions(level, pool, a, q, out);
         }
-        // Query blocks: one per thread for a decode step (each block reads the whole
-        // cache once, so fewer is better), a whole number of 4-row tiles, at most 64 rows.
-        let per = rows
-            .div_ceil(pool.threads())
-            .clamp(4, 64)
-            .next_multiple_of(4);
-        let dst = Disjoint::new(out);
-        // scores of one chunk: `per` rows by every position the sequence's blocks hold,
-        // rounded up so a sequence growing a token per step re-sizes once per doubling
-        let len = a.start_pos + tokens;
-        let scratch = (per * len.max(a.blocks.len() * a.block_size)).next_power_of_two();
-        pool.for_chunks_scratch(rows.div_ceil(per), scratch, &|c, scores| {
-            let qr = c * per..((c + 1) * per).min(rows);
-            // SAFETY: query rows qr's outputs belong to this chunk alone.
-            let o = unsafe { dst.slice(qr.start * r, qr.len() * r) };
-            attend(
-                level,
-                a,
-                &q[qr.start * row..qr.end * row],
-                qr.start,
-                o,
-                scores,
-            );
-        });
+        match a.kv {
+            KvRows::F32(kv) => two_pass(level, pool, a, kv, q, out),
+            // the two-pass form reads f32 panels: widen this sequence's rows once, in
+            // position order
+            KvRows::Bf16(_) => WIDE.with(|w| {
+                let mut w = w.borrow_mut();
+                let (wide, ids) = &mut *w;
+                let len = a.start_pos + tokens;
+                wide.resize(len * row, 0.0);
+                let bs = a.block_size;
+                for (j, dst) in wide.chunks_exact_mut(row).enumerate() {
+                    a.kv.read((a.blocks[j / bs] as usize * bs + j % bs) * row, dst);
+                }
+                ids.clear();
+                ids.push(0);
+                let flat = MlaAttention {
+                    kv: KvRows::F32(wide),
+                    blocks: ids,
+                    block_size: len,
+                    ..*a
+                };
+                two_pass(level, pool, &flat, wide, q, out)
+            }),
+        }
+    });
+}
+
+/// Query blocks over threads, each attending with [`attend`] over the whole cache.
+fn two_pass(
+    level: Level,
+    pool: &ThreadPool,
+    a: &MlaAttention<'_>,
+    kv: &[f32],
+    q: &[f32],
+    out: &mut [f32],
+) {
+    let (h, r) = (a.n_heads, a.kv_lora_rank);
+    let row = r + a.rope_dim;
+    let rows = q.len() / row;
+    let tokens = rows / h;
+    // Query blocks: one per thread for a decode step (each block reads the whole
+    // cache once, so fewer is better), a whole number of 4-row tiles, at most 64 rows.
+    let per = rows
+        .div_ceil(pool.threads())
+        .clamp(4, 64)
+        .next_multiple_of(4);
+    let dst = Disjoint::new(out);
+    // scores of one chunk: `per` rows by every position the sequence's blocks hold,
+    // rounded up so a sequence growing a token per step re-sizes once per doubling
+    let len = a.start_pos + tokens;
+    let scratch = (per * len.max(a.blocks.len() * a.block_size)).next_power_of_two();
+    pool.for_chunks_scratch(rows.div_ceil(per), scratch, &|c, scores| {
+        let qr = c * per..((c + 1) * per).min(rows);
+        // SAFETY: query rows qr's outputs belong to this chunk alone.
+        let o = unsafe { dst.slice(qr.start * r, qr.len() * r) };
+        attend(
+            level,
+            a,
+            kv,
+            &q[qr.start * row..qr.end * row],
+            qr.start,
+            o,
+            scores,
+        );
     });
 }
 
 /// Query rows `first..first + q.len() / row` against their causal prefix of the cache.
+#[allow(clippy::too_many_arguments)]
 fn attend(
     level: Level,
     a: &MlaAttention<'_>,
+    kv: &[f32],
     q: &[f32],
     first: usize,
     o: &mut [f32],
@@ -116,7 +170,7 @@ fn attend(
             let nb = bs.min(len - j0);
             let base = blk as usize * bs * row;
             let g = GemmPanel {
-                panel: &a.kv[base..base + nb * row],
+                panel: &kv[base..base + nb * row],
                 rows: nb,
                 k: row,
                 x: q,
@@ -148,7 +202,7 @@ fn attend(
                 ld_p: len,
                 j0,
                 nj: nb,
-                v: &a.kv[base..base + nb * row],
+                v: &kv[base..base + nb * row],
                 ld_v: row,
                 n,
                 width: r,
@@ -179,123 +233,132 @@ fn split_positions(
     let per_chunk = rows * r + 2 * lanes;
     PARTIAL.with(|buf| {
         VISIBLE.with(|vis| {
-            let mut buf = buf.borrow_mut();
-            let mut vis = vis.borrow_mut();
-            // padding lanes see nothing
-            vis.clear();
-            vis.extend((0..lanes).map(|i| {
-                if i < rows {
-                    (a.start_pos + i / h + 1) as u32
-                } else {
-                    0
+            Q16.with(|q16| {
+                let mut q16 = q16.borrow_mut();
+                q16.clear();
+                if let KvRows::Bf16(_) = a.kv {
+                    q16.extend(q.iter().map(|&v| half::bf16::from_f32(v).to_bits()));
                 }
-            }));
-            let visible = &vis[..];
-            if buf.len() < chunks * per_chunk {
-                buf.resize(chunks * per_chunk, 0.0);
-            }
-            let dst = Disjoint::new(&mut buf[..]);
-            let bs = a.block_size;
-            pool.for_chunks_scratch(chunks, TILE * lanes + lanes, &|c, scratch| {
-                let (s, alpha) = scratch.split_at_mut(TILE * lanes);
-                // SAFETY: chunk c's region of the partials is written by this chunk alone.
-                let part = unsafe { dst.slice(c * per_chunk, per_chunk) };
-                let (o, ml) = part.split_at_mut(rows * r);
-                let (m, l) = ml.split_at_mut(lanes);
-                o.fill(0.0);
-                m.fill(f32::NEG_INFINITY);
-                l.fill(0.0);
-                // cached-row offsets of this tile and of the next (fetched ahead)
-                let mut offs = [0usize; TILE];
-                let mut next = [0usize; TILE];
-                let fill = |t: usize, offs: &mut [usize; TILE]| -> usize {
-                    let j0 = t * TILE;
-                    let nj = TILE.min(len - j0);
-                    for (j, off) in offs[..nj].iter_mut().enumerate() {
-                        let pos = j0 + j;
-                        *off = (a.blocks[pos / bs] as usize * bs + pos % bs) * row;
+                let q16 = &q16[..];
+                let mut buf = buf.borrow_mut();
+                let mut vis = vis.borrow_mut();
+                // padding lanes see nothing
+                vis.clear();
+                vis.extend((0..lanes).map(|i| {
+                    if i < rows {
+                        (a.start_pos + i / h + 1) as u32
+                    } else {
+                        0
                     }
-                    // the score kernel takes whole groups of 8: repeat the last row
-                    let last = offs[nj - 1];
-                    offs[nj..nj.next_multiple_of(8)].fill(last);
-                    nj
-                };
-                let (first, end) = (tiles * c / chunks, tiles * (c + 1) / chunks);
-                let mut nj = if first < end {
-                    fill(first, &mut offs)
-                } else {
-                    0
-                };
-                for t in first..end {
-                    let j0 = t * TILE;
-                    let ahead = if t + 1 < end {
-                        fill(t + 1, &mut next)
+                }));
+                let visible = &vis[..];
+                if buf.len() < chunks * per_chunk {
+                    buf.resize(chunks * per_chunk, 0.0);
+                }
+                let dst = Disjoint::new(&mut buf[..]);
+                let bs = a.block_size;
+                pool.for_chunks_scratch(chunks, TILE * lanes + lanes, &|c, scratch| {
+                    let (s, alpha) = scratch.split_at_mut(TILE * lanes);
+                    // SAFETY: chunk c's region of the partials is written by this chunk alone.
+                    let part = unsafe { dst.slice(c * per_chunk, per_chunk) };
+                    let (o, ml) = part.split_at_mut(rows * r);
+                    let (m, l) = ml.split_at_mut(lanes);
+                    o.fill(0.0);
+                    m.fill(f32::NEG_INFINITY);
+                    l.fill(0.0);
+                    // cached-row offsets of this tile and of the next (fetched ahead)
+                    let mut offs = [0usize; TILE];
+                    let mut next = [0usize; TILE];
+                    let fill = |t: usize, offs: &mut [usize; TILE]| -> usize {
+                        let j0 = t * TILE;
+                        let nj = TILE.min(len - j0);
+                        for (j, off) in offs[..nj].iter_mut().enumerate() {
+                            let pos = j0 + j;
+                            *off = (a.blocks[pos / bs] as usize * bs + pos % bs) * row;
+                        }
+                        // the score kernel takes whole groups of 8: repeat the last row
+                        let last = offs[nj - 1];
+                        offs[nj..nj.next_multiple_of(8)].fill(last);
+                        nj
+                    };
+                    let (first, end) = (tiles * c / chunks, tiles * (c + 1) / chunks);
+                    let mut nj = if first < end {
+                        fill(first, &mut offs)
                     } else {
                         0
                     };
-                    let sc = ScoresTile {
-                        q,
-                        rows,
-                        lanes,
-                        k: row,
-                        kv: a.kv,
-                        offs: &offs[..nj.next_multiple_of(8)],
-                        prefetch: &next[..ahead],
+                    for t in first..end {
+                        let j0 = t * TILE;
+                        let ahead = if t + 1 < end {
+                            fill(t + 1, &mut next)
+                        } else {
+                            0
+                        };
+                        let sc = ScoresTile {
+                            q,
+                            rows,
+                            lanes,
+                            k: row,
+                            kv: a.kv,
+                            offs: &offs[..nj.next_multiple_of(8)],
+                            q16,
+                            prefetch: &next[..ahead],
+                        };
+                        simd::scores_t(level, &sc, s);
+                        let mut st = SoftmaxStep {
+                            nj,
+                            lanes,
+                            j0,
+                            scale: a.scale,
+                            visible,
+                            m,
+                            l,
+                            alpha,
+                        };
+                        simd::softmax_step(level, s, &mut st);
+                        for (oi, &al) in o.chunks_exact_mut(r).zip(alpha.iter()) {
+                            if al != 1.0 {
+                                oi.iter_mut().for_each(|v| *v *= al);
+                            }
+                        }
+                        let pv = PvTile {
+                            p: s,
+                            lanes,
+                            rows,
+                            kv: a.kv,
+                            offs: &offs[..nj],
+                            width: r,
+                        };
+                        simd::pv_t(level, &pv, o);
+                        std::mem::swap(&mut offs, &mut next);
+                        nj = ahead;
+                    }
+                });
+                // merge: each chunk's sums scaled to the overall maximum of its row
+                let parts = &buf[..chunks * per_chunk];
+                for i in 0..rows {
+                    let mc = |c: usize| parts[c * per_chunk + rows * r + i];
+                    let lc = |c: usize| parts[c * per_chunk + rows * r + lanes + i];
+                    let top = (0..chunks).map(mc).fold(f32::NEG_INFINITY, f32::max);
+                    let w = |c: usize| {
+                        if mc(c) == f32::NEG_INFINITY {
+                            0.0
+                        } else {
+                            (mc(c) - top).exp()
+                        }
                     };
-                    simd::scores_t(level, &sc, s);
-                    let mut st = SoftmaxStep {
-                        nj,
-                        lanes,
-                        j0,
-                        scale: a.scale,
-                        visible,
-                        m,
-                        l,
-                        alpha,
-                    };
-                    simd::softmax_step(level, s, &mut st);
-                    for (oi, &al) in o.chunks_exact_mut(r).zip(alpha.iter()) {
-                        if al != 1.0 {
-                            oi.iter_mut().for_each(|v| *v *= al);
+                    let total: f32 = (0..chunks).map(|c| w(c) * lc(c)).sum();
+                    let oi = &mut out[i * r..(i + 1) * r];
+                    oi.fill(0.0);
+                    for c in 0..chunks {
+                        let f = w(c) / total;
+                        if f != 0.0 {
+                            let src = &parts[c * per_chunk + i * r..c * per_chunk + (i + 1) * r];
+                            oi.iter_mut().zip(src).for_each(|(o, &v)| *o += f * v);
                         }
                     }
-                    let pv = PvTile {
-                        p: s,
-                        lanes,
-                        rows,
-                        kv: a.kv,
-                        offs: &offs[..nj],
-                        width: r,
-                    };
-                    simd::pv_t(level, &pv, o);
-                    std::mem::swap(&mut offs, &mut next);
-                    nj = ahead;
                 }
-            });
-            // merge: each chunk's sums scaled to the overall maximum of its row
-            let parts = &buf[..chunks * per_chunk];
-            for i in 0..rows {
-                let mc = |c: usize| parts[c * per_chunk + rows * r + i];
-                let lc = |c: usize| parts[c * per_chunk + rows * r + lanes + i];
-                let top = (0..chunks).map(mc).fold(f32::NEG_INFINITY, f32::max);
-                let w = |c: usize| {
-                    if mc(c) == f32::NEG_INFINITY {
-                        0.0
-                    } else {
-                        (mc(c) - top).exp()
-                    }
-                };
-                let total: f32 = (0..chunks).map(|c| w(c) * lc(c)).sum();
-                let oi = &mut out[i * r..(i + 1) * r];
-                oi.fill(0.0);
-                for c in 0..chunks {
-                    let f = w(c) / total;
-                    if f != 0.0 {
-                        let src = &parts[c * per_chunk + i * r..c * per_chunk + (i + 1) * r];
-                        oi.iter_mut().zip(src).for_each(|(o, &v)| *o += f * v);
-                    }
-                }
-            }
+            })
         })
     });
 }

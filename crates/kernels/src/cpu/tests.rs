@@ -2,7 +2,7 @@
 
 use loader::{DType, Tensor};
 
-use crate::backend::{Backend, MlaAttention};
+use crate::backend::{Backend, KvRows, MlaAttention};
 use crate::cpu::CpuBackend;
 use crate::matrix::Matrix;
 
@@ -233,7 +233,7 @@ fn mla_attention_is_causal_softmax_over_latents_on(be: &CpuBackend) {
     let a = MlaAttention {
         q_latent: &q_latent,
         q_pe: &q_pe,
-        kv: &kv,
+        kv: KvRows::F32(&kv),
         blocks: &blocks,
         block_size: bs,
         n_heads: h,
@@ -291,7 +291,7 @@ fn mla_attention_long_prefill_agrees_across_levels_and_threads() {
     let a = MlaAttention {
         q_latent: &q_latent,
         q_pe: &q_pe,
-        kv: &kv,
+        kv: KvRows::F32(&kv),
         blocks: &blocks,
         block_size: bs,
         n_heads: h,
@@ -315,7 +315,8 @@ fn mla_attention_long_prefill_agrees_across_levels_and_threads() {
 /// scalar level's two-pass form on shapes that hit every edge: rows not a multiple of the
 /// 16 lanes or of the register tiles, latent widths and row lengths with vector tails,
 /// scattered blocks, rows that see nothing of a later chunk (causal), and scales peaked
-/// enough that the running maximum moves between tiles.
+/// enough that the running maximum moves between tiles; with the cache in f32 and in bf16
+/// (which the kernels widen exactly, so the bound is the same).
 #[test]
 fn mla_attention_split_positions_match_the_two_pass_oracle() {
     // (heads, kv_lora_rank, rope_dim, block_size, start_pos, tokens, scale)
@@ -335,26 +336,33 @@ fn mla_attention_split_positions_match_the_two_pass_oracle() {
         // every other physical block, backwards, so logical order is scattered
         let blocks: Vec<u32> = (0..nblocks as u32).rev().map(|b| 2 * b + 1).collect();
         let kv = values((2 * nblocks + 2) * bs * row, 31 + n as u64);
+        // the same cache stored as bf16 (`--cache-type bf16`)
+        let kv16: Vec<u16> = kv
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
         let q_latent = values(tokens * h * r, 41 + n as u64);
         let q_pe = values(tokens * h * p, 51 + n as u64);
-        let a = MlaAttention {
-            q_latent: &q_latent,
-            q_pe: &q_pe,
-            kv: &kv,
-            blocks: &blocks,
-            block_size: bs,
-            n_heads: h,
-            kv_lora_rank: r,
-            rope_dim: p,
-            start_pos: start,
-            scale,
-        };
-        let mut want = vec![0f32; tokens * h * r];
-        oracle.mla_attention(&a, &mut want);
-        for be in backends() {
-            let mut got = vec![f32::NAN; tokens * h * r];
-            be.mla_attention(&a, &mut got);
-            assert_close(&got, &want, 2e-5);
+        for cache in [KvRows::F32(&kv), KvRows::Bf16(&kv16)] {
+            let a = MlaAttention {
+                q_latent: &q_latent,
+                q_pe: &q_pe,
+                kv: cache,
+                blocks: &blocks,
+                block_size: bs,
+                n_heads: h,
+                kv_lora_rank: r,
+                rope_dim: p,
+                start_pos: start,
+                scale,
+            };
+            let mut want = vec![0f32; tokens * h * r];
+            oracle.mla_attention(&a, &mut want);
+            for be in backends() {
+                let mut got = vec![f32::NAN; tokens * h * r];
+                be.mla_attention(&a, &mut got);
+                assert_close(&got, &want, 2e-5);
+            }
         }
     }
 }

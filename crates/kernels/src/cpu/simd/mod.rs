@@ -10,6 +10,7 @@ mod wasm;
 mod x86;
 
 use super::dispatch::Level;
+use crate::backend::KvRows;
 pub use qacts::{ActQuant, QActs, QRow};
 
 /// How one stored row is encoded.
@@ -201,8 +202,11 @@ pub struct ScoresTile<'a> {
     pub rows: usize,
     pub lanes: usize,
     pub k: usize,
-    pub kv: &'a [f32],
+    pub kv: KvRows<'a>,
     pub offs: &'a [usize],
+    /// With a bf16 cache: `q` as bf16 bits (whose values `q` must already hold, rounded),
+    /// for kernels that multiply bf16 pairs; else empty.
+    pub q16: &'a [u16],
     /// Offsets of rows to fetch ahead into cache while this tile computes (the next
     /// tile's). A hint: kernels may ignore it.
     pub prefetch: &'a [usize],
@@ -244,7 +248,7 @@ pub struct PvTile<'a> {
     pub p: &'a [f32],
     pub lanes: usize,
     pub rows: usize,
-    pub kv: &'a [f32],
+    pub kv: KvRows<'a>,
     pub offs: &'a [usize],
     pub width: usize,
 }

@@ -3,6 +3,7 @@
 //! do not pay (K-quant unpacking autovectorises well).
 
 use super::{Fmt, GemmPanel, PvBlock, PvTile, QRow, ScoresTile, SoftmaxStep};
+use crate::backend::KvRows;
 use loader::{bf16_to_f32, f16_to_f32, fp8_e4m3_to_f32, quant};
 
 #[inline(always)]
@@ -232,11 +233,57 @@ pub fn exp_approx(x: f32) -> f32 {
     if x < -87.33 { 0.0 } else { e * pow }
 }
 
+/// A stored cache value as f32 (bf16 widens exactly).
+trait Cached: Copy {
+    fn f32(self) -> f32;
+}
+
+impl Cached for f32 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self
+    }
+}
+
+impl Cached for u16 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        bf16_to_f32(self)
+    }
+}
+
 pub fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
+    match t.kv {
+        KvRows::F32(kv) => scores_of(t, kv, s),
+        KvRows::Bf16(kv) => scores_of(t, kv, s),
+    }
+}
+
+/// `dot` against stored cache values (the same 8-way split, so it vectorises).
+fn dot_cached<T: Cached>(a: &[f32], b: &[T]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k].f32();
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in a
+        .chunks_exact(8)
+        .remainder()
+        .iter()
+        .zip(b.chunks_exact(8).remainder())
+    {
+        tail += x * y.f32();
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+fn scores_of<T: Cached>(t: &ScoresTile<'_>, kv: &[T], s: &mut [f32]) {
     for (j, &off) in t.offs.iter().enumerate() {
-        let key = &t.kv[off..off + t.k];
+        let key = &kv[off..off + t.k];
         for (i, qi) in t.q.chunks_exact(t.k).take(t.rows).enumerate() {
-            s[j * t.lanes + i] = dot(qi, key);
+            s[j * t.lanes + i] = dot_cached(qi, key);
         }
     }
 }
@@ -291,10 +338,20 @@ pub fn softmax_step(s: &mut [f32], st: &mut SoftmaxStep<'_>) {
 }
 
 pub fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
+    match t.kv {
+        KvRows::F32(kv) => pv_of(t, kv, o),
+        KvRows::Bf16(kv) => pv_of(t, kv, o),
+    }
+}
+
+fn pv_of<T: Cached>(t: &PvTile<'_>, kv: &[T], o: &mut [f32]) {
     for i in 0..t.rows {
         let oi = &mut o[i * t.width..(i + 1) * t.width];
         for (j, &off) in t.offs.iter().enumerate() {
-            axpy(t.p[j * t.lanes + i], &t.kv[off..off + t.width], oi);
+            let pij = t.p[j * t.lanes + i];
+            for (y, &v) in oi.iter_mut().zip(&kv[off..off + t.width]) {
+                *y += pij * v.f32();
+            }
         }
     }
 }

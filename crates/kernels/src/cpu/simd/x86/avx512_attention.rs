@@ -5,10 +5,51 @@
 use std::arch::x86_64::*;
 
 use super::super::{PvTile, ScoresTile, SoftmaxStep};
+use crate::backend::KvRows;
+
+/// 16 cached values from `base` (element `i` of the layer) as f32: f32 as stored, bf16
+/// (`BF`) widened exactly by a shift; lanes outside `m` read nothing and are 0.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load16<const BF: bool>(base: *const u8, i: usize, m: __mmask16) -> __m512 {
+    unsafe {
+        if BF {
+            let h = _mm256_maskz_loadu_epi16(m, base.add(2 * i) as *const i16);
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        } else {
+            _mm512_maskz_loadu_ps(m, base.add(4 * i) as *const f32)
+        }
+    }
+}
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
-    let (q, rows, lanes, k, kv, offs) = (t.q, t.rows, t.lanes, t.k, t.kv, t.offs);
+    // SAFETY: the wrapper checked every row's bounds, q's and s's.
+    unsafe {
+        match t.kv {
+            KvRows::F32(kv) => scores_of::<false, false>(t, kv.as_ptr() as *const u8, s),
+            KvRows::Bf16(kv)
+                if t.q16.len() >= t.rows * t.k && is_x86_feature_detected!("avx512bf16") =>
+            {
+                scores_of::<true, true>(t, kv.as_ptr() as *const u8, s)
+            }
+            KvRows::Bf16(kv) => scores_of::<true, false>(t, kv.as_ptr() as *const u8, s),
+        }
+    }
+}
+
+/// `DP`: bf16 pairs multiplied by `vdpbf16ps` (only where the CPU has AVX-512 BF16, and
+/// only with a bf16 cache, against the queries' bf16 copy `q16`); else f32 FMAs on values
+/// widened from the stored type.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn scores_of<const BF: bool, const DP: bool>(
+    t: &ScoresTile<'_>,
+    kv: *const u8,
+    s: &mut [f32],
+) {
+    let (q, rows, lanes, k, offs) = (t.q, t.rows, t.lanes, t.k, t.offs);
+    let size = if BF { 2 } else { 4 };
     let tail = k % 16;
     let m = if tail == 0 {
         0xffff
@@ -18,29 +59,43 @@ pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
     let groups = offs.len() / 4;
     let ahead = t.prefetch.len().div_ceil(groups.max(1));
     for jt in 0..groups {
-        // SAFETY (here and below): the wrapper checked every row's bounds, q's and s's.
-        let keys: [*const f32; 4] =
-            std::array::from_fn(|j| unsafe { kv.as_ptr().add(offs[jt * 4 + j]) });
+        let keys: [usize; 4] = std::array::from_fn(|j| offs[jt * 4 + j]);
         // the next tile's rows, spread over the groups, into L2: the prefetchers see
-        // only short streams (one cached row is 34-36 lines), and this product is where
+        // only short streams (one cached row is 17-36 lines), and this product is where
         // the cache first comes in from memory
         for &off in t.prefetch.iter().skip(ahead * jt).take(ahead) {
-            let row = kv.as_ptr().wrapping_add(off);
-            for line in (0..k).step_by(16) {
+            let row = kv.wrapping_add(off * size);
+            for line in (0..k * size).step_by(64) {
                 // a hint: it never faults, even out of bounds
                 _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(line) as *const i8);
             }
         }
+        // SAFETY (here and below): the wrapper checked every row's bounds, q's and s's.
         let out = unsafe { s.as_mut_ptr().add(jt * 4 * lanes) };
         let mut i = 0;
         while i < rows {
             let qi = unsafe { q.as_ptr().add(i * k) };
+            let o = unsafe { out.add(i) };
+            if DP {
+                let qi = unsafe { t.q16.as_ptr().add(i * k) };
+                let kv = kv as *const u16;
+                unsafe {
+                    match rows - i {
+                        1 => scores_tile_dp::<1>(qi, k, kv, &keys, lanes, o),
+                        2 => scores_tile_dp::<2>(qi, k, kv, &keys, lanes, o),
+                        3 => scores_tile_dp::<3>(qi, k, kv, &keys, lanes, o),
+                        _ => scores_tile_dp::<4>(qi, k, kv, &keys, lanes, o),
+                    }
+                }
+                i += 4;
+                continue;
+            }
             unsafe {
                 match rows - i {
-                    1 => scores_tile::<1>(qi, k, m, &keys, lanes, out.add(i)),
-                    2 => scores_tile::<2>(qi, k, m, &keys, lanes, out.add(i)),
-                    3 => scores_tile::<3>(qi, k, m, &keys, lanes, out.add(i)),
-                    _ => scores_tile::<4>(qi, k, m, &keys, lanes, out.add(i)),
+                    1 => scores_tile::<1, BF>(qi, k, m, kv, &keys, lanes, o),
+                    2 => scores_tile::<2, BF>(qi, k, m, kv, &keys, lanes, o),
+                    3 => scores_tile::<3, BF>(qi, k, m, kv, &keys, lanes, o),
+                    _ => scores_tile::<4, BF>(qi, k, m, kv, &keys, lanes, o),
                 }
             }
             i += 4;
@@ -53,11 +108,13 @@ pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
 /// stored lane-wise: `out[j * lanes + i]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn scores_tile<const R: usize>(
+#[allow(clippy::too_many_arguments)] // one register tile's whole description, inlined
+unsafe fn scores_tile<const R: usize, const BF: bool>(
     q: *const f32,
     k: usize,
     m: __mmask16,
-    keys: &[*const f32; 4],
+    kv: *const u8,
+    keys: &[usize; 4],
     lanes: usize,
     out: *mut f32,
 ) {
@@ -65,23 +122,64 @@ unsafe fn scores_tile<const R: usize>(
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
         let whole = k / 16;
         for d in (0..whole * 16).step_by(16) {
-            let kv: [__m512; 4] = std::array::from_fn(|j| _mm512_loadu_ps(keys[j].add(d)));
+            let kr: [__m512; 4] = std::array::from_fn(|j| load16::<BF>(kv, keys[j] + d, 0xffff));
             for (i, a) in acc.iter_mut().enumerate() {
                 let qv = _mm512_loadu_ps(q.add(i * k + d));
                 for j in 0..4 {
-                    a[j] = _mm512_fmadd_ps(qv, kv[j], a[j]);
+                    a[j] = _mm512_fmadd_ps(qv, kr[j], a[j]);
                 }
             }
         }
         if whole * 16 < k {
             let d = whole * 16;
-            let kv: [__m512; 4] = std::array::from_fn(|j| _mm512_maskz_loadu_ps(m, keys[j].add(d)));
+            let kr: [__m512; 4] = std::array::from_fn(|j| load16::<BF>(kv, keys[j] + d, m));
             for (i, a) in acc.iter_mut().enumerate() {
                 let qv = _mm512_maskz_loadu_ps(m, q.add(i * k + d));
                 for j in 0..4 {
-                    a[j] = _mm512_fmadd_ps(qv, kv[j], a[j]);
+                    a[j] = _mm512_fmadd_ps(qv, kr[j], a[j]);
                 }
             }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (j, v) in a.iter().enumerate() {
+                *out.add(j * lanes + i) = _mm512_reduce_add_ps(*v);
+            }
+        }
+    }
+}
+
+/// As `scores_tile`, 32 bf16 pairs at a time through `vdpbf16ps` (twice the multiplies of
+/// an f32 FMA, and no widening); the products of two bf16 values are exact in f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+unsafe fn scores_tile_dp<const R: usize>(
+    q: *const u16,
+    k: usize,
+    kv: *const u16,
+    keys: &[usize; 4],
+    lanes: usize,
+    out: *mut f32,
+) {
+    unsafe {
+        let load = |p: *const u16, m: __mmask32| -> __m512bh {
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(m, p as *const i16))
+        };
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        let mut d = 0;
+        while d < k {
+            let m = if k - d >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << (k - d)) - 1
+            };
+            let kr: [__m512bh; 4] = std::array::from_fn(|j| load(kv.add(keys[j] + d), m));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let qv = load(q.add(i * k + d), m);
+                for j in 0..4 {
+                    a[j] = _mm512_dpbf16_ps(a[j], qv, kr[j]);
+                }
+            }
+            d += 32;
         }
         for (i, a) in acc.iter().enumerate() {
             for (j, v) in a.iter().enumerate() {
@@ -164,6 +262,18 @@ pub unsafe fn softmax_step(s: &mut [f32], st: &mut SoftmaxStep<'_>) {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
+    // SAFETY: the wrapper checked o's, p's and every row's bounds.
+    unsafe {
+        match t.kv {
+            KvRows::F32(kv) => pv_of::<false>(t, kv.as_ptr() as *const u8, o),
+            KvRows::Bf16(kv) => pv_of::<true>(t, kv.as_ptr() as *const u8, o),
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn pv_of<const BF: bool>(t: &PvTile<'_>, kv: *const u8, o: &mut [f32]) {
     let mut i = 0;
     while i < t.rows {
         let rn = (t.rows - i).min(6);
@@ -174,12 +284,12 @@ pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
             unsafe {
                 if left >= 64 {
                     match rn {
-                        6 => pv_tile::<6, 4>(t, i, c, 0xffff, o),
-                        5 => pv_tile::<5, 4>(t, i, c, 0xffff, o),
-                        4 => pv_tile::<4, 4>(t, i, c, 0xffff, o),
-                        3 => pv_tile::<3, 4>(t, i, c, 0xffff, o),
-                        2 => pv_tile::<2, 4>(t, i, c, 0xffff, o),
-                        _ => pv_tile::<1, 4>(t, i, c, 0xffff, o),
+                        6 => pv_tile::<6, 4, BF>(t, kv, i, c, 0xffff, o),
+                        5 => pv_tile::<5, 4, BF>(t, kv, i, c, 0xffff, o),
+                        4 => pv_tile::<4, 4, BF>(t, kv, i, c, 0xffff, o),
+                        3 => pv_tile::<3, 4, BF>(t, kv, i, c, 0xffff, o),
+                        2 => pv_tile::<2, 4, BF>(t, kv, i, c, 0xffff, o),
+                        _ => pv_tile::<1, 4, BF>(t, kv, i, c, 0xffff, o),
                     }
                     c += 64;
                 } else {
@@ -189,12 +299,12 @@ pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
                         ((1u32 << left) - 1) as __mmask16
                     };
                     match rn {
-                        6 => pv_tile::<6, 1>(t, i, c, m, o),
-                        5 => pv_tile::<5, 1>(t, i, c, m, o),
-                        4 => pv_tile::<4, 1>(t, i, c, m, o),
-                        3 => pv_tile::<3, 1>(t, i, c, m, o),
-                        2 => pv_tile::<2, 1>(t, i, c, m, o),
-                        _ => pv_tile::<1, 1>(t, i, c, m, o),
+                        6 => pv_tile::<6, 1, BF>(t, kv, i, c, m, o),
+                        5 => pv_tile::<5, 1, BF>(t, kv, i, c, m, o),
+                        4 => pv_tile::<4, 1, BF>(t, kv, i, c, m, o),
+                        3 => pv_tile::<3, 1, BF>(t, kv, i, c, m, o),
+                        2 => pv_tile::<2, 1, BF>(t, kv, i, c, m, o),
+                        _ => pv_tile::<1, 1, BF>(t, kv, i, c, m, o),
                     }
                     c += 16;
                 }
@@ -208,8 +318,9 @@ pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
 /// per position, `C` loads and `R` broadcasts for `R * C` FMAs.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn pv_tile<const R: usize, const C: usize>(
+unsafe fn pv_tile<const R: usize, const C: usize, const BF: bool>(
     t: &PvTile<'_>,
+    kv: *const u8,
     i0: usize,
     c: usize,
     m: __mmask16,
@@ -226,9 +337,8 @@ unsafe fn pv_tile<const R: usize, const C: usize>(
         }
         let pp = t.p.as_ptr().add(i0);
         for (j, &off) in t.offs.iter().enumerate() {
-            let vp = t.kv.as_ptr().add(off + c);
             let v: [__m512; C] =
-                std::array::from_fn(|q| _mm512_maskz_loadu_ps(mask(q), vp.add(16 * q)));
+                std::array::from_fn(|q| load16::<BF>(kv, off + c + 16 * q, mask(q)));
             for (i, a) in acc.iter_mut().enumerate() {
                 let b = _mm512_set1_ps(*pp.add(j * t.lanes + i));
                 for q in 0..C {
