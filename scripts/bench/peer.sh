@@ -29,7 +29,8 @@
 #
 # Environment: PEER_DIR, THREADS (2), REPS (3), DEPTHS (0,4096), PEER_PYTHON (a python with numpy,
 # torch, transformers; default: scripts/reference/venv.sh, the repo's pinned reference venv),
-# DEEPRUST_BIN (default target/release/deeprust; this script never builds it), PEER_REBENCH=1,
+# DEEPRUST_BIN (default target/release/deeprust; this script never builds it), DEEPRUST_ARGS
+# (more `deeprust bench` options, e.g. "--cache-type bf16"), PEER_REBENCH=1,
 # LLAMA_FA (0 or 1: llama-bench -fa; default llama.cpp's auto, which turns flash attention on for
 # CPU; at this commit that makes tg128@d4096 on q8_0/q4_k_m several times slower than -fa 0).
 # Needs: cmake, gcc/g++ (apt-get install cmake build-essential), pip, network for the sdist once.
@@ -207,8 +208,9 @@ for f in "${FORMATS[@]}"; do
   # ---- 5. deeprust on the same file --------------------------------------------------------
   if [ -x "$DEEPRUST_BIN" ]; then
     log "deeprust bench $f"
+    # shellcheck disable=SC2086 # DEEPRUST_ARGS is a list of options
     "$DEEPRUST_BIN" bench --model "$PEER_DIR/mid-$f.gguf" -p 512 -n 128 --depth "$DEPTHS" --threads "$THREADS" \
-      -r "$REPS" -o json > "$res/deeprust-$f.json" 2> "$res/deeprust-$f.log" \
+      -r "$REPS" ${DEEPRUST_ARGS:-} -o json > "$res/deeprust-$f.json" 2> "$res/deeprust-$f.log" \
       || { log "deeprust bench $f failed (see $res/deeprust-$f.log)"; rm -f "$res/deeprust-$f.json"; }
   fi
 done
