@@ -337,7 +337,8 @@ EOF
 if [ "${PEER_KL:-1}" = 1 ]; then
   kl="$PEER_DIR/kl"
   mkdir -p "$kl"
-  cat "$repo/README.md" "$repo"/docs/*.md | grep -E '.{40,}' | head -n 80 > "$kl/text.txt"
+  # sed reads to the end (head would close the pipe early, and pipefail would end the script)
+  grep -hE '.{40,}' "$repo/README.md" "$repo"/docs/*.md | sed -n '1,80p' > "$kl/text.txt"
   if [ ! -x "$bin/llama-perplexity" ]; then
     log "building llama-perplexity"
     cmake --build "$PEER_DIR/build" -j "$(nproc)" --target llama-perplexity >&2
