@@ -366,14 +366,26 @@ fn weights_in_huge_pages_give_the_mapped_logits() {
 #[test]
 fn cache_type_bf16_is_reported_and_runs() {
     let out = ok(&deeprust(&[
-        "bench", "-p", "8", "-n", "4", "-r", "1", "-o", "json", "--cache-type", "bf16",
+        "bench",
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "-o",
+        "json",
+        "--cache-type",
+        "bf16",
     ]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     for r in v.as_array().unwrap() {
         assert_eq!(r["type_k"], "bf16", "{r}");
         assert_eq!(r["type_v"], "bf16", "{r}");
     }
-    let out = ok(&deeprust(&["bench", "-p", "8", "-n", "0", "-r", "1", "-o", "json"]));
+    let out = ok(&deeprust(&[
+        "bench", "-p", "8", "-n", "0", "-r", "1", "-o", "json",
+    ]));
     assert!(out.contains("\"type_k\": \"f32\""), "{out}");
     ok(&deeprust(&[
         "generate",

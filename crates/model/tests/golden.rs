@@ -88,6 +88,26 @@ impl Case {
     }
 }
 
+impl Case {
+    /// One token at a time through a fresh cache: each step's logits.
+    fn stepwise(&self, ids: &[u32]) -> Vec<f32> {
+        let mut cache = self.model.new_cache(1, ids.len());
+        let mut out = Vec::new();
+        for (i, t) in ids.iter().enumerate() {
+            let batch = ForwardBatch {
+                seqs: vec![SeqChunk {
+                    slot: 0,
+                    start_pos: i,
+                    tokens: std::slice::from_ref(t),
+                }],
+                logits: LogitsMode::Last,
+            };
+            out.extend(self.model.forward(&batch, &mut cache).unwrap());
+        }
+        out
+    }
+}
+
 fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len(), "length mismatch");
     let num: f64 = got
@@ -274,19 +294,7 @@ fn check_cache_paths(name: &str, level: Level, threads: usize) {
     );
 
     // one token at a time
-    let mut cache = case.model.new_cache(1, n);
-    let mut stepwise = Vec::new();
-    for (i, t) in ids.iter().enumerate() {
-        let batch = ForwardBatch {
-            seqs: vec![SeqChunk {
-                slot: 0,
-                start_pos: i,
-                tokens: std::slice::from_ref(t),
-            }],
-            logits: LogitsMode::Last,
-        };
-        stepwise.extend(case.model.forward(&batch, &mut cache).unwrap());
-    }
+    let stepwise = case.stepwise(&ids);
     assert_rows_close(
         &format!("{name} decode through cache"),
         &stepwise,
@@ -412,19 +420,7 @@ fn bf16_cache_decodes_as_it_prefills_and_stays_near_the_reference() {
             "{name}: bf16 cache logits equal the f32 reference ({:.1e})",
             errs[0]
         );
-        let mut cache = case.model.new_cache(1, ids.len());
-        let mut stepwise = Vec::new();
-        for (i, t) in ids.iter().enumerate() {
-            let batch = ForwardBatch {
-                seqs: vec![SeqChunk {
-                    slot: 0,
-                    start_pos: i,
-                    tokens: std::slice::from_ref(t),
-                }],
-                logits: LogitsMode::Last,
-            };
-            stepwise.extend(case.model.forward(&batch, &mut cache).unwrap());
-        }
+        let stepwise = case.stepwise(&ids);
         assert_rows_close(
             &format!("{name} bf16 cache, decode through cache"),
             &stepwise,

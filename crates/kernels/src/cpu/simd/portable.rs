@@ -9,23 +9,7 @@ use loader::{bf16_to_f32, f16_to_f32, fp8_e4m3_to_f32, quant};
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; 8];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in a
-        .chunks_exact(8)
-        .remainder()
-        .iter()
-        .zip(b.chunks_exact(8).remainder())
-    {
-        tail += x * y;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    dot_cached(&a[..n], &b[..n])
 }
 
 #[inline(always)]
@@ -259,7 +243,7 @@ pub fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
     }
 }
 
-/// `dot` against stored cache values (the same 8-way split, so it vectorises).
+/// `a · b` against f32 or stored cache values, 8 partial sums so that it vectorises.
 fn dot_cached<T: Cached>(a: &[f32], b: &[T]) -> f32 {
     let mut acc = [0f32; 8];
     for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
