@@ -314,10 +314,9 @@ impl Backend for GpuBackend {
             return self.cpu.mla_attention(a, out);
         }
         // this sequence's cached rows in position order, as f32 (a bf16 cache widens here)
-        let bs = a.block_size;
         let mut kv = vec![0f32; len * row];
         for (j, dst) in kv.chunks_exact_mut(row).enumerate() {
-            a.kv.read((a.blocks[j / bs] as usize * bs + j % bs) * row, dst);
+            a.kv.read(a.row_offset(j), dst);
         }
         let mut job = self.job();
         let ql = job.input(&a.q_latent[..rows * r]);

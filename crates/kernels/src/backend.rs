@@ -29,7 +29,7 @@ impl KvRows<'_> {
             KvRows::F32(v) => out.copy_from_slice(&v[at..at + out.len()]),
             KvRows::Bf16(v) => {
                 for (o, &b) in out.iter_mut().zip(&v[at..at + n]) {
-                    *o = f32::from_bits((b as u32) << 16);
+                    *o = loader::bf16_to_f32(b);
                 }
             }
         }
@@ -58,6 +58,14 @@ pub struct MlaAttention<'a> {
     pub rope_dim: usize,
     pub start_pos: usize,
     pub scale: f32,
+}
+
+impl MlaAttention<'_> {
+    /// Where position `pos`'s cached row starts in `kv`.
+    pub fn row_offset(&self, pos: usize) -> usize {
+        let bs = self.block_size;
+        (self.blocks[pos / bs] as usize * bs + pos % bs) * (self.kv_lora_rank + self.rope_dim)
+    }
 }
 
 /// Which rows of a matrix each head's weight is, for [`Backend::matmul_heads`]: head `g`

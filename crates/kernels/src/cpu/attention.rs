@@ -13,12 +13,11 @@
 //! as flash-decoding does: each thread walks its tiles of 64 cached rows once, computing
 //! the tile's scores for every query row, an online-softmax step and the tile's share of
 //! the output while the tile is in L1/L2; the threads' partial outputs are merged by
-//! their maxima and sums at the end. The query rows sit in vector lanes (the queries are
-//! transposed once), so scores are outer products, the softmax runs lane-wise with a
-//! vectorised exp, and nothing needs a horizontal sum. The two-pass form read the whole
-//! cache twice per query block and ran libm's exp per score; at depth 4096 it was ~4x
-//! slower. The scalar level keeps the two-pass form: it is the oracle the others are
-//! tested against.
+//! their maxima and sums at the end. A tile's scores are stored with the query rows in
+//! vector lanes (one vector per position), so the softmax runs lane-wise with a vectorised
+//! exp. The two-pass form read the whole cache twice per query block and ran libm's exp
+//! per score; at depth 4096 it was ~3x slower. The scalar level keeps the two-pass form: it
+//! is the oracle the others are tested against.
 
 use std::cell::RefCell;
 
@@ -31,14 +30,30 @@ use crate::backend::{KvRows, MlaAttention};
 thread_local! {
     /// The caller's `[q_latent | q_pe]` rows.
     static QUERY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// The split path's per-chunk partial outputs (`[rows * r | m | l]` per chunk).
-    static PARTIAL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// The queries as bf16 bits, for a bf16 cache's split path.
-    static Q16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    /// The split path's buffers.
+    static SPLIT: RefCell<Split> = const { RefCell::new(Split::new()) };
     /// A bf16 cache widened for the two-pass form, and its one-block table.
     static WIDE: RefCell<(Vec<f32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    /// The split path's per-lane count of visible positions.
-    static VISIBLE: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What the split path keeps between calls (grown once, then reused).
+struct Split {
+    /// Per chunk, `[rows * r | m | l]`: its partial outputs, maxima and sums.
+    partial: Vec<f32>,
+    /// Per lane, how many positions that query row sees (0 for padding lanes).
+    visible: Vec<u32>,
+    /// The queries as bf16 bits, where the scores are bf16 products.
+    q16: Vec<u16>,
+}
+
+impl Split {
+    const fn new() -> Split {
+        Split {
+            partial: Vec::new(),
+            visible: Vec::new(),
+            q16: Vec::new(),
+        }
+    }
 }
 
 /// At most this many query rows (tokens x heads) take the split-positions path: a decode
@@ -87,9 +102,8 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
                 let (wide, ids) = &mut *w;
                 let len = a.start_pos + tokens;
                 wide.resize(len * row, 0.0);
-                let bs = a.block_size;
                 for (j, dst) in wide.chunks_exact_mut(row).enumerate() {
-                    a.kv.read((a.blocks[j / bs] as usize * bs + j % bs) * row, dst);
+                    a.kv.read(a.row_offset(j), dst);
                 }
                 ids.clear();
                 ids.push(0);
@@ -231,134 +245,132 @@ fn split_positions(
     // two chunks a thread, so a thread the host slows down leaves less behind
     let chunks = (pool.threads() * 2).min(tiles).max(1);
     let per_chunk = rows * r + 2 * lanes;
-    PARTIAL.with(|buf| {
-        VISIBLE.with(|vis| {
-            Q16.with(|q16| {
-                let mut q16 = q16.borrow_mut();
-                q16.clear();
-                if let KvRows::Bf16(_) = a.kv {
-                    q16.extend(q.iter().map(|&v| half::bf16::from_f32(v).to_bits()));
+    SPLIT.with(|sp| {
+        let mut sp = sp.borrow_mut();
+        let Split {
+            partial: buf,
+            visible: vis,
+            q16,
+        } = &mut *sp;
+        q16.clear();
+        if matches!(a.kv, KvRows::Bf16(_)) && simd::has_bf16_dot(level) {
+            // the queries are already rounded to bf16: their top halves are exact
+            q16.extend(q.iter().map(|&v| (v.to_bits() >> 16) as u16));
+        }
+        let q16 = &q16[..];
+        // padding lanes see nothing
+        vis.clear();
+        vis.extend((0..lanes).map(|i| {
+            if i < rows {
+                (a.start_pos + i / h + 1) as u32
+            } else {
+                0
+            }
+        }));
+        let visible = &vis[..];
+        if buf.len() < chunks * per_chunk {
+            buf.resize(chunks * per_chunk, 0.0);
+        }
+        let dst = Disjoint::new(&mut buf[..]);
+        pool.for_chunks_scratch(chunks, TILE * lanes + lanes, &|c, scratch| {
+            let (s, alpha) = scratch.split_at_mut(TILE * lanes);
+            // SAFETY: chunk c's region of the partials is written by this chunk alone.
+            let part = unsafe { dst.slice(c * per_chunk, per_chunk) };
+            let (o, ml) = part.split_at_mut(rows * r);
+            let (m, l) = ml.split_at_mut(lanes);
+            o.fill(0.0);
+            m.fill(f32::NEG_INFINITY);
+            l.fill(0.0);
+            // cached-row offsets of this tile and of the next (fetched ahead)
+            let mut offs = [0usize; TILE];
+            let mut next = [0usize; TILE];
+            let fill = |t: usize, offs: &mut [usize; TILE]| -> usize {
+                let j0 = t * TILE;
+                let nj = TILE.min(len - j0);
+                for (j, off) in offs[..nj].iter_mut().enumerate() {
+                    *off = a.row_offset(j0 + j);
                 }
-                let q16 = &q16[..];
-                let mut buf = buf.borrow_mut();
-                let mut vis = vis.borrow_mut();
-                // padding lanes see nothing
-                vis.clear();
-                vis.extend((0..lanes).map(|i| {
-                    if i < rows {
-                        (a.start_pos + i / h + 1) as u32
-                    } else {
-                        0
-                    }
-                }));
-                let visible = &vis[..];
-                if buf.len() < chunks * per_chunk {
-                    buf.resize(chunks * per_chunk, 0.0);
-                }
-                let dst = Disjoint::new(&mut buf[..]);
-                let bs = a.block_size;
-                pool.for_chunks_scratch(chunks, TILE * lanes + lanes, &|c, scratch| {
-                    let (s, alpha) = scratch.split_at_mut(TILE * lanes);
-                    // SAFETY: chunk c's region of the partials is written by this chunk alone.
-                    let part = unsafe { dst.slice(c * per_chunk, per_chunk) };
-                    let (o, ml) = part.split_at_mut(rows * r);
-                    let (m, l) = ml.split_at_mut(lanes);
-                    o.fill(0.0);
-                    m.fill(f32::NEG_INFINITY);
-                    l.fill(0.0);
-                    // cached-row offsets of this tile and of the next (fetched ahead)
-                    let mut offs = [0usize; TILE];
-                    let mut next = [0usize; TILE];
-                    let fill = |t: usize, offs: &mut [usize; TILE]| -> usize {
-                        let j0 = t * TILE;
-                        let nj = TILE.min(len - j0);
-                        for (j, off) in offs[..nj].iter_mut().enumerate() {
-                            let pos = j0 + j;
-                            *off = (a.blocks[pos / bs] as usize * bs + pos % bs) * row;
-                        }
-                        // the score kernel takes whole groups of 8: repeat the last row
-                        let last = offs[nj - 1];
-                        offs[nj..nj.next_multiple_of(8)].fill(last);
-                        nj
-                    };
-                    let (first, end) = (tiles * c / chunks, tiles * (c + 1) / chunks);
-                    let mut nj = if first < end {
-                        fill(first, &mut offs)
-                    } else {
-                        0
-                    };
-                    for t in first..end {
-                        let j0 = t * TILE;
-                        let ahead = if t + 1 < end {
-                            fill(t + 1, &mut next)
-                        } else {
-                            0
-                        };
-                        let sc = ScoresTile {
-                            q,
-                            rows,
-                            lanes,
-                            k: row,
-                            kv: a.kv,
-                            offs: &offs[..nj.next_multiple_of(8)],
-                            q16,
-                            prefetch: &next[..ahead],
-                        };
-                        simd::scores_t(level, &sc, s);
-                        let mut st = SoftmaxStep {
-                            nj,
-                            lanes,
-                            j0,
-                            scale: a.scale,
-                            visible,
-                            m,
-                            l,
-                            alpha,
-                        };
-                        simd::softmax_step(level, s, &mut st);
-                        for (oi, &al) in o.chunks_exact_mut(r).zip(alpha.iter()) {
-                            if al != 1.0 {
-                                oi.iter_mut().for_each(|v| *v *= al);
-                            }
-                        }
-                        let pv = PvTile {
-                            p: s,
-                            lanes,
-                            rows,
-                            kv: a.kv,
-                            offs: &offs[..nj],
-                            width: r,
-                        };
-                        simd::pv_t(level, &pv, o);
-                        std::mem::swap(&mut offs, &mut next);
-                        nj = ahead;
-                    }
-                });
-                // merge: each chunk's sums scaled to the overall maximum of its row
-                let parts = &buf[..chunks * per_chunk];
-                for i in 0..rows {
-                    let mc = |c: usize| parts[c * per_chunk + rows * r + i];
-                    let lc = |c: usize| parts[c * per_chunk + rows * r + lanes + i];
-                    let top = (0..chunks).map(mc).fold(f32::NEG_INFINITY, f32::max);
-                    let w = |c: usize| {
-                        if mc(c) == f32::NEG_INFINITY {
-                            0.0
-                        } else {
-                            (mc(c) - top).exp()
-                        }
-                    };
-                    let total: f32 = (0..chunks).map(|c| w(c) * lc(c)).sum();
-                    let oi = &mut out[i * r..(i + 1) * r];
-                    oi.fill(0.0);
-                    for c in 0..chunks {
-                        let f = w(c) / total;
-                        if f != 0.0 {
-                            let src = &parts[c * per_chunk + i * r..c * per_chunk + (i + 1) * r];
-                            oi.iter_mut().zip(src).for_each(|(o, &v)| *o += f * v);
-                        }
+                // the score kernel takes whole groups of 8: repeat the last row
+                let last = offs[nj - 1];
+                offs[nj..nj.next_multiple_of(8)].fill(last);
+                nj
+            };
+            let (first, end) = (tiles * c / chunks, tiles * (c + 1) / chunks);
+            let mut nj = if first < end {
+                fill(first, &mut offs)
+            } else {
+                0
+            };
+            for t in first..end {
+                let j0 = t * TILE;
+                let ahead = if t + 1 < end {
+                    fill(t + 1, &mut next)
+                } else {
+                    0
+                };
+                let sc = ScoresTile {
+                    q,
+                    rows,
+                    lanes,
+                    k: row,
+                    kv: a.kv,
+                    offs: &offs[..nj.next_multiple_of(8)],
+                    q16,
+                    prefetch: &next[..ahead],
+                };
+                simd::scores_t(level, &sc, s);
+                let mut st = SoftmaxStep {
+                    nj,
+                    lanes,
+                    j0,
+                    scale: a.scale,
+                    visible,
+                    m,
+                    l,
+                    alpha,
+                };
+                simd::softmax_step(level, s, &mut st);
+                for (oi, &al) in o.chunks_exact_mut(r).zip(alpha.iter()) {
+                    if al != 1.0 {
+                        oi.iter_mut().for_each(|v| *v *= al);
                     }
                 }
-            })
-        })
+                let pv = PvTile {
+                    p: s,
+                    lanes,
+                    rows,
+                    kv: a.kv,
+                    offs: &offs[..nj],
+                    width: r,
+                };
+                simd::pv_t(level, &pv, o);
+                std::mem::swap(&mut offs, &mut next);
+                nj = ahead;
+            }
+        });
+        // merge: each chunk's sums scaled to the overall maximum of its row
+        let parts = &buf[..chunks * per_chunk];
+        for i in 0..rows {
+            let mc = |c: usize| parts[c * per_chunk + rows * r + i];
+            let lc = |c: usize| parts[c * per_chunk + rows * r + lanes + i];
+            let top = (0..chunks).map(mc).fold(f32::NEG_INFINITY, f32::max);
+            let w = |c: usize| {
+                if mc(c) == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    (mc(c) - top).exp()
+                }
+            };
+            let total: f32 = (0..chunks).map(|c| w(c) * lc(c)).sum();
+            let oi = &mut out[i * r..(i + 1) * r];
+            oi.fill(0.0);
+            for c in 0..chunks {
+                let f = w(c) / total;
+                if f != 0.0 {
+                    let src = &parts[c * per_chunk + i * r..c * per_chunk + (i + 1) * r];
+                    oi.iter_mut().zip(src).for_each(|(o, &v)| *o += f * v);
+                }
+            }
+        }
     });
 }

@@ -191,6 +191,17 @@ pub fn pv_accumulate(level: Level, b: &PvBlock<'_>, out: &mut [f32]) {
     dispatch!(level, pv_accumulate(b, out))
 }
 
+/// Whether this level multiplies a bf16 cache's scores as bf16 pairs (`vdpbf16ps`, AVX-512
+/// BF16), given `ScoresTile::q16`.
+pub fn has_bf16_dot(level: Level) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(level, Level::Avx512 | Level::Avx512Vnni) {
+        return std::arch::is_x86_feature_detected!("avx512bf16");
+    }
+    let _ = level;
+    false
+}
+
 /// Decode attention with the query rows in vector lanes (see `attention.rs`): `q` is
 /// `[rows, k]`, `kv[offs[j]..offs[j] + k]` is cached row `j` of the tile, and the scores
 /// come out transposed, one group of `lanes` (a multiple of 16, at least `rows`) per
@@ -204,8 +215,8 @@ pub struct ScoresTile<'a> {
     pub k: usize,
     pub kv: KvRows<'a>,
     pub offs: &'a [usize],
-    /// With a bf16 cache: `q` as bf16 bits (whose values `q` must already hold, rounded),
-    /// for kernels that multiply bf16 pairs; else empty.
+    /// Where [`has_bf16_dot`] and the cache is bf16: `q` as bf16 bits (whose values `q` must
+    /// already hold, rounded), which the kernel then multiplies as bf16 pairs; else empty.
     pub q16: &'a [u16],
     /// Offsets of rows to fetch ahead into cache while this tile computes (the next
     /// tile's). A hint: kernels may ignore it.
@@ -215,6 +226,7 @@ pub struct ScoresTile<'a> {
 pub fn scores_t(level: Level, t: &ScoresTile<'_>, s: &mut [f32]) {
     assert!(t.lanes.is_multiple_of(16) && t.rows <= t.lanes && t.offs.len().is_multiple_of(8));
     assert!(t.q.len() >= t.rows * t.k && s.len() >= t.offs.len() * t.lanes);
+    assert!(t.q16.is_empty() || (t.q16.len() >= t.rows * t.k && has_bf16_dot(level)));
     assert!(t.offs.iter().all(|&o| o + t.k <= t.kv.len()));
     dispatch!(level, scores_t(t, s))
 }

@@ -10,7 +10,7 @@ pub use super::avx512_attention::{pv_t, scores_t, softmax_step};
 pub use super::avx512_int8::dot_row_q_bw as dot_row_q;
 
 #[inline(always)]
-fn tail_mask(n: usize) -> __mmask16 {
+pub(super) fn tail_mask(n: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
 }
 

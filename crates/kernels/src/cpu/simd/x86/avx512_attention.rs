@@ -5,6 +5,7 @@
 use std::arch::x86_64::*;
 
 use super::super::{PvTile, ScoresTile, SoftmaxStep};
+use super::avx512::tail_mask;
 use crate::backend::KvRows;
 
 /// 16 cached values from `base` (element `i` of the layer) as f32: f32 as stored, bf16
@@ -28,9 +29,8 @@ pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
     unsafe {
         match t.kv {
             KvRows::F32(kv) => scores_of::<false, false>(t, kv.as_ptr() as *const u8, s),
-            KvRows::Bf16(kv)
-                if t.q16.len() >= t.rows * t.k && is_x86_feature_detected!("avx512bf16") =>
-            {
+            // the wrapper checked that q16 is only given where vdpbf16ps exists
+            KvRows::Bf16(kv) if !t.q16.is_empty() => {
                 scores_of::<true, true>(t, kv.as_ptr() as *const u8, s)
             }
             KvRows::Bf16(kv) => scores_of::<true, false>(t, kv.as_ptr() as *const u8, s),
@@ -50,12 +50,6 @@ unsafe fn scores_of<const BF: bool, const DP: bool>(
 ) {
     let (q, rows, lanes, k, offs) = (t.q, t.rows, t.lanes, t.k, t.offs);
     let size = if BF { 2 } else { 4 };
-    let tail = k % 16;
-    let m = if tail == 0 {
-        0xffff
-    } else {
-        ((1u32 << tail) - 1) as __mmask16
-    };
     let groups = offs.len() / 4;
     let ahead = t.prefetch.len().div_ceil(groups.max(1));
     for jt in 0..groups {
@@ -92,10 +86,10 @@ unsafe fn scores_of<const BF: bool, const DP: bool>(
             }
             unsafe {
                 match rows - i {
-                    1 => scores_tile::<1, BF>(qi, k, m, kv, &keys, lanes, o),
-                    2 => scores_tile::<2, BF>(qi, k, m, kv, &keys, lanes, o),
-                    3 => scores_tile::<3, BF>(qi, k, m, kv, &keys, lanes, o),
-                    _ => scores_tile::<4, BF>(qi, k, m, kv, &keys, lanes, o),
+                    1 => scores_tile::<1, BF>(qi, k, kv, &keys, lanes, o),
+                    2 => scores_tile::<2, BF>(qi, k, kv, &keys, lanes, o),
+                    3 => scores_tile::<3, BF>(qi, k, kv, &keys, lanes, o),
+                    _ => scores_tile::<4, BF>(qi, k, kv, &keys, lanes, o),
                 }
             }
             i += 4;
@@ -104,15 +98,13 @@ unsafe fn scores_of<const BF: bool, const DP: bool>(
 }
 
 /// `R` query rows by 4 positions as dot products along the row (`R + 4` loads for `4R`
-/// FMAs per 16 values; the last 16 masked by `m`), each sum reduced once at the end and
-/// stored lane-wise: `out[j * lanes + i]`.
+/// FMAs per 16 values, the last ones masked), each sum reduced once at the end and stored
+/// lane-wise: `out[j * lanes + i]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)] // one register tile's whole description, inlined
 unsafe fn scores_tile<const R: usize, const BF: bool>(
     q: *const f32,
     k: usize,
-    m: __mmask16,
     kv: *const u8,
     keys: &[usize; 4],
     lanes: usize,
@@ -120,18 +112,12 @@ unsafe fn scores_tile<const R: usize, const BF: bool>(
 ) {
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        let whole = k / 16;
-        for d in (0..whole * 16).step_by(16) {
-            let kr: [__m512; 4] = std::array::from_fn(|j| load16::<BF>(kv, keys[j] + d, 0xffff));
-            for (i, a) in acc.iter_mut().enumerate() {
-                let qv = _mm512_loadu_ps(q.add(i * k + d));
-                for j in 0..4 {
-                    a[j] = _mm512_fmadd_ps(qv, kr[j], a[j]);
-                }
-            }
-        }
-        if whole * 16 < k {
-            let d = whole * 16;
+        for d in (0..k).step_by(16) {
+            let m = if k - d >= 16 {
+                0xffff
+            } else {
+                tail_mask(k - d)
+            };
             let kr: [__m512; 4] = std::array::from_fn(|j| load16::<BF>(kv, keys[j] + d, m));
             for (i, a) in acc.iter_mut().enumerate() {
                 let qv = _mm512_maskz_loadu_ps(m, q.add(i * k + d));
@@ -293,11 +279,7 @@ unsafe fn pv_of<const BF: bool>(t: &PvTile<'_>, kv: *const u8, o: &mut [f32]) {
                     }
                     c += 64;
                 } else {
-                    let m = if left >= 16 {
-                        0xffff
-                    } else {
-                        ((1u32 << left) - 1) as __mmask16
-                    };
+                    let m = if left >= 16 { 0xffff } else { tail_mask(left) };
                     match rn {
                         6 => pv_tile::<6, 1, BF>(t, kv, i, c, m, o),
                         5 => pv_tile::<5, 1, BF>(t, kv, i, c, m, o),
