@@ -54,6 +54,16 @@ impl<'a> Rows<'a> {
         }
     }
 
+    /// Rows `r0..r0 + len` as one slice and the bytes between rows, where every row has
+    /// the same encoding (all but FP8 with block scales).
+    #[inline]
+    pub fn run(&self, r0: usize, len: usize) -> Option<(&'a [u8], usize)> {
+        match self.scales {
+            None => Some((&self.bytes[r0 * self.rb..(r0 + len) * self.rb], self.rb)),
+            Some(_) => None,
+        }
+    }
+
     /// The encoding shared by every row, up to FP8's per-row scales.
     pub fn fmt(&self) -> Fmt<'a> {
         self.fmt

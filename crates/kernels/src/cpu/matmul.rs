@@ -11,7 +11,7 @@ use super::dispatch::Level;
 use super::pool::{Disjoint, ThreadPool};
 use super::simd::{self, Fmt, GemmPanel, QActs, qpanel};
 use crate::backend::{Heads, head_by_head, head_by_head_t};
-use crate::matrix::Matrix;
+use crate::matrix::{Matrix, Rows};
 
 /// From this many tokens on, widening a panel once beats dotting each row per token.
 const GEMM_MIN_TOKENS: usize = 4;
@@ -86,6 +86,51 @@ impl Acts<'_> {
     }
 }
 
+/// Rows per run of `Acts::dot_run`: every token takes the run while it is in L1/L2, so a
+/// few-token product still reads each weight from memory once.
+const RUN_ROWS: usize = 16;
+
+impl Acts<'_> {
+    /// Rows `rows` of `w` · activation rows: for each `t < ntok`, `tok(t)` is the
+    /// activation row and where row `rows.start`'s product goes in `out` (the next rows' follow).
+    ///
+    /// # Safety
+    /// The caller owns `out[o..o + len]` for every `o` that `tok` gives.
+    #[inline(always)]
+    unsafe fn dot_run(
+        &self,
+        level: Level,
+        w: &Rows<'_>,
+        rows: std::ops::Range<usize>,
+        ntok: usize,
+        tok: impl Fn(usize) -> (usize, usize),
+        out: *mut f32,
+    ) {
+        let (r0, len) = (rows.start, rows.len());
+        let mut c = 0;
+        while c < len {
+            let cl = (len - c).min(RUN_ROWS);
+            for t in 0..ntok {
+                let (i, o) = tok(t);
+                // SAFETY: the caller owns these elements.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.add(o + c), cl) };
+                match (self, w.run(r0 + c, cl)) {
+                    (Acts::Q(q), Some((bytes, rb))) => {
+                        simd::dot_rows_q(level, &w.fmt(), bytes, rb, &q.row(i), dst)
+                    }
+                    _ => {
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            let (fmt, bytes) = w.get(r0 + c + j);
+                            *d = self.dot(level, &fmt, bytes, i);
+                        }
+                    }
+                }
+            }
+            c += cl;
+        }
+    }
+}
+
 /// Run `f` with the rows of `x` (`k` values each) as `fmt`'s products want them: each row
 /// quantized once here, so every weight row's product then runs on bytes.
 fn with_acts<R>(
@@ -130,14 +175,9 @@ pub fn matmul(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f
     if n < GEMM_MIN_TOKENS {
         with_acts(level, w.fmt(), x, k, |acts| {
             pool.for_ranges(m, ROW_ALIGN, &|rows| {
-                for r in rows {
-                    let (fmt, bytes) = w.get(r);
-                    for t in 0..n {
-                        let v = acts.dot(level, &fmt, bytes, t);
-                        // SAFETY: row r belongs to this share alone; t * m + r < n * m.
-                        unsafe { *out.ptr().add(t * m + r) = v };
-                    }
-                }
+                let r0 = rows.start;
+                // SAFETY: rows r0.. belong to this share alone; t * m + r < n * m.
+                unsafe { acts.dot_run(level, &w, rows, n, |t| (t, t * m + r0), out.ptr()) };
             });
         });
         return;
@@ -336,15 +376,16 @@ pub fn matmul_heads(
     // x is n * h rows of k: row t * h + g is token t's input to head g
     with_acts(level, rows.fmt(), x, k, |acts| {
         pool.for_ranges(h * m, ROW_ALIGN, &|vs| {
-            for v in vs {
+            // the share's rows, one run per head
+            let mut v = vs.start;
+            while v < vs.end {
                 let (g, r) = (v / m, v % m);
-                let (fmt, bytes) = rows.get(heads.first + g * heads.stride + r);
-                for t in 0..n {
-                    let i = t * h + g;
-                    let val = acts.dot(level, &fmt, bytes, i);
-                    // SAFETY: (g, r) belongs to this share alone; i * m + r < n * h * m.
-                    unsafe { *out.ptr().add(i * m + r) = val };
-                }
+                let len = (m - r).min(vs.end - v);
+                let tok = |t: usize| (t * h + g, (t * h + g) * m + r);
+                let r0 = heads.first + g * heads.stride + r;
+                // SAFETY: (g, r..r + len) belongs to this share alone; i * m + r < n * h * m.
+                unsafe { acts.dot_run(level, &rows, r0..r0 + len, n, tok, out.ptr()) };
+                v += len;
             }
         });
     });
@@ -430,22 +471,28 @@ pub fn matmul_experts<'w>(
             let first = &*first;
             with_acts(level, fmt, xs, k, |acts| {
                 pool.for_ranges(list.len() * m, ROW_ALIGN, &|vs| {
-                    let mut cur = usize::MAX;
-                    let mut rows = None;
-                    for v in vs {
+                    // the share's rows, one run per expert
+                    let mut v = vs.start;
+                    while v < vs.end {
                         let (li, r) = (v / m, v % m);
+                        let len = (m - r).min(vs.end - v);
                         let e = list[li];
-                        if e != cur {
-                            cur = e;
-                            rows = Some(w(e).rows());
-                        }
-                        let (f, bytes) = rows.as_ref().expect("set above").get(r);
-                        for i in starts[e]..starts[e + 1] {
-                            let val = acts.dot(level, &f, bytes, first[li] + i - starts[e]);
-                            // SAFETY: (expert, r) belongs to this share alone; rows i of
-                            // different experts are disjoint; i * m + r < total * m.
-                            unsafe { *out.ptr().add(i * m + r) = val };
-                        }
+                        let s = starts[e];
+                        let tok = |t: usize| (first[li] + t, (s + t) * m + r);
+                        let rows = w(e).rows();
+                        // SAFETY: (expert, r..r + len) belongs to this share alone; rows i
+                        // of different experts are disjoint; i * m + r < total * m.
+                        unsafe {
+                            acts.dot_run(
+                                level,
+                                &rows,
+                                r..r + len,
+                                starts[e + 1] - s,
+                                tok,
+                                out.ptr(),
+                            )
+                        };
+                        v += len;
                     }
                 });
             });

@@ -452,6 +452,66 @@ fn int8_dot_row_matches_the_oracle_and_the_dequantized_product() {
     }
 }
 
+/// Runs of rows (the decode path's groups of four): every level against the oracle's row
+/// products, for run lengths with every remainder of four, rows with padding between them,
+/// an odd count of Q8_0 blocks, and a row of extreme weights (all -128 for Q8_0).
+#[test]
+fn int8_dot_rows_match_the_row_products() {
+    let mut rng = Rng(0x7a11);
+    for (dtype, n) in [
+        (DType::Q8_0, 96),
+        (DType::Q8_0, 1024),
+        (DType::Q5_0, 64),
+        (DType::Q4K, 512),
+        (DType::Q6K, 768),
+    ] {
+        let fmt = fmt_of(dtype, &[], 0);
+        let kind = fmt.act_quant().unwrap();
+        let row_bytes = stored(dtype, n, &mut rng).len();
+        let rb = row_bytes + 7;
+        let mut x = rng.vec(n);
+        x[n / 2] = -30.0;
+        let mut q = simd::QActs::default();
+        q.quantize(kind, &x, n);
+        let a = q.row(0);
+        for rows in [1, 2, 3, 4, 5, 6, 7, 9] {
+            let mut src = Vec::new();
+            for r in 0..rows {
+                let mut row = stored(dtype, n, &mut rng);
+                if r == 1 && dtype == DType::Q8_0 {
+                    for blk in row.chunks_exact_mut(34) {
+                        blk[2..].fill(0x80);
+                    }
+                }
+                row.resize(rb, 0xee);
+                src.extend(row);
+            }
+            let want: Vec<f32> = (0..rows)
+                .map(|r| portable::dot_row_q(&fmt, &src[r * rb..r * rb + row_bytes], &a))
+                .collect();
+            // each row's Σ |w · x|, the scale of its rounding
+            let norm: Vec<f32> = (0..rows)
+                .map(|r| {
+                    let mut w = vec![0f32; n];
+                    portable::widen(&fmt, &src[r * rb..r * rb + row_bytes], &mut w);
+                    let block = kind.block();
+                    (0..n)
+                        .map(|i| (w[i] * a.qs[i] as f32 * a.d[i / block]).abs())
+                        .sum()
+                })
+                .collect();
+            for level in Level::available() {
+                let mut got = vec![f32::NAN; rows];
+                simd::dot_rows_q(level, &fmt, &src, rb, &a, &mut got);
+                for r in 0..rows {
+                    let what = format!("{level} {dtype} n={n} row {r}/{rows}");
+                    close(got[r], want[r], norm[r], &what);
+                }
+            }
+        }
+    }
+}
+
 /// Quantized activations: within half a step of the input, the block's largest magnitude
 /// exact, sums of 16 consistent, zeros kept as zeros.
 #[test]

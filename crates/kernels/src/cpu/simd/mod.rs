@@ -117,6 +117,29 @@ pub fn dot_row_q(level: Level, fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
     dispatch!(level, dot_row_q(fmt, src, a))
 }
 
+/// `out[j] = row j · a` for the rows stored back to back from `src`, `rb` bytes apart
+/// (the decode path over a run of rows: the AVX-512 levels keep four rows in flight).
+pub fn dot_rows_q(
+    level: Level,
+    fmt: &Fmt<'_>,
+    src: &[u8],
+    rb: usize,
+    a: &QRow<'_>,
+    out: &mut [f32],
+) {
+    assert!(out.is_empty() || src.len() >= (out.len() - 1) * rb);
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        // SAFETY: an AVX-512 level is only selected when `Level::supported` said so.
+        Level::Avx512 => return unsafe { x86::avx512::dot_rows_q(fmt, src, rb, a, out) },
+        Level::Avx512Vnni => return unsafe { x86::avx512vnni::dot_rows_q(fmt, src, rb, a, out) },
+        _ => {}
+    }
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_row_q(level, fmt, &src[j * rb..(j + 1) * rb], a);
+    }
+}
+
 /// Whether this level has the int8 prefill kernel (`qgemm_panel`).
 pub fn has_qgemm(level: Level) -> bool {
     level == Level::Avx512Vnni

@@ -42,10 +42,17 @@ const Q6K_IDX: [[i16; 32]; 4] = [
     scale_index(12, 8),
 ];
 
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-fn load_idx(idx: &[i16; 32]) -> __m512i {
-    unsafe { _mm512_loadu_si512(idx.as_ptr() as *const __m512i) }
+/// The four index vectors (a loop, not a closure: closures do not inherit the caller's
+/// target features, so the loads would be calls).
+#[inline(always)]
+unsafe fn load_idx4(idx: &[[i16; 32]; 4]) -> [__m512i; 4] {
+    unsafe {
+        let mut v = [_mm512_setzero_si512(); 4];
+        for (v, i) in v.iter_mut().zip(idx) {
+            *v = _mm512_loadu_si512(i.as_ptr() as *const __m512i);
+        }
+        v
+    }
 }
 
 /// The eight 6-bit scales and eight 6-bit mins of a Q4_K block's 12 scale bytes, as the
@@ -73,6 +80,255 @@ pub unsafe fn dot_row_q_bw(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn dot_row_q_vnni(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
     unsafe { dot_row_q::<true>(fmt, src, a) }
+}
+
+/// `out[j] = row j · a` for the rows stored `rb` bytes apart from `src` (see
+/// `simd::dot_rows_q`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn dot_rows_q_bw(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f32]) {
+    unsafe { dot_rows_q::<false>(fmt, src, rb, a, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_rows_q_vnni(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f32]) {
+    unsafe { dot_rows_q::<true>(fmt, src, rb, a, out) }
+}
+
+/// Groups of four rows: a decode step's rows are short (a 1024-wide Q4_K row is four
+/// blocks), and a row-at-a-time call spends a fifth of its time on dispatch, setup and the
+/// final horizontal sum; a group shares them. The rows are still walked one after another:
+/// interleaving their blocks (to share the activations' loads) ran 2-3 times slower from
+/// memory here, as the prefetchers lost the stream.
+#[inline(always)]
+unsafe fn dot_rows_q<const VNNI: bool>(
+    fmt: &Fmt<'_>,
+    src: &[u8],
+    rb: usize,
+    a: &QRow<'_>,
+    out: &mut [f32],
+) {
+    let rows = out.len();
+    let blocks = a.d.len();
+    // bytes per block, activations per block, activation sums per block
+    let (per, block, sums) = match fmt {
+        Fmt::Q8_0 => (34, 32, 1),
+        Fmt::Q4K => (144, 256, 16),
+        Fmt::Q6K => (210, 256, 16),
+        _ => (0, 0, 0),
+    };
+    if per == 0 || rows == 0 {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = unsafe { dot_row_q::<VNNI>(fmt, &src[j * rb..(j + 1) * rb], a) };
+        }
+        return;
+    }
+    assert!(rb >= per * blocks && src.len() >= (rows - 1) * rb + per * blocks);
+    assert!(a.qs.len() >= blocks * block && a.bsums.len() >= blocks * sums);
+    let mut j = 0;
+    while j < rows {
+        let n = (rows - j).min(4);
+        let mut acc = [unsafe { _mm512_setzero_ps() }; 4];
+        let mut acc_min = [unsafe { _mm_setzero_ps() }; 4];
+        for r in 0..n {
+            // SAFETY: row j + r lies within src (asserted above).
+            let w = unsafe { src.as_ptr().add((j + r) * rb) };
+            unsafe {
+                match fmt {
+                    Fmt::Q8_0 => acc[r] = q8_0_acc::<VNNI>(w, a, blocks),
+                    Fmt::Q4K => (acc[r], acc_min[r]) = q4k_acc::<VNNI>(w, a, blocks),
+                    _ => acc[r] = q6k_acc::<VNNI>(w, a, blocks),
+                }
+            }
+        }
+        let mut s = [0f32; 4];
+        unsafe { _mm_storeu_ps(s.as_mut_ptr(), _mm_sub_ps(hsum4(acc), hsum4_128(acc_min))) };
+        out[j..j + n].copy_from_slice(&s[..n]);
+        j += n;
+    }
+}
+
+/// Lane `j` is the sum of `v[j]`'s lanes.
+#[inline(always)]
+unsafe fn hsum4(v: [__m512; 4]) -> __m128 {
+    unsafe {
+        // (loops, not closures: closures do not inherit the caller's target features)
+        let mut h = [_mm256_setzero_ps(); 4];
+        for (h, x) in h.iter_mut().zip(v) {
+            *h = _mm256_add_ps(
+                _mm512_castps512_ps256(x),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x))),
+            );
+        }
+        let c = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+        _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps::<1>(c))
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum4_128(v: [__m128; 4]) -> __m128 {
+    unsafe { _mm_hadd_ps(_mm_hadd_ps(v[0], v[1]), _mm_hadd_ps(v[2], v[3])) }
+}
+
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    unsafe {
+        let h = (p as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
+}
+
+/// One Q8_0 row's sum, spread over the lanes. With VNNI the weights' sign moves by an
+/// offset: `w ^ 0x80` is `w + 128` as an unsigned byte, so `vpdpbusd` gives
+/// `Σ w·x + 128·Σ x`, and the sum starts at `-128·Σ x` (one `vpdpbusd` of the activations,
+/// against the three operations of moving the sign to them). Without VNNI the sign goes
+/// to the activations (`|w|` times `sign(w)·x`, exact even for -128): `vpmaddubsw` would saturate at `2 · 255 · 127`.
+#[inline(always)]
+unsafe fn q8_0_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m512 {
+    unsafe {
+        let zero = _mm512_setzero_si512();
+        let flip = _mm512_set1_epi8(-128);
+        // lanes 0-7 take the first block's scale, 8-15 the second's
+        let halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let mut acc = [_mm512_setzero_ps(); 2];
+        let x = a.qs.as_ptr();
+        let mut b = 0;
+        while b + 2 <= blocks {
+            let p = w.add(34 * b);
+            let xv = _mm512_loadu_si512(x.add(32 * b) as *const __m512i);
+            let lo = _mm256_loadu_si256(p.add(2) as *const __m256i);
+            let hi = _mm256_loadu_si256(p.add(36) as *const __m256i);
+            let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            let isum = if VNNI {
+                let base = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, xv));
+                _mm512_dpbusd_epi32(base, _mm512_xor_si512(wv, flip), xv)
+            } else {
+                let xs = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
+                dot_u8i8::<false>(zero, _mm512_abs_epi8(wv), xs)
+            };
+            let d0 = (p as *const u16).read_unaligned() as u32;
+            let d1 = (p.add(34) as *const u16).read_unaligned() as u32;
+            let dw = _mm_cvtph_ps(_mm_cvtsi32_si128((d0 | d1 << 16) as i32));
+            let da = _mm_castpd_ps(_mm_load_sd(a.d.as_ptr().add(b) as *const f64));
+            let s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_mul_ps(dw, da)));
+            let acc = &mut acc[(b / 2) & 1];
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, *acc);
+            b += 2;
+        }
+        let mut sum = _mm512_add_ps(acc[0], acc[1]);
+        if b < blocks {
+            let p = w.add(34 * b);
+            let wv = _mm256_loadu_si256(p.add(2) as *const __m256i);
+            let xv = _mm256_loadu_si256(x.add(32 * b) as *const __m256i);
+            let xs = _mm256_mask_sub_epi8(xv, _mm256_movepi8_mask(wv), _mm256_setzero_si256(), xv);
+            let isum = dot_u8i8_256::<VNNI>(_mm256_setzero_si256(), _mm256_abs_epi8(wv), xs);
+            let t = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(f16_at(p) * a.d[b]));
+            sum = _mm512_add_ps(sum, _mm512_castps256_ps512(t));
+        }
+        sum
+    }
+}
+
+/// One Q4_K row: its scaled sums and, apart, its minimums' part. Each 64 weights are one
+/// 32-byte load (low nibbles, then high nibbles: sub-blocks 2c and 2c+1, 16 i16 pair-lanes
+/// each), multiplied as bytes and scaled per sub-block while widening to i32.
+#[inline(always)]
+unsafe fn q4k_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -> (__m512, __m128) {
+    unsafe {
+        let nib = _mm512_set1_epi8(0x0f);
+        let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
+        let idx = load_idx4(&Q4K_IDX);
+        let mut acc = _mm512_setzero_ps();
+        let mut acc_min = _mm_setzero_ps();
+        let x = a.qs.as_ptr();
+        for b in 0..blocks {
+            let p = w.add(144 * b);
+            let (scales, mins) = q4k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
+            let sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(scales as i64)));
+            // two chains of integer sums, so consecutive products do not wait on each other
+            let mut isum = [_mm512_setzero_si512(); 2];
+            for (c, idx) in idx.iter().enumerate() {
+                let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                    p.add(16 + 32 * c) as *const __m256i
+                ));
+                let q = _mm512_and_si512(_mm512_srlv_epi16(q, shift), nib);
+                let xv = _mm512_loadu_si512(x.add(256 * b + 64 * c) as *const __m512i);
+                let prod = _mm512_maddubs_epi16(q, xv);
+                isum[c & 1] =
+                    dot_i16::<VNNI>(isum[c & 1], prod, _mm512_permutexvar_epi16(*idx, sc));
+            }
+            let isum = _mm512_add_epi32(isum[0], isum[1]);
+            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
+            let b32 = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bs),
+                _mm256_extracti128_si256::<1>(bs),
+            );
+            let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64));
+            let im = _mm_madd_epi16(m16, b32);
+            let da = a.d[b];
+            acc = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum),
+                _mm512_set1_ps(f16_at(p) * da),
+                acc,
+            );
+            acc_min = _mm_fmadd_ps(
+                _mm_cvtepi32_ps(im),
+                _mm_set1_ps(f16_at(p.add(2)) * da),
+                acc_min,
+            );
+        }
+        (acc, acc_min)
+    }
+}
+
+/// One Q6_K row's sum, spread over the lanes: the low four bits from `ql`, the top two
+/// from `qh`, each 64 weights scaled per 16-weight group while widening to i32.
+#[inline(always)]
+unsafe fn q6k_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m512 {
+    unsafe {
+        let nib = _mm512_set1_epi8(0x0f);
+        let top = _mm512_set1_epi8(0x30);
+        let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
+        let idx = load_idx4(&Q6K_IDX);
+        let mut acc = _mm512_setzero_ps();
+        let x = a.qs.as_ptr();
+        for b in 0..blocks {
+            let p = w.add(210 * b);
+            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
+            let sc = _mm512_castsi256_si512(sc16);
+            let mut isum = _mm512_setzero_si512();
+            for h in 0..2 {
+                let ql = _mm512_loadu_si512(p.add(64 * h) as *const __m512i);
+                let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                    p.add(128 + 32 * h) as *const __m256i
+                ));
+                let qh = _mm512_srlv_epi16(qh, shift);
+                let lo = _mm512_or_si512(
+                    _mm512_and_si512(ql, nib),
+                    _mm512_and_si512(_mm512_slli_epi16::<4>(qh), top),
+                );
+                let hi = _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(ql), nib),
+                    _mm512_and_si512(qh, top),
+                );
+                for (k, q) in [lo, hi].into_iter().enumerate() {
+                    let xv =
+                        _mm512_loadu_si512(x.add(256 * b + 128 * h + 64 * k) as *const __m512i);
+                    let s = _mm512_permutexvar_epi16(idx[2 * h + k], sc);
+                    isum = dot_i16::<VNNI>(isum, _mm512_maddubs_epi16(q, xv), s);
+                }
+            }
+            // the stored quants are q + 32: subtract 32 · Σ_g scale_g · (sum of group g)
+            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
+            let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
+            isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(off));
+            acc = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum),
+                _mm512_set1_ps(f16_at(p.add(208)) * a.d[b]),
+                acc,
+            );
+        }
+        acc
+    }
 }
 
 /// The bodies below are `inline(always)` and generic over VNNI, so each entry point above
@@ -127,47 +383,11 @@ unsafe fn dot_i16<const VNNI: bool>(acc: __m512i, a: __m512i, b: __m512i) -> __m
     }
 }
 
-/// Q8_0 weights are signed, so the sign moves to the activation side: |w| (as unsigned,
-/// exact even for -128) times sign(w)·x (|x| <= 127, so negation is exact). Two blocks per
-/// 512-bit step, each half scaled by its own block's scales.
 #[inline(always)]
 unsafe fn dot_q8_0<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
     let blocks = a.d.len();
     assert!(src.len() >= 34 * blocks && a.qs.len() >= 32 * blocks);
-    unsafe {
-        let zero = _mm512_setzero_si512();
-        // lanes 0-7 take the first block's scale, 8-15 the second's
-        let halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        let mut acc = [_mm512_setzero_ps(); 2];
-        let (w, x) = (src.as_ptr(), a.qs.as_ptr());
-        let mut b = 0;
-        while b + 2 <= blocks {
-            let lo = _mm256_loadu_si256(w.add(34 * b + 2) as *const __m256i);
-            let hi = _mm256_loadu_si256(w.add(34 * b + 36) as *const __m256i);
-            let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-            let xv = _mm512_loadu_si512(x.add(32 * b) as *const __m512i);
-            let xs = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
-            let p = dot_u8i8::<VNNI>(zero, _mm512_abs_epi8(wv), xs);
-            let d0 = u16::from_le_bytes([src[34 * b], src[34 * b + 1]]);
-            let d1 = u16::from_le_bytes([src[34 * b + 34], src[34 * b + 35]]);
-            let dw = _mm_cvtph_ps(_mm_cvtsi32_si128((d0 as u32 | (d1 as u32) << 16) as i32));
-            let da = _mm_castpd_ps(_mm_load_sd(a.d.as_ptr().add(b) as *const f64));
-            let s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_mul_ps(dw, da)));
-            let acc = &mut acc[(b / 2) & 1];
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, *acc);
-            b += 2;
-        }
-        let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
-        if b < blocks {
-            let wv = _mm256_loadu_si256(w.add(34 * b + 2) as *const __m256i);
-            let xv = _mm256_loadu_si256(x.add(32 * b) as *const __m256i);
-            let neg = _mm256_movepi8_mask(wv);
-            let xs = _mm256_mask_sub_epi8(xv, neg, _mm256_setzero_si256(), xv);
-            let p = dot_u8i8_256::<VNNI>(_mm256_setzero_si256(), _mm256_abs_epi8(wv), xs);
-            sum += hsum256(_mm256_cvtepi32_ps(p)) * (f16c(src, 34 * b) * a.d[b]);
-        }
-        sum
-    }
+    unsafe { _mm512_reduce_add_ps(q8_0_acc::<VNNI>(src.as_ptr(), a, blocks)) }
 }
 
 /// Q5_0: the low nibbles then the high nibbles of 16 bytes, the fifth bits from a mask;
@@ -202,115 +422,23 @@ unsafe fn dot_q5_0<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
 
 #[inline(always)]
 unsafe fn dot_q4k<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
+    let blocks = a.d.len();
+    assert!(
+        src.len() >= 144 * blocks && a.qs.len() >= 256 * blocks && a.bsums.len() >= 16 * blocks
+    );
     unsafe {
-        let blocks = a.d.len();
-        assert!(
-            src.len() >= 144 * blocks && a.qs.len() >= 256 * blocks && a.bsums.len() >= 16 * blocks
-        );
-        let nib = _mm512_set1_epi8(0x0f);
-        // the upper 256 bits of each step take the high nibbles
-        let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
-        let idx = Q4K_IDX.map(|i| load_idx(&i));
-        let mut acc = _mm512_setzero_ps();
-        let mut acc_min = _mm_setzero_ps();
-        {
-            let x = a.qs.as_ptr();
-            for b in 0..blocks {
-                let blk = &src[144 * b..144 * b + 144];
-                let (scales, mins) = q4k_scales_mins(&blk[4..16]);
-                let sc =
-                    _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(scales as i64)));
-                let mut isum = _mm512_setzero_si512();
-                for (c, idx) in idx.iter().enumerate() {
-                    let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                        blk.as_ptr().add(16 + 32 * c) as *const __m256i,
-                    ));
-                    let q = _mm512_and_si512(_mm512_srlv_epi16(q, shift), nib);
-                    let xv = _mm512_loadu_si512(x.add(256 * b + 64 * c) as *const __m512i);
-                    let p = _mm512_maddubs_epi16(q, xv);
-                    let s = _mm512_permutexvar_epi16(*idx, sc);
-                    isum = dot_i16::<VNNI>(isum, p, s);
-                }
-                // Σ_j min_j · (sum of the activations of sub-block j)
-                let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
-                let b32 = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bs),
-                    _mm256_extracti128_si256::<1>(bs),
-                );
-                let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64));
-                let im = _mm_madd_epi16(m16, b32);
-                let da = a.d[b];
-                acc = _mm512_fmadd_ps(
-                    _mm512_cvtepi32_ps(isum),
-                    _mm512_set1_ps(f16c(blk, 0) * da),
-                    acc,
-                );
-                acc_min =
-                    _mm_fmadd_ps(_mm_cvtepi32_ps(im), _mm_set1_ps(f16c(blk, 2) * da), acc_min);
-            }
-            _mm512_reduce_add_ps(acc) - hsum128(acc_min)
-        }
+        let (acc, acc_min) = q4k_acc::<VNNI>(src.as_ptr(), a, blocks);
+        _mm512_reduce_add_ps(acc) - hsum128(acc_min)
     }
 }
 
 #[inline(always)]
 unsafe fn dot_q6k<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
-    unsafe {
-        let blocks = a.d.len();
-        assert!(
-            src.len() >= 210 * blocks && a.qs.len() >= 256 * blocks && a.bsums.len() >= 16 * blocks
-        );
-        let nib = _mm512_set1_epi8(0x0f);
-        let top = _mm512_set1_epi8(0x30);
-        // the upper 256 bits take qh's bits 2-3 and 6-7
-        let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
-        let idx = Q6K_IDX.map(|i| load_idx(&i));
-        let mut acc = _mm512_setzero_ps();
-        {
-            let x = a.qs.as_ptr();
-            for b in 0..blocks {
-                let blk = &src[210 * b..210 * b + 210];
-                let p = blk.as_ptr();
-                let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
-                let sc = _mm512_castsi256_si512(sc16);
-                let mut isum = _mm512_setzero_si512();
-                for h in 0..2 {
-                    let ql = _mm512_loadu_si512(p.add(64 * h) as *const __m512i);
-                    let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                        p.add(128 + 32 * h) as *const __m256i
-                    ));
-                    let qh = _mm512_srlv_epi16(qh, shift);
-                    let lo = _mm512_or_si512(
-                        _mm512_and_si512(ql, nib),
-                        _mm512_and_si512(_mm512_slli_epi16::<4>(qh), top),
-                    );
-                    let hi = _mm512_or_si512(
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(ql), nib),
-                        _mm512_and_si512(qh, top),
-                    );
-                    for (k, q) in [lo, hi].into_iter().enumerate() {
-                        let xv =
-                            _mm512_loadu_si512(x.add(256 * b + 128 * h + 64 * k) as *const __m512i);
-                        let s = _mm512_permutexvar_epi16(idx[2 * h + k], sc);
-                        isum = _mm512_add_epi32(
-                            isum,
-                            _mm512_madd_epi16(_mm512_maddubs_epi16(q, xv), s),
-                        );
-                    }
-                }
-                // the stored quants are q + 32: subtract 32 · Σ_g scale_g · (sum of group g)
-                let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
-                let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
-                isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(off));
-                acc = _mm512_fmadd_ps(
-                    _mm512_cvtepi32_ps(isum),
-                    _mm512_set1_ps(f16c(blk, 208) * a.d[b]),
-                    acc,
-                );
-            }
-            _mm512_reduce_add_ps(acc)
-        }
-    }
+    let blocks = a.d.len();
+    assert!(
+        src.len() >= 210 * blocks && a.qs.len() >= 256 * blocks && a.bsums.len() >= 16 * blocks
+    );
+    unsafe { _mm512_reduce_add_ps(q6k_acc::<VNNI>(src.as_ptr(), a, blocks)) }
 }
 
 #[inline]

@@ -4,4 +4,4 @@
 pub use super::avx512::{
     axpy, dot, dot_row, gemm_panel, pv_accumulate, pv_t, scores_t, softmax_step, widen,
 };
-pub use super::avx512_int8::dot_row_q_vnni as dot_row_q;
+pub use super::avx512_int8::{dot_row_q_vnni as dot_row_q, dot_rows_q_vnni as dot_rows_q};
