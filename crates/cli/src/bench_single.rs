@@ -89,6 +89,7 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
     let use_mmap = m.load != LoadMode::HugePages || m.model.is_none();
     let model = m.load_model()?;
     let (level, threads) = m.kernel_choice()?; // what the model was built with, for the report
+    let act_type = m.act_type_used()?;
     let ctx = model.config.max_position_embeddings;
     let mut tests = Vec::new();
     for &depth in &a.depth {
@@ -133,7 +134,7 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
     let mut records = Vec::new();
     if a.output == Output::Md {
         println!(
-            "model {file}  {:.2} GiB  {:.2} B params  kernels {level}  threads {threads}  load {}  cache {}",
+            "model {file}  {:.2} GiB  {:.2} B params  kernels {level}  threads {threads}  load {}  cache {}  acts {act_type}",
             size as f64 / (1u64 << 30) as f64,
             params as f64 / 1e9,
             if use_mmap { "mmap" } else { "huge-pages" },
@@ -173,6 +174,8 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
             // one latent cache serves as both (MLA)
             "type_k": model.cache_type().name(),
             "type_v": model.cache_type().name(),
+            // what bf16 weights' prefill products multiply (`--act-type`)
+            "type_act": act_type,
             "n_prompt": t.n_prompt,
             "n_gen": t.n_gen,
             "n_depth": t.depth,

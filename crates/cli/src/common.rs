@@ -61,6 +61,18 @@ pub struct ModelArgs {
     /// at depth; each cached latent rounded to bf16, as llama.cpp's default cache is f16).
     #[arg(long, default_value = "f32", value_name = "TYPE")]
     pub cache_type: model::CacheType,
+    /// What bf16 weights' prefill products multiply: `f32` activations (exact: logits as
+    /// the reference computes them) or `bf16` (each activation rounded to bf16, as
+    /// llama.cpp does for bf16 files; twice the multiply rate with AVX-512 BF16, and f32
+    /// where the CPU lacks it). Decode and the other formats are unaffected.
+    #[arg(long, value_enum, default_value = "f32", value_name = "TYPE")]
+    pub act_type: ActType,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActType {
+    F32,
+    Bf16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -206,6 +218,16 @@ impl ModelArgs {
         self.cpu_options()?.resolve().map_err(anyhow::Error::msg)
     }
 
+    /// The activations bf16 weights' prefill products take here: `--act-type`, where the
+    /// CPU backend at this level has the bf16 products.
+    pub fn act_type_used(&self) -> Result<&'static str> {
+        let (level, _) = self.kernel_choice()?;
+        let bf16 = self.act_type == ActType::Bf16
+            && self.backend_kind == BackendKind::Cpu
+            && kernels::cpu::simd::has_bf16_dot(level);
+        Ok(if bf16 { "bf16" } else { "f32" })
+    }
+
     fn cpu_options(&self) -> Result<kernels::CpuOptions> {
         if self.threads == Some(0) {
             bail!("--threads must be at least 1");
@@ -214,6 +236,7 @@ impl ModelArgs {
             level: self.kernels,
             threads: self.threads,
             pin_threads: self.pin_threads,
+            bf16_activations: self.act_type == ActType::Bf16,
         })
     }
 

@@ -65,6 +65,7 @@ pub fn run(a: &KlArgs) -> Result<()> {
         load: a.model.load,
         // the reference side stays exact, so `--cache-type bf16` measures the cache's cost
         cache_type: model::CacheType::F32,
+        act_type: crate::common::ActType::F32,
     };
     let texts = texts(a)?;
     let need_tok = !texts.is_empty();

@@ -47,6 +47,7 @@ pub fn run(a: &TokenizeArgs) -> Result<()> {
         backend_kind: crate::common::BackendKind::Cpu,
         load: crate::common::LoadMode::Mmap,
         cache_type: model::CacheType::F32,
+        act_type: crate::common::ActType::F32,
     }
     .load_tokenizer()?;
     if let Some(text) = &a.text {

@@ -363,6 +363,47 @@ fn weights_in_huge_pages_give_the_mapped_logits() {
 /// `--cache-type bf16` reaches the cache: bench reports it as llama-bench's `type_k` /
 /// `type_v`, a greedy reply from the embedded model still runs to its length, and an
 /// unknown type is an error that names the known ones.
+/// `--act-type bf16` is reported as what the run used: bf16 where the CPU has AVX-512
+/// BF16 at the chosen level, f32 elsewhere (and always at `--kernels avx2`).
+#[test]
+fn act_type_bf16_is_reported_as_used_and_runs() {
+    let info = ok(&deeprust(&["info"]));
+    let has = info.contains("avx512bf16") && info.contains("avx512");
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["bench", "-p", "8", "-n", "2", "-r", "1", "-o", "json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(&deeprust(&args))).unwrap()
+    };
+    let want = if has { "bf16" } else { "f32" };
+    for r in json(&["--act-type", "bf16"]).as_array().unwrap() {
+        assert_eq!(r["type_act"], want, "{r}");
+    }
+    for r in json(&[]).as_array().unwrap() {
+        assert_eq!(r["type_act"], "f32", "{r}");
+    }
+    if info.contains("avx2") {
+        for r in json(&["--act-type", "bf16", "--kernels", "avx2"])
+            .as_array()
+            .unwrap()
+        {
+            assert_eq!(r["type_act"], "f32", "{r}");
+        }
+    }
+    ok(&deeprust(&[
+        "generate",
+        "--prompt",
+        "Once upon a time there was",
+        "--max-tokens",
+        "4",
+        "--act-type",
+        "bf16",
+    ]));
+    fails(
+        &deeprust(&["generate", "--prompt", "x", "--act-type", "f8"]),
+        "possible values: f32, bf16",
+    );
+}
+
 #[test]
 fn cache_type_bf16_is_reported_and_runs() {
     let out = ok(&deeprust(&[

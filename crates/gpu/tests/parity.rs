@@ -16,7 +16,7 @@ fn scalar() -> CpuBackend {
     CpuBackend::with_options(&CpuOptions {
         level: Some(Level::Scalar),
         threads: Some(1),
-        pin_threads: false,
+        ..Default::default()
     })
     .unwrap()
 }

@@ -33,14 +33,20 @@ impl Case {
 
     /// With the kernels forced to `level` on `threads` threads (0: every core).
     fn open_at(name: &str, level: Level, threads: usize) -> Case {
+        Case::open_with(
+            name,
+            &CpuOptions {
+                level: Some(level),
+                threads: Some(threads),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn open_with(name: &str, options: &CpuOptions) -> Case {
         let dir = golden_dir(name);
         let ckpt = Checkpoint::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let be = CpuBackend::with_options(&CpuOptions {
-            level: Some(level),
-            threads: Some(threads),
-            pin_threads: false,
-        })
-        .unwrap();
+        let be = CpuBackend::with_options(options).unwrap();
         let model = Model::load_with(&ckpt, Box::new(be)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let golden = SafetensorsFile::open(&dir.join("goldens.safetensors")).unwrap();
         Case { model, golden }
@@ -383,6 +389,53 @@ fn mtp_module_is_loaded_apart_from_the_layers() {
     let case = Case::open("v3_fp8_sharded");
     assert_eq!(case.model.mtp.len(), 1);
     assert_eq!(case.model.mtp[0].eh_proj.dtype(), loader::DType::F8E4M3);
+}
+
+/// `--act-type bf16`: prefill products of bf16 weights take activations rounded to bf16
+/// (where the CPU has AVX-512 BF16, the only place the option acts): the prompt's logits
+/// stay near the float32 reference, and the rounding shows.
+#[test]
+fn bf16_activations_stay_near_the_reference() {
+    for name in MODELS {
+        let case = Case::open_with(
+            name,
+            &CpuOptions {
+                threads: Some(2),
+                bf16_activations: true,
+                ..Default::default()
+            },
+        );
+        let vocab = case.model.config.vocab_size;
+        let k = case.count("prompt", "ids") - 1;
+        let ids = case.ids(&format!("prompt.{k}.ids"));
+        let got = case.prefill(&ids, None);
+        let want = case.f32s(&format!("prompt.{k}.logits"));
+        let mut errs: Vec<f64> = got
+            .chunks(vocab)
+            .zip(want.chunks(vocab))
+            .map(|(g, w)| rel_l2(g, w))
+            .collect();
+        errs.sort_by(|a, b| a.total_cmp(b));
+        let (median, p90) = (errs[errs.len() / 2], errs[errs.len() * 9 / 10]);
+        eprintln!(
+            "{name}: bf16 activations, median {median:.2e}, p90 {p90:.2e}, best {:.2e}",
+            errs[0]
+        );
+        assert!(
+            median <= 1e-2 && p90 <= 2e-2,
+            "{name}: bf16 activations, relative L2 per token from the reference: median {median:.2e}, 90th percentile {p90:.2e}"
+        );
+        // f16 weights never round; bf16 ones must, where the CPU has the products
+        let rounds = name != "v3_nolora_f16"
+            && kernels::cpu::simd::has_bf16_dot(Level::detect())
+            && ids.len() >= 4;
+        assert_eq!(
+            errs[0] > 1e-5,
+            rounds,
+            "{name}: bf16 activations, closest row {:.1e} from the reference",
+            errs[0]
+        );
+    }
 }
 
 /// `--cache-type bf16`: the latents are rounded once, when written, and every path reads

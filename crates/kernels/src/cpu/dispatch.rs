@@ -156,6 +156,10 @@ pub struct CpuOptions {
     pub threads: Option<usize>,
     /// Pin thread i to the i-th CPU of the process's affinity mask.
     pub pin_threads: bool,
+    /// Prefill products of bf16 weights round the activations to bf16 and multiply with
+    /// `vdpbf16ps`, as llama.cpp does, where the CPU has AVX-512 BF16 (elsewhere, and when
+    /// off, activations stay f32 and the numerics are the reference's).
+    pub bf16_activations: bool,
 }
 
 impl CpuOptions {

@@ -23,6 +23,8 @@ const ROW_ALIGN: usize = 16;
 thread_local! {
     /// The caller's buffer for the serial small-`n` product; grows once, then is reused.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The caller's activations rounded to bf16 for the bf16 prefill kernel; grows once.
+    static X16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
     /// The caller's activations rearranged for the bf16 decode kernel; grows once.
     static PAIRS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The caller's quantized activations for int8 products; grows once, then is reused.
@@ -161,7 +163,9 @@ fn with_acts<R>(
 }
 
 /// `y[n, w.rows] = x[n, w.cols] · Wᵀ`.
-pub fn matmul(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f32]) {
+/// `bf16`: bf16 weights' prefill products take activations rounded to bf16 (the caller
+/// checked `simd::has_bf16_dot`).
+pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f32]) {
     let (m, k) = (w.rows, w.cols);
     let n = x.len() / k;
     assert!(
@@ -181,6 +185,35 @@ pub fn matmul(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f
             });
         });
         return;
+    }
+    if bf16 && matches!(w.fmt(), Fmt::BF16) {
+        // bf16 prefill: the rows as stored against the tokens rounded once to bf16
+        if let Some((bytes, rb)) = w
+            .run(0, m)
+            .filter(|(b, _)| (b.as_ptr() as usize).is_multiple_of(2))
+        {
+            X16.with(|x16| {
+                let mut x16 = x16.borrow_mut();
+                x16.clear();
+                simd::round_bf16(level, x, &mut x16);
+                let x16 = &*x16;
+                pool.for_ranges(m, ROW_ALIGN, &|rows| {
+                    let g = simd::Bf16Gemm {
+                        w: &bytes[rows.start * rb..],
+                        rb,
+                        rows: rows.len(),
+                        k,
+                        x16,
+                        n,
+                        m,
+                        r0: rows.start,
+                    };
+                    // SAFETY: rows `rows` belong to this share; the pointer covers n * m.
+                    unsafe { simd::bf16_gemm(level, &g, out.ptr()) };
+                });
+            });
+            return;
+        }
     }
     if let Some(kind) = w.fmt().act_quant().filter(|_| simd::has_qgemm(level)) {
         // int8 prefill: each share packs 16 rows at a time and runs every token over them
@@ -339,6 +372,7 @@ pub fn matmul_t_heads(
 
 pub fn matmul_heads(
     level: Level,
+    bf16: bool,
     pool: &ThreadPool,
     x: &[f32],
     w: &Matrix,
@@ -366,7 +400,7 @@ pub fn matmul_heads(
             let mut s = s.borrow_mut();
             let (xg, yg) = scratch_pair(&mut s, n * k, n * m);
             head_by_head(x, w, heads, y, xg, yg, &mut |x, w, y| {
-                matmul(level, pool, x, w, y)
+                matmul(level, bf16, pool, x, w, y)
             });
         });
         return;
@@ -396,6 +430,7 @@ pub fn matmul_heads(
 /// dispatch, not one each; experts with many rows run the panel path on their own.
 pub fn matmul_experts<'w>(
     level: Level,
+    bf16: bool,
     pool: &ThreadPool,
     x: &[f32],
     starts: &[usize],
@@ -442,7 +477,14 @@ pub fn matmul_experts<'w>(
             let f = we.rows().fmt();
             let same = fmt.is_none_or(|g: Fmt<'_>| same_fmt(&g, &f));
             if b - a >= GEMM_MIN_TOKENS || !same || matches!(f, Fmt::Fp8 { .. }) {
-                matmul(level, pool, &x[a * k..b * k], we, &mut y[a * m..b * m]);
+                matmul(
+                    level,
+                    bf16,
+                    pool,
+                    &x[a * k..b * k],
+                    we,
+                    &mut y[a * m..b * m],
+                );
             } else {
                 fmt.get_or_insert(f);
                 list.push(e);

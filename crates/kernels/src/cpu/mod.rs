@@ -19,6 +19,8 @@ use crate::matrix::Matrix;
 pub struct CpuBackend {
     level: Level,
     pool: ThreadPool,
+    /// `CpuOptions::bf16_activations`, where this CPU has the bf16 products
+    bf16: bool,
 }
 
 impl Default for CpuBackend {
@@ -39,7 +41,14 @@ impl CpuBackend {
         Ok(CpuBackend {
             level,
             pool: ThreadPool::new(threads, o.pin_threads),
+            bf16: o.bf16_activations && simd::has_bf16_dot(level),
         })
+    }
+
+    /// Whether prefill products of bf16 weights take bf16 activations (asked for, and
+    /// this CPU has AVX-512 BF16).
+    pub fn bf16_activations(&self) -> bool {
+        self.bf16
     }
 
     pub fn level(&self) -> Level {
@@ -53,7 +62,7 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     fn matmul(&self, x: &[f32], w: &Matrix, y: &mut [f32]) {
-        matmul::matmul(self.level, &self.pool, x, w, y)
+        matmul::matmul(self.level, self.bf16, &self.pool, x, w, y)
     }
 
     fn matmul_t(&self, x: &[f32], w: &Matrix, y: &mut [f32]) {
@@ -61,7 +70,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
-        matmul::matmul_heads(self.level, &self.pool, x, w, heads, y)
+        matmul::matmul_heads(self.level, self.bf16, &self.pool, x, w, heads, y)
     }
 
     fn matmul_t_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
@@ -75,7 +84,7 @@ impl Backend for CpuBackend {
         w: &(dyn Fn(usize) -> &'w Matrix + Sync),
         y: &mut [f32],
     ) {
-        matmul::matmul_experts(self.level, &self.pool, x, starts, w, y)
+        matmul::matmul_experts(self.level, self.bf16, &self.pool, x, starts, w, y)
     }
 
     fn embedding(&self, table: &Matrix, ids: &[u32], out: &mut [f32]) {

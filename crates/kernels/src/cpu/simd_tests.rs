@@ -340,7 +340,7 @@ fn forcing_an_unsupported_level_is_an_error_not_a_crash() {
         let r = CpuBackend::with_options(&crate::CpuOptions {
             level: Some(level),
             threads: Some(1),
-            pin_threads: false,
+            ..Default::default()
         });
         assert_eq!(r.is_ok(), level.supported(), "{level}");
     }
@@ -507,6 +507,85 @@ fn int8_dot_rows_match_the_row_products() {
                     let what = format!("{level} {dtype} n={n} row {r}/{rows}");
                     close(got[r], want[r], norm[r], &what);
                 }
+            }
+        }
+    }
+}
+
+/// The bf16 prefill kernel against its oracle (exact products summed in f32), on shapes
+/// with a masked tail of k, partial tiles of rows and tokens, blocks of rows and tokens
+/// (64 and 128) crossed, and rows with padding between them.
+#[test]
+fn bf16_gemm_matches_the_oracle() {
+    let mut rng = Rng(0xbf16);
+    for (rows, k, n) in [
+        (1, 32, 1),
+        (7, 40, 5),
+        (9, 70, 4),
+        (70, 1000, 3),
+        (66, 64, 131),
+    ] {
+        let rb = 2 * k + 6;
+        let w: Vec<u8> = (0..rows * rb)
+            .map(|i| {
+                if i % rb >= 2 * k {
+                    0xff // padding: a NaN if it were read
+                } else {
+                    (rng.next() >> 24) as u8 & if i % 2 == 1 { 0xbf } else { 0xff }
+                }
+            })
+            .collect();
+        let x = rng.vec(n * k);
+        for level in Level::available() {
+            let mut x16 = Vec::new();
+            simd::round_bf16(level, &x, &mut x16);
+            let want16: Vec<u16> = x
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_bits())
+                .collect();
+            assert_eq!(x16, want16, "{level}: rounding");
+            let (m, r0) = (rows + 3, 2);
+            let g = simd::Bf16Gemm {
+                w: &w,
+                rb,
+                rows,
+                k,
+                x16: &x16,
+                n,
+                m,
+                r0,
+            };
+            let mut want = vec![f32::NAN; n * m];
+            let mut got = vec![f32::NAN; n * m];
+            unsafe {
+                portable::bf16_gemm(&g, want.as_mut_ptr());
+                simd::bf16_gemm(level, &g, got.as_mut_ptr());
+            }
+            for t in 0..n {
+                for r in 0..rows {
+                    let i = t * m + r0 + r;
+                    let norm: f32 = (0..k)
+                        .map(|c| {
+                            let wv = loader::bf16_to_f32(u16::from_le_bytes([
+                                w[r * rb + 2 * c],
+                                w[r * rb + 2 * c + 1],
+                            ]));
+                            (wv * loader::bf16_to_f32(x16[t * k + c])).abs()
+                        })
+                        .sum();
+                    close(
+                        got[i],
+                        want[i],
+                        norm,
+                        &format!("{level} {rows}x{k} n={n} t={t} r={r}"),
+                    );
+                }
+            }
+            // nothing outside the rows r0.. is written
+            for t in 0..n {
+                assert!(
+                    got[t * m].is_nan() && got[t * m + 1].is_nan() && got[t * m + m - 1].is_nan()
+                );
             }
         }
     }

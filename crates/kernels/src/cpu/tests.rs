@@ -35,7 +35,7 @@ pub(super) fn backend(level: crate::Level, threads: usize) -> CpuBackend {
     CpuBackend::with_options(&crate::CpuOptions {
         level: Some(level),
         threads: Some(threads),
-        pin_threads: false,
+        ..Default::default()
     })
     .unwrap()
 }
@@ -164,6 +164,58 @@ fn matmul_over_every_format_on(be: &CpuBackend) {
                 }
             }
             assert_close(&yt, &matmul_ref(&xt, &wt, cols, rows), 1e-5);
+        }
+    }
+}
+
+/// `--act-type bf16`: prefill products of bf16 weights equal the f64 product of the
+/// weights and the activations rounded to bf16 (k with a masked tail, uneven shares,
+/// token counts around the tiles'); decode products and other formats are the f32 path's,
+/// bit for bit. Where the CPU has no bf16 products the option changes nothing.
+#[test]
+fn bf16_activations_round_only_bf16_prefill_products() {
+    let (w, dense) = bf16_matrix(37, 70);
+    let (wf, dense_f) = f32_matrix(37, 70, 5);
+    let round = |x: &[f32]| -> Vec<f32> {
+        x.iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect()
+    };
+    for level in crate::Level::available() {
+        for threads in [1, 3] {
+            let be = CpuBackend::with_options(&crate::CpuOptions {
+                level: Some(level),
+                threads: Some(threads),
+                bf16_activations: true,
+                ..Default::default()
+            })
+            .unwrap();
+            let plain = backend(level, threads);
+            assert_eq!(be.bf16_activations(), crate::cpu::simd::has_bf16_dot(level));
+            for n in [1, 3, 4, 5, 9] {
+                let x = values(n * 70, 40 + n as u64);
+                let mut got = vec![f32::NAN; n * 37];
+                let mut f32_path = vec![f32::NAN; n * 37];
+                be.matmul(&x, &w, &mut got);
+                plain.matmul(&x, &w, &mut f32_path);
+                if n < 4 || !be.bf16_activations() {
+                    assert_eq!(got, f32_path, "{level} t{threads} n={n}: f32 path");
+                } else {
+                    let want = matmul_ref(&round(&x), &dense, 37, 70);
+                    assert_close(&got, &want, 1e-5);
+                    assert!(
+                        got != f32_path,
+                        "{level} t{threads} n={n}: activations were not rounded"
+                    );
+                }
+                // other formats never round
+                let mut a = vec![f32::NAN; n * 37];
+                let mut b = vec![f32::NAN; n * 37];
+                be.matmul(&x, &wf, &mut a);
+                plain.matmul(&x, &wf, &mut b);
+                assert_eq!(a, b, "{level} t{threads} n={n}: f32 weights");
+                assert_close(&b, &matmul_ref(&x, &dense_f, 37, 70), 1e-4);
+            }
         }
     }
 }

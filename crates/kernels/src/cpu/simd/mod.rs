@@ -225,6 +225,49 @@ pub fn has_bf16_dot(level: Level) -> bool {
     false
 }
 
+/// A bf16 prefill product with activations rounded to bf16 (where `has_bf16_dot`):
+/// `rows` stored bf16 weight rows, `rb` bytes apart from `w`, against `n` tokens of `k`
+/// values in `x16` (bf16 bits, see `round_bf16`), writing `y[t * m + r0 + r]`.
+pub struct Bf16Gemm<'a> {
+    pub w: &'a [u8],
+    pub rb: usize,
+    pub rows: usize,
+    pub k: usize,
+    pub x16: &'a [u16],
+    pub n: usize,
+    pub m: usize,
+    pub r0: usize,
+}
+
+/// `x` rounded to bf16 (to nearest, ties to even), appended to `out`.
+pub fn round_bf16(level: Level, x: &[f32], out: &mut Vec<u16>) {
+    #[cfg(target_arch = "x86_64")]
+    if has_bf16_dot(level) {
+        // SAFETY: AVX-512 BF16 is present (checked above).
+        return unsafe { x86::avx512_bf16gemm::round_bf16(x, out) };
+    }
+    let _ = level;
+    out.extend(x.iter().map(|&v| half::bf16::from_f32(v).to_bits()));
+}
+
+/// # Safety
+/// `y` must be valid for writes at every `t * m + r0 + r` (`t < n`, `r < rows`), and no
+/// other thread may access those elements meanwhile.
+pub unsafe fn bf16_gemm(level: Level, g: &Bf16Gemm<'_>, y: *mut f32) {
+    assert!(g.rb >= 2 * g.k && g.rb.is_multiple_of(2) && g.x16.len() >= g.n * g.k);
+    assert!(g.rows == 0 || g.w.len() >= (g.rows - 1) * g.rb + 2 * g.k);
+    assert!(g.r0 + g.rows <= g.m);
+    // the x86 kernel reads the rows as u16: they must be 2-aligned
+    assert!((g.w.as_ptr() as usize).is_multiple_of(2));
+    #[cfg(target_arch = "x86_64")]
+    if has_bf16_dot(level) {
+        // SAFETY: AVX-512 BF16 is present (checked above); the caller vouches for y.
+        return unsafe { x86::avx512_bf16gemm::bf16_gemm(g, y) };
+    }
+    let _ = level;
+    unsafe { portable::bf16_gemm(g, y) }
+}
+
 /// Decode attention with the query rows in vector lanes (see `attention.rs`): `q` is
 /// `[rows, k]`, `kv[offs[j]..offs[j] + k]` is cached row `j` of the tile, and the scores
 /// come out transposed, one group of `lanes` (a multiple of 16, at least `rows`) per

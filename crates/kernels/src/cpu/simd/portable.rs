@@ -2,7 +2,7 @@
 //! body the x86 levels compile with their target features where hand-written intrinsics
 //! do not pay (K-quant unpacking autovectorises well).
 
-use super::{Fmt, GemmPanel, PvBlock, PvTile, QRow, ScoresTile, SoftmaxStep};
+use super::{Bf16Gemm, Fmt, GemmPanel, PvBlock, PvTile, QRow, ScoresTile, SoftmaxStep};
 use crate::backend::KvRows;
 use loader::{bf16_to_f32, f16_to_f32, fp8_e4m3_to_f32, quant};
 
@@ -183,6 +183,27 @@ pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
         let xt = &g.x[t * k..(t + 1) * k];
         for r in 0..g.rows {
             unsafe { *y.add(t * g.m + g.r0 + r) = dot(&g.panel[r * k..(r + 1) * k], xt) };
+        }
+    }
+}
+
+/// The oracle of the bf16 prefill product: each product exact in f32 (bf16 x bf16 is),
+/// summed in order.
+///
+/// # Safety
+/// `y` must be valid for writes at every `t * m + r0 + r` (`t < n`, `r < rows`).
+pub unsafe fn bf16_gemm(g: &Bf16Gemm<'_>, y: *mut f32) {
+    let k = g.k;
+    for t in 0..g.n {
+        let xt = &g.x16[t * k..(t + 1) * k];
+        for r in 0..g.rows {
+            let row = &g.w[r * g.rb..r * g.rb + 2 * k];
+            let s: f32 = row
+                .chunks_exact(2)
+                .zip(xt)
+                .map(|(w, &x)| bf16_to_f32(u16::from_le_bytes([w[0], w[1]])) * bf16_to_f32(x))
+                .sum();
+            unsafe { *y.add(t * g.m + g.r0 + r) = s };
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod avx2;
 pub mod avx512;
 mod avx512_attention;
+pub mod avx512_bf16gemm;
 mod avx512_int8;
 pub mod avx512_qgemm;
 pub mod avx512vnni;

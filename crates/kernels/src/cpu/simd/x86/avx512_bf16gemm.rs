@@ -1,0 +1,163 @@
+//! The bf16 prefill product (`simd::bf16_gemm`): stored bf16 weight rows against tokens
+//! rounded to bf16, with `vdpbf16ps` (AVX-512 BF16), which multiplies 32 pairs per
+//! instruction, twice the fp32 FMA's 16. The rows are read as stored: nothing is widened.
+
+use std::arch::x86_64::*;
+
+use super::super::Bf16Gemm;
+
+const ROWS: usize = 64;
+const TOKENS: usize = 128;
+
+/// `R` rows by `T` tokens over the whole of `k`: `R + T` loads per 32 values for `R * T`
+/// products; the masked last step reads zeros past `k`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+unsafe fn tile<const R: usize, const T: usize>(
+    w: *const u16,
+    ldw: usize,
+    x: *const u16,
+    k: usize,
+) -> [[f32; T]; R] {
+    unsafe {
+        let load = |p: *const u16, m: __mmask32| -> __m512bh {
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(m, p as *const i16))
+        };
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        let mut c = 0;
+        while c < k {
+            let m = if k - c >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << (k - c)) - 1
+            };
+            let mut xv = [load(x, 0); T];
+            for (j, v) in xv.iter_mut().enumerate() {
+                *v = load(x.add(j * k + c), m);
+            }
+            for (i, a) in acc.iter_mut().enumerate() {
+                let wv = load(w.add(i * ldw + c), m);
+                for (s, &v) in a.iter_mut().zip(&xv) {
+                    *s = _mm512_dpbf16_ps(*s, wv, v);
+                }
+            }
+            c += 32;
+        }
+        // each row's T sums at once: halves added, then a tree of horizontal adds
+        let mut out = [[0f32; T]; R];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            let mut h = [_mm256_setzero_ps(); 4];
+            for (h, v) in h.iter_mut().zip(a) {
+                *h = _mm256_add_ps(
+                    _mm512_castps512_ps256(*v),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*v))),
+                );
+            }
+            let c = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+            let mut s = [0f32; 4];
+            _mm_storeu_ps(
+                s.as_mut_ptr(),
+                _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps::<1>(c)),
+            );
+            o.copy_from_slice(&s[..T]);
+        }
+        out
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+unsafe fn tile_into<const R: usize, const T: usize>(
+    g: &Bf16Gemm<'_>,
+    r: usize,
+    t: usize,
+    y: *mut f32,
+) {
+    let ldw = g.rb / 2;
+    let v = unsafe {
+        tile::<R, T>(
+            (g.w.as_ptr() as *const u16).add(r * ldw),
+            ldw,
+            g.x16.as_ptr().add(t * g.k),
+            g.k,
+        )
+    };
+    for (i, row) in v.iter().enumerate() {
+        for (j, &s) in row.iter().enumerate() {
+            unsafe { *y.add((t + j) * g.m + g.r0 + r + i) = s };
+        }
+    }
+}
+
+/// Blocks of `ROWS` rows by `TOKENS` tokens, both in L2 (256 KiB each at k = 1024); within
+/// a block each tile of 4 rows stays in L1 while the block's tokens pass 4 at a time.
+///
+/// # Safety
+/// As `simd::bf16_gemm`; the CPU has AVX-512 BF16.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+pub unsafe fn bf16_gemm(g: &Bf16Gemm<'_>, y: *mut f32) {
+    let mut r0 = 0;
+    while r0 < g.rows {
+        let rend = (r0 + ROWS).min(g.rows);
+        let mut t0 = 0;
+        while t0 < g.n {
+            let tend = (t0 + TOKENS).min(g.n);
+            let mut r = r0;
+            while r < rend {
+                let rn = (rend - r).min(4);
+                let mut t = t0;
+                while t < tend {
+                    let tn = (tend - t).min(4);
+                    unsafe {
+                        match (rn, tn) {
+                            (4, 4) => tile_into::<4, 4>(g, r, t, y),
+                            (4, 3) => tile_into::<4, 3>(g, r, t, y),
+                            (4, 2) => tile_into::<4, 2>(g, r, t, y),
+                            (4, 1) => tile_into::<4, 1>(g, r, t, y),
+                            (3, 4) => tile_into::<3, 4>(g, r, t, y),
+                            (3, 3) => tile_into::<3, 3>(g, r, t, y),
+                            (3, 2) => tile_into::<3, 2>(g, r, t, y),
+                            (3, 1) => tile_into::<3, 1>(g, r, t, y),
+                            (2, 4) => tile_into::<2, 4>(g, r, t, y),
+                            (2, 3) => tile_into::<2, 3>(g, r, t, y),
+                            (2, 2) => tile_into::<2, 2>(g, r, t, y),
+                            (2, 1) => tile_into::<2, 1>(g, r, t, y),
+                            (1, 4) => tile_into::<1, 4>(g, r, t, y),
+                            (1, 3) => tile_into::<1, 3>(g, r, t, y),
+                            (1, 2) => tile_into::<1, 2>(g, r, t, y),
+                            _ => tile_into::<1, 1>(g, r, t, y),
+                        }
+                    }
+                    t += tn;
+                }
+                r += rn;
+            }
+            t0 = tend;
+        }
+        r0 = rend;
+    }
+}
+
+/// `x` rounded to bf16 (to nearest, ties to even: `vcvtneps2bf16`), appended to `out`.
+///
+/// # Safety
+/// The CPU has AVX-512 BF16.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+pub unsafe fn round_bf16(x: &[f32], out: &mut Vec<u16>) {
+    let start = out.len();
+    out.resize(start + x.len(), 0);
+    let dst = &mut out[start..];
+    let whole = x.len() / 16 * 16;
+    for (d, v) in dst[..whole].chunks_exact_mut(16).zip(x.chunks_exact(16)) {
+        unsafe {
+            let h = _mm512_cvtneps_pbh(_mm512_loadu_ps(v.as_ptr()));
+            _mm256_storeu_si256(
+                d.as_mut_ptr() as *mut __m256i,
+                std::mem::transmute::<__m256bh, __m256i>(h),
+            );
+        }
+    }
+    for (d, &v) in dst[whole..].iter_mut().zip(&x[whole..]) {
+        *d = half::bf16::from_f32(v).to_bits();
+    }
+}
