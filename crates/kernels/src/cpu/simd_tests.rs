@@ -474,7 +474,7 @@ fn int8_dot_rows_match_the_row_products() {
         let mut q = simd::QActs::default();
         q.quantize(kind, &x, n);
         let a = q.row(0);
-        for rows in [1, 2, 3, 4, 5, 6, 7, 9] {
+        for rows in [1, 2, 3, 4, 5, 6, 7, 9, 14, 37] {
             let mut src = Vec::new();
             for r in 0..rows {
                 let mut row = stored(dtype, n, &mut rng);

@@ -94,11 +94,15 @@ pub unsafe fn dot_rows_q_vnni(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>
     unsafe { dot_rows_q::<true>(fmt, src, rb, a, out) }
 }
 
-/// Groups of four rows: a decode step's rows are short (a 1024-wide Q4_K row is four
-/// blocks), and a row-at-a-time call spends a fifth of its time on dispatch, setup and the
-/// final horizontal sum; a group shares them. The rows are still walked one after another:
-/// interleaving their blocks (to share the activations' loads) ran 2-3 times slower from
-/// memory here, as the prefetchers lost the stream.
+/// A run of rows, four at a time. A decode step's rows are short (a 1024-wide Q4_K row is
+/// four blocks), so a row-at-a-time product spends a fifth of its time on dispatch, setup
+/// and the final sum; four rows share them and one horizontal sum. Q8_0 also interleaves
+/// the four rows block by block (sharing the activations' loads, four independent chains
+/// of sums), taking them from four streams (the run cut in quarters: rows i, q + i,
+/// 2q + i, 3q + i), each walked in order: four adjacent rows interleaved (the obvious
+/// grouping) ran 2-3 times slower from memory here, as the prefetchers lost the stream.
+/// The K-quants walk their four rows one after another: interleaved from four streams
+/// they were no faster end to end (q4_k_m decode 0.97x), and Q6_K slower from memory.
 #[inline(always)]
 unsafe fn dot_rows_q<const VNNI: bool>(
     fmt: &Fmt<'_>,
@@ -117,13 +121,45 @@ unsafe fn dot_rows_q<const VNNI: bool>(
         _ => (0, 0, 0),
     };
     if per == 0 || rows == 0 {
+        // (not through `dot_row_q`, which comes back here: a cycle of `inline(always)`
+        // functions is outlined without the target features, and every intrinsic in it
+        // becomes a call)
         for (j, o) in out.iter_mut().enumerate() {
-            *o = unsafe { dot_row_q::<VNNI>(fmt, &src[j * rb..(j + 1) * rb], a) };
+            let row = &src[j * rb..(j + 1) * rb];
+            *o = match fmt {
+                Fmt::Q5_0 => unsafe { dot_q5_0::<VNNI>(row, a) },
+                _ => portable::dot_row_q(fmt, row, a),
+            };
         }
         return;
     }
     assert!(rb >= per * blocks && src.len() >= (rows - 1) * rb + per * blocks);
     assert!(a.qs.len() >= blocks * block && a.bsums.len() >= blocks * sums);
+    if let Fmt::Q8_0 = fmt {
+        // four streams: rows i, q + i, 2q + i, 3q + i of the run, each walked in order
+        let q = rows.div_ceil(4);
+        for i in 0..q {
+            let mut w = [src.as_ptr(); 4];
+            let mut idx = [usize::MAX; 4];
+            for s in 0..4 {
+                let r = s * q + i;
+                if r < rows {
+                    idx[s] = r;
+                }
+                // a missing row (past the run's end) repeats row i; its sum is not stored
+                w[s] = unsafe { src.as_ptr().add(if r < rows { r } else { i } * rb) };
+            }
+            let mut s4 = [0f32; 4];
+            unsafe { _mm_storeu_ps(s4.as_mut_ptr(), q8_0_x4::<VNNI>(w, a, blocks)) };
+            for s in 0..4 {
+                if idx[s] != usize::MAX {
+                    out[idx[s]] = s4[s];
+                }
+            }
+        }
+        return;
+    }
+    // the K-quants: four rows after one another, one horizontal sum
     let mut j = 0;
     while j < rows {
         let n = (rows - j).min(4);
@@ -134,15 +170,14 @@ unsafe fn dot_rows_q<const VNNI: bool>(
             let w = unsafe { src.as_ptr().add((j + r) * rb) };
             unsafe {
                 match fmt {
-                    Fmt::Q8_0 => acc[r] = q8_0_acc::<VNNI>(w, a, blocks),
                     Fmt::Q4K => (acc[r], acc_min[r]) = q4k_acc::<VNNI>(w, a, blocks),
                     _ => acc[r] = q6k_acc::<VNNI>(w, a, blocks),
                 }
             }
         }
-        let mut s = [0f32; 4];
-        unsafe { _mm_storeu_ps(s.as_mut_ptr(), _mm_sub_ps(hsum4(acc), hsum4_128(acc_min))) };
-        out[j..j + n].copy_from_slice(&s[..n]);
+        let mut s4 = [0f32; 4];
+        unsafe { _mm_storeu_ps(s4.as_mut_ptr(), _mm_sub_ps(hsum4(acc), hsum4_128(acc_min))) };
+        out[j..j + n].copy_from_slice(&s4[..n]);
         j += n;
     }
 }
@@ -177,54 +212,63 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     }
 }
 
-/// One Q8_0 row's sum, spread over the lanes. With VNNI the weights' sign moves by an
-/// offset: `w ^ 0x80` is `w + 128` as an unsigned byte, so `vpdpbusd` gives
-/// `Σ w·x + 128·Σ x`, and the sum starts at `-128·Σ x` (one `vpdpbusd` of the activations,
-/// against the three operations of moving the sign to them). Without VNNI the sign goes
-/// to the activations (`|w|` times `sign(w)·x`, exact even for -128): `vpmaddubsw` would saturate at `2 · 255 · 127`.
+/// Q8_0, four rows, two blocks a step. With VNNI the weights' sign moves by an offset:
+/// `w ^ 0x80` is `w + 128` as an unsigned byte, so `vpdpbusd` gives `Σ w·x + 128·Σ x`, and
+/// the second term, shared by the rows, starts each sum negated (one `vpdpbusd` of the
+/// activations, against three operations a row to move the sign to them). Without VNNI
+/// the sign goes to the activations (`|w|` times `sign(w)·x`, exact even for -128):
+/// `vpmaddubsw` would saturate on `2 · 255 · 127`.
 #[inline(always)]
-unsafe fn q8_0_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m512 {
+unsafe fn q8_0_x4<const VNNI: bool>(w: [*const u8; 4], a: &QRow<'_>, blocks: usize) -> __m128 {
     unsafe {
         let zero = _mm512_setzero_si512();
         let flip = _mm512_set1_epi8(-128);
-        // lanes 0-7 take the first block's scale, 8-15 the second's
         let halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        let mut acc = [_mm512_setzero_ps(); 2];
+        let mut acc = [_mm512_setzero_ps(); 4];
         let x = a.qs.as_ptr();
         let mut b = 0;
         while b + 2 <= blocks {
-            let p = w.add(34 * b);
             let xv = _mm512_loadu_si512(x.add(32 * b) as *const __m512i);
-            let lo = _mm256_loadu_si256(p.add(2) as *const __m256i);
-            let hi = _mm256_loadu_si256(p.add(36) as *const __m256i);
-            let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-            let isum = if VNNI {
-                let base = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, xv));
-                _mm512_dpbusd_epi32(base, _mm512_xor_si512(wv, flip), xv)
+            let base = if VNNI {
+                _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, xv))
             } else {
-                let xs = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
-                dot_u8i8::<false>(zero, _mm512_abs_epi8(wv), xs)
+                zero
             };
-            let d0 = (p as *const u16).read_unaligned() as u32;
-            let d1 = (p.add(34) as *const u16).read_unaligned() as u32;
-            let dw = _mm_cvtph_ps(_mm_cvtsi32_si128((d0 | d1 << 16) as i32));
             let da = _mm_castpd_ps(_mm_load_sd(a.d.as_ptr().add(b) as *const f64));
-            let s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_mul_ps(dw, da)));
-            let acc = &mut acc[(b / 2) & 1];
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, *acc);
+            for r in 0..4 {
+                let p = w[r].add(34 * b);
+                let lo = _mm256_loadu_si256(p.add(2) as *const __m256i);
+                let hi = _mm256_loadu_si256(p.add(36) as *const __m256i);
+                let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                let isum = if VNNI {
+                    _mm512_dpbusd_epi32(base, _mm512_xor_si512(wv, flip), xv)
+                } else {
+                    let xs = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
+                    dot_u8i8::<false>(zero, _mm512_abs_epi8(wv), xs)
+                };
+                let d0 = (p as *const u16).read_unaligned() as u32;
+                let d1 = (p.add(34) as *const u16).read_unaligned() as u32;
+                let dw = _mm_cvtph_ps(_mm_cvtsi32_si128((d0 | d1 << 16) as i32));
+                let s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_mul_ps(dw, da)));
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, acc[r]);
+            }
             b += 2;
         }
-        let mut sum = _mm512_add_ps(acc[0], acc[1]);
+        let mut sums = hsum4(acc);
         if b < blocks {
-            let p = w.add(34 * b);
-            let wv = _mm256_loadu_si256(p.add(2) as *const __m256i);
             let xv = _mm256_loadu_si256(x.add(32 * b) as *const __m256i);
-            let xs = _mm256_mask_sub_epi8(xv, _mm256_movepi8_mask(wv), _mm256_setzero_si256(), xv);
-            let isum = dot_u8i8_256::<VNNI>(_mm256_setzero_si256(), _mm256_abs_epi8(wv), xs);
-            let t = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(f16_at(p) * a.d[b]));
-            sum = _mm512_add_ps(sum, _mm512_castps256_ps512(t));
+            let mut tail = [0f32; 4];
+            for r in 0..4 {
+                let p = w[r].add(34 * b);
+                let wv = _mm256_loadu_si256(p.add(2) as *const __m256i);
+                let xs =
+                    _mm256_mask_sub_epi8(xv, _mm256_movepi8_mask(wv), _mm256_setzero_si256(), xv);
+                let isum = dot_u8i8_256::<VNNI>(_mm256_setzero_si256(), _mm256_abs_epi8(wv), xs);
+                tail[r] = hsum256(_mm256_cvtepi32_ps(isum)) * (f16_at(p) * a.d[b]);
+            }
+            sums = _mm_add_ps(sums, _mm_loadu_ps(tail.as_ptr()));
         }
-        sum
+        sums
     }
 }
 
@@ -337,10 +381,21 @@ unsafe fn q6k_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -
 unsafe fn dot_row_q<const VNNI: bool>(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
     unsafe {
         match fmt {
-            Fmt::Q8_0 => dot_q8_0::<VNNI>(src, a),
+            Fmt::Q8_0 => dot_one::<VNNI>(fmt, src, a),
             Fmt::Q5_0 => dot_q5_0::<VNNI>(src, a),
-            Fmt::Q4K => dot_q4k::<VNNI>(src, a),
-            Fmt::Q6K => dot_q6k::<VNNI>(src, a),
+            Fmt::Q4K => {
+                let blocks = a.d.len();
+                assert!(src.len() >= 144 * blocks && a.qs.len() >= 256 * blocks);
+                assert!(a.bsums.len() >= 16 * blocks);
+                let (acc, acc_min) = q4k_acc::<VNNI>(src.as_ptr(), a, blocks);
+                _mm512_reduce_add_ps(acc) - hsum128(acc_min)
+            }
+            Fmt::Q6K => {
+                let blocks = a.d.len();
+                assert!(src.len() >= 210 * blocks && a.qs.len() >= 256 * blocks);
+                assert!(a.bsums.len() >= 16 * blocks);
+                _mm512_reduce_add_ps(q6k_acc::<VNNI>(src.as_ptr(), a, blocks))
+            }
             _ => portable::dot_row_q(fmt, src, a),
         }
     }
@@ -383,11 +438,13 @@ unsafe fn dot_i16<const VNNI: bool>(acc: __m512i, a: __m512i, b: __m512i) -> __m
     }
 }
 
+/// One row through the run kernel (for Q8_0 every stream the same row; not on a hot path:
+/// decode and prefill go by runs of rows).
 #[inline(always)]
-unsafe fn dot_q8_0<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
-    let blocks = a.d.len();
-    assert!(src.len() >= 34 * blocks && a.qs.len() >= 32 * blocks);
-    unsafe { _mm512_reduce_add_ps(q8_0_acc::<VNNI>(src.as_ptr(), a, blocks)) }
+unsafe fn dot_one<const VNNI: bool>(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
+    let mut out = [0f32];
+    unsafe { dot_rows_q::<VNNI>(fmt, src, src.len(), a, &mut out) };
+    out[0]
 }
 
 /// Q5_0: the low nibbles then the high nibbles of 16 bytes, the fifth bits from a mask;
@@ -418,27 +475,6 @@ unsafe fn dot_q5_0<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
             hsum256(acc) - 16.0 * off
         }
     }
-}
-
-#[inline(always)]
-unsafe fn dot_q4k<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
-    let blocks = a.d.len();
-    assert!(
-        src.len() >= 144 * blocks && a.qs.len() >= 256 * blocks && a.bsums.len() >= 16 * blocks
-    );
-    unsafe {
-        let (acc, acc_min) = q4k_acc::<VNNI>(src.as_ptr(), a, blocks);
-        _mm512_reduce_add_ps(acc) - hsum128(acc_min)
-    }
-}
-
-#[inline(always)]
-unsafe fn dot_q6k<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
-    let blocks = a.d.len();
-    assert!(
-        src.len() >= 210 * blocks && a.qs.len() >= 256 * blocks && a.bsums.len() >= 16 * blocks
-    );
-    unsafe { _mm512_reduce_add_ps(q6k_acc::<VNNI>(src.as_ptr(), a, blocks)) }
 }
 
 #[inline]
