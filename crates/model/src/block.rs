@@ -54,6 +54,19 @@ impl Block {
 
     /// Updates the residual stream `h` [tokens, hidden] in place; returns the routing of a
     /// MoE layer.
+    /// Values per activation buffer of the feed-forward part (see `moe::DEFAULT_BUDGET`).
+    pub fn set_ffn_budget(&mut self, values: usize) {
+        match &mut self.ffn {
+            Ffn::Dense(mlp) => mlp.budget = values,
+            Ffn::Moe(moe) => {
+                moe.budget = values;
+                if let Some(s) = &mut moe.shared {
+                    s.budget = values;
+                }
+            }
+        }
+    }
+
     pub fn forward(
         &self,
         be: &dyn Backend,

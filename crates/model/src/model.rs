@@ -121,6 +121,19 @@ impl Model {
         self.cache_type
     }
 
+    /// Values per activation buffer in the feed-forward layers (default
+    /// `moe::DEFAULT_BUDGET`, 4 MiB of f32): a long prompt's tokens and routed experts go
+    /// in pieces that fit. Smaller saves memory for more passes over the dense weights.
+    pub fn set_ffn_budget(&mut self, values: usize) {
+        let values = values.max(1);
+        for b in &mut self.layers {
+            b.set_ffn_budget(values);
+        }
+        for m in &mut self.mtp {
+            m.block.set_ffn_budget(values);
+        }
+    }
+
     pub fn set_cache_type(&mut self, ty: CacheType) {
         self.cache_type = ty;
     }

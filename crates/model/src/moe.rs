@@ -16,6 +16,8 @@ pub struct Mlp {
     pub w1: Matrix, // gate_proj [inter, hidden]
     pub w3: Matrix, // up_proj   [inter, hidden]
     pub w2: Matrix, // down_proj [hidden, inter]
+    /// Values per intermediate buffer (see `DEFAULT_BUDGET`)
+    pub budget: usize,
 }
 
 impl Mlp {
@@ -29,21 +31,43 @@ impl Mlp {
             w1: w.matrix(&format!("{p}.gate_proj.weight"), inter, hidden)?,
             w3: w.matrix(&format!("{p}.up_proj.weight"), inter, hidden)?,
             w2: w.matrix(&format!("{p}.down_proj.weight"), hidden, inter)?,
+            budget: DEFAULT_BUDGET,
         })
     }
 
-    /// `x`: [tokens, hidden] -> [tokens, hidden]
+    /// `x`: [tokens, hidden] -> [tokens, hidden]. A long prompt's tokens go in pieces, so
+    /// the intermediate activations stay within `budget` values a buffer (each piece reads
+    /// the weights again: a dense layer's or the shared expert's, a small part of a
+    /// prefill's reads).
     pub fn forward(&self, be: &dyn Backend, x: &[f32]) -> Buf<f32> {
-        let tokens = x.len() / self.w1.cols;
-        let mut g = Buf::<f32>::zeros(tokens * self.w1.rows);
-        let mut u = Buf::<f32>::zeros(tokens * self.w3.rows);
-        be.matmul(x, &self.w1, &mut g);
-        be.matmul(x, &self.w3, &mut u);
-        be.silu_mul(&mut g, &u);
+        let (hidden, inter) = (self.w1.cols, self.w1.rows);
+        let tokens = x.len() / hidden;
         let mut out = Buf::<f32>::zeros(tokens * self.w2.rows);
-        be.matmul(&g, &self.w2, &mut out);
+        let piece = rows_within(self.budget, hidden, inter).min(tokens.max(1));
+        let mut g = Buf::<f32>::zeros(piece * inter);
+        let mut u = Buf::<f32>::zeros(piece * inter);
+        for t0 in (0..tokens).step_by(piece) {
+            let n = piece.min(tokens - t0);
+            let (g, u) = (&mut g[..n * inter], &mut u[..n * inter]);
+            let xp = &x[t0 * hidden..(t0 + n) * hidden];
+            be.matmul(xp, &self.w1, g);
+            be.matmul(xp, &self.w3, u);
+            be.silu_mul(g, u);
+            be.matmul(g, &self.w2, &mut out[t0 * hidden..(t0 + n) * hidden]);
+        }
         out
     }
+}
+
+/// Values per activation buffer in the feed-forward parts (4 MiB of f32): a 512-token
+/// chunk's routed experts would otherwise hold 6 x 512 gathered rows and their products
+/// at once (25 MB on a 1024-wide model, 100+ MB on V3's), the largest part of the memory
+/// a long prompt adds over the weights and the cache.
+pub const DEFAULT_BUDGET: usize = 1 << 20;
+
+/// How many rows of `hidden` inputs and `inter` intermediate values fit `budget` values.
+fn rows_within(budget: usize, hidden: usize, inter: usize) -> usize {
+    (budget / hidden.max(inter).max(1)).max(1)
 }
 
 /// The router.
@@ -180,6 +204,8 @@ pub struct Moe {
     pub gate: Gate,
     pub experts: Vec<Mlp>,
     pub shared: Option<Mlp>,
+    /// Values per activation buffer of the routed experts (see `DEFAULT_BUDGET`)
+    pub budget: usize,
 }
 
 impl Moe {
@@ -201,6 +227,7 @@ impl Moe {
             gate: Gate::load(w, cfg, &format!("{p}.gate"))?,
             experts,
             shared,
+            budget: DEFAULT_BUDGET,
         })
     }
 
@@ -232,29 +259,47 @@ impl Moe {
         }
         // Gather the tokens in expert order, then every chosen expert's SwiGLU as three
         // grouped products (one parallel region each, however many experts a step picks).
-        let rows = tokens * k;
-        let mut xs = Buf::<f32>::zeros(rows * hidden);
-        for (i, &(t, _)) in pairs.iter().enumerate() {
-            xs[i * hidden..(i + 1) * hidden].copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
-        }
+        // A long prompt's experts go in groups whose rows fit the budget: each expert's
+        // weights are still read once, and the activations held stay bounded.
         let inter = self.experts.first().map_or(0, |e| e.w1.rows);
-        let mut g = Buf::<f32>::zeros(rows * inter);
-        let mut u = Buf::<f32>::zeros(rows * inter);
-        be.matmul_experts(&xs, &start, &|e| &self.experts[e].w1, &mut g);
-        be.matmul_experts(&xs, &start, &|e| &self.experts[e].w3, &mut u);
-        be.silu_mul(&mut g, &u);
-        drop(u);
-        // the gathered inputs are spent: their buffer takes the outputs (a long prefill's
-        // largest activation, not held twice)
-        let mut ys = xs;
-        be.matmul_experts(&g, &start, &|e| &self.experts[e].w2, &mut ys);
+        let limit = rows_within(self.budget, hidden, inter);
         let mut out = Buf::<f32>::zeros(tokens * hidden);
-        for (i, &(t, wt)) in pairs.iter().enumerate() {
-            for (o, &y) in out[t * hidden..(t + 1) * hidden]
-                .iter_mut()
-                .zip(&ys[i * hidden..(i + 1) * hidden])
-            {
-                *o += wt * y;
+        let mut e0 = 0;
+        while e0 < n_exp {
+            let mut e1 = e0 + 1;
+            while e1 < n_exp && start[e1 + 1] - start[e0] <= limit {
+                e1 += 1;
+            }
+            let base = e0; // experts base..e1
+            e0 = e1;
+            let (r0, r1) = (start[base], start[e1]);
+            if r0 == r1 {
+                continue;
+            }
+            let group = &pairs[r0..r1];
+            let rows = r1 - r0;
+            let mut starts = Buf::<usize>::from_slice(&start[base..=e1]);
+            starts.iter_mut().for_each(|s| *s -= r0);
+            let mut xs = Buf::<f32>::zeros(rows * hidden);
+            for (i, &(t, _)) in group.iter().enumerate() {
+                xs[i * hidden..(i + 1) * hidden].copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
+            }
+            let mut g = Buf::<f32>::zeros(rows * inter);
+            let mut u = Buf::<f32>::zeros(rows * inter);
+            be.matmul_experts(&xs, &starts, &|e| &self.experts[base + e].w1, &mut g);
+            be.matmul_experts(&xs, &starts, &|e| &self.experts[base + e].w3, &mut u);
+            be.silu_mul(&mut g, &u);
+            drop(u);
+            // the gathered inputs are spent: their buffer takes the outputs
+            let mut ys = xs;
+            be.matmul_experts(&g, &starts, &|e| &self.experts[base + e].w2, &mut ys);
+            for (i, &(t, wt)) in group.iter().enumerate() {
+                for (o, &y) in out[t * hidden..(t + 1) * hidden]
+                    .iter_mut()
+                    .zip(&ys[i * hidden..(i + 1) * hidden])
+                {
+                    *o += wt * y;
+                }
             }
         }
         if let Some(shared) = &self.shared {

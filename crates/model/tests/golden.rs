@@ -391,6 +391,43 @@ fn mtp_module_is_loaded_apart_from_the_layers() {
     assert_eq!(case.model.mtp[0].eh_proj.dtype(), loader::DType::F8E4M3);
 }
 
+/// The feed-forward layers in pieces (`Model::set_ffn_budget`): with a budget of a few
+/// rows, the dense MLP runs a few tokens at a time and the routed experts in many groups,
+/// and the logits are those of one pass (the same row products, a few of them through the
+/// decode path's summation order) and the reference's.
+#[test]
+fn ffn_in_pieces_gives_the_same_logits() {
+    for name in MODELS {
+        let mut case = Case::open_at(name, Level::detect(), 2);
+        let vocab = case.model.config.vocab_size;
+        let k = case.count("prompt", "ids") - 1;
+        let ids = case.ids(&format!("prompt.{k}.ids"));
+        let whole = case.prefill(&ids, None);
+        let width = case
+            .model
+            .config
+            .hidden_size
+            .max(case.model.config.intermediate_size);
+        case.model.set_ffn_budget(3 * width);
+        let pieces = case.prefill(&ids, None);
+        assert_rows_close(
+            &format!("{name} ffn in pieces"),
+            &pieces,
+            &whole,
+            vocab,
+            1e-5,
+        );
+        let want = case.f32s(&format!("prompt.{k}.logits"));
+        assert_rows_close(
+            &format!("{name} ffn in pieces vs reference"),
+            &pieces,
+            &want,
+            vocab,
+            1e-4,
+        );
+    }
+}
+
 /// `--act-type bf16`: prefill products of bf16 weights take activations rounded to bf16
 /// (where the CPU has AVX-512 BF16, the only place the option acts): the prompt's logits
 /// stay near the float32 reference, and the rounding shows.
