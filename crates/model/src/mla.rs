@@ -22,6 +22,10 @@ const LATENT_NORM_EPS: f32 = 1e-6;
 /// of a long prompt, so a prefill's largest buffer stays small beside the KV cache.
 const EXPANDED_GROUP_VALUES: usize = 1 << 20;
 
+/// Cached latents the expanded form widens at once (f32 values, 1 MiB): a block of
+/// positions at a time, so a prefill at depth holds no copy of the whole cache.
+const LATENT_BLOCK_VALUES: usize = 1 << 18;
+
 /// From how many tokens per chunk the expanded form costs fewer multiply-adds. Per query
 /// and cached position, absorbed attention does `2 r + rope` per head and expanded
 /// `2 (nope + v) + rope` (its kernel also carries a zero key half and a value half it does
@@ -82,6 +86,9 @@ pub struct Mla {
     /// Keys and values the expanded form makes per pass (f32 values); see
     /// `EXPANDED_GROUP_VALUES`.
     pub expand_group_values: usize,
+    /// Cached latents the expanded form widens per block of positions (f32 values); see
+    /// `LATENT_BLOCK_VALUES`.
+    pub latent_block_values: usize,
 }
 
 /// Where the tokens of one forward sit: their rotary angles (`[tokens, rope_dim / 2]` each)
@@ -138,6 +145,7 @@ impl Mla {
             eps: LATENT_NORM_EPS,
             expand_from: expand_from(r, cfg.qk_nope_head_dim, cfg.v_head_dim),
             expand_group_values: EXPANDED_GROUP_VALUES,
+            latent_block_values: LATENT_BLOCK_VALUES,
         })
     }
 
@@ -330,15 +338,19 @@ impl Mla {
         let (nope, vd) = (self.qk_nope_head_dim, self.v_head_dim);
         let n = span.tokens.len();
         let positions = span.start_pos + n;
-        // the sequence's cached latents, contiguous: c_kv [P, r] and k_pe [P, p]
-        let mut c_kv = Buf::<f32>::zeros(positions * r);
+        // the sequence's cached rope keys, contiguous: k_pe [P, p]; its latents are read a
+        // block of positions at a time below (all of them as f32 would be P x r values, the
+        // largest buffer of a long prompt's prefill at depth)
         let mut k_pe = Buf::<f32>::zeros(positions * p);
         let cache = pool.layer(layer);
         for j in 0..positions {
-            let at = pool.offset(span.blocks, j);
-            cache.read(at, &mut c_kv[j * r..(j + 1) * r]);
-            cache.read(at + r, &mut k_pe[j * p..(j + 1) * p]);
+            cache.read(
+                pool.offset(span.blocks, j) + r,
+                &mut k_pe[j * p..(j + 1) * p],
+            );
         }
+        let block = (self.latent_block_values / r.max(1)).clamp(1, positions.max(1));
+        let mut c_blk = Buf::<f32>::zeros(block * r);
         // Keys and values [k_nope | v] of a group of heads at a time, each group's product
         // one matmul over the cached latents: all heads at once would hold P x n_heads x
         // (nope + vd) values, the largest buffer of a long prefill, and a head at a time
@@ -348,8 +360,8 @@ impl Mla {
         let mut kv = Buf::<f32>::zeros(positions * group * kvw); // [P, group, kvw]
         let (mut k, mut v) = match &self.kv_b {
             KvB::Split { .. } => (
-                Buf::<f32>::zeros(positions * nope),
-                Buf::<f32>::zeros(positions * group * vd),
+                Buf::<f32>::zeros(block * nope),
+                Buf::<f32>::zeros(block * group * vd),
             ),
             KvB::Combined(_) => (Buf::<f32>::zeros(0), Buf::<f32>::zeros(0)),
         };
@@ -364,18 +376,26 @@ impl Mla {
             let (g0, gi) = (head - head % group, head % group);
             let gn = group.min(h - g0);
             if gi == 0 {
-                let kv = &mut kv[..positions * gn * kvw];
-                match &self.kv_b {
-                    KvB::Combined(w) => be.matmul(&c_kv, &w.rows_view(g0 * kvw, gn * kvw), kv),
-                    KvB::Split { k_b, v_b } => {
-                        let v = &mut v[..positions * gn * vd];
-                        be.matmul(&c_kv, &v_b.rows_view(g0 * vd, gn * vd), v);
-                        for hh in 0..gn {
-                            be.matmul_t(&c_kv, &k_b.rows_view((g0 + hh) * r, r), &mut k);
-                            for j in 0..positions {
-                                let row = &mut kv[(j * gn + hh) * kvw..][..kvw];
-                                row[..nope].copy_from_slice(&k[j * nope..(j + 1) * nope]);
-                                row[nope..].copy_from_slice(&v[(j * gn + hh) * vd..][..vd]);
+                for j0 in (0..positions).step_by(block) {
+                    let pn = block.min(positions - j0);
+                    let c_kv = &mut c_blk[..pn * r];
+                    for (j, c) in c_kv.chunks_exact_mut(r).enumerate() {
+                        cache.read(pool.offset(span.blocks, j0 + j), c);
+                    }
+                    let kv = &mut kv[j0 * gn * kvw..(j0 + pn) * gn * kvw];
+                    match &self.kv_b {
+                        KvB::Combined(w) => be.matmul(c_kv, &w.rows_view(g0 * kvw, gn * kvw), kv),
+                        KvB::Split { k_b, v_b } => {
+                            let v = &mut v[..pn * gn * vd];
+                            be.matmul(c_kv, &v_b.rows_view(g0 * vd, gn * vd), v);
+                            for hh in 0..gn {
+                                let k = &mut k[..pn * nope];
+                                be.matmul_t(c_kv, &k_b.rows_view((g0 + hh) * r, r), k);
+                                for j in 0..pn {
+                                    let row = &mut kv[(j * gn + hh) * kvw..][..kvw];
+                                    row[..nope].copy_from_slice(&k[j * nope..(j + 1) * nope]);
+                                    row[nope..].copy_from_slice(&v[(j * gn + hh) * vd..][..vd]);
+                                }
                             }
                         }
                     }
@@ -564,12 +584,14 @@ mod tests {
             };
             let blocks = [4u32, 1, 3, 0, 2];
             let hd = cfg.hidden_size;
-            // keys and values made a few heads at a time (the last group shorter), as a
-            // long prompt's are
+            // keys and values made a few heads at a time (the last group shorter), from
+            // latents widened 6 positions at a time (the last block shorter, 1 position in
+            // the second chunk's), as a long prompt's are
             let heads = cfg.num_attention_heads;
             let per_pass = if heads > 3 { 3 } else { 1 };
             let few = |m: &Mla| Mla {
                 expand_group_values: per_pass * tokens * (cfg.qk_nope_head_dim + cfg.v_head_dim),
+                latent_block_values: 6 * cfg.kv_lora_rank,
                 kv_b: m.kv_b.clone(),
                 expand_from: 1,
                 ..load()
