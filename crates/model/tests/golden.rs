@@ -125,6 +125,17 @@ fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
+/// Each row's relative L2 error, smallest first (for median and percentile bounds).
+fn sorted_row_errors(got: &[f32], want: &[f32], width: usize) -> Vec<f64> {
+    let mut errs: Vec<f64> = got
+        .chunks(width)
+        .zip(want.chunks(width))
+        .map(|(g, w)| rel_l2(g, w))
+        .collect();
+    errs.sort_by(|a, b| a.total_cmp(b));
+    errs
+}
+
 fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
@@ -447,12 +458,7 @@ fn bf16_activations_stay_near_the_reference() {
         let ids = case.ids(&format!("prompt.{k}.ids"));
         let got = case.prefill(&ids, None);
         let want = case.f32s(&format!("prompt.{k}.logits"));
-        let mut errs: Vec<f64> = got
-            .chunks(vocab)
-            .zip(want.chunks(vocab))
-            .map(|(g, w)| rel_l2(g, w))
-            .collect();
-        errs.sort_by(|a, b| a.total_cmp(b));
+        let errs = sorted_row_errors(&got, &want, vocab);
         let (median, p90) = (errs[errs.len() / 2], errs[errs.len() * 9 / 10]);
         eprintln!(
             "{name}: bf16 activations, median {median:.2e}, p90 {p90:.2e}, best {:.2e}",
@@ -493,12 +499,7 @@ fn bf16_cache_decodes_as_it_prefills_and_stays_near_the_reference() {
         // per token: a tie in the router can flip one token's experts, which no rounding
         // bound covers (v3_fp8_sharded has one such row, 0.7 off, the rest ~2e-3), so
         // the median and most rows are bounded, not the worst
-        let mut errs: Vec<f64> = one_shot
-            .chunks(vocab)
-            .zip(want.chunks(vocab))
-            .map(|(g, w)| rel_l2(g, w))
-            .collect();
-        errs.sort_by(|a, b| a.total_cmp(b));
+        let errs = sorted_row_errors(&one_shot, &want, vocab);
         let (median, p90) = (errs[errs.len() / 2], errs[errs.len() * 9 / 10]);
         assert!(
             median <= 5e-3 && p90 <= 1e-2,

@@ -45,6 +45,34 @@ impl Fmt<'_> {
     }
 }
 
+/// `$f::<R, T>(args)` for a runtime tile of `rn` rows by `tn` tokens, each 1 to 4: the
+/// register-tiled kernels are generic over their shape, and a share's edges take the
+/// smaller ones.
+macro_rules! tile4x4 {
+    ($rn:expr, $tn:expr, $f:ident($($a:expr),*)) => {
+        match ($rn, $tn) {
+            (4, 4) => $f::<4, 4>($($a),*),
+            (4, 3) => $f::<4, 3>($($a),*),
+            (4, 2) => $f::<4, 2>($($a),*),
+            (4, 1) => $f::<4, 1>($($a),*),
+            (3, 4) => $f::<3, 4>($($a),*),
+            (3, 3) => $f::<3, 3>($($a),*),
+            (3, 2) => $f::<3, 2>($($a),*),
+            (3, 1) => $f::<3, 1>($($a),*),
+            (2, 4) => $f::<2, 4>($($a),*),
+            (2, 3) => $f::<2, 3>($($a),*),
+            (2, 2) => $f::<2, 2>($($a),*),
+            (2, 1) => $f::<2, 1>($($a),*),
+            (1, 4) => $f::<1, 4>($($a),*),
+            (1, 3) => $f::<1, 3>($($a),*),
+            (1, 2) => $f::<1, 2>($($a),*),
+            _ => $f::<1, 1>($($a),*),
+        }
+    };
+}
+#[allow(unused_imports)] // (not every target has a tiled kernel)
+pub(crate) use tile4x4;
+
 macro_rules! dispatch {
     ($level:expr, $name:ident($($arg:expr),*)) => {
         match $level {

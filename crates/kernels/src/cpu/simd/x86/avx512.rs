@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::{Fmt, GemmPanel, PvBlock, portable};
+use super::super::{Fmt, GemmPanel, PvBlock, portable, tile4x4};
 pub use super::avx512_attention::{pv_t, scores_t, softmax_step};
 pub use super::avx512_int8::{dot_row_q_bw as dot_row_q, dot_rows_q_bw as dot_rows_q};
 
@@ -561,26 +561,7 @@ pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
         let mut r = 0;
         while r < g.rows {
             let rn = (g.rows - r).min(4);
-            unsafe {
-                match (rn, tn) {
-                    (4, 4) => tile_into::<4, 4>(g, r, t, y),
-                    (4, 3) => tile_into::<4, 3>(g, r, t, y),
-                    (4, 2) => tile_into::<4, 2>(g, r, t, y),
-                    (4, 1) => tile_into::<4, 1>(g, r, t, y),
-                    (3, 4) => tile_into::<3, 4>(g, r, t, y),
-                    (3, 3) => tile_into::<3, 3>(g, r, t, y),
-                    (3, 2) => tile_into::<3, 2>(g, r, t, y),
-                    (3, 1) => tile_into::<3, 1>(g, r, t, y),
-                    (2, 4) => tile_into::<2, 4>(g, r, t, y),
-                    (2, 3) => tile_into::<2, 3>(g, r, t, y),
-                    (2, 2) => tile_into::<2, 2>(g, r, t, y),
-                    (2, 1) => tile_into::<2, 1>(g, r, t, y),
-                    (1, 4) => tile_into::<1, 4>(g, r, t, y),
-                    (1, 3) => tile_into::<1, 3>(g, r, t, y),
-                    (1, 2) => tile_into::<1, 2>(g, r, t, y),
-                    _ => tile_into::<1, 1>(g, r, t, y),
-                }
-            }
+            unsafe { tile4x4!(rn, tn, tile_into(g, r, t, y)) }
             r += rn;
         }
         t += tn;

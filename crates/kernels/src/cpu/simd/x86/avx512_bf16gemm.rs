@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::Bf16Gemm;
+use super::super::{Bf16Gemm, tile4x4};
 
 const ROWS: usize = 64;
 const TOKENS: usize = 128;
@@ -108,26 +108,7 @@ pub unsafe fn bf16_gemm(g: &Bf16Gemm<'_>, y: *mut f32) {
                 let mut t = t0;
                 while t < tend {
                     let tn = (tend - t).min(4);
-                    unsafe {
-                        match (rn, tn) {
-                            (4, 4) => tile_into::<4, 4>(g, r, t, y),
-                            (4, 3) => tile_into::<4, 3>(g, r, t, y),
-                            (4, 2) => tile_into::<4, 2>(g, r, t, y),
-                            (4, 1) => tile_into::<4, 1>(g, r, t, y),
-                            (3, 4) => tile_into::<3, 4>(g, r, t, y),
-                            (3, 3) => tile_into::<3, 3>(g, r, t, y),
-                            (3, 2) => tile_into::<3, 2>(g, r, t, y),
-                            (3, 1) => tile_into::<3, 1>(g, r, t, y),
-                            (2, 4) => tile_into::<2, 4>(g, r, t, y),
-                            (2, 3) => tile_into::<2, 3>(g, r, t, y),
-                            (2, 2) => tile_into::<2, 2>(g, r, t, y),
-                            (2, 1) => tile_into::<2, 1>(g, r, t, y),
-                            (1, 4) => tile_into::<1, 4>(g, r, t, y),
-                            (1, 3) => tile_into::<1, 3>(g, r, t, y),
-                            (1, 2) => tile_into::<1, 2>(g, r, t, y),
-                            _ => tile_into::<1, 1>(g, r, t, y),
-                        }
-                    }
+                    unsafe { tile4x4!(rn, tn, tile_into(g, r, t, y)) }
                     t += tn;
                 }
                 r += rn;
