@@ -122,7 +122,7 @@ impl Model {
     }
 
     /// Values per activation buffer in the feed-forward layers (default
-    /// `moe::DEFAULT_BUDGET`, 4 MiB of f32): a long prompt's tokens and routed experts go
+    /// `moe::DEFAULT_BUDGET`, 2 MiB of f32): a long prompt's tokens and routed experts go
     /// in pieces that fit. Smaller saves memory for more passes over the dense weights.
     pub fn set_ffn_budget(&mut self, values: usize) {
         let values = values.max(1);
