@@ -118,6 +118,8 @@ impl Backend for CpuBackend {
 }
 
 #[cfg(test)]
+mod int8_tests;
+#[cfg(test)]
 mod simd_tests;
 #[cfg(test)]
 mod tests;

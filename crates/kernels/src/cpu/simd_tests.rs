@@ -23,21 +23,21 @@ const THREADS: &[usize] = if cfg!(target_arch = "wasm32") {
     &[1, 2, 3]
 };
 
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn f(&mut self) -> f32 {
+    pub(super) fn f(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     }
     fn byte(&mut self) -> u8 {
         (self.next() >> 32) as u8
     }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
+    pub(super) fn vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.f()).collect()
     }
 }
@@ -47,7 +47,7 @@ fn f16_bytes(v: f32) -> [u8; 2] {
 }
 
 /// Random but valid stored bytes for `n` values of `dtype`.
-fn stored(dtype: DType, n: usize, rng: &mut Rng) -> Vec<u8> {
+pub(super) fn stored(dtype: DType, n: usize, rng: &mut Rng) -> Vec<u8> {
     let mut b = Vec::new();
     match dtype {
         DType::F32 => (0..n).for_each(|_| b.extend(rng.f().to_le_bytes())),
@@ -81,7 +81,7 @@ fn stored(dtype: DType, n: usize, rng: &mut Rng) -> Vec<u8> {
     b
 }
 
-fn fmt_of<'a>(dtype: DType, scales: &'a [f32], block: usize) -> Fmt<'a> {
+pub(super) fn fmt_of<'a>(dtype: DType, scales: &'a [f32], block: usize) -> Fmt<'a> {
     match dtype {
         DType::F32 => Fmt::F32,
         DType::F16 => Fmt::F16,
@@ -95,7 +95,7 @@ fn fmt_of<'a>(dtype: DType, scales: &'a [f32], block: usize) -> Fmt<'a> {
     }
 }
 
-fn close(got: f32, want: f32, scale: f32, what: &str) {
+pub(super) fn close(got: f32, want: f32, scale: f32, what: &str) {
     assert!(
         (got - want).abs() <= 1e-5 * scale.max(1.0),
         "{what}: got {got}, want {want}"
@@ -399,119 +399,6 @@ fn block_decoders_agree_with_the_reference_codec() {
     }
 }
 
-/// The int8 products: every level against the portable oracle (same integers, f32 sums in
-/// another order), and the oracle against f64 products of the dequantized weights and
-/// dequantized activations (which it must equal up to f32 rounding).
-#[test]
-fn int8_dot_row_matches_the_oracle_and_the_dequantized_product() {
-    let mut rng = Rng(0x51ed);
-    for (dtype, lens) in [
-        (DType::Q8_0, vec![32, 64, 96, 320, 1056]),
-        (DType::Q5_0, vec![32, 64, 96, 544]),
-        (DType::Q4K, vec![256, 512, 1280]),
-        (DType::Q6K, vec![256, 768, 1280]),
-    ] {
-        for n in lens {
-            let src = stored(dtype, n, &mut rng);
-            let fmt = fmt_of(dtype, &[], 0);
-            let kind = fmt.act_quant().unwrap();
-            // rows of real values, a row of zeros and a row with one large outlier
-            let mut x = rng.vec(2 * n);
-            x.extend(std::iter::repeat_n(0.0, n));
-            x[n / 3] = 40.0;
-            let mut q = simd::QActs::default();
-            q.quantize(kind, &x, n);
-            let mut w = vec![0f32; n];
-            portable::widen(&fmt, &src, &mut w);
-            for t in 0..3 {
-                let row = q.row(t);
-                let block = kind.block();
-                let xq: Vec<f64> = (0..n)
-                    .map(|i| row.qs[i] as f64 * row.d[i / block] as f64)
-                    .collect();
-                let want: f64 = w.iter().zip(&xq).map(|(a, b)| *a as f64 * b).sum();
-                let norm: f64 = w.iter().zip(&xq).map(|(a, b)| (*a as f64 * b).abs()).sum();
-                let oracle = portable::dot_row_q(&fmt, &src, &row);
-                close(
-                    oracle,
-                    want as f32,
-                    norm as f32,
-                    &format!("oracle {dtype} n={n} t={t}"),
-                );
-                for level in Level::available() {
-                    let got = simd::dot_row_q(level, &fmt, &src, &row);
-                    close(
-                        got,
-                        oracle,
-                        norm as f32,
-                        &format!("{level} {dtype} n={n} t={t}"),
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// Runs of rows (the decode path's groups of four): every level against the oracle's row
-/// products, for run lengths with every remainder of four, rows with padding between them,
-/// an odd count of Q8_0 blocks, and a row of extreme weights (all -128 for Q8_0).
-#[test]
-fn int8_dot_rows_match_the_row_products() {
-    let mut rng = Rng(0x7a11);
-    for (dtype, n) in [
-        (DType::Q8_0, 96),
-        (DType::Q8_0, 1024),
-        (DType::Q5_0, 64),
-        (DType::Q4K, 512),
-        (DType::Q6K, 768),
-    ] {
-        let fmt = fmt_of(dtype, &[], 0);
-        let kind = fmt.act_quant().unwrap();
-        let row_bytes = stored(dtype, n, &mut rng).len();
-        let rb = row_bytes + 7;
-        let mut x = rng.vec(n);
-        x[n / 2] = -30.0;
-        let mut q = simd::QActs::default();
-        q.quantize(kind, &x, n);
-        let a = q.row(0);
-        for rows in [1, 2, 3, 4, 5, 6, 7, 9, 14, 37] {
-            let mut src = Vec::new();
-            for r in 0..rows {
-                let mut row = stored(dtype, n, &mut rng);
-                if r == 1 && dtype == DType::Q8_0 {
-                    for blk in row.chunks_exact_mut(34) {
-                        blk[2..].fill(0x80);
-                    }
-                }
-                row.resize(rb, 0xee);
-                src.extend(row);
-            }
-            let want: Vec<f32> = (0..rows)
-                .map(|r| portable::dot_row_q(&fmt, &src[r * rb..r * rb + row_bytes], &a))
-                .collect();
-            // each row's Σ |w · x|, the scale of its rounding
-            let norm: Vec<f32> = (0..rows)
-                .map(|r| {
-                    let mut w = vec![0f32; n];
-                    portable::widen(&fmt, &src[r * rb..r * rb + row_bytes], &mut w);
-                    let block = kind.block();
-                    (0..n)
-                        .map(|i| (w[i] * a.qs[i] as f32 * a.d[i / block]).abs())
-                        .sum()
-                })
-                .collect();
-            for level in Level::available() {
-                let mut got = vec![f32::NAN; rows];
-                simd::dot_rows_q(level, &fmt, &src, rb, &a, &mut got);
-                for r in 0..rows {
-                    let what = format!("{level} {dtype} n={n} row {r}/{rows}");
-                    close(got[r], want[r], norm[r], &what);
-                }
-            }
-        }
-    }
-}
-
 /// The bf16 prefill kernel against its oracle (exact products summed in f32), on shapes
 /// with a masked tail of k, partial tiles of rows and tokens, blocks of rows and tokens
 /// (64 and 128) crossed, and rows with padding between them.
@@ -591,63 +478,6 @@ fn bf16_gemm_matches_the_oracle() {
     }
 }
 
-/// Quantized activations: within half a step of the input, the block's largest magnitude
-/// exact, sums of 16 consistent, zeros kept as zeros.
-#[test]
-fn activation_quantization_is_symmetric_int8_per_block() {
-    let mut rng = Rng(3);
-    for kind in [simd::ActQuant::Q8_0, simd::ActQuant::Q8K] {
-        let k = 512;
-        let mut x = rng.vec(3 * k);
-        x[2 * k..].fill(0.0);
-        x[5] = -3.0;
-        let mut q = simd::QActs::default();
-        // a larger call first: the buffers are reused, not reallocated per call
-        q.quantize(kind, &rng.vec(8 * k), k);
-        q.quantize(kind, &x, k);
-        let block = kind.block();
-        for t in 0..3 {
-            let row = q.row(t);
-            assert_eq!(row.qs.len(), k);
-            assert_eq!(row.d.len(), k / block);
-            for i in 0..k {
-                let v = x[t * k + i];
-                let d = row.d[i / block];
-                assert!(
-                    (row.qs[i] as f32 * d - v).abs() <= 0.5 * d * 1.0001,
-                    "{kind:?} {v}"
-                );
-                assert!(row.qs[i] != -128);
-            }
-            if t == 2 {
-                assert!(row.qs.iter().all(|&q| q == 0) && row.d.iter().all(|&d| d == 0.0));
-            }
-            let group = kind.sum_group();
-            assert_eq!(row.bsums.len(), k / group);
-            for (g, s) in row.bsums.iter().enumerate() {
-                let want: i16 = row.qs[group * g..group * (g + 1)]
-                    .iter()
-                    .map(|&v| v as i16)
-                    .sum();
-                assert_eq!(*s, want);
-            }
-        }
-        assert_eq!(
-            q.row(0).qs[5],
-            -127,
-            "{kind:?}: the block maximum maps to -127"
-        );
-        // ties round to even, as `round_ties_even` does
-        let mut tie = vec![0f32; kind.block()];
-        tie[0] = 127.0;
-        tie[1] = 2.5;
-        tie[2] = -3.5;
-        tie[3] = 0.5;
-        q.quantize(kind, &tie, tie.len());
-        assert_eq!(&q.row(0).qs[..4], &[127, 2, -4, 0]);
-    }
-}
-
 /// The batched products give exactly what one `matmul` per head or per expert gives (each
 /// output is the same row product either way), for every format, level and thread count,
 /// with decode-sized and prefill-sized groups mixed.
@@ -720,81 +550,6 @@ fn head_and_expert_batches_equal_one_matmul_each() {
                         &want[..],
                         "{dtype} {level} t{threads} expert {e}"
                     );
-                }
-            }
-        }
-    }
-}
-
-/// The int8 prefill kernel: the packed panel's oracle equals the row-by-row int8 product,
-/// and the kernel equals the oracle, for partial panels and every tile size of tokens.
-#[test]
-fn int8_panel_kernel_matches_the_row_products() {
-    use simd::qpanel::QPanel;
-    let mut rng = Rng(0xabc);
-    for (dtype, k) in [
-        (DType::Q8_0, 96),
-        (DType::Q5_0, 64),
-        (DType::Q4K, 512),
-        (DType::Q6K, 512),
-    ] {
-        for rows in [1, 5, 16] {
-            let w: Vec<Vec<u8>> = (0..rows).map(|_| stored(dtype, k, &mut rng)).collect();
-            let fmt = fmt_of(dtype, &[], 0);
-            let kind = fmt.act_quant().unwrap();
-            let mut p = QPanel::default();
-            // pack a larger panel first: the buffers are reused, stale values must not leak
-            let big: Vec<Vec<u8>> = (0..16).map(|_| stored(dtype, 2 * k, &mut rng)).collect();
-            p.pack(&fmt, 16, 2 * k, |r| &big[r]);
-            p.pack(&fmt, rows, k, |r| &w[r]);
-            for n in [1, 2, 6, 7, 13] {
-                let x = rng.vec(n * k);
-                let mut acts = simd::QActs::default();
-                acts.quantize(kind, &x, k);
-                let (m, r0) = (rows + 3, 2);
-                let mut want = vec![f32::NAN; n * m];
-                for t in 0..n {
-                    for r in 0..rows {
-                        let a = acts.row(t);
-                        let row_product = portable::dot_row_q(&fmt, &w[r], &a);
-                        let oracle = p.dot(r, &a, kind);
-                        let norm: f32 = a.qs.iter().map(|&q| (q as f32).abs()).sum::<f32>()
-                            * a.d.iter().fold(0f32, |m, d| m.max(*d));
-                        close(
-                            oracle,
-                            row_product,
-                            norm,
-                            &format!("oracle {dtype} r{r} t{t}"),
-                        );
-                        want[t * m + r0 + r] = oracle;
-                    }
-                }
-                for level in Level::available()
-                    .into_iter()
-                    .filter(|l| simd::has_qgemm(*l))
-                {
-                    let mut got = vec![f32::NAN; n * m];
-                    let g = simd::QGemm {
-                        panel: &p,
-                        acts: &acts,
-                        kind,
-                        tokens: 0..n,
-                        m,
-                        r0,
-                    };
-                    unsafe { simd::qgemm_panel(level, &g, got.as_mut_ptr()) };
-                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                        if b.is_nan() {
-                            assert!(a.is_nan(), "{level} wrote outside the panel at {i}");
-                        } else {
-                            close(
-                                *a,
-                                *b,
-                                b.abs().max(1.0) * 10.0,
-                                &format!("{level} {dtype} rows={rows} n={n} at {i}"),
-                            );
-                        }
-                    }
                 }
             }
         }
