@@ -207,6 +207,23 @@ pub trait Backend: Send + Sync {
         });
     }
 
+    /// Two grouped products of the same rows (the experts' gate and up projections):
+    /// `matmul_experts(x, starts, wa, ya)` and `matmul_experts(x, starts, wb, yb)`. A backend
+    /// may run them as one operation, preparing `x` once.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_experts_pair<'w>(
+        &self,
+        x: &[f32],
+        starts: &[usize],
+        wa: &(dyn Fn(usize) -> &'w Matrix + Sync),
+        wb: &(dyn Fn(usize) -> &'w Matrix + Sync),
+        ya: &mut [f32],
+        yb: &mut [f32],
+    ) {
+        self.matmul_experts(x, starts, wa, ya);
+        self.matmul_experts(x, starts, wb, yb);
+    }
+
     /// The routed experts' products as one operation (a grouped matmul): rows
     /// `starts[e]..starts[e + 1]` of `x[rows, k]` go through expert `e`'s weight `w(e)`,
     /// `y[i] = x[i] · w(e)ᵀ`; experts with no rows are not touched.

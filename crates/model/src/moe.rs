@@ -50,8 +50,8 @@ impl Mlp {
             let n = piece.min(tokens - t0);
             let (g, u) = (&mut g[..n * inter], &mut u[..n * inter]);
             let xp = &x[t0 * hidden..(t0 + n) * hidden];
-            be.matmul(xp, &self.w1, g);
-            be.matmul(xp, &self.w3, u);
+            // gate and up as one operation over the same rows (one expert of n rows)
+            be.matmul_experts_pair(xp, &[0, n], &|_| &self.w1, &|_| &self.w3, g, u);
             be.silu_mul(g, u);
             be.matmul(g, &self.w2, &mut out[t0 * hidden..(t0 + n) * hidden]);
         }
@@ -263,6 +263,15 @@ impl Moe {
         // weights are still read once, and the activations held stay bounded.
         let inter = self.experts.first().map_or(0, |e| e.w1.rows);
         let limit = rows_within(self.budget, hidden, inter);
+        // Where the shared expert has a routed expert's shape (V3's does) and everything fits
+        // one group (decode), it joins the routed experts as one more expert over every
+        // token: a layer's gate and up products are then one operation, its down products
+        // another, instead of three more for the shared expert alone.
+        let fused = self
+            .shared
+            .as_ref()
+            .filter(|s| s.w1.rows == inter && s.w1.cols == hidden && tokens * k + tokens <= limit);
+        let extra = if fused.is_some() { tokens } else { 0 };
         let mut out = Buf::<f32>::zeros(tokens * hidden);
         let mut e0 = 0;
         while e0 < n_exp {
@@ -270,29 +279,46 @@ impl Moe {
             while e1 < n_exp && start[e1 + 1] - start[e0] <= limit {
                 e1 += 1;
             }
-            let base = e0; // experts base..e1
+            let base = e0; // experts base..e1, then the shared one where fused
             e0 = e1;
             let (r0, r1) = (start[base], start[e1]);
             if r0 == r1 {
                 continue;
             }
             let group = &pairs[r0..r1];
-            let rows = r1 - r0;
-            let mut starts = Buf::<usize>::from_slice(&start[base..=e1]);
-            starts.iter_mut().for_each(|s| *s -= r0);
+            let routed = r1 - r0;
+            let rows = routed + extra;
+            let mut starts = Buf::<usize>::zeros(e1 - base + 1 + (extra > 0) as usize);
+            for (s, &t) in starts.iter_mut().zip(&start[base..=e1]) {
+                *s = t - r0;
+            }
+            *starts.last_mut().expect("at least one entry") = rows;
             let mut xs = Buf::<f32>::zeros(rows * hidden);
             for (i, &(t, _)) in group.iter().enumerate() {
                 xs[i * hidden..(i + 1) * hidden].copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
             }
+            if extra > 0 {
+                xs[routed * hidden..].copy_from_slice(x);
+            }
+            let expert = |e: usize| match fused {
+                Some(shared) if base + e == n_exp => shared,
+                _ => &self.experts[base + e],
+            };
             let mut g = Buf::<f32>::zeros(rows * inter);
             let mut u = Buf::<f32>::zeros(rows * inter);
-            be.matmul_experts(&xs, &starts, &|e| &self.experts[base + e].w1, &mut g);
-            be.matmul_experts(&xs, &starts, &|e| &self.experts[base + e].w3, &mut u);
+            be.matmul_experts_pair(
+                &xs,
+                &starts,
+                &|e| &expert(e).w1,
+                &|e| &expert(e).w3,
+                &mut g,
+                &mut u,
+            );
             be.silu_mul(&mut g, &u);
             drop(u);
             // the gathered inputs are spent: their buffer takes the outputs
             let mut ys = xs;
-            be.matmul_experts(&g, &starts, &|e| &self.experts[base + e].w2, &mut ys);
+            be.matmul_experts(&g, &starts, &|e| &expert(e).w2, &mut ys);
             for (i, &(t, wt)) in group.iter().enumerate() {
                 for (o, &y) in out[t * hidden..(t + 1) * hidden]
                     .iter_mut()
@@ -301,8 +327,12 @@ impl Moe {
                     *o += wt * y;
                 }
             }
+            // (after every routed expert's share, the order the unfused path adds in)
+            for (o, &y) in out.iter_mut().zip(&ys[routed * hidden..]) {
+                *o += y;
+            }
         }
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = self.shared.as_ref().filter(|_| fused.is_none()) {
             for (o, s) in out.iter_mut().zip(shared.forward(be, x).iter()) {
                 *o += s;
             }

@@ -184,7 +184,7 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
     let w = w.rows();
     if n < GEMM_MIN_TOKENS {
         with_acts(level, w.fmt(), x, k, |acts| {
-            pool.for_ranges(m, ROW_ALIGN, &|rows| {
+            pool.for_shares(m, ROW_ALIGN, &|rows| {
                 let r0 = rows.start;
                 // SAFETY: rows r0.. belong to this share alone; t * m + r < n * m.
                 unsafe { acts.dot_run(level, &w, rows, n, |t| (t, t * m + r0), out.ptr()) };
@@ -415,7 +415,7 @@ pub fn matmul_heads(
     let rows = w.rows();
     // x is n * h rows of k: row t * h + g is token t's input to head g
     with_acts(level, rows.fmt(), x, k, |acts| {
-        pool.for_ranges(h * m, ROW_ALIGN, &|vs| {
+        pool.for_shares(h * m, ROW_ALIGN, &|vs| {
             // the share's rows, one run per head
             let mut v = vs.start;
             while v < vs.end {
@@ -443,9 +443,30 @@ pub fn matmul_experts<'w>(
     w: &(dyn Fn(usize) -> &'w Matrix + Sync),
     y: &mut [f32],
 ) {
+    matmul_experts_sets(level, bf16, pool, x, starts, &[w], &mut [y])
+}
+
+const MAX_SETS: usize = 4;
+
+/// `matmul_experts` with several weight sets over the same rows (an expert's gate and up
+/// projections): `ys[s]` takes `ws[s]`'s products. In decode all the sets' rows are one
+/// parallel region over activations quantized once.
+pub fn matmul_experts_sets<'w>(
+    level: Level,
+    bf16: bool,
+    pool: &ThreadPool,
+    x: &[f32],
+    starts: &[usize],
+    ws: &[&(dyn Fn(usize) -> &'w Matrix + Sync)],
+    ys: &mut [&mut [f32]],
+) {
     assert!(
         !starts.is_empty(),
         "matmul_experts: starts has experts + 1 entries"
+    );
+    assert!(
+        ws.len() == ys.len() && ws.len() <= MAX_SETS,
+        "matmul_experts: one output per weight set, at most {MAX_SETS} sets"
     );
     let experts = starts.len() - 1;
     let total = starts[experts];
@@ -453,16 +474,16 @@ pub fn matmul_experts<'w>(
         starts.windows(2).all(|p| p[0] <= p[1]),
         "matmul_experts: starts must not decrease"
     );
-    if total == 0 {
+    if total == 0 || ws.is_empty() {
         return;
     }
     let k = x.len() / total;
-    let m = y.len() / total;
+    let m = ys[0].len() / total;
     assert!(
-        x.len() == total * k && y.len() == total * m,
+        x.len() == total * k && ys.iter().all(|y| y.len() == total * m),
         "matmul_experts shapes: x {} y {} for {total} rows",
         x.len(),
-        y.len()
+        ys[0].len()
     );
     EXPERT_LIST.with(|list| {
         let mut list = list.borrow_mut();
@@ -473,32 +494,48 @@ pub fn matmul_experts<'w>(
             if a == b {
                 continue;
             }
-            let we = w(e);
-            assert!(
-                we.cols == k && we.rows == m,
-                "matmul_experts: expert {e} is [{}, {}], want [{m}, {k}]",
-                we.rows,
-                we.cols
-            );
-            let f = we.rows().fmt();
-            let same = fmt.is_none_or(|g: Fmt<'_>| same_fmt(&g, &f));
-            if b - a >= GEMM_MIN_TOKENS || !same || matches!(f, Fmt::Fp8 { .. }) {
+            let mut batched = true;
+            for w in ws {
+                let we = w(e);
+                assert!(
+                    we.cols == k && we.rows == m,
+                    "matmul_experts: expert {e} is [{}, {}], want [{m}, {k}]",
+                    we.rows,
+                    we.cols
+                );
+                let f = we.rows().fmt();
+                let same = fmt.is_none_or(|g: Fmt<'_>| same_fmt(&g, &f));
+                if b - a >= GEMM_MIN_TOKENS || !same || matches!(f, Fmt::Fp8 { .. }) {
+                    batched = false;
+                } else {
+                    fmt.get_or_insert(f);
+                }
+            }
+            if batched {
+                list.push(e);
+                continue;
+            }
+            for (w, y) in ws.iter().zip(ys.iter_mut()) {
                 matmul(
                     level,
                     bf16,
                     pool,
                     &x[a * k..b * k],
-                    we,
+                    w(e),
                     &mut y[a * m..b * m],
                 );
-            } else {
-                fmt.get_or_insert(f);
-                list.push(e);
             }
         }
         let Some(fmt) = fmt else { return };
+        if list.is_empty() {
+            return;
+        }
         let list = &*list;
-        let out = Disjoint::new(y);
+        // (an array, not a Vec: nothing is allocated in a decode step)
+        let mut outs = [None; MAX_SETS];
+        for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
+            *o = Some(Disjoint::new(y));
+        }
         EXPERT_ROWS.with(|g| {
             let mut g = g.borrow_mut();
             let (rows_x, first) = &mut *g;
@@ -517,19 +554,21 @@ pub fn matmul_experts<'w>(
             }
             let xs: &[f32] = if whole { x } else { rows_x };
             let first = &*first;
+            let per_set = list.len() * m;
             with_acts(level, fmt, xs, k, |acts| {
-                pool.for_ranges(list.len() * m, ROW_ALIGN, &|vs| {
-                    // the share's rows, one run per expert
+                pool.for_shares(ws.len() * per_set, ROW_ALIGN, &|vs| {
+                    // the share's rows, one run per (set, expert)
                     let mut v = vs.start;
                     while v < vs.end {
-                        let (li, r) = (v / m, v % m);
+                        let (set, u) = (v / per_set, v % per_set);
+                        let (li, r) = (u / m, u % m);
                         let len = (m - r).min(vs.end - v);
                         let e = list[li];
                         let s = starts[e];
                         let tok = |t: usize| (first[li] + t, (s + t) * m + r);
-                        let rows = w(e).rows();
-                        // SAFETY: (expert, r..r + len) belongs to this share alone; rows i
-                        // of different experts are disjoint; i * m + r < total * m.
+                        let rows = ws[set](e).rows();
+                        // SAFETY: (set, expert, r..r + len) belongs to this share alone;
+                        // rows i of different experts are disjoint; i * m + r < total * m.
                         unsafe {
                             acts.dot_run(
                                 level,
@@ -537,7 +576,7 @@ pub fn matmul_experts<'w>(
                                 r..r + len,
                                 starts[e + 1] - s,
                                 tok,
-                                out.ptr(),
+                                outs[set].expect("one output per set").ptr(),
                             )
                         };
                         v += len;

@@ -87,6 +87,26 @@ impl Backend for CpuBackend {
         matmul::matmul_experts(self.level, self.bf16, &self.pool, x, starts, w, y)
     }
 
+    fn matmul_experts_pair<'w>(
+        &self,
+        x: &[f32],
+        starts: &[usize],
+        wa: &(dyn Fn(usize) -> &'w Matrix + Sync),
+        wb: &(dyn Fn(usize) -> &'w Matrix + Sync),
+        ya: &mut [f32],
+        yb: &mut [f32],
+    ) {
+        matmul::matmul_experts_sets(
+            self.level,
+            self.bf16,
+            &self.pool,
+            x,
+            starts,
+            &[wa, wb],
+            &mut [ya, yb],
+        )
+    }
+
     fn embedding(&self, table: &Matrix, ids: &[u32], out: &mut [f32]) {
         for (row, &id) in out.chunks_exact_mut(table.cols).zip(ids) {
             let (fmt, bytes) = table.row(id as usize);

@@ -511,6 +511,17 @@ fn head_and_expert_batches_equal_one_matmul_each() {
                 Matrix::dense(t.unwrap()).unwrap()
             })
             .collect();
+        let f32_experts: Vec<Matrix> = (0..6)
+            .map(|_| {
+                let t = Tensor::from_bytes(
+                    "f",
+                    DType::F32,
+                    vec![40, k],
+                    stored(DType::F32, 40 * k, &mut rng),
+                );
+                Matrix::dense(t.unwrap()).unwrap()
+            })
+            .collect();
         let starts = [0, 0, 1, 3, 3, 8, 11];
         for level in Level::available() {
             for &threads in THREADS {
@@ -550,6 +561,22 @@ fn head_and_expert_batches_equal_one_matmul_each() {
                         &want[..],
                         "{dtype} {level} t{threads} expert {e}"
                     );
+                }
+                // two weight sets over the same rows (gate and up): the second set's
+                // experts in reverse order, and once in another format, which the batched
+                // region cannot share
+                for other in [&experts, &f32_experts] {
+                    let wb = |e: usize| &other[5 - e];
+                    let (mut ga, mut gb) = (vec![f32::NAN; total * 40], vec![f32::NAN; total * 40]);
+                    be.matmul_experts_pair(&x, &starts, &|e| &experts[e], &wb, &mut ga, &mut gb);
+                    for e in 0..6 {
+                        let (a, b) = (starts[e], starts[e + 1]);
+                        let mut want = vec![0f32; (b - a) * 40];
+                        be.matmul(&x[a * k..b * k], &experts[e], &mut want);
+                        assert_eq!(&ga[a * 40..b * 40], &want[..], "{dtype} {level} pair a {e}");
+                        be.matmul(&x[a * k..b * k], wb(e), &mut want);
+                        assert_eq!(&gb[a * 40..b * 40], &want[..], "{dtype} {level} pair b {e}");
+                    }
                 }
             }
         }
