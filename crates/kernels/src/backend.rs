@@ -207,6 +207,14 @@ pub trait Backend: Send + Sync {
         });
     }
 
+    /// Two products of the same rows through different weights (MLA's query and
+    /// key-value down-projections): `matmul(x, wa, ya)` and `matmul(x, wb, yb)`. A backend
+    /// may run them as one operation, preparing `x` once.
+    fn matmul_pair(&self, x: &[f32], wa: &Matrix, wb: &Matrix, ya: &mut [f32], yb: &mut [f32]) {
+        self.matmul(x, wa, ya);
+        self.matmul(x, wb, yb);
+    }
+
     /// Two grouped products of the same rows (the experts' gate and up projections):
     /// `matmul_experts(x, starts, wa, ya)` and `matmul_experts(x, starts, wb, yb)`. A backend
     /// may run them as one operation, preparing `x` once.

@@ -169,10 +169,13 @@ impl Mla {
         let half = p / 2;
 
         // q: [tokens, n_heads, qk_head_dim] = [q_nope | q_pe] per head
+        // kv: [tokens, kv_lora_rank + rope_dim] = [c_kv | k_pe]; normalised and roped below
+        let mut kv = Buf::<f32>::zeros(tokens * (r + p));
         let q = match &self.q {
             QProj::LowRank { wq_a, q_norm, wq_b } => {
+                // both down-projections of x as one operation
                 let mut qa = Buf::<f32>::zeros(tokens * wq_a.rows);
-                be.matmul(x, wq_a, &mut qa);
+                be.matmul_pair(x, wq_a, &self.wkv_a, &mut qa, &mut kv);
                 let mut qa_n = Buf::<f32>::zeros(qa.len());
                 be.rms_norm(&qa, q_norm, self.eps, &mut qa_n);
                 let mut q = Buf::<f32>::zeros(tokens * h * qk);
@@ -181,14 +184,12 @@ impl Mla {
             }
             QProj::Full { wq } => {
                 let mut q = Buf::<f32>::zeros(tokens * h * qk);
-                be.matmul(x, wq, &mut q);
+                be.matmul_pair(x, wq, &self.wkv_a, &mut q, &mut kv);
                 q
             }
         };
 
-        // kv: [tokens, kv_lora_rank + rope_dim] = [c_kv | k_pe]; normalise c_kv, rope k_pe
-        let mut kv = Buf::<f32>::zeros(tokens * (r + p));
-        be.matmul(x, &self.wkv_a, &mut kv);
+        // normalise c_kv, rope k_pe
         let mut q_pe = Buf::<f32>::zeros(tokens * h * p); // [tokens, n_heads, rope_dim]
         let mut q_nope = Buf::<f32>::zeros(tokens * h * nope); // [tokens, n_heads, qk_nope_head_dim]
         for t in 0..tokens {

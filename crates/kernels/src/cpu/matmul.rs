@@ -278,6 +278,59 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
     });
 }
 
+/// Two products of the same rows, `ys[i] = x · ws[i]ᵀ`: in decode, where the weights take
+/// the same activations, one parallel region over both matrices' rows with `x` prepared
+/// once; otherwise one `matmul` each.
+pub fn matmul_pair(
+    level: Level,
+    bf16: bool,
+    pool: &ThreadPool,
+    x: &[f32],
+    ws: [&Matrix; 2],
+    ys: [&mut [f32]; 2],
+) {
+    let [wa, wb] = ws;
+    let [ya, yb] = ys;
+    let k = wa.cols;
+    let n = x.len() / k.max(1);
+    let (ra, rb) = (wa.rows(), wb.rows());
+    let shared = wb.cols == k
+        && n < GEMM_MIN_TOKENS
+        && x.len() == n * k
+        && same_fmt(&ra.fmt(), &rb.fmt())
+        && !matches!(ra.fmt(), Fmt::Fp8 { .. });
+    if !shared {
+        matmul(level, bf16, pool, x, wa, ya);
+        matmul(level, bf16, pool, x, wb, yb);
+        return;
+    }
+    let (ma, mb) = (wa.rows, wb.rows);
+    assert!(
+        ya.len() == n * ma && yb.len() == n * mb,
+        "matmul_pair shapes: y {} and {} for [{ma}, {k}] and [{mb}, {k}]",
+        ya.len(),
+        yb.len()
+    );
+    let (oa, ob) = (Disjoint::new(ya), Disjoint::new(yb));
+    with_acts(level, ra.fmt(), x, k, |acts| {
+        pool.for_shares(ma + mb, ROW_ALIGN, &|vs| {
+            let a = vs.start.min(ma)..vs.end.min(ma);
+            let b = vs.start.max(ma) - ma..vs.end.max(ma) - ma;
+            // SAFETY: rows a of wa and b of wb belong to this share alone; t * m + r < n * m.
+            unsafe {
+                if !a.is_empty() {
+                    let r0 = a.start;
+                    acts.dot_run(level, &ra, a, n, |t| (t, t * ma + r0), oa.ptr());
+                }
+                if !b.is_empty() {
+                    let r0 = b.start;
+                    acts.dot_run(level, &rb, b, n, |t| (t, t * mb + r0), ob.ptr());
+                }
+            }
+        });
+    });
+}
+
 /// `y[n, w.cols] = x[n, w.rows] · W` (a head's q_nope through wkv_b's key half).
 pub fn matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f32]) {
     let (rows, cols) = (w.rows, w.cols);

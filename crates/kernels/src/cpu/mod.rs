@@ -87,6 +87,10 @@ impl Backend for CpuBackend {
         matmul::matmul_experts(self.level, self.bf16, &self.pool, x, starts, w, y)
     }
 
+    fn matmul_pair(&self, x: &[f32], wa: &Matrix, wb: &Matrix, ya: &mut [f32], yb: &mut [f32]) {
+        matmul::matmul_pair(self.level, self.bf16, &self.pool, x, [wa, wb], [ya, yb])
+    }
+
     fn matmul_experts_pair<'w>(
         &self,
         x: &[f32],

@@ -562,6 +562,21 @@ fn head_and_expert_batches_equal_one_matmul_each() {
                         "{dtype} {level} t{threads} expert {e}"
                     );
                 }
+                // two matrices of different heights over the same rows, once in another
+                // format (which the shared region cannot take)
+                for n in [1, 3, 6] {
+                    let x = rng.vec(n * k);
+                    for wb in [&w, &f32_experts[1]] {
+                        let (mut ga, mut gb) =
+                            (vec![f32::NAN; n * 40], vec![f32::NAN; n * wb.rows]);
+                        be.matmul_pair(&x, &experts[0], wb, &mut ga, &mut gb);
+                        let (mut wa_, mut wb_) = (vec![0f32; n * 40], vec![0f32; n * wb.rows]);
+                        be.matmul(&x, &experts[0], &mut wa_);
+                        be.matmul(&x, wb, &mut wb_);
+                        assert_eq!(ga, wa_, "{dtype} {level} t{threads} n={n} pair a");
+                        assert_eq!(gb, wb_, "{dtype} {level} t{threads} n={n} pair b");
+                    }
+                }
                 // two weight sets over the same rows (gate and up): the second set's
                 // experts in reverse order, and once in another format, which the batched
                 // region cannot share
