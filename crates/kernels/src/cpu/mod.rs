@@ -127,9 +127,7 @@ impl Backend for CpuBackend {
     }
 
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
-        for (g, &u) in gate.iter_mut().zip(up) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
+        simd::silu_mul(self.level, gate, up)
     }
 
     fn softmax(&self, x: &mut [f32]) {

@@ -597,3 +597,33 @@ fn head_and_expert_batches_equal_one_matmul_each() {
         }
     }
 }
+
+/// SwiGLU's join at every level against f64, on lengths around the vector width, with
+/// values past exp's range either way (where silu is 0 or the value itself).
+#[test]
+fn silu_mul_matches_f64_at_every_level() {
+    let mut rng = Rng(91);
+    for level in Level::available() {
+        for n in [0, 1, 15, 16, 17, 100] {
+            let mut g: Vec<f32> = rng.vec(n).iter().map(|v| v * 40.0).collect();
+            if n > 3 {
+                g[0] = -200.0;
+                g[1] = 200.0;
+                g[2] = 0.0;
+            }
+            let u = rng.vec(n);
+            let mut got = g.clone();
+            simd::silu_mul(level, &mut got, &u);
+            for i in 0..n {
+                let x = g[i] as f64;
+                let want = x / (1.0 + (-x).exp()) * u[i] as f64;
+                let err = (got[i] as f64 - want).abs();
+                assert!(
+                    err <= 1e-6 * want.abs() + 1e-30,
+                    "{level} n={n} x={x}: {} vs {want}",
+                    got[i]
+                );
+            }
+        }
+    }
+}

@@ -317,6 +317,17 @@ pub struct ScoresTile<'a> {
     pub prefetch: &'a [usize],
 }
 
+/// `gate = silu(gate) * up` (SwiGLU's join), over the shorter length. The AVX-512 levels
+/// take `e^x` from the attention's polynomial (within a few ulp); the others call libm's.
+pub fn silu_mul(level: Level, gate: &mut [f32], up: &[f32]) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a level is only ever selected when `Level::supported` said so.
+        Level::Avx512 | Level::Avx512Vnni => unsafe { x86::avx512::silu_mul(gate, up) },
+        _ => portable::silu_mul(gate, up),
+    }
+}
+
 pub fn scores_t(level: Level, t: &ScoresTile<'_>, s: &mut [f32]) {
     assert!(t.lanes.is_multiple_of(16) && t.rows <= t.lanes && t.offs.len().is_multiple_of(8));
     assert!(t.q.len() >= t.rows * t.k && s.len() >= t.offs.len() * t.lanes);

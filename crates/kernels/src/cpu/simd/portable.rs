@@ -219,6 +219,14 @@ pub fn pv_accumulate(b: &PvBlock<'_>, out: &mut [f32]) {
     }
 }
 
+/// `gate = silu(gate) * up`, with libm's `exp` (the polynomial below is no faster here:
+/// without SSE4.1 its `floor` is a libm call too, and the loop does not vectorise).
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
 /// `e^x` to about 2 ulp without a libm call, so loops over it vectorise: Cody-Waite
 /// reduction by ln 2 and Cephes' degree-6 polynomial for `e^r` on [-ln2/2, ln2/2]. Exactly 0
 /// below -87.33 (where e^x leaves the normal range) and for -inf.

@@ -209,6 +209,31 @@ unsafe fn exp512(x: __m512) -> __m512 {
     _mm512_maskz_scalef_ps(live, e, n)
 }
 
+/// `gate = silu(gate) * up` with [`exp512`]: SwiGLU's join sits between two parallel
+/// products in decode, serial, where libm's `exp` per value was 2% of the step.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let (pg, pu) = (gate.as_mut_ptr(), up.as_ptr());
+    let one = _mm512_set1_ps(1.0);
+    let mut i = 0;
+    unsafe {
+        while i < n {
+            let m = if n - i >= 16 {
+                0xffff
+            } else {
+                tail_mask(n - i)
+            };
+            let g = _mm512_maskz_loadu_ps(m, pg.add(i));
+            let u = _mm512_maskz_loadu_ps(m, pu.add(i));
+            let e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), g));
+            let s = _mm512_div_ps(g, _mm512_add_ps(one, e));
+            _mm512_mask_storeu_ps(pg.add(i), m, _mm512_mul_ps(s, u));
+            i += 16;
+        }
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn softmax_step(s: &mut [f32], st: &mut SoftmaxStep<'_>) {
     let n = st.lanes;
