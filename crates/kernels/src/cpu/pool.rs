@@ -5,10 +5,12 @@
 //! a short while after each job (the next op usually follows within microseconds), then
 //! sleep on a condvar so an idle server does not burn its cores.
 //!
-//! Work is handed out as chunks from a shared counter rather than one fixed share per
-//! thread: the caller works too, and if a worker is descheduled (a busy or oversubscribed
-//! machine) the others take its chunks instead of waiting a scheduler tick for it. Chunks
-//! are disjoint output ranges, so threads never write the same cache line.
+//! Work is handed out as chunks rather than one fixed share per thread: each thread owns
+//! a contiguous run of the chunks and takes them in order, and a thread that finishes its
+//! own takes the others' remaining chunks from their far end. The caller works too, and if
+//! a worker is descheduled (a busy or oversubscribed machine) the others take its chunks
+//! instead of waiting a scheduler tick for it. Chunks are disjoint output ranges, so threads
+//! never write the same cache line.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
@@ -23,13 +25,16 @@ type Job = dyn Fn(usize, usize) + Sync;
 const SPIN: Duration = Duration::from_micros(300);
 /// Chunks per thread for a splittable job: enough to rebalance, few enough to stay cheap.
 const CHUNKS_PER_THREAD: usize = 4;
+/// Short chunks after each thread's long one in [`ThreadPool::for_shares`].
+const TAIL: usize = 3;
 
 struct Shared {
     /// The current job; readable by a worker once it has registered in `active` and seen
     /// `retired == false` (the caller writes it before clearing `retired`).
     job: UnsafeCell<Option<*const Job>>,
-    chunks: AtomicUsize,
-    next: AtomicUsize,
+    /// Thread t's share of the chunks, `(front, back)` packed in one word: t takes from the
+    /// front, a thread done with its own share takes from the back.
+    shares: Box<[Padded]>,
     done: AtomicUsize,
     /// Set once every chunk is done; a worker that sees it must not touch the job.
     retired: AtomicBool,
@@ -49,21 +54,57 @@ unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
 impl Shared {
-    /// Take and run chunks until none are left.
+    /// Run this thread's share from the front, then take what is left of the others' from
+    /// their backs, until no chunk is left. A thread walks its own share in order, so its
+    /// chunks are one contiguous stretch of the output (and of the weights behind it):
+    /// chunks dealt from one shared counter alternate between the threads, and each switch
+    /// restarts the memory streams (equal eighths ran decode 7% slower than halves, measured).
     fn work(&self, job: &(dyn Fn(usize, usize) + Sync + '_), thread: usize) {
-        let n = self.chunks.load(Acquire);
-        loop {
-            let c = self.next.fetch_add(1, AcqRel);
-            if c >= n {
-                return;
+        let threads = self.shares.len();
+        for k in 0..threads {
+            let share = &self.shares[(thread + k) % threads].0;
+            let own = k == 0;
+            loop {
+                let v = share.load(Acquire);
+                let (front, back) = ((v >> 32) as usize, (v & 0xffff_ffff) as usize);
+                if front >= back {
+                    break;
+                }
+                let (next, c) = if own {
+                    (v + (1 << 32), front)
+                } else {
+                    (v - 1, back - 1)
+                };
+                if share
+                    .compare_exchange_weak(v, next, AcqRel, Acquire)
+                    .is_err()
+                {
+                    continue;
+                }
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(c, thread)))
+                    .is_err()
+                {
+                    self.panicked.store(true, Relaxed);
+                }
+                self.done.fetch_add(1, Release);
             }
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(c, thread))).is_err() {
-                self.panicked.store(true, Relaxed);
-            }
-            self.done.fetch_add(1, Release);
+        }
+    }
+
+    /// Deal `chunks` into one contiguous share per thread.
+    fn deal(&self, chunks: usize) {
+        let threads = self.shares.len();
+        for (t, share) in self.shares.iter().enumerate() {
+            let (front, back) = (t * chunks / threads, (t + 1) * chunks / threads);
+            share.0.store(((front as u64) << 32) | back as u64, Relaxed);
         }
     }
 }
+
+/// One share's counters on a cache line of its own, so claims on different shares do not
+/// contend.
+#[repr(align(128))]
+struct Padded(AtomicU64);
 
 pub struct ThreadPool {
     shared: Arc<Shared>,
@@ -87,8 +128,7 @@ impl ThreadPool {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
             job: UnsafeCell::new(None),
-            chunks: AtomicUsize::new(0),
-            next: AtomicUsize::new(0),
+            shares: (0..threads).map(|_| Padded(AtomicU64::new(0))).collect(),
             done: AtomicUsize::new(0),
             retired: AtomicBool::new(true),
             active: AtomicUsize::new(0),
@@ -156,10 +196,29 @@ impl ThreadPool {
     /// slower with four a thread than with one, measured. A thread that has not started
     /// its range when another finishes still loses it to that one.
     pub fn for_shares(&self, n: usize, align: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+        let t = self.threads;
         let align = align.max(1);
-        let size = n.div_ceil(align).div_ceil(self.threads).max(1) * align;
-        self.run(n.div_ceil(size), 0, &|c, _| {
-            f(c * size..((c + 1) * size).min(n))
+        let units = n.div_ceil(align);
+        let share = units.div_ceil(t).max(1);
+        // a share is one long chunk and then TAIL short ones (a twentieth each): its owner
+        // runs on from the long one into them, still one stretch, while a thread done
+        // first takes them from the far end, so the threads finish together (the one that
+        // starts later, after a wake-up and a cold read of the activations, otherwise left
+        // the other waiting 5% of a decode step)
+        let piece = (share / 20).max(1).min(share / (TAIL + 1)).max(1);
+        let long = share.saturating_sub(TAIL * piece).max(1);
+        self.run(t * (TAIL + 1), 0, &|c, _| {
+            let (owner, j) = (c / (TAIL + 1), c % (TAIL + 1));
+            let start = owner * share + if j == 0 { 0 } else { long + (j - 1) * piece };
+            let end = owner * share + if j == 0 { long } else { long + j * piece };
+            let end = if j == TAIL { (owner + 1) * share } else { end };
+            let (a, b) = (
+                (start * align).min(n),
+                (end.min((owner + 1) * share) * align).min(n),
+            );
+            if a < b {
+                f(a..b)
+            }
         });
     }
 
@@ -232,8 +291,8 @@ impl ThreadPool {
         let ptr: *const (dyn Fn(usize, usize) + Sync + '_) = f;
         let ptr: *const Job = unsafe { std::mem::transmute(ptr) };
         unsafe { *s.job.get() = Some(ptr) };
-        s.chunks.store(chunks, Relaxed);
-        s.next.store(0, Relaxed);
+        assert!(chunks < 1 << 32, "a job of {chunks} chunks");
+        s.deal(chunks);
         s.done.store(0, Relaxed);
         s.retired.store(false, SeqCst);
         s.generation.fetch_add(1, SeqCst);
@@ -462,9 +521,9 @@ mod tests {
     }
 
     #[test]
-    fn shares_are_one_aligned_range_a_thread() {
+    fn shares_cover_exactly_in_long_aligned_ranges() {
         let pool = ThreadPool::new(3, false);
-        for n in [0, 1, 15, 16, 17, 100, 1000] {
+        for n in [0, 1, 15, 16, 17, 100, 1000, 5000] {
             let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
             let ranges = Mutex::new(Vec::new());
             pool.for_shares(n, 16, &|r| {
@@ -475,15 +534,17 @@ mod tests {
             });
             assert!(seen.iter().all(|h| h.load(Relaxed) == 1), "n={n}");
             let ranges = ranges.into_inner().unwrap();
-            assert!(ranges.len() <= 3, "n={n}: {ranges:?}");
+            assert!(ranges.len() <= 3 * (TAIL + 1), "n={n}: {ranges:?}");
             assert!(
-                ranges.iter().all(|r| r.start % 16 == 0),
+                ranges.iter().all(|r| r.start % 16 == 0 && !r.is_empty()),
                 "n={n}: {ranges:?}"
             );
-            // equal shares: only the last may be shorter
-            let longest = ranges.iter().map(|r| r.len()).max().unwrap_or(0);
-            let short = ranges.iter().filter(|r| r.len() < longest).count();
-            assert!(short <= 1, "n={n}: {ranges:?}");
+            // most of each thread's share is one range: a long stretch of memory
+            let share = n.div_ceil(16).div_ceil(3) * 16;
+            if n >= 1000 {
+                let long = ranges.iter().filter(|r| r.len() * 5 >= share * 4).count();
+                assert_eq!(long, 3, "n={n}: {ranges:?}");
+            }
         }
     }
 
