@@ -18,8 +18,9 @@ use crate::weights::WeightLoader;
 /// `model.py` and transformers both construct them).
 const LATENT_NORM_EPS: f32 = 1e-6;
 
-/// Keys and values the expanded form makes at once (f32 values): 1M is 4 MiB, a few heads
-/// of a long prompt, so a prefill's largest buffer stays small beside the KV cache.
+/// Keys and values the expanded form holds at once, as its per-head rows `[k_nope | v |
+/// k_pe]` (f32 values): 1M is 4 MiB, a few heads of a long prompt, so a prefill's largest
+/// buffer stays small beside the KV cache.
 const EXPANDED_GROUP_VALUES: usize = 1 << 20;
 
 /// Cached latents the expanded form widens at once (f32 values, 1 MiB): a block of
@@ -353,12 +354,15 @@ impl Mla {
         let block = (self.latent_block_values / r.max(1)).clamp(1, positions.max(1));
         let mut c_blk = Buf::<f32>::zeros(block * r);
         // Keys and values [k_nope | v] of a group of heads at a time, each group's product
-        // one matmul over the cached latents: all heads at once would hold P x n_heads x
-        // (nope + vd) values, the largest buffer of a long prefill, and a head at a time
-        // would quantize the latents once per head for a block-format wkv_b.
+        // one matmul over a block of cached latents: all heads at once would hold P x
+        // n_heads x (nope + vd) values, the largest buffer of a long prefill, and a head at
+        // a time would quantize the latents once per head for a block-format wkv_b. Each
+        // block's products go straight into the group's per-head rows [k_nope | v | k_pe]
+        // (a whole-context buffer of the products beside them was 4.7 MB at depth 4608).
         let kvw = nope + vd;
-        let group = (self.expand_group_values / (positions * kvw)).clamp(1, h);
-        let mut kv = Buf::<f32>::zeros(positions * group * kvw); // [P, group, kvw]
+        let width = kvw + p;
+        let group = (self.expand_group_values / (positions * width)).clamp(1, h);
+        let mut kv = Buf::<f32>::zeros(block * group * kvw); // [block, group, kvw]
         let (mut k, mut v) = match &self.kv_b {
             KvB::Split { .. } => (
                 Buf::<f32>::zeros(block * nope),
@@ -367,8 +371,7 @@ impl Mla {
             KvB::Combined(_) => (Buf::<f32>::zeros(0), Buf::<f32>::zeros(0)),
         };
         // one head at a time: rows [k_nope | v | k_pe], queries [q_nope | 0] and q_pe
-        let width = kvw + p;
-        let mut rows = Buf::<f32>::zeros(positions * width);
+        let mut rows = Buf::<f32>::zeros(group * positions * width); // [group, P, width]
         let mut qh = Buf::<f32>::zeros(n * kvw);
         let mut qp = Buf::<f32>::zeros(n * p);
         let mut out = Buf::<f32>::zeros(n * kvw);
@@ -383,7 +386,7 @@ impl Mla {
                     for (j, c) in c_kv.chunks_exact_mut(r).enumerate() {
                         cache.read(pool.offset(span.blocks, j0 + j), c);
                     }
-                    let kv = &mut kv[j0 * gn * kvw..(j0 + pn) * gn * kvw];
+                    let kv = &mut kv[..pn * gn * kvw];
                     match &self.kv_b {
                         KvB::Combined(w) => be.matmul(c_kv, &w.rows_view(g0 * kvw, gn * kvw), kv),
                         KvB::Split { k_b, v_b } => {
@@ -400,13 +403,17 @@ impl Mla {
                             }
                         }
                     }
+                    for hh in 0..gn {
+                        for j in 0..pn {
+                            let at = (hh * positions + j0 + j) * width;
+                            let row = &mut rows[at..at + width];
+                            row[..kvw].copy_from_slice(&kv[(j * gn + hh) * kvw..][..kvw]);
+                            row[kvw..].copy_from_slice(&k_pe[(j0 + j) * p..(j0 + j + 1) * p]);
+                        }
+                    }
                 }
             }
-            for j in 0..positions {
-                let row = &mut rows[j * width..(j + 1) * width];
-                row[..kvw].copy_from_slice(&kv[(j * gn + gi) * kvw..][..kvw]);
-                row[kvw..].copy_from_slice(&k_pe[j * p..(j + 1) * p]);
-            }
+            let rows = &rows[gi * positions * width..(gi + 1) * positions * width];
             for t in 0..n {
                 qh[t * kvw..t * kvw + nope]
                     .copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
@@ -415,7 +422,7 @@ impl Mla {
             let attn = MlaAttention {
                 q_latent: &qh,
                 q_pe: &qp,
-                kv: kernels::KvRows::F32(&rows),
+                kv: kernels::KvRows::F32(rows),
                 blocks: &blocks,
                 block_size: positions,
                 n_heads: 1,
@@ -591,7 +598,9 @@ mod tests {
             let heads = cfg.num_attention_heads;
             let per_pass = if heads > 3 { 3 } else { 1 };
             let few = |m: &Mla| Mla {
-                expand_group_values: per_pass * tokens * (cfg.qk_nope_head_dim + cfg.v_head_dim),
+                expand_group_values: per_pass
+                    * tokens
+                    * (cfg.qk_nope_head_dim + cfg.v_head_dim + cfg.qk_rope_head_dim),
                 latent_block_values: 6 * cfg.kv_lora_rank,
                 kv_b: m.kv_b.clone(),
                 expand_from: 1,
