@@ -294,7 +294,7 @@ impl ThreadPool {
         let ptr: *const (dyn Fn(usize, usize) + Sync + '_) = f;
         let ptr: *const Job = unsafe { std::mem::transmute(ptr) };
         unsafe { *s.job.get() = Some(ptr) };
-        assert!(chunks < 1 << 32, "a job of {chunks} chunks");
+        assert!((chunks as u64) < 1 << 32, "a job of {chunks} chunks");
         s.deal(chunks);
         s.done.store(0, Relaxed);
         s.retired.store(false, SeqCst);
