@@ -183,13 +183,7 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
     let out = Disjoint::new(y);
     let w = w.rows();
     if n < GEMM_MIN_TOKENS {
-        with_acts(level, w.fmt(), x, k, |acts| {
-            pool.for_shares(m, ROW_ALIGN, &|rows| {
-                let r0 = rows.start;
-                // SAFETY: rows r0.. belong to this share alone; t * m + r < n * m.
-                unsafe { acts.dot_run(level, &w, rows, n, |t| (t, t * m + r0), out.ptr()) };
-            });
-        });
+        decode_products(level, pool, x, n, k, &[(w, m, out)]);
         return;
     }
     if bf16 && matches!(w.fmt(), Fmt::BF16) {
@@ -278,6 +272,36 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
     });
 }
 
+/// Decode-sized products of the same `n` rows of `x` (`k` values each) through matrices
+/// whose rows take the same activations, `(rows, m, out)` each: one parallel region over
+/// all their rows, with `x` prepared once.
+fn decode_products(
+    level: Level,
+    pool: &ThreadPool,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    mats: &[(Rows<'_>, usize, Disjoint)],
+) {
+    let total: usize = mats.iter().map(|&(_, m, _)| m).sum();
+    with_acts(level, mats[0].0.fmt(), x, k, |acts| {
+        pool.for_shares(total, ROW_ALIGN, &|vs| {
+            // the share's rows, one run per matrix it reaches
+            let mut first = 0;
+            for &(w, m, out) in mats {
+                let lo = vs.start.clamp(first, first + m) - first;
+                let hi = vs.end.clamp(first, first + m) - first;
+                first += m;
+                if lo < hi {
+                    // SAFETY: rows lo..hi of this matrix belong to this share alone;
+                    // t * m + r < n * m.
+                    unsafe { acts.dot_run(level, &w, lo..hi, n, |t| (t, t * m + lo), out.ptr()) };
+                }
+            }
+        });
+    });
+}
+
 /// Two products of the same rows, `ys[i] = x · ws[i]ᵀ`: in decode, where the weights take
 /// the same activations, one parallel region over both matrices' rows with `x` prepared
 /// once; otherwise one `matmul` each.
@@ -294,12 +318,7 @@ pub fn matmul_pair(
     let k = wa.cols;
     let n = x.len() / k.max(1);
     let (ra, rb) = (wa.rows(), wb.rows());
-    let shared = wb.cols == k
-        && n < GEMM_MIN_TOKENS
-        && x.len() == n * k
-        && same_fmt(&ra.fmt(), &rb.fmt())
-        && !matches!(ra.fmt(), Fmt::Fp8 { .. });
-    if !shared {
+    if wb.cols != k || n >= GEMM_MIN_TOKENS || x.len() != n * k || !same_fmt(&ra.fmt(), &rb.fmt()) {
         matmul(level, bf16, pool, x, wa, ya);
         matmul(level, bf16, pool, x, wb, yb);
         return;
@@ -311,24 +330,14 @@ pub fn matmul_pair(
         ya.len(),
         yb.len()
     );
-    let (oa, ob) = (Disjoint::new(ya), Disjoint::new(yb));
-    with_acts(level, ra.fmt(), x, k, |acts| {
-        pool.for_shares(ma + mb, ROW_ALIGN, &|vs| {
-            let a = vs.start.min(ma)..vs.end.min(ma);
-            let b = vs.start.max(ma) - ma..vs.end.max(ma) - ma;
-            // SAFETY: rows a of wa and b of wb belong to this share alone; t * m + r < n * m.
-            unsafe {
-                if !a.is_empty() {
-                    let r0 = a.start;
-                    acts.dot_run(level, &ra, a, n, |t| (t, t * ma + r0), oa.ptr());
-                }
-                if !b.is_empty() {
-                    let r0 = b.start;
-                    acts.dot_run(level, &rb, b, n, |t| (t, t * mb + r0), ob.ptr());
-                }
-            }
-        });
-    });
+    decode_products(
+        level,
+        pool,
+        x,
+        n,
+        k,
+        &[(ra, ma, Disjoint::new(ya)), (rb, mb, Disjoint::new(yb))],
+    );
 }
 
 /// `y[n, w.cols] = x[n, w.rows] · W` (a head's q_nope through wkv_b's key half).
