@@ -30,7 +30,9 @@
 # Environment: PEER_DIR, THREADS (2), REPS (3), DEPTHS (0,4096), PEER_PYTHON (a python with numpy,
 # torch, transformers; default: scripts/reference/venv.sh, the repo's pinned reference venv),
 # DEEPRUST_BIN (default target/release/deeprust; this script never builds it), DEEPRUST_ARGS
-# (more `deeprust bench` options, e.g. "--cache-type bf16"), PEER_REBENCH=1,
+# (more `deeprust bench` options, e.g. "--cache-type bf16"), LLAMA_ARGS (more llama-bench options,
+# e.g. "--repack 0" where its AMX repacking aborts), PEER_SETUP_ONLY=1 (stop after step 3: build,
+# model and GGUF files, so a later run measures on an idle machine), PEER_REBENCH=1,
 # LLAMA_FA (0 or 1: llama-bench -fa; default llama.cpp's auto, which turns flash attention on for
 # CPU; at this commit that makes tg128@d4096 on q8_0/q4_k_m several times slower than -fa 0).
 # Needs: cmake, gcc/g++ (apt-get install cmake build-essential), pip, network for the sdist once.
@@ -95,6 +97,8 @@ for f in q8_0 q4_k_m; do
     mv "$PEER_DIR/mid-$f.gguf.tmp" "$PEER_DIR/mid-$f.gguf"
   fi
 done
+
+if [ -n "${PEER_SETUP_ONLY:-}" ]; then log "setup done in $PEER_DIR"; exit 0; fi
 
 # ---- 4. probes and llama-bench --------------------------------------------------------------
 probe="$PEER_DIR/probe"
@@ -199,7 +203,7 @@ for f in "${FORMATS[@]}"; do
   if [ ! -s "$res/llama-$f.json" ]; then
     log "llama-bench $f (-p 512 -n 128 -d $DEPTHS -r $REPS -t $THREADS)"
     if "$bin/llama-bench" -m "$PEER_DIR/mid-$f.gguf" -p 512 -n 128 -d "$DEPTHS" -t "$THREADS" -r "$REPS" \
-        ${LLAMA_FA:+-fa "$LLAMA_FA"} -o json > "$res/llama-$f.json.tmp" 2> "$res/llama-$f.log"; then
+        ${LLAMA_FA:+-fa "$LLAMA_FA"} ${LLAMA_ARGS:-} -o json > "$res/llama-$f.json.tmp" 2> "$res/llama-$f.log"; then
       mv "$res/llama-$f.json.tmp" "$res/llama-$f.json"
     else
       log "llama-bench $f failed (see $res/llama-$f.log)"; rm -f "$res/llama-$f.json.tmp"

@@ -28,7 +28,7 @@ pub struct ModelArgs {
     /// CPU threads for the kernels (default: every available core).
     #[arg(long, short = 't', env = "DEEPRUST_THREADS")]
     pub threads: Option<usize>,
-    /// Force a kernel level instead of the best this CPU supports: scalar, avx2, avx512, avx512vnni.
+    /// Force a kernel level instead of the best this CPU supports: scalar, avx2, avx512, avx512vnni, amx (AMX tiles for prefill).
     #[arg(long, value_name = "LEVEL")]
     pub kernels: Option<kernels::Level>,
     /// Pin kernel threads to CPUs (one each, in the process's affinity order).

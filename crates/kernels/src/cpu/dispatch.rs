@@ -21,16 +21,22 @@ pub enum Level {
     /// AVX-512 with VNNI: the int8 products use `vpdpbusd` / `vpdpwssd` (Ice Lake, Sapphire
     /// Rapids, Zen 4 and later).
     Avx512Vnni,
+    /// AVX-512 VNNI and BF16 with AMX's tile unit (BF16 and INT8 tiles, Sapphire Rapids and
+    /// later): prefill products run on the tiles, everything else as `Avx512Vnni`. Linux
+    /// enables the tiles per process on request (`arch_prctl`), made when the level is
+    /// first asked about; a kernel that refuses leaves the level unsupported.
+    Amx,
     /// WebAssembly SIMD128 (present when the module was built with it).
     Simd128,
 }
 
 impl Level {
-    pub const ALL: [Level; 5] = [
+    pub const ALL: [Level; 6] = [
         Level::Scalar,
         Level::Avx2,
         Level::Avx512,
         Level::Avx512Vnni,
+        Level::Amx,
         Level::Simd128,
     ];
 
@@ -40,6 +46,7 @@ impl Level {
             Level::Avx2 => "avx2",
             Level::Avx512 => "avx512",
             Level::Avx512Vnni => "avx512vnni",
+            Level::Amx => "amx",
             Level::Simd128 => "simd128",
         }
     }
@@ -64,6 +71,12 @@ impl Level {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512Vnni => {
                 Level::Avx512.supported() && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Level::Amx => {
+                Level::Avx512Vnni.supported()
+                    && is_x86_feature_detected!("avx512bf16")
+                    && amx::enabled()
             }
             Level::Simd128 => cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
             #[cfg(not(target_arch = "x86_64"))]
@@ -99,7 +112,7 @@ impl FromStr for Level {
             .into_iter()
             .find(|l| l.name() == s)
             .ok_or_else(|| {
-                format!("unknown kernel level `{s}` (expected scalar, avx2, avx512, avx512vnni or simd128)")
+                format!("unknown kernel level `{s}` (expected scalar, avx2, avx512, avx512vnni, amx or simd128)")
             })
     }
 }
@@ -127,7 +140,7 @@ pub fn cpu_features() -> Vec<&'static str> {
         );
     }
     // AMX detection is not stable in std; Linux lists the flags (and enables the tiles
-    // only after an arch_prctl request, which a future AMX kernel will make).
+    // only after an arch_prctl request: see `amx::enabled`).
     #[cfg(target_os = "linux")]
     if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo")
         && let Some(flags) = info.lines().find(|l| l.starts_with("flags"))
@@ -145,6 +158,45 @@ pub fn cpu_features() -> Vec<&'static str> {
         }
     }
     f
+}
+
+/// AMX's tiles: present (CPUID) and enabled for this process.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use std::sync::OnceLock;
+
+    /// CPUID leaf 7's AMX bits (EDX): BF16 22, TILE 24, INT8 25.
+    fn cpuid_has_amx() -> bool {
+        // (leaf 7 exists on every CPU with AVX-512, checked before this)
+        let l = std::arch::x86_64::__cpuid_count(7, 0);
+        let bits = (1 << 22) | (1 << 24) | (1 << 25);
+        l.edx & bits == bits
+    }
+
+    /// Linux keeps the tile data state off until a process asks for it
+    /// (`ARCH_REQ_XCOMP_PERM` for `XFEATURE_XTILEDATA`); a tile instruction before that
+    /// faults. Asked once; the permission holds for every thread of the process.
+    #[cfg(target_os = "linux")]
+    fn request() -> bool {
+        const SYS_ARCH_PRCTL: i64 = 158;
+        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+        const XFEATURE_XTILEDATA: i64 = 18;
+        unsafe extern "C" {
+            fn syscall(num: i64, ...) -> i64;
+        }
+        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, feature) takes no pointers.
+        unsafe { syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn request() -> bool {
+        false
+    }
+
+    pub fn enabled() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| cpuid_has_amx() && request())
+    }
 }
 
 /// How to build a [`super::CpuBackend`].

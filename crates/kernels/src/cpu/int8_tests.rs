@@ -203,7 +203,8 @@ fn int8_panel_kernel_matches_the_row_products() {
             let big: Vec<Vec<u8>> = (0..16).map(|_| stored(dtype, 2 * k, &mut rng)).collect();
             p.pack(&fmt, 16, 2 * k, |r| &big[r]);
             p.pack(&fmt, rows, k, |r| &w[r]);
-            for n in [1, 2, 6, 7, 13] {
+            // (17 and 35: the AMX kernel's tiles of 16 tokens, whole and partial)
+            for n in [1, 2, 6, 7, 13, 17, 35] {
                 let x = rng.vec(n * k);
                 let mut acts = simd::QActs::default();
                 acts.quantize(kind, &x, k);
@@ -225,13 +226,32 @@ fn int8_panel_kernel_matches_the_row_products() {
                         want[t * m + r0 + r] = oracle;
                     }
                 }
-                for level in Level::available()
+                // AMX also takes the panel with signed bytes (no offset)
+                let mut signed = QPanel::default();
+                signed.pack(&fmt, rows, k, |r| &w[r]);
+                signed.make_signed();
+                let oracle_signed: Vec<f32> = (0..rows)
+                    .map(|r| signed.dot(r, &acts.row(0), kind))
+                    .collect();
+                let unsigned: Vec<f32> = (0..rows).map(|r| p.dot(r, &acts.row(0), kind)).collect();
+                assert_eq!(
+                    oracle_signed, unsigned,
+                    "{dtype}: the signed panel's oracle"
+                );
+                let runs = Level::available()
                     .into_iter()
                     .filter(|l| simd::has_qgemm(*l))
-                {
+                    .map(|l| (l, &p))
+                    .chain(
+                        Level::available()
+                            .into_iter()
+                            .filter(|l| simd::has_amx(*l))
+                            .map(|l| (l, &signed)),
+                    );
+                for (level, panel) in runs {
                     let mut got = vec![f32::NAN; n * m];
                     let g = simd::QGemm {
-                        panel: &p,
+                        panel,
                         acts: &acts,
                         kind,
                         tokens: 0..n,

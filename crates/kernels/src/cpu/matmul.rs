@@ -25,6 +25,8 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The caller's activations rounded to bf16 for the bf16 prefill kernel; grows once.
     static X16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    /// The caller's activations packed for the AMX bf16 kernel; grows once.
+    static AMX_ACTS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
     /// The caller's activations rearranged for the bf16 decode kernel; grows once.
     static PAIRS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The caller's quantized activations for int8 products; grows once, then is reused.
@@ -186,6 +188,36 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
         decode_products(level, pool, x, n, k, &[(w, m, out)]);
         return;
     }
+    if bf16
+        && simd::has_amx(level)
+        && matches!(w.fmt(), Fmt::BF16)
+        && k.is_multiple_of(32)
+        && m.is_multiple_of(16)
+        && let Some((bytes, rb)) = w.run(0, m)
+    {
+        // bf16 prefill on AMX tiles: the rows as stored against the tokens rounded once
+        // to bf16 and packed in pairs
+        AMX_ACTS.with(|a| {
+            let mut a = a.borrow_mut();
+            simd::amx_pack_acts(x, k, &mut a);
+            let acts = &*a;
+            pool.for_ranges(m, ROW_ALIGN, &|rows| {
+                let g = simd::AmxBf16Gemm {
+                    w: &bytes[rows.start * rb..],
+                    rb,
+                    rows: rows.len(),
+                    k,
+                    acts,
+                    n,
+                    m,
+                    r0: rows.start,
+                };
+                // SAFETY: rows `rows` belong to this share; the pointer covers n * m.
+                unsafe { simd::amx_bf16_gemm(level, &g, out.ptr()) };
+            });
+        });
+        return;
+    }
     if bf16 && matches!(w.fmt(), Fmt::BF16) {
         // bf16 prefill: the rows as stored against the tokens rounded once to bf16
         if let Some((bytes, rb)) = w
@@ -229,6 +261,10 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
                     while r0 < rows.end {
                         let pr = (rows.end - r0).min(qpanel::PANEL);
                         p.pack(&fmt, pr, k, |i| w.get(r0 + i).1);
+                        if simd::has_amx(level) {
+                            // AMX multiplies signed by signed: no offset to correct
+                            p.make_signed();
+                        }
                         let g = simd::QGemm {
                             panel: &p,
                             acts,

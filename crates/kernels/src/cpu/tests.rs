@@ -141,7 +141,14 @@ fn matmul_over_every_format() {
 }
 
 fn matmul_over_every_format_on(be: &CpuBackend) {
-    for (rows, cols, n) in [(1, 1, 1), (7, 13, 3), (33, 129, 5), (200, 300, 2)] {
+    // (48, 96, 19): whole panels of 16 rows and 32-column steps, the AMX kernel's shapes
+    for (rows, cols, n) in [
+        (1, 1, 1),
+        (7, 13, 3),
+        (33, 129, 5),
+        (200, 300, 2),
+        (48, 96, 19),
+    ] {
         let x = values(n * cols, 3);
         let cases = [
             f32_matrix(rows, cols, 1),
@@ -164,6 +171,71 @@ fn matmul_over_every_format_on(be: &CpuBackend) {
                 }
             }
             assert_close(&yt, &matmul_ref(&xt, &wt, cols, rows), 1e-5);
+        }
+    }
+}
+
+/// bf16 weights in the shapes the AMX kernel takes (whole panels of 16 rows, 32-column
+/// steps; one and two panels at a time, tiles of 16 tokens whole and partial, rows in more
+/// than one block where k is long): with f32
+/// activations the product is the f64 one to f32 rounding, with `--act-type bf16` (AMX's
+/// tiles where the CPU has them) the f64 product of the rounded activations.
+#[test]
+fn bf16_prefill_products_in_tile_shapes() {
+    let small: &[usize] = &[4, 15, 16, 17, 40];
+    for (rows, cols, ns) in [
+        (48, 96, small),
+        (16, 32, small),
+        (64, 160, small),
+        (64, 8192, &[17, 40][..]),
+    ] {
+        let (w, dense) = bf16_matrix(rows, cols);
+        for level in crate::Level::available() {
+            for threads in [1, 3] {
+                for bf16_activations in [false, true] {
+                    let be = CpuBackend::with_options(&crate::CpuOptions {
+                        level: Some(level),
+                        threads: Some(threads),
+                        bf16_activations,
+                        ..Default::default()
+                    })
+                    .unwrap();
+                    for &n in ns {
+                        // values over a wide range
+                        let x: Vec<f32> = values(n * cols, 60 + n as u64)
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| v * [1.0, 1e-3, 37.0, 1e4][i % 4])
+                            .collect();
+                        let mut got = vec![f32::NAN; n * rows];
+                        be.matmul(&x, &w, &mut got);
+                        let xr: Vec<f32> = if be.bf16_activations() {
+                            x.iter()
+                                .map(|&v| half::bf16::from_f32(v).to_f32())
+                                .collect()
+                        } else {
+                            x.clone()
+                        };
+                        let want = matmul_ref(&xr, &dense, rows, cols);
+                        // relative to the sum of |products|, the f32 accumulation's scale
+                        let mut mag = vec![0f32; n * rows];
+                        for t in 0..n {
+                            for r in 0..rows {
+                                mag[t * rows + r] = (0..cols)
+                                    .map(|c| (xr[t * cols + c] * dense[r * cols + c]).abs())
+                                    .sum();
+                            }
+                        }
+                        for (i, ((a, b), s)) in got.iter().zip(&want).zip(&mag).enumerate() {
+                            assert!(
+                                (a - b).abs() <= 1e-6 * s,
+                                "{level} t{threads} bf16 acts {bf16_activations} [{rows}x{cols}] \
+                                 n={n} at {i}: {a} vs {b} (sum of |products| {s})"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 }

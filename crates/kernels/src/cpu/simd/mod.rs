@@ -80,7 +80,7 @@ macro_rules! dispatch {
             // SAFETY: a level is only ever selected when `Level::supported` said so.
             Level::Avx512 => unsafe { x86::avx512::$name($($arg),*) },
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512Vnni => unsafe { x86::avx512vnni::$name($($arg),*) },
+            Level::Avx512Vnni | Level::Amx => unsafe { x86::avx512vnni::$name($($arg),*) },
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             // SAFETY: the module was built with SIMD128, so these instructions exist.
             Level::Simd128 => unsafe { wasm::simd128::$name($($arg),*) },
@@ -114,7 +114,7 @@ pub fn dot_row(level: Level, fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
 
 /// Whether this level has `dot_row_bf16_pairs` (else it is `dot_row`).
 pub fn has_bf16_pairs(level: Level) -> bool {
-    matches!(level, Level::Avx512 | Level::Avx512Vnni)
+    matches!(level, Level::Avx512 | Level::Avx512Vnni | Level::Amx)
 }
 
 /// Appends `x` rearranged for `dot_row_bf16_pairs` to `out`: each whole block of 32
@@ -160,7 +160,9 @@ pub fn dot_rows_q(
     match level {
         // SAFETY: an AVX-512 level is only selected when `Level::supported` said so.
         Level::Avx512 => return unsafe { x86::avx512::dot_rows_q(fmt, src, rb, a, out) },
-        Level::Avx512Vnni => return unsafe { x86::avx512vnni::dot_rows_q(fmt, src, rb, a, out) },
+        Level::Avx512Vnni | Level::Amx => {
+            return unsafe { x86::avx512vnni::dot_rows_q(fmt, src, rb, a, out) };
+        }
         _ => {}
     }
     for (j, o) in out.iter_mut().enumerate() {
@@ -170,7 +172,7 @@ pub fn dot_rows_q(
 
 /// Whether this level has the int8 prefill kernel (`qgemm_panel`).
 pub fn has_qgemm(level: Level) -> bool {
-    level == Level::Avx512Vnni
+    matches!(level, Level::Avx512Vnni | Level::Amx)
 }
 
 /// One call of the int8 prefill kernel: a packed panel of up to 16 rows against tokens
@@ -191,11 +193,19 @@ pub struct QGemm<'a> {
 /// `r < panel.rows`), and no other thread may access those elements meanwhile.
 pub unsafe fn qgemm_panel(level: Level, g: &QGemm<'_>, y: *mut f32) {
     assert!(has_qgemm(level), "no int8 prefill kernel at level {level}");
+    assert!(
+        !g.panel.signed || level == Level::Amx,
+        "a signed panel is AMX's alone"
+    );
     assert!(g.r0 + g.panel.rows <= g.m);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the level is supported (checked when it was chosen); the caller vouches for y.
     unsafe {
-        x86::avx512_qgemm::qgemm_panel(g, y)
+        if level == Level::Amx {
+            x86::amx::qgemm_panel(g, y)
+        } else {
+            x86::avx512_qgemm::qgemm_panel(g, y)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (g, y);
@@ -246,7 +256,7 @@ pub fn pv_accumulate(level: Level, b: &PvBlock<'_>, out: &mut [f32]) {
 /// BF16), given `ScoresTile::q16`.
 pub fn has_bf16_dot(level: Level) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if matches!(level, Level::Avx512 | Level::Avx512Vnni) {
+    if matches!(level, Level::Avx512 | Level::Avx512Vnni | Level::Amx) {
         return std::arch::is_x86_feature_detected!("avx512bf16");
     }
     let _ = level;
@@ -296,6 +306,66 @@ pub unsafe fn bf16_gemm(level: Level, g: &Bf16Gemm<'_>, y: *mut f32) {
     unsafe { portable::bf16_gemm(g, y) }
 }
 
+/// Whether this level runs prefill products on AMX tiles (`amx_bf16_gemm`; `qgemm_panel`
+/// takes the tiles by itself).
+pub fn has_amx(level: Level) -> bool {
+    level == Level::Amx
+}
+
+/// Tokens packed for `amx_bf16_gemm`: rounded to bf16 (as `round_bf16`), then for each
+/// tile of 16 tokens (the last padded with zeros) and each pair of columns, the 16 tokens'
+/// two values: `[n / 16][k / 2][16][2]`, so a tile's B side over 32 columns is 1 KiB in a
+/// row.
+pub fn amx_pack_acts(x: &[f32], k: usize, out: &mut Vec<u16>) {
+    assert!(k.is_multiple_of(2) && x.len().is_multiple_of(k));
+    let n = x.len() / k;
+    out.clear();
+    out.resize(n.div_ceil(16) * 16 * k, 0);
+    for (t, row) in x.chunks_exact(k).enumerate() {
+        let (b, j) = (t / 16, t % 16);
+        let base = b * 16 * k + 2 * j;
+        for (c, pair) in row.chunks_exact(2).enumerate() {
+            let at = base + c * 32;
+            out[at] = half::bf16::from_f32(pair[0]).to_bits();
+            out[at + 1] = half::bf16::from_f32(pair[1]).to_bits();
+        }
+    }
+}
+
+/// An AMX bf16 prefill product (`--act-type bf16`): `rows` (a multiple of 16) stored bf16
+/// weight rows, `rb` bytes apart from `w`, against `n` tokens of `k` values (a multiple of
+/// 32) packed by `amx_pack_acts` into `acts`, writing `y[t * m + r0 + r]`.
+pub struct AmxBf16Gemm<'a> {
+    pub w: &'a [u8],
+    pub rb: usize,
+    pub rows: usize,
+    pub k: usize,
+    pub acts: &'a [u16],
+    pub n: usize,
+    pub m: usize,
+    pub r0: usize,
+}
+
+/// Only where `has_amx(level)`.
+///
+/// # Safety
+/// `y` must be valid for writes at every `t * m + r0 + r` (`t < n`, `r < rows`), and no
+/// other thread may access those elements meanwhile.
+pub unsafe fn amx_bf16_gemm(level: Level, g: &AmxBf16Gemm<'_>, y: *mut f32) {
+    assert!(has_amx(level), "no AMX kernel at level {level}");
+    assert!(g.rows.is_multiple_of(16) && g.k.is_multiple_of(32) && g.rb >= 2 * g.k);
+    assert!(g.rows == 0 || g.w.len() >= (g.rows - 1) * g.rb + 2 * g.k);
+    assert!(g.acts.len() >= g.n.div_ceil(16) * 16 * g.k);
+    assert!(g.r0 + g.rows <= g.m);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the level is supported (checked when it was chosen); the caller vouches for y.
+    unsafe {
+        x86::amx::bf16_gemm(g, y)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (g, y);
+}
+
 /// Decode attention with the query rows in vector lanes (see `attention.rs`): `q` is
 /// `[rows, k]`, `kv[offs[j]..offs[j] + k]` is cached row `j` of the tile, and the scores
 /// come out transposed, one group of `lanes` (a multiple of 16, at least `rows`) per
@@ -323,7 +393,9 @@ pub fn silu_mul(level: Level, gate: &mut [f32], up: &[f32]) {
     match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a level is only ever selected when `Level::supported` said so.
-        Level::Avx512 | Level::Avx512Vnni => unsafe { x86::avx512::silu_mul(gate, up) },
+        Level::Avx512 | Level::Avx512Vnni | Level::Amx => unsafe {
+            x86::avx512::silu_mul(gate, up)
+        },
         _ => portable::silu_mul(gate, up),
     }
 }

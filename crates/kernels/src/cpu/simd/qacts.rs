@@ -64,9 +64,15 @@ pub struct QActs {
     /// Scales and sums per token.
     per_d: usize,
     per_sums: usize,
+    /// Rows the buffers hold: the tokens rounded up to 16, so a tile of 16 tokens (AMX)
+    /// never reads past them (the extra rows hold whatever an earlier call left).
+    padded: usize,
     qs: Vec<i8>,
     d: Vec<f32>,
     bsums: Vec<i16>,
+    /// `Q8K`: per token and group of 32, the block scale times the group's quant sum
+    /// (what Q4_K's per-group minimums multiply), `[padded][k / 32]`.
+    gmins: Vec<f32>,
 }
 
 impl QActs {
@@ -75,10 +81,11 @@ impl QActs {
         let (block, group) = (kind.block(), kind.sum_group());
         assert!(k > 0 && k.is_multiple_of(block) && x.len().is_multiple_of(k));
         let n = x.len() / k;
-        grow(&mut self.qs, n * k);
-        grow(&mut self.d, n * k / block);
-        grow(&mut self.bsums, n * k / group);
-        (self.k, self.per_d, self.per_sums) = (k, k / block, k / group);
+        let padded = n.next_multiple_of(16);
+        grow(&mut self.qs, padded * k);
+        grow(&mut self.d, padded * k / block);
+        grow(&mut self.bsums, padded * k / group);
+        (self.k, self.per_d, self.per_sums, self.padded) = (k, k / block, k / group, padded);
         for (b, xs) in x.chunks_exact(block).enumerate() {
             let qs = &mut self.qs[b * block..(b + 1) * block];
             self.d[b] = quantize_block(xs, qs);
@@ -91,9 +98,32 @@ impl QActs {
                 *s = acc;
             }
         }
+        if kind == ActQuant::Q8K {
+            grow(&mut self.gmins, padded * k / 32);
+            for (g, m) in self.gmins[..n * k / 32].iter_mut().enumerate() {
+                let s = self.bsums[2 * g] as i32 + self.bsums[2 * g + 1] as i32;
+                *m = self.d[g * 32 / block] * s as f32;
+            }
+        }
     }
 
-    /// Token `t`'s row.
+    /// `Q8K` only: token `t`'s per-group (of 32) scale times sum, `k / 32` values.
+    pub fn gmins_ptr(&self, t: usize) -> *const f32 {
+        assert!(t < self.padded && self.gmins.len() >= self.padded * self.k / 32);
+        self.gmins[t * self.k / 32..].as_ptr()
+    }
+
+    /// Rows that `row` and `qs_ptr` may reach: the tokens rounded up to 16.
+    pub fn padded_rows(&self) -> usize {
+        self.padded
+    }
+
+    /// The quants of every row, `k` apart (for tile loads across 16 rows).
+    pub fn qs_ptr(&self) -> *const i8 {
+        self.qs.as_ptr()
+    }
+
+    /// Token `t`'s row (`t < padded_rows()`).
     #[inline]
     pub fn row(&self, t: usize) -> QRow<'_> {
         // per-token lengths kept from `quantize`: no divisions here, this runs per tile

@@ -23,6 +23,8 @@ pub struct QPanel {
     pub off: i32,
     pub has_gscale: bool,
     pub has_mins: bool,
+    /// `wq` holds the values themselves as i8 (`make_signed`), `off` is 0.
+    pub signed: bool,
     /// `[k / 4][16 rows][4]`
     pub wq: Vec<u8>,
     /// `[k / group][16]`
@@ -56,7 +58,7 @@ impl QPanel {
         };
         assert!(k.is_multiple_of(unit));
         (self.rows, self.k, self.group, self.unit, self.off) = (rows, k, group, unit, off);
-        (self.has_gscale, self.has_mins) = (has_gscale, has_mins);
+        (self.has_gscale, self.has_mins, self.signed) = (has_gscale, has_mins, false);
         let (groups, units) = (k / group, k / unit);
         fit(&mut self.wq, k * PANEL);
         fit(&mut self.gscale, groups * PANEL);
@@ -156,6 +158,19 @@ impl QPanel {
         }
     }
 
+    /// Stores each value as itself in an i8 (the offset taken off), for a kernel with a
+    /// signed-by-signed product (AMX's `tdpbssd`), which then needs no offset correction.
+    pub fn make_signed(&mut self) {
+        if self.signed {
+            return;
+        }
+        let off = self.off as u8;
+        for b in &mut self.wq[..self.k * PANEL] {
+            *b = b.wrapping_sub(off);
+        }
+        (self.off, self.signed) = (0, true);
+    }
+
     /// The oracle: row `r` of the panel times a quantized token row, as the kernel sums it
     /// (exact integers per group, f32 per unit).
     pub fn dot(&self, r: usize, a: &QRow<'_>, kind: ActQuant) -> f32 {
@@ -169,7 +184,12 @@ impl QPanel {
             for grp in unit * u / g..(unit + 1) * u / g {
                 let mut gi = 0i32;
                 for i in grp * g..(grp + 1) * g {
-                    let q = self.wq[((i / 4) * PANEL + r) * 4 + i % 4] as i32;
+                    let byte = self.wq[((i / 4) * PANEL + r) * 4 + i % 4];
+                    let q = if self.signed {
+                        byte as i8 as i32
+                    } else {
+                        byte as i32
+                    };
                     gi += q * a.qs[i] as i32;
                 }
                 let asum: i32 = (grp * g / per_sum..(grp + 1) * g / per_sum)

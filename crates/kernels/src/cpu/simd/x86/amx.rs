@@ -1,0 +1,279 @@
+//! Prefill products on AMX's tile unit (`Level::Amx`). A tile op multiplies a 16-row tile
+//! by a 16-column one over 32 bf16 pairs (`tdpbf16ps`) or 64 bytes (`tdpbsud`), 8192 or
+//! 16384 multiply-adds per instruction against 32 or 64 for one AVX-512 instruction.
+//!
+//! Stable Rust has no AMX intrinsics, so the tile instructions are inline assembly; the
+//! compiler never allocates tile registers itself, so their state carries from one `asm!`
+//! block to the next, and every block is volatile (kept in order).
+//!
+//! - bf16 weights with `--act-type bf16`: the tiles' A side is 16 stored weight rows, loaded
+//!   as they lie in the file (nothing repacked); the B side is the tokens rounded to bf16,
+//!   packed once per product in pairs (`simd::amx_pack_acts`). (f32 activations split into
+//!   three bf16 parts that sum to them exactly would keep the f32 numerics at three tile ops
+//!   a step; measured on our Xeon VM, where a tile op takes about 38 cycles and a tile load
+//!   55, that ran at 40% of the f32 FMA kernel's speed, so f32 activations stay there.)
+//! - block-quantized weights: the panel `simd::qpanel` already packs for `vpdpbusd` (four
+//!   bytes of 16 rows side by side) is exactly a tile's B side; the A side is 16 tokens'
+//!   int8 activations as quantized. One tile op per group of 16 or 32 values (each group
+//!   has its own scale), then the group's integer sums are scaled as the AVX-512 kernel
+//!   scales them, so both kernels add the same integers.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+
+use super::super::qpanel::PANEL;
+use super::super::{ActQuant, AmxBf16Gemm, QGemm};
+
+/// A tile configuration (palette 1): per tile register its rows and bytes per row.
+#[repr(C, align(64))]
+struct TileCfg([u8; 64]);
+
+impl TileCfg {
+    fn new() -> TileCfg {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        TileCfg(c)
+    }
+
+    fn set(&mut self, tile: usize, rows: usize, colsb: usize) {
+        debug_assert!(rows <= 16 && colsb <= 64);
+        self.0[16 + 2 * tile..18 + 2 * tile].copy_from_slice(&(colsb as u16).to_le_bytes());
+        self.0[48 + tile] = rows as u8;
+    }
+
+    /// # Safety
+    /// AMX must be enabled for the process (`Level::Amx` is supported).
+    unsafe fn load(&self) {
+        unsafe { asm!("ldtilecfg [{}]", in(reg) self.0.as_ptr(), options(nostack, readonly)) }
+    }
+}
+
+/// Leaves the tile state empty again, so a context switch saves none of it.
+unsafe fn release() {
+    unsafe { asm!("tilerelease", options(nostack, nomem)) }
+}
+
+macro_rules! tile_zero {
+    ($t:literal) => {
+        asm!(concat!("tilezero tmm", $t), options(nostack, nomem))
+    };
+}
+
+/// Tile `$t` from `$p`, rows `$stride` bytes apart.
+macro_rules! tile_load {
+    ($t:literal, $p:expr, $stride:expr) => {
+        asm!(concat!("tileloadd tmm", $t, ", [{p} + {s}]"),
+             p = in(reg) $p, s = in(reg) ($stride) as usize, options(nostack, readonly))
+    };
+}
+
+macro_rules! tile_store {
+    ($t:literal, $p:expr, $stride:expr) => {
+        asm!(concat!("tilestored [{p} + {s}], tmm", $t),
+             p = in(reg) $p, s = in(reg) ($stride) as usize, options(nostack))
+    };
+}
+
+macro_rules! tdp {
+    ($op:literal, $c:literal, $a:literal, $b:literal) => {
+        asm!(
+            concat!($op, " tmm", $c, ", tmm", $a, ", tmm", $b),
+            options(nostack)
+        )
+    };
+}
+
+#[repr(C, align(64))]
+struct Block([[f32; 16]; 16]);
+
+/// Weight bytes a block of rows may take, so the block stays in L2 while every tile of
+/// tokens passes over it (each token tile's packed parts are then read once per block,
+/// not once per panel: 512 tokens of 1024 values are 1 MiB).
+const BLOCK_BYTES: usize = 512 * 1024;
+
+/// `y[t * m + r0 + r] = weight row r · token t` over whole panels of 16 rows: blocks of
+/// rows that fit L2, and in a block two panels by two tiles of 16 tokens at a time (four
+/// sums in tiles, each tile of A and B loaded once for two products), the sums over the
+/// whole of `k` in the tiles.
+///
+/// # Safety
+/// `Level::Amx` is supported; `y` is valid for writes at `t * m + r0 + r` (`t < n`,
+/// `r < rows`) and no other thread writes there meanwhile.
+pub unsafe fn bf16_gemm(g: &AmxBf16Gemm<'_>, y: *mut f32) {
+    let (k, rb, n, m, r0) = (g.k, g.rb, g.n, g.m, g.r0);
+    let nb = n.div_ceil(16);
+    let block_rows = (BLOCK_BYTES / (2 * k)).max(32) / 32 * 32;
+    let mut cfg = TileCfg::new();
+    for t in 0..8 {
+        cfg.set(t, 16, 64);
+    }
+    let mut out = Block([[0.0; 16]; 16]);
+    let w = g.w.as_ptr();
+    let acts = g.acts.as_ptr();
+    // B tile of token tile b, values c..c + 32: 16 pairs of 16 tokens, 1 KiB
+    let b_at = |b: usize, c: usize| unsafe { acts.add((b * k + c) * 16) };
+    // tiles: sums 0-3 (panel i, token tile j at 2i + j), weights 4-5, tokens 6-7
+    unsafe {
+        cfg.load();
+        let mut blk = 0;
+        while blk < g.rows {
+            let blk_end = (blk + block_rows).min(g.rows);
+            let mut b = 0;
+            while b < nb {
+                let two_t = nb - b >= 2;
+                let mut p = blk;
+                while p < blk_end {
+                    let two_p = blk_end - p >= 32;
+                    let a0 = w.add(p * rb);
+                    let a1 = w.add((p + 16) * rb);
+                    tile_zero!(0);
+                    tile_zero!(1);
+                    tile_zero!(2);
+                    tile_zero!(3);
+                    let mut c = 0;
+                    while c < k {
+                        tile_load!(4, a0.add(2 * c), rb);
+                        if two_p {
+                            tile_load!(5, a1.add(2 * c), rb);
+                        }
+                        tile_load!(6, b_at(b, c), 64);
+                        tdp!("tdpbf16ps", 0, 4, 6);
+                        if two_p {
+                            tdp!("tdpbf16ps", 2, 5, 6);
+                        }
+                        if two_t {
+                            tile_load!(7, b_at(b + 1, c), 64);
+                            tdp!("tdpbf16ps", 1, 4, 7);
+                            if two_p {
+                                tdp!("tdpbf16ps", 3, 5, 7);
+                            }
+                        }
+                        c += 32;
+                    }
+                    let t0 = 16 * b;
+                    let tokens = (n - t0).min(16);
+                    tile_store!(0, out.0.as_mut_ptr(), 64);
+                    scatter(&out, y, m, t0, tokens, r0 + p);
+                    if two_t {
+                        let tokens = (n - t0 - 16).min(16);
+                        tile_store!(1, out.0.as_mut_ptr(), 64);
+                        scatter(&out, y, m, t0 + 16, tokens, r0 + p);
+                        if two_p {
+                            tile_store!(3, out.0.as_mut_ptr(), 64);
+                            scatter(&out, y, m, t0 + 16, tokens, r0 + p + 16);
+                        }
+                    }
+                    if two_p {
+                        tile_store!(2, out.0.as_mut_ptr(), 64);
+                        scatter(&out, y, m, t0, tokens, r0 + p + 16);
+                    }
+                    p += if two_p { 32 } else { 16 };
+                }
+                b += if two_t { 2 } else { 1 };
+            }
+            blk = blk_end;
+        }
+        release();
+    }
+}
+
+/// A tile of sums for 16 weight rows (rows of `out`) by 16 tokens (columns), into `y`'s
+/// token rows.
+#[inline(always)]
+unsafe fn scatter(out: &Block, y: *mut f32, m: usize, t0: usize, tokens: usize, r: usize) {
+    for t in 0..tokens {
+        let dst = unsafe { std::slice::from_raw_parts_mut(y.add((t0 + t) * m + r), 16) };
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = out.0[i][t];
+        }
+    }
+}
+
+/// The int8 prefill kernel on tiles: `y[t * m + r0 + r] = panel row r · token t` for the
+/// tokens of `g`, 16 at a time (the last tile's extra rows are padding `QActs` keeps).
+///
+/// # Safety
+/// As `avx512_qgemm::qgemm_panel`, and `Level::Amx` is supported.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn qgemm_panel(g: &QGemm<'_>, y: *mut f32) {
+    let (p, acts, kind) = (g.panel, g.acts, g.kind);
+    let (k, gs, u) = (p.k, p.group, p.unit);
+    assert!(p.wq.len() >= k * PANEL && p.d.len() >= k / u * PANEL);
+    assert!(p.gscale.len() >= k / gs * PANEL && p.mins.len() >= k / gs * PANEL);
+    assert!(acts.padded_rows() >= g.tokens.end.next_multiple_of(16));
+    let (block, per_sum) = (kind.block(), kind.sum_group());
+    assert!(!p.has_mins || (gs == 32 && kind == ActQuant::Q8K));
+    let sums_per_group = gs / per_sum.min(gs);
+    let mut cfg = TileCfg::new();
+    cfg.set(0, 16, 64); // C: 16 tokens by 16 rows of i32
+    cfg.set(1, 16, gs); // A: 16 tokens by one group of bytes
+    cfg.set(2, gs / 4, 64); // B: the group's bytes of 16 rows, four per row per lane
+    let mut sums = Block([[0.0; 16]; 16]);
+    let sums_i = sums.0.as_mut_ptr() as *mut i32;
+    let mask = ((1u32 << p.rows) - 1) as __mmask16;
+    unsafe {
+        cfg.load();
+        let mut t0 = g.tokens.start;
+        while t0 < g.tokens.end {
+            let rows: [_; 16] = std::array::from_fn(|t| acts.row(t0 + t));
+            let gmins: [*const f32; 16] = if p.has_mins {
+                std::array::from_fn(|t| acts.gmins_ptr(t0 + t))
+            } else {
+                [std::ptr::null(); 16]
+            };
+            let a_tile = acts.qs_ptr().add(t0 * k);
+            let mut facc = [_mm512_setzero_ps(); 16];
+            for unit in 0..k / u {
+                let mut ui = [_mm512_setzero_si512(); 16];
+                for grp in unit * u / gs..(unit + 1) * u / gs {
+                    tile_zero!(0);
+                    tile_load!(1, a_tile.add(grp * gs), k);
+                    tile_load!(2, p.wq.as_ptr().add(grp * gs / 4 * 64), 64);
+                    if p.signed {
+                        tdp!("tdpbssd", 0, 1, 2);
+                    } else {
+                        tdp!("tdpbsud", 0, 1, 2);
+                    }
+                    tile_store!(0, sums_i, 64);
+                    let gv = _mm512_loadu_si512(p.gscale.as_ptr().add(grp * PANEL) as *const _);
+                    let mv = _mm512_loadu_ps(p.mins.as_ptr().add(grp * PANEL));
+                    for (t, r) in rows.iter().enumerate() {
+                        let mut v = _mm512_load_si512(sums_i.add(16 * t) as *const _);
+                        if p.off != 0 {
+                            // the stored bytes are value + off: take off times the group's
+                            // activation sum (of 16 or 32 quants)
+                            let s = &r.bsums[grp * gs / per_sum..];
+                            let asum = if sums_per_group == 2 {
+                                s[0] as i32 + s[1] as i32
+                            } else {
+                                s[0] as i32
+                            };
+                            v = _mm512_sub_epi32(v, _mm512_set1_epi32(p.off * asum));
+                        }
+                        ui[t] = if p.has_gscale {
+                            _mm512_add_epi32(ui[t], _mm512_mullo_epi32(v, gv))
+                        } else {
+                            _mm512_add_epi32(ui[t], v)
+                        };
+                        if p.has_mins {
+                            // (groups of 32: Q4_K is the one format with minimums)
+                            let c = _mm512_set1_ps(*gmins[t].add(grp));
+                            facc[t] = _mm512_fnmadd_ps(mv, c, facc[t]);
+                        }
+                    }
+                }
+                let dv = _mm512_loadu_ps(p.d.as_ptr().add(unit * PANEL));
+                for (t, r) in rows.iter().enumerate() {
+                    let s = _mm512_mul_ps(dv, _mm512_set1_ps(r.d[unit * u / block]));
+                    facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ui[t]), s, facc[t]);
+                }
+            }
+            let tokens = (g.tokens.end - t0).min(16);
+            for (t, acc) in facc.iter().enumerate().take(tokens) {
+                _mm512_mask_storeu_ps(y.add((t0 + t) * g.m + g.r0), mask, *acc);
+            }
+            t0 += 16;
+        }
+        release();
+    }
+}
