@@ -201,8 +201,27 @@ fn int8_panel_kernel_matches_the_row_products() {
             let mut p = QPanel::default();
             // pack a larger panel first: the buffers are reused, stale values must not leak
             let big: Vec<Vec<u8>> = (0..16).map(|_| stored(dtype, 2 * k, &mut rng)).collect();
-            p.pack(&fmt, 16, 2 * k, |r| &big[r]);
-            p.pack(&fmt, rows, k, |r| &w[r]);
+            p.pack(Level::Scalar, &fmt, 16, 2 * k, |r| &big[r]);
+            p.pack(Level::Scalar, &fmt, rows, k, |r| &w[r]);
+            // every level packs the same panel (the AVX-512 ones transpose with shuffles)
+            for level in Level::available() {
+                let mut q = QPanel::default();
+                q.pack(level, &fmt, 16, 2 * k, |r| &big[r]);
+                q.pack(level, &fmt, rows, k, |r| &w[r]);
+                assert_eq!(
+                    q.wq[..16 * k],
+                    p.wq[..16 * k],
+                    "{level} {dtype} rows={rows}: bytes"
+                );
+                let (g, u) = (k / p.group * 16, k / p.unit * 16);
+                assert_eq!(
+                    q.gscale[..g],
+                    p.gscale[..g],
+                    "{level} {dtype}: group scales"
+                );
+                assert_eq!(q.mins[..g], p.mins[..g], "{level} {dtype}: minimums");
+                assert_eq!(q.d[..u], p.d[..u], "{level} {dtype}: unit scales");
+            }
             // (17 and 35: the AMX kernel's tiles of 16 tokens, whole and partial)
             for n in [1, 2, 6, 7, 13, 17, 35] {
                 let x = rng.vec(n * k);
@@ -228,7 +247,7 @@ fn int8_panel_kernel_matches_the_row_products() {
                 }
                 // AMX also takes the panel with signed bytes (no offset)
                 let mut signed = QPanel::default();
-                signed.pack(&fmt, rows, k, |r| &w[r]);
+                signed.pack(Level::detect(), &fmt, rows, k, |r| &w[r]);
                 signed.make_signed();
                 let oracle_signed: Vec<f32> = (0..rows)
                     .map(|r| signed.dot(r, &acts.row(0), kind))

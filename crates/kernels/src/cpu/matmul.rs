@@ -260,7 +260,7 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
                     let mut r0 = rows.start;
                     while r0 < rows.end {
                         let pr = (rows.end - r0).min(qpanel::PANEL);
-                        p.pack(&fmt, pr, k, |i| w.get(r0 + i).1);
+                        p.pack(level, &fmt, pr, k, |i| w.get(r0 + i).1);
                         if simd::has_amx(level) {
                             // AMX multiplies signed by signed: no offset to correct
                             p.make_signed();

@@ -7,6 +7,7 @@
 //! Packing is plain Rust; it is done once per 16 rows per matmul and read by every token.
 
 use super::{ActQuant, Fmt, QRow};
+use crate::cpu::dispatch::Level;
 use loader::f16_to_f32;
 
 /// Rows per panel (the f32 lanes of one 512-bit register).
@@ -42,8 +43,13 @@ pub fn packs(fmt: &Fmt<'_>) -> bool {
 
 impl QPanel {
     /// Pack `rows` (at most 16) rows of `k` values; `row(i)` is row i's stored bytes.
+    ///
+    /// Each 64 values of the 16 rows are decoded row by row into a 16 x 16 block of 32-bit
+    /// words (four values each), which is then transposed into place; the AVX-512 levels
+    /// decode a row's 64 values in two 256-bit halves and transpose with 64 shuffles.
     pub fn pack<'a>(
         &mut self,
+        level: Level,
         fmt: &Fmt<'_>,
         rows: usize,
         k: usize,
@@ -64,12 +70,45 @@ impl QPanel {
         fit(&mut self.gscale, groups * PANEL);
         fit(&mut self.d, units * PANEL);
         fit(&mut self.mins, groups * PANEL);
-        for r in 0..PANEL {
-            if r >= rows {
-                // padding rows: zero weights and scales, so their lanes sum to zero
-                for kq in 0..k / 4 {
-                    self.wq[(kq * PANEL + r) * 4..][..4].fill(off as u8);
+        let srcs: [&[u8]; PANEL] = std::array::from_fn(|r| if r < rows { row(r) } else { &[] });
+        // the values, 64 at a time (k is a multiple of 32; a last half chunk is padded)
+        let mut block = [[0u32; PANEL]; PANEL];
+        let _ = level; // (only the x86 levels decode with SIMD)
+        for chunk in 0..k.div_ceil(64) {
+            let dst = &mut self.wq[chunk * 64 * PANEL..];
+            #[cfg(target_arch = "x86_64")]
+            if 64 * (chunk + 1) <= k
+                && matches!(fmt, Fmt::Q8_0 | Fmt::Q4K | Fmt::Q6K)
+                && matches!(level, Level::Avx512 | Level::Avx512Vnni | Level::Amx)
+            {
+                assert!(dst.len() >= 64 * PANEL);
+                // SAFETY: an AVX-512 level is only selected when the CPU has it; dst holds
+                // the chunk's 1 KiB; the kernel checks each load against its row.
+                unsafe {
+                    super::x86::avx512::pack_chunk(fmt, &srcs, chunk, off as u8, dst.as_mut_ptr())
+                };
+                continue;
+            }
+            for (r, words) in block.iter_mut().enumerate() {
+                let bytes: &mut [u8; 64] = bytemuck_words(words);
+                for half in 0..2 {
+                    let piece = 2 * chunk + half;
+                    let out: &mut [u8; 32] =
+                        (&mut bytes[32 * half..32 * half + 32]).try_into().unwrap();
+                    if r < rows && 32 * piece < k {
+                        decode32(fmt, srcs[r], piece, out);
+                    } else {
+                        // padding rows (and past k): zero values, their lanes sum to zero
+                        out.fill(off as u8);
+                    }
                 }
+            }
+            let words = (k - 64 * chunk).min(64) / 4;
+            transpose16(&block, words, &mut dst[..words * PANEL * 4]);
+        }
+        // the scales, per block
+        for (r, &src) in srcs.iter().enumerate() {
+            if r >= rows {
                 (0..units).for_each(|u| self.d[u * PANEL + r] = 0.0);
                 (0..groups).for_each(|g| {
                     self.gscale[g * PANEL + r] = 0;
@@ -77,38 +116,10 @@ impl QPanel {
                 });
                 continue;
             }
-            let src = row(r);
-            // four values of row r at k = 4 kq .. 4 kq + 4 go to one 32-bit lane slot
-            let wq = &mut self.wq;
-            let mut put = |kq: usize, v: u32| {
-                wq[(kq * PANEL + r) * 4..][..4].copy_from_slice(&v.to_le_bytes());
-            };
-            let u32_at =
-                |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-            const NIB: u32 = 0x0f0f_0f0f;
-            const TWO: u32 = 0x0303_0303;
             match fmt {
-                Fmt::Q8_0 => {
-                    for (b, blk) in src.chunks_exact(34).take(k / 32).enumerate() {
-                        for j in 0..8 {
-                            put(8 * b + j, u32_at(blk, 2 + 4 * j) ^ 0x8080_8080); // (w as i8) + 128
-                        }
-                        self.d[b * PANEL + r] = f16_at(blk, 0);
-                        self.gscale[b * PANEL + r] = 1;
-                        self.mins[b * PANEL + r] = 0.0;
-                    }
-                }
-                Fmt::Q5_0 => {
-                    for (b, blk) in src.chunks_exact(22).take(k / 32).enumerate() {
-                        let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
-                        for j in 0..8 {
-                            // values 4j..4j+4: low nibbles (j < 4) or high nibbles of qs[4j % 16..]
-                            let v = u32_at(blk, 6 + 4 * (j % 4));
-                            let nib = if j < 4 { v & NIB } else { (v >> 4) & NIB };
-                            let h = (qh >> (4 * j)) & 0xf;
-                            let bits = (h & 1) | ((h & 2) << 7) | ((h & 4) << 14) | ((h & 8) << 21);
-                            put(8 * b + j, nib | (bits << 4));
-                        }
+                Fmt::Q8_0 | Fmt::Q5_0 => {
+                    let size = if matches!(fmt, Fmt::Q8_0) { 34 } else { 22 };
+                    for (b, blk) in src.chunks_exact(size).take(k / 32).enumerate() {
                         self.d[b * PANEL + r] = f16_at(blk, 0);
                         self.gscale[b * PANEL + r] = 1;
                         self.mins[b * PANEL + r] = 0.0;
@@ -117,13 +128,6 @@ impl QPanel {
                 Fmt::Q4K => {
                     for (u, blk) in src.chunks_exact(144).take(k / 256).enumerate() {
                         let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-                        for c in 0..4 {
-                            for l in 0..8 {
-                                let v = u32_at(blk, 16 + 32 * c + 4 * l);
-                                put(64 * u + 16 * c + l, v & NIB);
-                                put(64 * u + 16 * c + 8 + l, (v >> 4) & NIB);
-                            }
-                        }
                         for j in 0..8 {
                             let (sc, m) = loader::quant::q4k_scale_min(j, &blk[4..16]);
                             self.gscale[(8 * u + j) * PANEL + r] = sc as i32;
@@ -134,19 +138,6 @@ impl QPanel {
                 }
                 _ => {
                     for (u, blk) in src.chunks_exact(210).take(k / 256).enumerate() {
-                        for h in 0..2 {
-                            let (ql, qh) = (64 * h, 128 + 32 * h);
-                            let base = 64 * u + 32 * h;
-                            for l in 0..8 {
-                                let a = u32_at(blk, ql + 4 * l);
-                                let b = u32_at(blk, ql + 32 + 4 * l);
-                                let hb = u32_at(blk, qh + 4 * l);
-                                put(base + l, (a & NIB) | ((hb & TWO) << 4));
-                                put(base + 8 + l, (b & NIB) | (((hb >> 2) & TWO) << 4));
-                                put(base + 16 + l, ((a >> 4) & NIB) | (((hb >> 4) & TWO) << 4));
-                                put(base + 24 + l, ((b >> 4) & NIB) | (((hb >> 6) & TWO) << 4));
-                            }
-                        }
                         for g in 0..16 {
                             self.gscale[(16 * u + g) * PANEL + r] = blk[192 + g] as i8 as i32;
                             self.mins[(16 * u + g) * PANEL + r] = 0.0;
@@ -202,6 +193,68 @@ impl QPanel {
             sum += ui as f32 * (self.d[unit * PANEL + r] * da) - fm;
         }
         sum
+    }
+}
+
+/// Values `32 piece .. 32 piece + 32` of a stored row, as the panel stores them (value +
+/// `off`, unsigned).
+#[inline(always)]
+fn decode32(fmt: &Fmt<'_>, src: &[u8], piece: usize, out: &mut [u8; 32]) {
+    match fmt {
+        Fmt::Q8_0 => {
+            let q = &src[34 * piece + 2..34 * piece + 34];
+            for (o, &b) in out.iter_mut().zip(q) {
+                *o = b ^ 0x80; // (w as i8) + 128
+            }
+        }
+        Fmt::Q5_0 => {
+            let blk = &src[22 * piece..22 * piece + 22];
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            let qs = &blk[6..22];
+            for j in 0..16 {
+                out[j] = (qs[j] & 0xf) | ((((qh >> j) & 1) as u8) << 4);
+                out[j + 16] = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+            }
+        }
+        Fmt::Q4K => {
+            // a super-block's 32-value pieces: low nibbles of 32 bytes, then their high ones
+            let (u, p) = (piece / 8, piece % 8);
+            let qs = &src[144 * u + 16 + 32 * (p / 2)..][..32];
+            let shift = 4 * (p % 2) as u32;
+            for (o, &b) in out.iter_mut().zip(qs) {
+                *o = (b >> shift) & 0xf;
+            }
+        }
+        _ => {
+            // Q6_K: per half of 128 values, four pieces from 64 low-bit bytes and 32
+            // high-bit bytes
+            let (u, p) = (piece / 8, piece % 8);
+            let (h, q) = (p / 4, p % 4);
+            let blk = &src[210 * u..210 * u + 210];
+            let ql = &blk[64 * h + 32 * (q % 2)..][..32];
+            let qh = &blk[128 + 32 * h..][..32];
+            let (lshift, hshift) = (4 * (q / 2) as u32, 2 * q as u32);
+            for ((o, &l), &hb) in out.iter_mut().zip(ql).zip(qh) {
+                *o = ((l >> lshift) & 0xf) | (((hb >> hshift) & 3) << 4);
+            }
+        }
+    }
+}
+
+/// The 64 bytes of 16 words.
+#[inline(always)]
+fn bytemuck_words(w: &mut [u32; PANEL]) -> &mut [u8; 64] {
+    // SAFETY: [u32; 16] and [u8; 64] have the same size, u8 has no alignment, and every
+    // bit pattern is valid for both.
+    unsafe { &mut *(w as *mut [u32; PANEL] as *mut [u8; 64]) }
+}
+
+/// `dst` word `j * 16 + r` = `block[r][j]` for `j < words`: 16 rows' words side by side.
+fn transpose16(block: &[[u32; PANEL]; PANEL], words: usize, dst: &mut [u8]) {
+    for j in 0..words {
+        for r in 0..PANEL {
+            dst[(j * PANEL + r) * 4..][..4].copy_from_slice(&block[r][j].to_le_bytes());
+        }
     }
 }
 

@@ -654,3 +654,106 @@ pub unsafe fn pv_accumulate(b: &PvBlock<'_>, out: &mut [f32]) {
 fn tail_mask_or_full(n: usize) -> __mmask16 {
     if n == 0 { 0xffff } else { tail_mask(n) }
 }
+
+/// `dst` word `j * 16 + r` = word `j` of `r[r]`: a 16 x 16 transpose of 32-bit words, in
+/// four rounds of shuffles (pairs of words, pairs of pairs, then 128-bit lanes twice).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn transpose_store(r: &[__m512i; 16], dst: *mut u8) {
+    unsafe {
+        // t: per 128-bit lane, words 0-1 or 2-3 of two rows interleaved
+        let mut t = [_mm512_setzero_si512(); 16];
+        for p in 0..8 {
+            t[2 * p] = _mm512_unpacklo_epi32(r[2 * p], r[2 * p + 1]);
+            t[2 * p + 1] = _mm512_unpackhi_epi32(r[2 * p], r[2 * p + 1]);
+        }
+        // u[4 g + c]: per lane L, word 4 L + c of rows 4 g .. 4 g + 4
+        let mut u = [_mm512_setzero_si512(); 16];
+        for g in 0..4 {
+            let (a, b, c, d) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+            u[4 * g] = _mm512_unpacklo_epi64(a, c);
+            u[4 * g + 1] = _mm512_unpackhi_epi64(a, c);
+            u[4 * g + 2] = _mm512_unpacklo_epi64(b, d);
+            u[4 * g + 3] = _mm512_unpackhi_epi64(b, d);
+        }
+        let out = dst as *mut __m512i;
+        for c in 0..4 {
+            let v = _mm512_shuffle_i32x4::<0x88>(u[c], u[4 + c]);
+            let w = _mm512_shuffle_i32x4::<0xdd>(u[c], u[4 + c]);
+            let v2 = _mm512_shuffle_i32x4::<0x88>(u[8 + c], u[12 + c]);
+            let w2 = _mm512_shuffle_i32x4::<0xdd>(u[8 + c], u[12 + c]);
+            _mm512_storeu_si512(out.add(c), _mm512_shuffle_i32x4::<0x88>(v, v2));
+            _mm512_storeu_si512(out.add(8 + c), _mm512_shuffle_i32x4::<0xdd>(v, v2));
+            _mm512_storeu_si512(out.add(4 + c), _mm512_shuffle_i32x4::<0x88>(w, w2));
+            _mm512_storeu_si512(out.add(12 + c), _mm512_shuffle_i32x4::<0xdd>(w, w2));
+        }
+    }
+}
+
+/// Values `64 chunk .. 64 chunk + 64` of 16 stored rows (Q8_0, Q4_K or Q6_K; `srcs[r]` is
+/// empty for a padding row), decoded as `qpanel` stores them (value + `off`) and written
+/// side by side: 1 KiB at `dst`.
+///
+/// # Safety
+/// `dst` is valid for 1 KiB of writes; the rows hold the chunk's blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn pack_chunk(fmt: &Fmt<'_>, srcs: &[&[u8]; 16], chunk: usize, off: u8, dst: *mut u8) {
+    unsafe {
+        let nib = _mm256_set1_epi8(0x0f);
+        let two = _mm256_set1_epi8(3);
+        let join =
+            |lo: __m256i, hi: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+        let load = |s: &[u8], at: usize, len: usize| -> __m256i {
+            assert!(at + len <= s.len() && len == 32);
+            _mm256_loadu_si256(s.as_ptr().add(at) as *const __m256i)
+        };
+        let rows: [__m512i; 16] = std::array::from_fn(|r| {
+            let s = srcs[r];
+            if s.is_empty() {
+                return _mm512_set1_epi8(off as i8);
+            }
+            match fmt {
+                Fmt::Q8_0 => {
+                    let v = join(load(s, 68 * chunk + 2, 32), load(s, 68 * chunk + 36, 32));
+                    _mm512_xor_si512(v, _mm512_set1_epi8(-128))
+                }
+                Fmt::Q4K => {
+                    let b = load(s, 144 * (chunk / 4) + 16 + 32 * (chunk % 4), 32);
+                    let lo = _mm256_and_si256(b, nib);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(b), nib);
+                    join(lo, hi)
+                }
+                _ => {
+                    // Q6_K: chunk c of a super-block is half c / 2, pieces 2 (c % 2) and
+                    // 2 (c % 2) + 1: low nibbles (even c) or high nibbles (odd c) of the
+                    // half's two 32-byte runs, with two high bits each from its 32 bytes
+                    let (u, c) = (chunk / 4, chunk % 4);
+                    let base = 210 * u;
+                    let l0 = load(s, base + 64 * (c / 2), 32);
+                    let l1 = load(s, base + 64 * (c / 2) + 32, 32);
+                    let qh = load(s, base + 128 + 32 * (c / 2), 32);
+                    let (l0, l1, h0, h1) = if c % 2 == 0 {
+                        (
+                            _mm256_and_si256(l0, nib),
+                            _mm256_and_si256(l1, nib),
+                            _mm256_and_si256(qh, two),
+                            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), two),
+                        )
+                    } else {
+                        (
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(l0), nib),
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(l1), nib),
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(qh), two),
+                            _mm256_and_si256(_mm256_srli_epi16::<6>(qh), two),
+                        )
+                    };
+                    join(
+                        _mm256_or_si256(l0, _mm256_slli_epi16::<4>(h0)),
+                        _mm256_or_si256(l1, _mm256_slli_epi16::<4>(h1)),
+                    )
+                }
+            }
+        });
+        transpose_store(&rows, dst);
+    }
+}
