@@ -459,6 +459,7 @@ pub unsafe fn dot_row_bf16_pairs(src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
         let mut acc = [_mm512_setzero_ps(); 4];
         let mut i = 0;
         while i + 64 <= full {
+            super::prefetch_ahead(w.add(2 * i), 128);
             for h in 0..2 {
                 let o = i + 32 * h;
                 let v = _mm512_loadu_si512(w.add(2 * o) as *const _);

@@ -5,6 +5,8 @@
 
 use std::arch::x86_64::*;
 
+use super::prefetch_ahead;
+
 use super::super::{Fmt, QRow, portable};
 
 /// An f16 bit pattern to f32 (F16C).
@@ -246,6 +248,7 @@ unsafe fn q8_0_x4<const VNNI: bool>(w: [*const u8; 4], a: &QRow<'_>, blocks: usi
             let da = _mm_castpd_ps(_mm_load_sd(a.d.as_ptr().add(b) as *const f64));
             for r in 0..4 {
                 let p = w[r].add(34 * b);
+                prefetch_ahead(p, 68);
                 let lo = _mm256_loadu_si256(p.add(2) as *const __m256i);
                 let hi = _mm256_loadu_si256(p.add(36) as *const __m256i);
                 let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
@@ -295,6 +298,7 @@ unsafe fn q4k_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -
         let x = a.qs.as_ptr();
         for b in 0..blocks {
             let p = w.add(144 * b);
+            prefetch_ahead(p, 144);
             let (scales, mins) = q4k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
             let sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(scales as i64)));
             // two chains of integer sums, so consecutive products do not wait on each other
@@ -346,6 +350,7 @@ unsafe fn q6k_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -
         let x = a.qs.as_ptr();
         for b in 0..blocks {
             let p = w.add(210 * b);
+            prefetch_ahead(p, 210);
             let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
             let sc = _mm512_castsi256_si512(sc16);
             let mut isum = _mm512_setzero_si512();
