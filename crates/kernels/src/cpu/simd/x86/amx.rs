@@ -1,5 +1,5 @@
 //! Prefill products on AMX's tile unit (`Level::Amx`). A tile op multiplies a 16-row tile
-//! by a 16-column one over 32 bf16 pairs (`tdpbf16ps`) or 64 bytes (`tdpbsud`), 8192 or
+//! by a 16-column one over 32 bf16 pairs (`tdpbf16ps`) or 64 bytes (`tdpbssd`), 8192 or
 //! 16384 multiply-adds per instruction against 32 or 64 for one AVX-512 instruction.
 //!
 //! Stable Rust has no AMX intrinsics, so the tile instructions are inline assembly; the
@@ -11,10 +11,11 @@
 //!   packed once per product in pairs (`simd::amx_pack_acts`). (f32 activations split into
 //!   three bf16 parts that sum to them exactly would keep the f32 numerics at three tile ops
 //!   a step; measured on our Xeon VM, where a tile op takes about 38 cycles and a tile load
-//!   55, that ran at 40% of the f32 FMA kernel's speed, so f32 activations stay there.)
+//!   55, that ran at 58% of the f32 FMA kernel's speed, so f32 activations stay there.)
 //! - block-quantized weights: the panel `simd::qpanel` already packs for `vpdpbusd` (four
-//!   bytes of 16 rows side by side) is exactly a tile's B side; the A side is 16 tokens'
-//!   int8 activations as quantized. One tile op per group of 16 or 32 values (each group
+//!   bytes of 16 rows side by side) is exactly a tile's B side, stored signed here
+//!   (`QPanel::make_signed`: no offset to correct); the A side is 16 tokens' int8
+//!   activations as quantized. One tile op per group of 16 or 32 values (each group
 //!   has its own scale), then the group's integer sums are scaled as the AVX-512 kernel
 //!   scales them, so both kernels add the same integers.
 
