@@ -201,17 +201,28 @@ fn int8_panel_kernel_matches_the_row_products() {
             let mut p = QPanel::default();
             // pack a larger panel first: the buffers are reused, stale values must not leak
             let big: Vec<Vec<u8>> = (0..16).map(|_| stored(dtype, 2 * k, &mut rng)).collect();
-            p.pack(Level::Scalar, &fmt, 16, 2 * k, |r| &big[r]);
-            p.pack(Level::Scalar, &fmt, rows, k, |r| &w[r]);
-            // every level packs the same panel (the AVX-512 ones transpose with shuffles)
+            p.pack(Level::Scalar, &fmt, 16, 2 * k, false, |r| &big[r]);
+            p.pack(Level::Scalar, &fmt, rows, k, false, |r| &w[r]);
+            // AMX's panel: the same values with signed bytes (no offset)
+            let mut signed = QPanel::default();
+            signed.pack(Level::Scalar, &fmt, rows, k, true, |r| &w[r]);
+            // every level packs the same panels (the AVX-512 ones transpose with shuffles)
             for level in Level::available() {
                 let mut q = QPanel::default();
-                q.pack(level, &fmt, 16, 2 * k, |r| &big[r]);
-                q.pack(level, &fmt, rows, k, |r| &w[r]);
+                q.pack(level, &fmt, 16, 2 * k, false, |r| &big[r]);
+                q.pack(level, &fmt, rows, k, false, |r| &w[r]);
                 assert_eq!(
                     q.wq[..16 * k],
                     p.wq[..16 * k],
                     "{level} {dtype} rows={rows}: bytes"
+                );
+                let mut qs = QPanel::default();
+                qs.pack(level, &fmt, 16, 2 * k, true, |r| &big[r]);
+                qs.pack(level, &fmt, rows, k, true, |r| &w[r]);
+                assert_eq!(
+                    qs.wq[..16 * k],
+                    signed.wq[..16 * k],
+                    "{level} {dtype} rows={rows}: signed bytes"
                 );
                 let (g, u) = (k / p.group * 16, k / p.unit * 16);
                 assert_eq!(
@@ -227,6 +238,9 @@ fn int8_panel_kernel_matches_the_row_products() {
                 let x = rng.vec(n * k);
                 let mut acts = simd::QActs::default();
                 acts.quantize(kind, &x, k);
+                if kind == simd::ActQuant::Q8K {
+                    acts.group_mins(); // (for the AMX kernel's Q4_K minimums)
+                }
                 let (m, r0) = (rows + 3, 2);
                 let mut want = vec![f32::NAN; n * m];
                 for t in 0..n {
@@ -245,10 +259,6 @@ fn int8_panel_kernel_matches_the_row_products() {
                         want[t * m + r0 + r] = oracle;
                     }
                 }
-                // AMX also takes the panel with signed bytes (no offset)
-                let mut signed = QPanel::default();
-                signed.pack(Level::detect(), &fmt, rows, k, |r| &w[r]);
-                signed.make_signed();
                 let oracle_signed: Vec<f32> = (0..rows)
                     .map(|r| signed.dot(r, &acts.row(0), kind))
                     .collect();

@@ -25,7 +25,7 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The caller's activations rounded to bf16 for the bf16 prefill kernel; grows once.
     static X16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
-    /// The caller's activations packed for the AMX bf16 kernel; grows once.
+    /// Those rounded activations packed for the AMX bf16 kernel; grows once.
     static AMX_ACTS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
     /// The caller's activations rearranged for the bf16 decode kernel; grows once.
     static PAIRS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -188,60 +188,57 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
         decode_products(level, pool, x, n, k, &[(w, m, out)]);
         return;
     }
-    if bf16
-        && simd::has_amx(level)
-        && matches!(w.fmt(), Fmt::BF16)
-        && k.is_multiple_of(32)
-        && m.is_multiple_of(16)
-        && let Some((bytes, rb)) = w.run(0, m)
-    {
-        // bf16 prefill on AMX tiles: the rows as stored against the tokens rounded once
-        // to bf16 and packed in pairs
-        AMX_ACTS.with(|a| {
-            let mut a = a.borrow_mut();
-            simd::amx_pack_acts(x, k, &mut a);
-            let acts = &*a;
-            pool.for_ranges(m, ROW_ALIGN, &|rows| {
-                let g = simd::AmxBf16Gemm {
-                    w: &bytes[rows.start * rb..],
-                    rb,
-                    rows: rows.len(),
-                    k,
-                    acts,
-                    n,
-                    m,
-                    r0: rows.start,
-                };
-                // SAFETY: rows `rows` belong to this share; the pointer covers n * m.
-                unsafe { simd::amx_bf16_gemm(level, &g, out.ptr()) };
-            });
-        });
-        return;
-    }
+    // AMX tiles take whole panels of 16 rows and steps of 32 values
+    let amx = simd::has_amx(level) && k.is_multiple_of(32) && m.is_multiple_of(16);
     if bf16 && matches!(w.fmt(), Fmt::BF16) {
-        // bf16 prefill: the rows as stored against the tokens rounded once to bf16
+        // bf16 prefill: the rows as stored against the tokens rounded once to bf16 (the
+        // AVX-512 kernel reads the rows as u16, so they must be 2-aligned)
         if let Some((bytes, rb)) = w
             .run(0, m)
-            .filter(|(b, _)| (b.as_ptr() as usize).is_multiple_of(2))
+            .filter(|(b, _)| amx || (b.as_ptr() as usize).is_multiple_of(2))
         {
             X16.with(|x16| {
                 let mut x16 = x16.borrow_mut();
                 x16.clear();
                 simd::round_bf16(level, x, &mut x16);
-                let x16 = &*x16;
-                pool.for_ranges(m, ROW_ALIGN, &|rows| {
-                    let g = simd::Bf16Gemm {
-                        w: &bytes[rows.start * rb..],
-                        rb,
-                        rows: rows.len(),
-                        k,
-                        x16,
-                        n,
-                        m,
-                        r0: rows.start,
-                    };
-                    // SAFETY: rows `rows` belong to this share; the pointer covers n * m.
-                    unsafe { simd::bf16_gemm(level, &g, out.ptr()) };
+                AMX_ACTS.with(|a| {
+                    let mut a = a.borrow_mut();
+                    if amx {
+                        // the tokens in pairs, 16 side by side: the tiles' B side
+                        simd::amx_pack_acts(&x16, k, &mut a);
+                    }
+                    let (x16, acts) = (&*x16, &*a);
+                    pool.for_ranges(m, ROW_ALIGN, &|rows| {
+                        let (w, r0) = (&bytes[rows.start * rb..], rows.start);
+                        let len = rows.len();
+                        // SAFETY (both): rows `rows` belong to this share; the pointer
+                        // covers n * m.
+                        if amx {
+                            let g = simd::AmxBf16Gemm {
+                                w,
+                                rb,
+                                rows: len,
+                                k,
+                                acts,
+                                n,
+                                m,
+                                r0,
+                            };
+                            unsafe { simd::amx_bf16_gemm(level, &g, out.ptr()) };
+                        } else {
+                            let g = simd::Bf16Gemm {
+                                w,
+                                rb,
+                                rows: len,
+                                k,
+                                x16,
+                                n,
+                                m,
+                                r0,
+                            };
+                            unsafe { simd::bf16_gemm(level, &g, out.ptr()) };
+                        }
+                    });
                 });
             });
             return;
@@ -252,6 +249,9 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
         QSCRATCH.with(|q| {
             let mut q = q.borrow_mut();
             q.quantize(kind, x, k);
+            if simd::has_amx(level) && kind == simd::ActQuant::Q8K {
+                q.group_mins();
+            }
             let acts = &*q;
             let fmt = w.fmt();
             pool.for_ranges(m, ROW_ALIGN, &|rows| {
@@ -260,11 +260,10 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
                     let mut r0 = rows.start;
                     while r0 < rows.end {
                         let pr = (rows.end - r0).min(qpanel::PANEL);
-                        p.pack(level, &fmt, pr, k, |i| w.get(r0 + i).1);
-                        if simd::has_amx(level) {
-                            // AMX multiplies signed by signed: no offset to correct
-                            p.make_signed();
-                        }
+                        // (AMX multiplies signed by signed: no offset to correct)
+                        p.pack(level, &fmt, pr, k, simd::has_amx(level), |i| {
+                            w.get(r0 + i).1
+                        });
                         let g = simd::QGemm {
                             panel: &p,
                             acts,

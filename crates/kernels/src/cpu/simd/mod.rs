@@ -201,7 +201,7 @@ pub unsafe fn qgemm_panel(level: Level, g: &QGemm<'_>, y: *mut f32) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the level is supported (checked when it was chosen); the caller vouches for y.
     unsafe {
-        if level == Level::Amx {
+        if g.panel.signed {
             x86::amx::qgemm_panel(g, y)
         } else {
             x86::avx512_qgemm::qgemm_panel(g, y)
@@ -312,29 +312,27 @@ pub fn has_amx(level: Level) -> bool {
     level == Level::Amx
 }
 
-/// Tokens packed for `amx_bf16_gemm`: rounded to bf16 (as `round_bf16`), then for each
-/// tile of 16 tokens (the last padded with zeros) and each pair of columns, the 16 tokens'
-/// two values: `[n / 16][k / 2][16][2]`, so a tile's B side over 32 columns is 1 KiB in a
-/// row.
-pub fn amx_pack_acts(x: &[f32], k: usize, out: &mut Vec<u16>) {
-    assert!(k.is_multiple_of(2) && x.len().is_multiple_of(k));
-    let n = x.len() / k;
+/// Tokens already rounded to bf16 (`round_bf16`, `[n][k]`) packed for `amx_bf16_gemm`: for
+/// each tile of 16 tokens (the last padded with zeros) and each pair of columns, the 16
+/// tokens' two values: `[n / 16][k / 2][16][2]`, so a tile's B side over 32 columns is
+/// 1 KiB in a row.
+pub fn amx_pack_acts(x16: &[u16], k: usize, out: &mut Vec<u16>) {
+    assert!(k.is_multiple_of(2) && x16.len().is_multiple_of(k));
+    let n = x16.len() / k;
     out.clear();
     out.resize(n.div_ceil(16) * 16 * k, 0);
-    for (t, row) in x.chunks_exact(k).enumerate() {
-        let (b, j) = (t / 16, t % 16);
-        let base = b * 16 * k + 2 * j;
+    for (t, row) in x16.chunks_exact(k).enumerate() {
+        let base = t / 16 * 16 * k + 2 * (t % 16);
         for (c, pair) in row.chunks_exact(2).enumerate() {
-            let at = base + c * 32;
-            out[at] = half::bf16::from_f32(pair[0]).to_bits();
-            out[at + 1] = half::bf16::from_f32(pair[1]).to_bits();
+            out[base + 32 * c..][..2].copy_from_slice(pair);
         }
     }
 }
 
 /// An AMX bf16 prefill product (`--act-type bf16`): `rows` (a multiple of 16) stored bf16
 /// weight rows, `rb` bytes apart from `w`, against `n` tokens of `k` values (a multiple of
-/// 32) packed by `amx_pack_acts` into `acts`, writing `y[t * m + r0 + r]`.
+/// 32) packed by `amx_pack_acts` into `acts`, writing `y[t * m + r0 + r]`. (`Bf16Gemm`'s
+/// fields, with the tokens packed rather than in rows.)
 pub struct AmxBf16Gemm<'a> {
     pub w: &'a [u8],
     pub rb: usize,

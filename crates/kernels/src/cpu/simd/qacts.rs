@@ -71,8 +71,10 @@ pub struct QActs {
     d: Vec<f32>,
     bsums: Vec<i16>,
     /// `Q8K`: per token and group of 32, the block scale times the group's quant sum
-    /// (what Q4_K's per-group minimums multiply), `[padded][k / 32]`.
+    /// (what Q4_K's per-group minimums multiply), `[padded][k / 32]`: only after
+    /// `group_mins`, until the next `quantize`.
     gmins: Vec<f32>,
+    has_gmins: bool,
 }
 
 impl QActs {
@@ -86,6 +88,7 @@ impl QActs {
         grow(&mut self.d, padded * k / block);
         grow(&mut self.bsums, padded * k / group);
         (self.k, self.per_d, self.per_sums, self.padded) = (k, k / block, k / group, padded);
+        self.has_gmins = false;
         for (b, xs) in x.chunks_exact(block).enumerate() {
             let qs = &mut self.qs[b * block..(b + 1) * block];
             self.d[b] = quantize_block(xs, qs);
@@ -98,18 +101,25 @@ impl QActs {
                 *s = acc;
             }
         }
-        if kind == ActQuant::Q8K {
-            grow(&mut self.gmins, padded * k / 32);
-            for (g, m) in self.gmins[..n * k / 32].iter_mut().enumerate() {
-                let s = self.bsums[2 * g] as i32 + self.bsums[2 * g + 1] as i32;
-                *m = self.d[g * 32 / block] * s as f32;
-            }
-        }
     }
 
-    /// `Q8K` only: token `t`'s per-group (of 32) scale times sum, `k / 32` values.
+    /// `Q8K` rows: computes each token's per-group (of 32) scale times quant sum, which
+    /// Q4_K's minimums multiply (the AMX kernel reads them; the others sum as they go).
+    pub fn group_mins(&mut self) {
+        assert!(self.per_sums * 16 == self.k, "group_mins is for Q8K rows");
+        let n = self.k * self.padded / 32;
+        grow(&mut self.gmins, n);
+        let per_block = self.k / self.per_d / 32;
+        for (g, m) in self.gmins[..n].iter_mut().enumerate() {
+            let s = self.bsums[2 * g] as i32 + self.bsums[2 * g + 1] as i32;
+            *m = self.d[g / per_block] * s as f32;
+        }
+        self.has_gmins = true;
+    }
+
+    /// Token `t`'s per-group scale times sum, `k / 32` values (after `group_mins`).
     pub fn gmins_ptr(&self, t: usize) -> *const f32 {
-        assert!(t < self.padded && self.gmins.len() >= self.padded * self.k / 32);
+        assert!(self.has_gmins && t < self.padded);
         self.gmins[t * self.k / 32..].as_ptr()
     }
 

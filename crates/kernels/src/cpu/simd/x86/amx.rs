@@ -14,7 +14,7 @@
 //!   55, that ran at 58% of the f32 FMA kernel's speed, so f32 activations stay there.)
 //! - block-quantized weights: the panel `simd::qpanel` already packs for `vpdpbusd` (four
 //!   bytes of 16 rows side by side) is exactly a tile's B side, stored signed here
-//!   (`QPanel::make_signed`: no offset to correct); the A side is 16 tokens' int8
+//!   (`QPanel::pack`'s `signed`: no offset to correct); the A side is 16 tokens' int8
 //!   activations as quantized. One tile op per group of 16 or 32 values (each group
 //!   has its own scale), then the group's integer sums are scaled as the AVX-512 kernel
 //!   scales them, so both kernels add the same integers.
@@ -202,9 +202,10 @@ pub unsafe fn qgemm_panel(g: &QGemm<'_>, y: *mut f32) {
     assert!(p.wq.len() >= k * PANEL && p.d.len() >= k / u * PANEL);
     assert!(p.gscale.len() >= k / gs * PANEL && p.mins.len() >= k / gs * PANEL);
     assert!(acts.padded_rows() >= g.tokens.end.next_multiple_of(16));
-    let (block, per_sum) = (kind.block(), kind.sum_group());
+    // the values themselves (no offset), and Q4_K's minimums from `QActs::group_mins`
+    assert!(p.signed && p.off == 0, "the AMX kernel takes signed panels");
+    let block = kind.block();
     assert!(!p.has_mins || (gs == 32 && kind == ActQuant::Q8K));
-    let sums_per_group = gs / per_sum.min(gs);
     let mut cfg = TileCfg::new();
     cfg.set(0, 16, 64); // C: 16 tokens by 16 rows of i32
     cfg.set(1, 16, gs); // A: 16 tokens by one group of bytes
@@ -230,27 +231,12 @@ pub unsafe fn qgemm_panel(g: &QGemm<'_>, y: *mut f32) {
                     tile_zero!(0);
                     tile_load!(1, a_tile.add(grp * gs), k);
                     tile_load!(2, p.wq.as_ptr().add(grp * gs / 4 * 64), 64);
-                    if p.signed {
-                        tdp!("tdpbssd", 0, 1, 2);
-                    } else {
-                        tdp!("tdpbsud", 0, 1, 2);
-                    }
+                    tdp!("tdpbssd", 0, 1, 2);
                     tile_store!(0, sums_i, 64);
                     let gv = _mm512_loadu_si512(p.gscale.as_ptr().add(grp * PANEL) as *const _);
                     let mv = _mm512_loadu_ps(p.mins.as_ptr().add(grp * PANEL));
-                    for (t, r) in rows.iter().enumerate() {
-                        let mut v = _mm512_load_si512(sums_i.add(16 * t) as *const _);
-                        if p.off != 0 {
-                            // the stored bytes are value + off: take off times the group's
-                            // activation sum (of 16 or 32 quants)
-                            let s = &r.bsums[grp * gs / per_sum..];
-                            let asum = if sums_per_group == 2 {
-                                s[0] as i32 + s[1] as i32
-                            } else {
-                                s[0] as i32
-                            };
-                            v = _mm512_sub_epi32(v, _mm512_set1_epi32(p.off * asum));
-                        }
+                    for t in 0..16 {
+                        let v = _mm512_load_si512(sums_i.add(16 * t) as *const _);
                         ui[t] = if p.has_gscale {
                             _mm512_add_epi32(ui[t], _mm512_mullo_epi32(v, gv))
                         } else {

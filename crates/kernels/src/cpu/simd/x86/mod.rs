@@ -13,7 +13,7 @@ pub mod avx512vnni;
 /// How far ahead of the bytes being multiplied the decode kernels ask for lines. A run's
 /// rows lie back to back, so this reaches into the next rows. On our Xeon VM the hardware
 /// prefetchers alone kept q4_k_m decode at about 50 tok/s; 1, 2, 4 and 8 KiB ahead gave
-/// about 55, 63, 65 and 67 (medians of three alternating runs).
+/// about 55, 63, 65 and 66 (medians of three to six alternating runs).
 const AHEAD: usize = 4096;
 
 /// Asks for the lines of the `len` bytes `AHEAD` past `p` (a hint: it never faults, so
