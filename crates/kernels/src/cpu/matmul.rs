@@ -17,6 +17,9 @@ use crate::matrix::{Matrix, Rows};
 const GEMM_MIN_TOKENS: usize = 4;
 /// Rows per widened panel: 16 rows of a 7168-wide V3 row are 448 KiB, within L2.
 const PANEL_ROWS: usize = 16;
+/// Bytes of bf16 rows an AMX share widens at a time: they stay in L2 while every tile of
+/// tokens passes over them.
+const DEQUANT_BLOCK_BYTES: usize = 256 * 1024;
 /// Output rows per share are a multiple of this, so shares never write one cache line.
 const ROW_ALIGN: usize = 16;
 
@@ -27,6 +30,9 @@ thread_local! {
     static X16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
     /// Those rounded activations packed for the AMX bf16 kernel; grows once.
     static AMX_ACTS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    /// A pool thread's block of block-quantized rows widened (one row of f32) and rounded to
+    /// bf16 for the AMX tiles; grows once.
+    static WIDE_ROWS: RefCell<(Vec<f32>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
     /// The caller's activations rearranged for the bf16 decode kernel; grows once.
     static PAIRS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The caller's quantized activations for int8 products; grows once, then is reused.
@@ -170,6 +176,32 @@ fn with_acts<R>(
     }
 }
 
+/// `x` (`[n][k]`) rounded to bf16 for the bf16 prefill kernels: for AMX tiles packed
+/// (`amx_acts`, and `x16` is empty), else in rows (`x16`).
+fn with_amx_acts<R>(
+    level: Level,
+    amx: bool,
+    x: &[f32],
+    k: usize,
+    f: impl FnOnce(&[u16], &[u16]) -> R,
+) -> R {
+    X16.with(|x16| {
+        let mut x16 = x16.borrow_mut();
+        x16.clear();
+        AMX_ACTS.with(|a| {
+            let mut a = a.borrow_mut();
+            if amx {
+                // the tokens in pairs, 16 side by side: the tiles' B side
+                simd::amx_pack_acts(level, x, k, &mut a);
+            } else {
+                a.clear();
+                simd::round_bf16(level, x, &mut x16);
+            }
+            f(&x16, &a)
+        })
+    })
+}
+
 /// `y[n, w.rows] = x[n, w.cols] · Wᵀ`.
 /// `bf16`: bf16 weights' prefill products take activations rounded to bf16 (the caller
 /// checked `simd::has_bf16_dot`).
@@ -190,6 +222,53 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
     }
     // AMX tiles take whole panels of 16 rows and steps of 32 values
     let amx = simd::has_amx(level) && k.is_multiple_of(32) && m.is_multiple_of(16);
+    if amx && w.fmt().act_quant().is_some() {
+        // Block-quantized rows on AMX: each share widens a block of its rows once and
+        // rounds them to bf16, and the bf16 tiles multiply them with the tokens rounded to
+        // bf16; the sums stay in the tiles over the whole of k. The int8 tiles need a store
+        // and a scaling per group of 32 values (each group has its own scale), which cost
+        // more than the tile op, so this runs about twice as fast. Both roundings are
+        // finer than the int8 activations the other levels use (2^-9 relative against
+        // 1/254 of a group's largest value): see docs/performance.md for the KL.
+        return with_amx_acts(level, true, x, k, |_, acts| {
+            pool.for_ranges(m, ROW_ALIGN, &|rows| {
+                WIDE_ROWS.with(|s| {
+                    let mut s = s.borrow_mut();
+                    let (wide, w16) = &mut *s;
+                    wide.resize(k, 0.0);
+                    let per = (DEQUANT_BLOCK_BYTES / (2 * k)).max(16) / 16 * 16;
+                    let mut r0 = rows.start;
+                    while r0 < rows.end {
+                        let len = (rows.end - r0).min(per);
+                        w16.clear();
+                        for r in r0..r0 + len {
+                            let (fmt, bytes) = w.get(r);
+                            simd::widen(level, &fmt, bytes, wide);
+                            simd::round_bf16(level, wide, w16);
+                        }
+                        // SAFETY: any u16 is two initialised bytes, at u16 alignment.
+                        let bytes = unsafe {
+                            std::slice::from_raw_parts(w16.as_ptr().cast::<u8>(), 2 * w16.len())
+                        };
+                        let g = simd::AmxBf16Gemm {
+                            w: bytes,
+                            rb: 2 * k,
+                            rows: len,
+                            k,
+                            acts,
+                            n,
+                            m,
+                            r0,
+                        };
+                        // SAFETY: rows r0..r0 + len belong to this share; the pointer
+                        // covers n * m.
+                        unsafe { simd::amx_bf16_gemm(level, &g, out.ptr()) };
+                        r0 += len;
+                    }
+                })
+            })
+        });
+    }
     if bf16 && matches!(w.fmt(), Fmt::BF16) {
         // bf16 prefill: the rows as stored against the tokens rounded once to bf16 (the
         // AVX-512 kernel reads the rows as u16, so they must be 2-aligned)
@@ -197,51 +276,39 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
             .run(0, m)
             .filter(|(b, _)| amx || (b.as_ptr() as usize).is_multiple_of(2))
         {
-            X16.with(|x16| {
-                let mut x16 = x16.borrow_mut();
-                x16.clear();
-                simd::round_bf16(level, x, &mut x16);
-                AMX_ACTS.with(|a| {
-                    let mut a = a.borrow_mut();
+            return with_amx_acts(level, amx, x, k, |x16, acts| {
+                pool.for_ranges(m, ROW_ALIGN, &|rows| {
+                    let (w, r0) = (&bytes[rows.start * rb..], rows.start);
+                    let len = rows.len();
+                    // SAFETY (both): rows `rows` belong to this share; the pointer covers
+                    // n * m.
                     if amx {
-                        // the tokens in pairs, 16 side by side: the tiles' B side
-                        simd::amx_pack_acts(&x16, k, &mut a);
+                        let g = simd::AmxBf16Gemm {
+                            w,
+                            rb,
+                            rows: len,
+                            k,
+                            acts,
+                            n,
+                            m,
+                            r0,
+                        };
+                        unsafe { simd::amx_bf16_gemm(level, &g, out.ptr()) };
+                    } else {
+                        let g = simd::Bf16Gemm {
+                            w,
+                            rb,
+                            rows: len,
+                            k,
+                            x16,
+                            n,
+                            m,
+                            r0,
+                        };
+                        unsafe { simd::bf16_gemm(level, &g, out.ptr()) };
                     }
-                    let (x16, acts) = (&*x16, &*a);
-                    pool.for_ranges(m, ROW_ALIGN, &|rows| {
-                        let (w, r0) = (&bytes[rows.start * rb..], rows.start);
-                        let len = rows.len();
-                        // SAFETY (both): rows `rows` belong to this share; the pointer
-                        // covers n * m.
-                        if amx {
-                            let g = simd::AmxBf16Gemm {
-                                w,
-                                rb,
-                                rows: len,
-                                k,
-                                acts,
-                                n,
-                                m,
-                                r0,
-                            };
-                            unsafe { simd::amx_bf16_gemm(level, &g, out.ptr()) };
-                        } else {
-                            let g = simd::Bf16Gemm {
-                                w,
-                                rb,
-                                rows: len,
-                                k,
-                                x16,
-                                n,
-                                m,
-                                r0,
-                            };
-                            unsafe { simd::bf16_gemm(level, &g, out.ptr()) };
-                        }
-                    });
                 });
             });
-            return;
         }
     }
     if let Some(kind) = w.fmt().act_quant().filter(|_| simd::has_qgemm(level)) {

@@ -247,10 +247,27 @@ fn gemm_panel_matches_the_oracle_for_every_tile_shape() {
     }
 }
 
+/// Whether a prefill over block-quantized `w` at `level` runs on AMX's bf16 tiles (whole
+/// panels of 16 rows): the weights and the activations are then both rounded to bf16.
+fn amx_bf16(level: Level, w: &Matrix, n: usize) -> bool {
+    simd::has_amx(level)
+        && n >= 4
+        && w.rows.is_multiple_of(16)
+        && w.cols.is_multiple_of(32)
+        && w.row(0).0.act_quant().is_some()
+}
+
+fn round_bf16(v: f32) -> f32 {
+    half::bf16::from_f32(v).to_f32()
+}
+
 /// The activations a matmul over `w` computes with at `level`: quantized to int8 and back
 /// where the format has an int8 product and either the decode path (under 4 tokens) or the
 /// level's int8 prefill kernel runs.
 fn acts_as_kernels_see_them(level: Level, w: &Matrix, x: &[f32], n: usize) -> Vec<f32> {
+    if amx_bf16(level, w, n) {
+        return x.iter().map(|&v| round_bf16(v)).collect();
+    }
     let int8 = n < 4 || simd::has_qgemm(level);
     let Some(kind) = w.row(0).0.act_quant().filter(|_| int8) else {
         return x.to_vec();
@@ -266,7 +283,8 @@ fn acts_as_kernels_see_them(level: Level, w: &Matrix, x: &[f32], n: usize) -> Ve
 }
 
 /// Whole matmuls on block-quantized weights: every level and thread count, decode and
-/// prefill paths, against f64 products of the dequantized rows.
+/// prefill paths (with AMX: whole and partial tiles of tokens), against f64 products of the
+/// dequantized rows.
 #[test]
 fn quantized_matmul_matches_dequantized_reference() {
     let mut rng = Rng(1234);
@@ -279,7 +297,7 @@ fn quantized_matmul_matches_dequantized_reference() {
         DType::F16,
     ] {
         let cols = 512;
-        for rows in [1, 17, 40] {
+        for rows in [1, 17, 32, 40] {
             let bytes = stored(dtype, rows * cols, &mut rng);
             let t = Tensor::from_bytes("w", dtype, vec![rows, cols], bytes).unwrap();
             let w = Matrix::dense(t).unwrap();
@@ -287,10 +305,15 @@ fn quantized_matmul_matches_dequantized_reference() {
             for r in 0..rows {
                 w.read_row(r, &mut dense[r * cols..(r + 1) * cols]);
             }
-            for n in [1, 3, 4, 9] {
+            for n in [1, 3, 4, 9, 17] {
                 let x = rng.vec(n * cols);
                 let want_at = |level: Level| -> Vec<f64> {
                     let x = acts_as_kernels_see_them(level, &w, &x, n);
+                    let dense: Vec<f32> = if amx_bf16(level, &w, n) {
+                        dense.iter().map(|&v| round_bf16(v)).collect()
+                    } else {
+                        dense.clone()
+                    };
                     (0..n)
                         .flat_map(|t| {
                             let (x, dense) = (&x, &dense);

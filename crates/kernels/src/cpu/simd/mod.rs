@@ -312,19 +312,27 @@ pub fn has_amx(level: Level) -> bool {
     level == Level::Amx
 }
 
-/// Tokens already rounded to bf16 (`round_bf16`, `[n][k]`) packed for `amx_bf16_gemm`: for
-/// each tile of 16 tokens (the last padded with zeros) and each pair of columns, the 16
-/// tokens' two values: `[n / 16][k / 2][16][2]`, so a tile's B side over 32 columns is
-/// 1 KiB in a row.
-pub fn amx_pack_acts(x16: &[u16], k: usize, out: &mut Vec<u16>) {
-    assert!(k.is_multiple_of(2) && x16.len().is_multiple_of(k));
-    let n = x16.len() / k;
+/// Tokens (`[n][k]`, `k` a multiple of 32) rounded to bf16 as `round_bf16` rounds them and
+/// packed for `amx_bf16_gemm`: for each tile of 16 tokens (the last padded with zeros) and
+/// each pair of columns, the 16 tokens' two values: `[n / 16][k / 2][16][2]`, so a tile's B
+/// side over 32 columns is 1 KiB in a row.
+pub fn amx_pack_acts(level: Level, x: &[f32], k: usize, out: &mut Vec<u16>) {
+    assert!(k.is_multiple_of(32) && x.len().is_multiple_of(k));
+    let n = x.len() / k;
     out.clear();
     out.resize(n.div_ceil(16) * 16 * k, 0);
-    for (t, row) in x16.chunks_exact(k).enumerate() {
+    #[cfg(target_arch = "x86_64")]
+    if has_bf16_dot(level) {
+        // SAFETY: AVX-512 BF16 is present (checked above); shapes as asserted.
+        return unsafe { x86::avx512_bf16gemm::amx_pack_acts(x, k, out) };
+    }
+    let _ = level;
+    for (t, row) in x.chunks_exact(k).enumerate() {
         let base = t / 16 * 16 * k + 2 * (t % 16);
         for (c, pair) in row.chunks_exact(2).enumerate() {
-            out[base + 32 * c..][..2].copy_from_slice(pair);
+            for (d, &v) in out[base + 32 * c..][..2].iter_mut().zip(pair) {
+                *d = half::bf16::from_f32(v).to_bits();
+            }
         }
     }
 }

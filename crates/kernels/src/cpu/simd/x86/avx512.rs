@@ -660,7 +660,7 @@ fn tail_mask_or_full(n: usize) -> __mmask16 {
 /// four rounds of shuffles (pairs of words, pairs of pairs, then 128-bit lanes twice).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn transpose_store(r: &[__m512i; 16], dst: *mut u8) {
+pub(super) unsafe fn transpose_store(r: &[__m512i; 16], dst: *mut u8) {
     unsafe {
         // t: per 128-bit lane, words 0-1 or 2-3 of two rows interleaved
         let mut t = [_mm512_setzero_si512(); 16];

@@ -5,6 +5,7 @@
 use std::arch::x86_64::*;
 
 use super::super::{Bf16Gemm, tile4x4};
+use super::avx512::transpose_store;
 
 const ROWS: usize = 64;
 const TOKENS: usize = 128;
@@ -140,5 +141,33 @@ pub unsafe fn round_bf16(x: &[f32], out: &mut Vec<u16>) {
     }
     for (d, &v) in dst[whole..].iter_mut().zip(&x[whole..]) {
         *d = half::bf16::from_f32(v).to_bits();
+    }
+}
+
+/// `simd::amx_pack_acts`: per tile of 16 tokens and 16 column pairs, each token's 32 values
+/// rounded in one `vcvtne2ps2bf16` and the 16 x 16 pairs transposed into 1 KiB.
+///
+/// # Safety
+/// AVX-512 BF16 is present; `out` holds `n.div_ceil(16) * 16 * k` values, `k` is a multiple
+/// of 32 and `x` is `n` rows of `k`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+pub unsafe fn amx_pack_acts(x: &[f32], k: usize, out: &mut [u16]) {
+    let n = x.len() / k;
+    debug_assert!(k.is_multiple_of(32) && out.len() >= n.div_ceil(16) * 16 * k);
+    for b in 0..n.div_ceil(16) {
+        let tokens = (n - 16 * b).min(16);
+        for p0 in (0..k / 2).step_by(16) {
+            let mut r = [_mm512_setzero_si512(); 16];
+            for (t, row) in r.iter_mut().enumerate().take(tokens) {
+                unsafe {
+                    let src = x.as_ptr().add((16 * b + t) * k + 2 * p0);
+                    let lo = _mm512_loadu_ps(src);
+                    let hi = _mm512_loadu_ps(src.add(16));
+                    *row = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                }
+            }
+            // SAFETY: the tile's 16 pairs of 16 tokens are 1 KiB within `out`.
+            unsafe { transpose_store(&r, out.as_mut_ptr().add(b * 16 * k + 32 * p0).cast()) };
+        }
     }
 }
