@@ -21,8 +21,8 @@ pub enum Level {
     /// AVX-512 with VNNI: the int8 products use `vpdpbusd` / `vpdpwssd` (Ice Lake, Sapphire
     /// Rapids, Zen 4 and later).
     Avx512Vnni,
-    /// AVX-512 VNNI and BF16 with AMX's tile unit (BF16 and INT8 tiles, Sapphire Rapids and
-    /// later): prefill products run on the tiles, everything else as `Avx512Vnni`. Linux
+    /// AVX-512 VNNI and BF16 with AMX's tile unit (Sapphire Rapids and later): prefill
+    /// products run on the bf16 tiles, everything else as `Avx512Vnni`. Linux
     /// enables the tiles per process on request (`arch_prctl`), made when the level is
     /// first asked about; a kernel that refuses leaves the level unsupported.
     Amx,
@@ -165,11 +165,11 @@ pub fn cpu_features() -> Vec<&'static str> {
 mod amx {
     use std::sync::OnceLock;
 
-    /// CPUID leaf 7's AMX bits (EDX): BF16 22, TILE 24, INT8 25.
+    /// CPUID leaf 7's AMX bits (EDX): BF16 22 and TILE 24 (the kernels use no INT8 tiles).
     fn cpuid_has_amx() -> bool {
         // (leaf 7 exists on every CPU with AVX-512, checked before this)
         let l = std::arch::x86_64::__cpuid_count(7, 0);
-        let bits = (1 << 22) | (1 << 24) | (1 << 25);
+        let bits = (1 << 22) | (1 << 24);
         l.edx & bits == bits
     }
 

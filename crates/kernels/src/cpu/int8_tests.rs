@@ -201,28 +201,17 @@ fn int8_panel_kernel_matches_the_row_products() {
             let mut p = QPanel::default();
             // pack a larger panel first: the buffers are reused, stale values must not leak
             let big: Vec<Vec<u8>> = (0..16).map(|_| stored(dtype, 2 * k, &mut rng)).collect();
-            p.pack(Level::Scalar, &fmt, 16, 2 * k, false, |r| &big[r]);
-            p.pack(Level::Scalar, &fmt, rows, k, false, |r| &w[r]);
-            // AMX's panel: the same values with signed bytes (no offset)
-            let mut signed = QPanel::default();
-            signed.pack(Level::Scalar, &fmt, rows, k, true, |r| &w[r]);
+            p.pack(Level::Scalar, &fmt, 16, 2 * k, |r| &big[r]);
+            p.pack(Level::Scalar, &fmt, rows, k, |r| &w[r]);
             // every level packs the same panels (the AVX-512 ones transpose with shuffles)
             for level in Level::available() {
                 let mut q = QPanel::default();
-                q.pack(level, &fmt, 16, 2 * k, false, |r| &big[r]);
-                q.pack(level, &fmt, rows, k, false, |r| &w[r]);
+                q.pack(level, &fmt, 16, 2 * k, |r| &big[r]);
+                q.pack(level, &fmt, rows, k, |r| &w[r]);
                 assert_eq!(
                     q.wq[..16 * k],
                     p.wq[..16 * k],
                     "{level} {dtype} rows={rows}: bytes"
-                );
-                let mut qs = QPanel::default();
-                qs.pack(level, &fmt, 16, 2 * k, true, |r| &big[r]);
-                qs.pack(level, &fmt, rows, k, true, |r| &w[r]);
-                assert_eq!(
-                    qs.wq[..16 * k],
-                    signed.wq[..16 * k],
-                    "{level} {dtype} rows={rows}: signed bytes"
                 );
                 let (g, u) = (k / p.group * 16, k / p.unit * 16);
                 assert_eq!(
@@ -233,14 +222,10 @@ fn int8_panel_kernel_matches_the_row_products() {
                 assert_eq!(q.mins[..g], p.mins[..g], "{level} {dtype}: minimums");
                 assert_eq!(q.d[..u], p.d[..u], "{level} {dtype}: unit scales");
             }
-            // (17 and 35: the AMX kernel's tiles of 16 tokens, whole and partial)
             for n in [1, 2, 6, 7, 13, 17, 35] {
                 let x = rng.vec(n * k);
                 let mut acts = simd::QActs::default();
                 acts.quantize(kind, &x, k);
-                if kind == simd::ActQuant::Q8K {
-                    acts.group_mins(); // (for the AMX kernel's Q4_K minimums)
-                }
                 let (m, r0) = (rows + 3, 2);
                 let mut want = vec![f32::NAN; n * m];
                 for t in 0..n {
@@ -259,28 +244,13 @@ fn int8_panel_kernel_matches_the_row_products() {
                         want[t * m + r0 + r] = oracle;
                     }
                 }
-                let oracle_signed: Vec<f32> = (0..rows)
-                    .map(|r| signed.dot(r, &acts.row(0), kind))
-                    .collect();
-                let unsigned: Vec<f32> = (0..rows).map(|r| p.dot(r, &acts.row(0), kind)).collect();
-                assert_eq!(
-                    oracle_signed, unsigned,
-                    "{dtype}: the signed panel's oracle"
-                );
-                let runs = Level::available()
+                for level in Level::available()
                     .into_iter()
                     .filter(|l| simd::has_qgemm(*l))
-                    .map(|l| (l, &p))
-                    .chain(
-                        Level::available()
-                            .into_iter()
-                            .filter(|l| simd::has_amx(*l))
-                            .map(|l| (l, &signed)),
-                    );
-                for (level, panel) in runs {
+                {
                     let mut got = vec![f32::NAN; n * m];
                     let g = simd::QGemm {
-                        panel,
+                        panel: &p,
                         acts: &acts,
                         kind,
                         tokens: 0..n,

@@ -316,9 +316,6 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
         QSCRATCH.with(|q| {
             let mut q = q.borrow_mut();
             q.quantize(kind, x, k);
-            if simd::has_amx(level) && kind == simd::ActQuant::Q8K {
-                q.group_mins();
-            }
             let acts = &*q;
             let fmt = w.fmt();
             pool.for_ranges(m, ROW_ALIGN, &|rows| {
@@ -327,10 +324,7 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
                     let mut r0 = rows.start;
                     while r0 < rows.end {
                         let pr = (rows.end - r0).min(qpanel::PANEL);
-                        // (AMX multiplies signed by signed: no offset to correct)
-                        p.pack(level, &fmt, pr, k, simd::has_amx(level), |i| {
-                            w.get(r0 + i).1
-                        });
+                        p.pack(level, &fmt, pr, k, |i| w.get(r0 + i).1);
                         let g = simd::QGemm {
                             panel: &p,
                             acts,

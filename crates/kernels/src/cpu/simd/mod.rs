@@ -193,19 +193,11 @@ pub struct QGemm<'a> {
 /// `r < panel.rows`), and no other thread may access those elements meanwhile.
 pub unsafe fn qgemm_panel(level: Level, g: &QGemm<'_>, y: *mut f32) {
     assert!(has_qgemm(level), "no int8 prefill kernel at level {level}");
-    assert!(
-        !g.panel.signed || level == Level::Amx,
-        "a signed panel is AMX's alone"
-    );
     assert!(g.r0 + g.panel.rows <= g.m);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the level is supported (checked when it was chosen); the caller vouches for y.
     unsafe {
-        if g.panel.signed {
-            x86::amx::qgemm_panel(g, y)
-        } else {
-            x86::avx512_qgemm::qgemm_panel(g, y)
-        }
+        x86::avx512_qgemm::qgemm_panel(g, y)
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (g, y);
@@ -306,8 +298,7 @@ pub unsafe fn bf16_gemm(level: Level, g: &Bf16Gemm<'_>, y: *mut f32) {
     unsafe { portable::bf16_gemm(g, y) }
 }
 
-/// Whether this level runs prefill products on AMX tiles (`amx_bf16_gemm`; `qgemm_panel`
-/// takes the tiles by itself).
+/// Whether this level runs prefill products on AMX tiles (`amx_bf16_gemm`).
 pub fn has_amx(level: Level) -> bool {
     level == Level::Amx
 }

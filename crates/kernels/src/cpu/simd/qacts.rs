@@ -64,17 +64,9 @@ pub struct QActs {
     /// Scales and sums per token.
     per_d: usize,
     per_sums: usize,
-    /// Rows the buffers hold: the tokens rounded up to 16, so a tile of 16 tokens (AMX)
-    /// never reads past them (the extra rows hold whatever an earlier call left).
-    padded: usize,
     qs: Vec<i8>,
     d: Vec<f32>,
     bsums: Vec<i16>,
-    /// `Q8K`: per token and group of 32, the block scale times the group's quant sum
-    /// (what Q4_K's per-group minimums multiply), `[padded][k / 32]`: only after
-    /// `group_mins`, until the next `quantize`.
-    gmins: Vec<f32>,
-    has_gmins: bool,
 }
 
 impl QActs {
@@ -82,13 +74,10 @@ impl QActs {
     pub fn quantize(&mut self, kind: ActQuant, x: &[f32], k: usize) {
         let (block, group) = (kind.block(), kind.sum_group());
         assert!(k > 0 && k.is_multiple_of(block) && x.len().is_multiple_of(k));
-        let n = x.len() / k;
-        let padded = n.next_multiple_of(16);
-        grow(&mut self.qs, padded * k);
-        grow(&mut self.d, padded * k / block);
-        grow(&mut self.bsums, padded * k / group);
-        (self.k, self.per_d, self.per_sums, self.padded) = (k, k / block, k / group, padded);
-        self.has_gmins = false;
+        grow(&mut self.qs, x.len());
+        grow(&mut self.d, x.len() / block);
+        grow(&mut self.bsums, x.len() / group);
+        (self.k, self.per_d, self.per_sums) = (k, k / block, k / group);
         for (b, xs) in x.chunks_exact(block).enumerate() {
             let qs = &mut self.qs[b * block..(b + 1) * block];
             self.d[b] = quantize_block(xs, qs);
@@ -103,37 +92,7 @@ impl QActs {
         }
     }
 
-    /// `Q8K` rows: computes each token's per-group (of 32) scale times quant sum, which
-    /// Q4_K's minimums multiply (the AMX kernel reads them; the others sum as they go).
-    pub fn group_mins(&mut self) {
-        assert!(self.per_sums * 16 == self.k, "group_mins is for Q8K rows");
-        let n = self.k * self.padded / 32;
-        grow(&mut self.gmins, n);
-        let per_block = self.k / self.per_d / 32;
-        for (g, m) in self.gmins[..n].iter_mut().enumerate() {
-            let s = self.bsums[2 * g] as i32 + self.bsums[2 * g + 1] as i32;
-            *m = self.d[g / per_block] * s as f32;
-        }
-        self.has_gmins = true;
-    }
-
-    /// Token `t`'s per-group scale times sum, `k / 32` values (after `group_mins`).
-    pub fn gmins_ptr(&self, t: usize) -> *const f32 {
-        assert!(self.has_gmins && t < self.padded);
-        self.gmins[t * self.k / 32..].as_ptr()
-    }
-
-    /// Rows that `row` and `qs_ptr` may reach: the tokens rounded up to 16.
-    pub fn padded_rows(&self) -> usize {
-        self.padded
-    }
-
-    /// The quants of every row, `k` apart (for tile loads across 16 rows).
-    pub fn qs_ptr(&self) -> *const i8 {
-        self.qs.as_ptr()
-    }
-
-    /// Token `t`'s row (`t < padded_rows()`).
+    /// Token `t`'s row.
     #[inline]
     pub fn row(&self, t: usize) -> QRow<'_> {
         // per-token lengths kept from `quantize`: no divisions here, this runs per tile

@@ -24,8 +24,6 @@ pub struct QPanel {
     pub off: i32,
     pub has_gscale: bool,
     pub has_mins: bool,
-    /// `wq` holds the values themselves as i8 (`pack`'s `signed`), `off` is 0.
-    pub signed: bool,
     /// `[k / 4][16 rows][4]`
     pub wq: Vec<u8>,
     /// `[k / group][16]`
@@ -43,8 +41,6 @@ pub fn packs(fmt: &Fmt<'_>) -> bool {
 
 impl QPanel {
     /// Pack `rows` (at most 16) rows of `k` values; `row(i)` is row i's stored bytes.
-    /// `signed`: store each value as itself in an i8 (offset 0), for a kernel with a
-    /// signed-by-signed product (AMX's `tdpbssd`), which then needs no offset correction.
     ///
     /// Each 64 values of the 16 rows are decoded row by row into a 16 x 16 block of 32-bit
     /// words (four values each), which is then transposed into place; the AVX-512 levels
@@ -55,7 +51,6 @@ impl QPanel {
         fmt: &Fmt<'_>,
         rows: usize,
         k: usize,
-        signed: bool,
         row: impl Fn(usize) -> &'a [u8],
     ) {
         assert!(rows <= PANEL && packs(fmt));
@@ -67,12 +62,7 @@ impl QPanel {
         };
         assert!(k.is_multiple_of(unit));
         (self.rows, self.k, self.group, self.unit, self.off) = (rows, k, group, unit, off);
-        (self.has_gscale, self.has_mins, self.signed) = (has_gscale, has_mins, signed);
-        // decoded bytes are value + off; signed ones take it off again (padding: zero)
-        let sub = if signed { off as u8 } else { 0 };
-        if signed {
-            self.off = 0;
-        }
+        (self.has_gscale, self.has_mins) = (has_gscale, has_mins);
         let (groups, units) = (k / group, k / unit);
         fit(&mut self.wq, k * PANEL);
         fit(&mut self.gscale, groups * PANEL);
@@ -93,14 +83,7 @@ impl QPanel {
                 // SAFETY: an AVX-512 level is only selected when the CPU has it; dst holds
                 // the chunk's 1 KiB; the kernel checks each load against its row.
                 unsafe {
-                    super::x86::avx512::pack_chunk(
-                        fmt,
-                        &srcs,
-                        chunk,
-                        off as u8,
-                        sub,
-                        dst.as_mut_ptr(),
-                    )
+                    super::x86::avx512::pack_chunk(fmt, &srcs, chunk, off as u8, dst.as_mut_ptr())
                 };
                 continue;
             }
@@ -116,7 +99,6 @@ impl QPanel {
                         // padding rows (and past k): zero values, their lanes sum to zero
                         out.fill(off as u8);
                     }
-                    out.iter_mut().for_each(|b| *b = b.wrapping_sub(sub));
                 }
             }
             let words = (k - 64 * chunk).min(64) / 4;
@@ -178,13 +160,7 @@ impl QPanel {
             for grp in unit * u / g..(unit + 1) * u / g {
                 let mut gi = 0i32;
                 for i in grp * g..(grp + 1) * g {
-                    let byte = self.wq[((i / 4) * PANEL + r) * 4 + i % 4];
-                    let q = if self.signed {
-                        byte as i8 as i32
-                    } else {
-                        byte as i32
-                    };
-                    gi += q * a.qs[i] as i32;
+                    gi += self.wq[((i / 4) * PANEL + r) * 4 + i % 4] as i32 * a.qs[i] as i32;
                 }
                 let asum: i32 = (grp * g / per_sum..(grp + 1) * g / per_sum)
                     .map(|s| a.bsums[s] as i32)

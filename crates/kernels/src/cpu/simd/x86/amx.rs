@@ -1,6 +1,6 @@
 //! Prefill products on AMX's tile unit (`Level::Amx`). A tile op multiplies a 16-row tile
-//! by a 16-column one over 32 bf16 pairs (`tdpbf16ps`) or 64 bytes (`tdpbssd`), 8192 or
-//! 16384 multiply-adds per instruction against 32 or 64 for one AVX-512 instruction.
+//! by a 16-column one over 32 bf16 values (`tdpbf16ps`): 8192 multiply-adds per
+//! instruction against 32 for one AVX-512 BF16 instruction.
 //!
 //! Stable Rust has no AMX intrinsics, so the tile instructions are inline assembly; the
 //! compiler never allocates tile registers itself, so their state carries from one `asm!`
@@ -12,18 +12,16 @@
 //!   three bf16 parts that sum to them exactly would keep the f32 numerics at three tile ops
 //!   a step; measured on our Xeon VM, where a tile op takes about 38 cycles and a tile load
 //!   55, that ran at 58% of the f32 FMA kernel's speed, so f32 activations stay there.)
-//! - block-quantized weights: the panel `simd::qpanel` already packs for `vpdpbusd` (four
-//!   bytes of 16 rows side by side) is exactly a tile's B side, stored signed here
-//!   (`QPanel::pack`'s `signed`: no offset to correct); the A side is 16 tokens' int8
-//!   activations as quantized. One tile op per group of 16 or 32 values (each group
-//!   has its own scale), then the group's integer sums are scaled as the AVX-512 kernel
-//!   scales them, so both kernels add the same integers.
+//! - block-quantized weights: each share widens a block of rows and rounds it to bf16
+//!   (`matmul`), then the same kernel. An int8 tile kernel (`tdpbssd` over the `vpdpbusd`
+//!   panels) was built first and dropped: every group of 16 or 32 values has its own scale,
+//!   so each tile op needed a tile store and a scaling, which cost more than the op
+//!   (q4_k_m prefill +21% over AVX-512 VNNI, q8_0 none; the bf16 tiles gave +25-30% over
+//!   that). Shapes the tiles do not take (rows not whole panels of 16) run as
+//!   `avx512vnni`.
 
+use super::super::AmxBf16Gemm;
 use std::arch::asm;
-use std::arch::x86_64::*;
-
-use super::super::qpanel::PANEL;
-use super::super::{ActQuant, AmxBf16Gemm, QGemm};
 
 /// A tile configuration (palette 1): per tile register its rows and bytes per row.
 #[repr(C, align(64))]
@@ -187,80 +185,5 @@ unsafe fn scatter(out: &Block, y: *mut f32, m: usize, t0: usize, tokens: usize, 
         for (i, d) in dst.iter_mut().enumerate() {
             *d = out.0[i][t];
         }
-    }
-}
-
-/// The int8 prefill kernel on tiles: `y[t * m + r0 + r] = panel row r · token t` for the
-/// tokens of `g`, 16 at a time (the last tile's extra rows are padding `QActs` keeps).
-///
-/// # Safety
-/// As `avx512_qgemm::qgemm_panel`, and `Level::Amx` is supported.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn qgemm_panel(g: &QGemm<'_>, y: *mut f32) {
-    let (p, acts, kind) = (g.panel, g.acts, g.kind);
-    let (k, gs, u) = (p.k, p.group, p.unit);
-    assert!(p.wq.len() >= k * PANEL && p.d.len() >= k / u * PANEL);
-    assert!(p.gscale.len() >= k / gs * PANEL && p.mins.len() >= k / gs * PANEL);
-    assert!(acts.padded_rows() >= g.tokens.end.next_multiple_of(16));
-    // the values themselves (no offset), and Q4_K's minimums from `QActs::group_mins`
-    assert!(p.signed && p.off == 0, "the AMX kernel takes signed panels");
-    let block = kind.block();
-    assert!(!p.has_mins || (gs == 32 && kind == ActQuant::Q8K));
-    let mut cfg = TileCfg::new();
-    cfg.set(0, 16, 64); // C: 16 tokens by 16 rows of i32
-    cfg.set(1, 16, gs); // A: 16 tokens by one group of bytes
-    cfg.set(2, gs / 4, 64); // B: the group's bytes of 16 rows, four per row per lane
-    let mut sums = Block([[0.0; 16]; 16]);
-    let sums_i = sums.0.as_mut_ptr() as *mut i32;
-    let mask = ((1u32 << p.rows) - 1) as __mmask16;
-    unsafe {
-        cfg.load();
-        let mut t0 = g.tokens.start;
-        while t0 < g.tokens.end {
-            let rows: [_; 16] = std::array::from_fn(|t| acts.row(t0 + t));
-            let gmins: [*const f32; 16] = if p.has_mins {
-                std::array::from_fn(|t| acts.gmins_ptr(t0 + t))
-            } else {
-                [std::ptr::null(); 16]
-            };
-            let a_tile = acts.qs_ptr().add(t0 * k);
-            let mut facc = [_mm512_setzero_ps(); 16];
-            for unit in 0..k / u {
-                let mut ui = [_mm512_setzero_si512(); 16];
-                for grp in unit * u / gs..(unit + 1) * u / gs {
-                    tile_zero!(0);
-                    tile_load!(1, a_tile.add(grp * gs), k);
-                    tile_load!(2, p.wq.as_ptr().add(grp * gs / 4 * 64), 64);
-                    tdp!("tdpbssd", 0, 1, 2);
-                    tile_store!(0, sums_i, 64);
-                    let gv = _mm512_loadu_si512(p.gscale.as_ptr().add(grp * PANEL) as *const _);
-                    let mv = _mm512_loadu_ps(p.mins.as_ptr().add(grp * PANEL));
-                    for t in 0..16 {
-                        let v = _mm512_load_si512(sums_i.add(16 * t) as *const _);
-                        ui[t] = if p.has_gscale {
-                            _mm512_add_epi32(ui[t], _mm512_mullo_epi32(v, gv))
-                        } else {
-                            _mm512_add_epi32(ui[t], v)
-                        };
-                        if p.has_mins {
-                            // (groups of 32: Q4_K is the one format with minimums)
-                            let c = _mm512_set1_ps(*gmins[t].add(grp));
-                            facc[t] = _mm512_fnmadd_ps(mv, c, facc[t]);
-                        }
-                    }
-                }
-                let dv = _mm512_loadu_ps(p.d.as_ptr().add(unit * PANEL));
-                for (t, r) in rows.iter().enumerate() {
-                    let s = _mm512_mul_ps(dv, _mm512_set1_ps(r.d[unit * u / block]));
-                    facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ui[t]), s, facc[t]);
-                }
-            }
-            let tokens = (g.tokens.end - t0).min(16);
-            for (t, acc) in facc.iter().enumerate().take(tokens) {
-                _mm512_mask_storeu_ps(y.add((t0 + t) * g.m + g.r0), mask, *acc);
-            }
-            t0 += 16;
-        }
-        release();
     }
 }

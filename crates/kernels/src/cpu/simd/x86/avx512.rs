@@ -693,19 +693,12 @@ pub(super) unsafe fn transpose_store(r: &[__m512i; 16], dst: *mut u8) {
 
 /// Values `64 chunk .. 64 chunk + 64` of 16 stored rows (Q8_0, Q4_K or Q6_K; `srcs[r]` is
 /// empty for a padding row), decoded as `qpanel` stores them (value + `off`) and written
-/// side by side less `sub` (wrapping): 1 KiB at `dst`.
+/// side by side: 1 KiB at `dst`.
 ///
 /// # Safety
 /// `dst` is valid for 1 KiB of writes; the rows hold the chunk's blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn pack_chunk(
-    fmt: &Fmt<'_>,
-    srcs: &[&[u8]; 16],
-    chunk: usize,
-    off: u8,
-    sub: u8,
-    dst: *mut u8,
-) {
+pub unsafe fn pack_chunk(fmt: &Fmt<'_>, srcs: &[&[u8]; 16], chunk: usize, off: u8, dst: *mut u8) {
     unsafe {
         let nib = _mm256_set1_epi8(0x0f);
         let two = _mm256_set1_epi8(3);
@@ -715,13 +708,12 @@ pub unsafe fn pack_chunk(
             assert!(at + len <= s.len() && len == 32);
             _mm256_loadu_si256(s.as_ptr().add(at) as *const __m256i)
         };
-        let subv = _mm512_set1_epi8(sub as i8);
         let rows: [__m512i; 16] = std::array::from_fn(|r| {
             let s = srcs[r];
             if s.is_empty() {
-                return _mm512_set1_epi8(off.wrapping_sub(sub) as i8);
+                return _mm512_set1_epi8(off as i8);
             }
-            let v = match fmt {
+            match fmt {
                 Fmt::Q8_0 => {
                     let v = join(load(s, 68 * chunk + 2, 32), load(s, 68 * chunk + 36, 32));
                     _mm512_xor_si512(v, _mm512_set1_epi8(-128))
@@ -761,8 +753,7 @@ pub unsafe fn pack_chunk(
                         _mm256_or_si256(l1, _mm256_slli_epi16::<4>(h1)),
                     )
                 }
-            };
-            _mm512_sub_epi8(v, subv)
+            }
         });
         transpose_store(&rows, dst);
     }
