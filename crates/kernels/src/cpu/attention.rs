@@ -22,7 +22,6 @@
 use std::cell::RefCell;
 
 use super::dispatch::Level;
-use super::norm::softmax;
 use super::pool::{Disjoint, ThreadPool};
 use super::simd::{self, GemmPanel, PvBlock, PvTile, ScoresTile, SoftmaxStep};
 use crate::backend::{KvRows, MlaAttention};
@@ -198,12 +197,7 @@ fn attend(
         // causal mask, scale, softmax
         for i in 0..n {
             let visible = a.start_pos + (first + i) / h + 1;
-            let si = &mut s[i * len..(i + 1) * len];
-            for v in &mut si[..visible] {
-                *v *= a.scale;
-            }
-            softmax(&mut si[..visible]);
-            si[visible..].fill(0.0);
+            simd::softmax_row(level, &mut s[i * len..(i + 1) * len], visible, a.scale);
         }
         // O = P · C_kv (the latent half of each cached row)
         o.fill(0.0);

@@ -397,6 +397,27 @@ pub fn silu_mul(level: Level, gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// One row of attention scores: the first `visible` scaled by `scale` and replaced by
+/// their softmax, the rest zeroed. The AVX-512 levels take `e^x` from the attention's
+/// polynomial (within a few ulp); the others call libm's.
+pub fn softmax_row(level: Level, s: &mut [f32], visible: usize, scale: f32) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a level is only ever selected when `Level::supported` said so.
+        Level::Avx512 | Level::Avx512Vnni | Level::Amx => unsafe {
+            x86::avx512::softmax_row(s, visible, scale)
+        },
+        _ => {
+            let visible = visible.min(s.len());
+            for v in &mut s[..visible] {
+                *v *= scale;
+            }
+            super::norm::softmax(&mut s[..visible]);
+            s[visible..].fill(0.0);
+        }
+    }
+}
+
 pub fn scores_t(level: Level, t: &ScoresTile<'_>, s: &mut [f32]) {
     assert!(t.lanes.is_multiple_of(16) && t.rows <= t.lanes && t.offs.len().is_multiple_of(8));
     assert!(t.q.len() >= t.rows * t.k && s.len() >= t.offs.len() * t.lanes);

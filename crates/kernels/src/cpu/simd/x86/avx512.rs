@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::super::{Fmt, GemmPanel, PvBlock, portable, tile4x4};
-pub use super::avx512_attention::{pv_t, scores_t, silu_mul, softmax_step};
+pub use super::avx512_attention::{pv_t, scores_t, silu_mul, softmax_row, softmax_step};
 pub use super::avx512_int8::{dot_row_q_bw as dot_row_q, dot_rows_q_bw as dot_rows_q};
 
 #[inline(always)]

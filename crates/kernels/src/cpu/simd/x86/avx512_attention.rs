@@ -234,6 +234,51 @@ pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `simd::softmax_row`: three passes over the row (scale and maximum, [`exp512`] and sum,
+/// normalise), 16 lanes at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn softmax_row(s: &mut [f32], visible: usize, scale: f32) {
+    let (n, p) = (visible.min(s.len()), s.as_mut_ptr());
+    let mask = |i: usize| {
+        if n - i >= 16 {
+            0xffff
+        } else {
+            tail_mask(n - i)
+        }
+    };
+    unsafe {
+        let sc = _mm512_set1_ps(scale);
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < n {
+            let m = mask(i);
+            let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(i)), sc);
+            _mm512_mask_storeu_ps(p.add(i), m, v);
+            mx = _mm512_mask_max_ps(mx, m, mx, v);
+            i += 16;
+        }
+        let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        let mut sum = _mm512_setzero_ps();
+        i = 0;
+        while i < n {
+            let m = mask(i);
+            let e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p.add(i)), mx));
+            _mm512_mask_storeu_ps(p.add(i), m, e);
+            sum = _mm512_mask_add_ps(sum, m, sum, e);
+            i += 16;
+        }
+        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+        i = 0;
+        while i < n {
+            let m = mask(i);
+            let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(i)), inv);
+            _mm512_mask_storeu_ps(p.add(i), m, v);
+            i += 16;
+        }
+    }
+    s[n..].fill(0.0);
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn softmax_step(s: &mut [f32], st: &mut SoftmaxStep<'_>) {
     let n = st.lanes;
