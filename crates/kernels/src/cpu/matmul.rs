@@ -243,8 +243,7 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
                         w16.clear();
                         for r in r0..r0 + len {
                             let (fmt, bytes) = w.get(r);
-                            simd::widen(level, &fmt, bytes, wide);
-                            simd::round_bf16(level, wide, w16);
+                            simd::widen_bf16(level, &fmt, bytes, wide, w16);
                         }
                         // SAFETY: any u16 is two initialised bytes, at u16 alignment.
                         let bytes = unsafe {

@@ -134,6 +134,13 @@ fn widen_and_dot_row_match_the_oracle_at_every_level() {
                     let mut got = vec![f32::NAN; n];
                     simd::widen(level, &fmt, &src, &mut got);
                     assert_eq!(got, want, "{level} widen {dtype} n={n} block={block}");
+                    // the AMX path's rows: widened and rounded to bf16, in one pass or two
+                    let mut wide16 = vec![7u16];
+                    simd::widen_bf16(level, &fmt, &src, &mut got, &mut wide16);
+                    let rounded: Vec<u16> = std::iter::once(7)
+                        .chain(want.iter().map(|&v| half::bf16::from_f32(v).to_bits()))
+                        .collect();
+                    assert_eq!(wide16, rounded, "{level} widen_bf16 {dtype} n={n}");
                     let norm: f32 = want.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
                     let want_dot: f32 = want.iter().zip(&x).map(|(a, b)| a * b).sum();
                     close(

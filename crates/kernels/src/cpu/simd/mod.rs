@@ -280,6 +280,19 @@ pub fn round_bf16(level: Level, x: &[f32], out: &mut Vec<u16>) {
     out.extend(x.iter().map(|&v| half::bf16::from_f32(v).to_bits()));
 }
 
+/// A row of `wide.len()` values widened (as `widen`) and rounded to bf16 (as `round_bf16`),
+/// appended to `out`; `wide` is scratch. Where the CPU has AVX-512 BF16, Q8_0, Q4_K and
+/// Q6_K rows round as they decode, without the f32 row in between.
+pub fn widen_bf16(level: Level, fmt: &Fmt<'_>, src: &[u8], wide: &mut [f32], out: &mut Vec<u16>) {
+    #[cfg(target_arch = "x86_64")]
+    if has_bf16_dot(level) && matches!(fmt, Fmt::Q8_0 | Fmt::Q4K | Fmt::Q6K) {
+        // SAFETY: AVX-512 BF16 is present (checked above).
+        return unsafe { x86::avx512_bf16gemm::widen_bf16(fmt, src, wide.len(), out) };
+    }
+    widen(level, fmt, src, wide);
+    round_bf16(level, wide, out);
+}
+
 /// # Safety
 /// `y` must be valid for writes at every `t * m + r0 + r` (`t < n`, `r < rows`), and no
 /// other thread may access those elements meanwhile.

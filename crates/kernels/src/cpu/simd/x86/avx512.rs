@@ -335,14 +335,34 @@ pub unsafe fn widen(fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
                     widen_lanes::<FP8>(s.add(j * block), o.add(j * block), len, scale);
                 }
             }
+            Fmt::Q8_0 | Fmt::Q4K | Fmt::Q6K => {
+                quant_lanes(fmt, src, n, |i, v| _mm512_storeu_ps(o.add(16 * i), v))
+            }
+            Fmt::Q5_0 => portable::widen(fmt, src, out),
+        }
+    }
+}
+
+/// The values of `n` of a Q8_0, Q4_K or Q6_K row, 16 at a time: `each(i, v)` takes values
+/// `16 i .. 16 i + 16`, decoded as the portable decoder rounds them.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(super) unsafe fn quant_lanes(
+    fmt: &Fmt<'_>,
+    src: &[u8],
+    n: usize,
+    mut each: impl FnMut(usize, __m512),
+) {
+    unsafe {
+        match fmt {
             Fmt::Q8_0 => {
                 assert!(n.is_multiple_of(32) && src.len() >= n / 32 * 34);
                 for b in 0..n / 32 {
                     let blk = &src[34 * b..34 * b + 34];
                     let d = _mm512_set1_ps(f16_at(blk, 0));
                     let p = blk.as_ptr().add(2);
-                    _mm512_storeu_ps(o.add(32 * b), _mm512_mul_ps(load_i8(p), d));
-                    _mm512_storeu_ps(o.add(32 * b + 16), _mm512_mul_ps(load_i8(p.add(16)), d));
+                    each(2 * b, _mm512_mul_ps(load_i8(p), d));
+                    each(2 * b + 1, _mm512_mul_ps(load_i8(p.add(16)), d));
                 }
             }
             Fmt::Q4K | Fmt::Q6K => {
@@ -350,15 +370,15 @@ pub unsafe fn widen(fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
                 assert!(n.is_multiple_of(256) && src.len() >= n / 256 * bytes);
                 for b in 0..n / 256 {
                     let blk = &src[bytes * b..bytes * (b + 1)];
-                    let store = |i: usize, v: __m512| _mm512_storeu_ps(o.add(256 * b + 16 * i), v);
+                    let at = |i: usize, v: __m512| each(16 * b + i, v);
                     if matches!(fmt, Fmt::Q4K) {
-                        q4k_lanes(blk, store);
+                        q4k_lanes(blk, at);
                     } else {
-                        q6k_lanes(blk, store);
+                        q6k_lanes(blk, at);
                     }
                 }
             }
-            Fmt::Q5_0 => portable::widen(fmt, src, out),
+            _ => unreachable!("quant_lanes: {fmt:?} is not Q8_0, Q4_K or Q6_K"),
         }
     }
 }

@@ -5,7 +5,8 @@
 use std::arch::x86_64::*;
 
 use super::super::{Bf16Gemm, tile4x4};
-use super::avx512::transpose_store;
+use super::avx512::{quant_lanes, transpose_store};
+use crate::cpu::simd::Fmt;
 
 const ROWS: usize = 64;
 const TOKENS: usize = 128;
@@ -141,6 +142,24 @@ pub unsafe fn round_bf16(x: &[f32], out: &mut Vec<u16>) {
     }
     for (d, &v) in dst[whole..].iter_mut().zip(&x[whole..]) {
         *d = half::bf16::from_f32(v).to_bits();
+    }
+}
+
+/// `simd::widen_bf16` for Q8_0, Q4_K and Q6_K rows: each 16 values rounded as they are
+/// decoded, appended to `out`.
+///
+/// # Safety
+/// AVX-512 BF16 is present.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+pub unsafe fn widen_bf16(fmt: &Fmt<'_>, src: &[u8], n: usize, out: &mut Vec<u16>) {
+    let start = out.len();
+    out.resize(start + n, 0);
+    let o = out[start..].as_mut_ptr();
+    unsafe {
+        quant_lanes(fmt, src, n, |i, v| {
+            let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+            _mm256_storeu_si256(o.add(16 * i) as *mut __m256i, h)
+        })
     }
 }
 
