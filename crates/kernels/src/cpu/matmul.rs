@@ -180,6 +180,7 @@ fn with_acts<R>(
 /// (`amx_acts`, and `x16` is empty), else in rows (`x16`).
 fn with_amx_acts<R>(
     level: Level,
+    pool: &ThreadPool,
     amx: bool,
     x: &[f32],
     k: usize,
@@ -191,8 +192,18 @@ fn with_amx_acts<R>(
         AMX_ACTS.with(|a| {
             let mut a = a.borrow_mut();
             if amx {
-                // the tokens in pairs, 16 side by side: the tiles' B side
-                simd::amx_pack_acts(level, x, k, &mut a);
+                // the tokens in pairs, 16 side by side: the tiles' B side, a tile of 16
+                // tokens per chunk (every value is written: nothing to clear first)
+                let n = x.len() / k;
+                let tiles = n.div_ceil(16);
+                a.resize(tiles * 16 * k, 0);
+                let dst = Disjoint::new(&mut a[..]);
+                pool.for_chunks(tiles, &|b| {
+                    let rows = &x[16 * b * k..(16 * b + 16).min(n) * k];
+                    // SAFETY: tile b's values are this chunk's alone.
+                    let out = unsafe { dst.slice(16 * b * k, 16 * k) };
+                    simd::amx_pack_acts(level, rows, k, out);
+                });
             } else {
                 a.clear();
                 simd::round_bf16(level, x, &mut x16);
@@ -230,7 +241,7 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
         // more than the tile op, so this runs about twice as fast. Both roundings are
         // finer than the int8 activations the other levels use (2^-9 relative against
         // 1/254 of a group's largest value): see docs/performance.md for the KL.
-        return with_amx_acts(level, true, x, k, |_, acts| {
+        return with_amx_acts(level, pool, true, x, k, |_, acts| {
             pool.for_ranges(m, ROW_ALIGN, &|rows| {
                 WIDE_ROWS.with(|s| {
                     let mut s = s.borrow_mut();
@@ -275,7 +286,7 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
             .run(0, m)
             .filter(|(b, _)| amx || (b.as_ptr() as usize).is_multiple_of(2))
         {
-            return with_amx_acts(level, amx, x, k, |x16, acts| {
+            return with_amx_acts(level, pool, amx, x, k, |x16, acts| {
                 pool.for_ranges(m, ROW_ALIGN, &|rows| {
                     let (w, r0) = (&bytes[rows.start * rb..], rows.start);
                     let len = rows.len();

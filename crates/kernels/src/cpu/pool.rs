@@ -326,27 +326,33 @@ impl ThreadPool {
 
 /// An output buffer that the chunks of one job write in disjoint places (rows, columns,
 /// ranges): a raw pointer, so every chunk can hold it at once.
-#[derive(Clone, Copy)]
-pub struct Disjoint(*mut f32);
+pub struct Disjoint<T = f32>(*mut T);
+
+impl<T> Clone for Disjoint<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Disjoint<T> {}
 
 // SAFETY: users write disjoint elements from different threads, never the same one.
-unsafe impl Send for Disjoint {}
-unsafe impl Sync for Disjoint {}
+unsafe impl<T> Send for Disjoint<T> {}
+unsafe impl<T> Sync for Disjoint<T> {}
 
-impl Disjoint {
-    pub fn new(out: &mut [f32]) -> Disjoint {
+impl<T> Disjoint<T> {
+    pub fn new(out: &mut [T]) -> Disjoint<T> {
         Disjoint(out.as_mut_ptr())
     }
 
     /// A method, not a field, so closures capture the `Sync` wrapper whole.
-    pub fn ptr(self) -> *mut f32 {
+    pub fn ptr(self) -> *mut T {
         self.0
     }
 
     /// # Safety
     /// `start..start + len` lies in the buffer and no other chunk touches it meanwhile.
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+    pub unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [T] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }
 }

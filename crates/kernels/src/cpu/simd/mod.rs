@@ -319,18 +319,23 @@ pub fn has_amx(level: Level) -> bool {
 /// Tokens (`[n][k]`, `k` a multiple of 32) rounded to bf16 as `round_bf16` rounds them and
 /// packed for `amx_bf16_gemm`: for each tile of 16 tokens (the last padded with zeros) and
 /// each pair of columns, the 16 tokens' two values: `[n / 16][k / 2][16][2]`, so a tile's B
-/// side over 32 columns is 1 KiB in a row.
-pub fn amx_pack_acts(level: Level, x: &[f32], k: usize, out: &mut Vec<u16>) {
+/// side over 32 columns is 1 KiB in a row. `out` holds exactly the tiles; every value of it
+/// is written.
+pub fn amx_pack_acts(level: Level, x: &[f32], k: usize, out: &mut [u16]) {
     assert!(k.is_multiple_of(32) && x.len().is_multiple_of(k));
     let n = x.len() / k;
-    out.clear();
-    out.resize(n.div_ceil(16) * 16 * k, 0);
+    assert_eq!(
+        out.len(),
+        n.div_ceil(16) * 16 * k,
+        "amx_pack_acts: whole tiles"
+    );
     #[cfg(target_arch = "x86_64")]
     if has_bf16_dot(level) {
         // SAFETY: AVX-512 BF16 is present (checked above); shapes as asserted.
         return unsafe { x86::avx512_bf16gemm::amx_pack_acts(x, k, out) };
     }
     let _ = level;
+    out.fill(0);
     for (t, row) in x.chunks_exact(k).enumerate() {
         let base = t / 16 * 16 * k + 2 * (t % 16);
         for (c, pair) in row.chunks_exact(2).enumerate() {

@@ -167,8 +167,8 @@ pub unsafe fn widen_bf16(fmt: &Fmt<'_>, src: &[u8], n: usize, out: &mut Vec<u16>
 /// rounded in one `vcvtne2ps2bf16` and the 16 x 16 pairs transposed into 1 KiB.
 ///
 /// # Safety
-/// AVX-512 BF16 is present; `out` holds `n.div_ceil(16) * 16 * k` values, `k` is a multiple
-/// of 32 and `x` is `n` rows of `k`.
+/// AVX-512 BF16 is present; `out` holds `n.div_ceil(16) * 16 * k` values (all written), `k`
+/// is a multiple of 32 and `x` is `n` rows of `k`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
 pub unsafe fn amx_pack_acts(x: &[f32], k: usize, out: &mut [u16]) {
     let n = x.len() / k;
