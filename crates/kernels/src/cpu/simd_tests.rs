@@ -289,9 +289,9 @@ fn acts_as_kernels_see_them(level: Level, w: &Matrix, x: &[f32], n: usize) -> Ve
         .collect()
 }
 
-/// Whole matmuls on block-quantized weights: every level and thread count, decode and
-/// prefill paths (with AMX: whole and partial tiles of tokens), against f64 products of the
-/// dequantized rows.
+/// Whole matmuls (and transposed ones) on block-quantized weights: every level and thread
+/// count, decode and prefill paths (with AMX: whole and partial tiles of tokens), against
+/// f64 products of the dequantized rows.
 #[test]
 fn quantized_matmul_matches_dequantized_reference() {
     let mut rng = Rng(1234);
@@ -344,6 +344,30 @@ fn quantized_matmul_matches_dequantized_reference() {
                             assert!(
                                 ((*g as f64) - w).abs() <= 1e-5 * scale as f64,
                                 "{dtype} {level} t{threads} rows={rows} n={n}: {g} vs {w}"
+                            );
+                        }
+                    }
+                }
+                // the transposed product y[n, cols] = xt[n, rows] · W, in f32 at every level
+                let xt = rng.vec(n * rows);
+                let want: Vec<f64> = (0..n * cols)
+                    .map(|i| {
+                        let (t, c) = (i / cols, i % cols);
+                        (0..rows)
+                            .map(|r| xt[t * rows + r] as f64 * dense[r * cols + c] as f64)
+                            .sum::<f64>()
+                    })
+                    .collect();
+                for level in Level::available() {
+                    let scale = dense.iter().map(|v| v.abs()).fold(0f32, f32::max) * rows as f32;
+                    for &threads in THREADS {
+                        let be = super::tests::backend(level, threads);
+                        let mut y = vec![f32::NAN; n * cols];
+                        be.matmul_t(&xt, &w, &mut y);
+                        for (g, w) in y.iter().zip(&want) {
+                            assert!(
+                                ((*g as f64) - w).abs() <= 1e-5 * scale.max(1.0) as f64,
+                                "matmul_t {dtype} {level} t{threads} rows={rows} n={n}: {g} vs {w}"
                             );
                         }
                     }
