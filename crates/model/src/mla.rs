@@ -29,10 +29,10 @@ const LATENT_BLOCK_VALUES: usize = 1 << 18;
 
 /// From how many tokens per chunk the expanded form costs fewer multiply-adds. Per query
 /// and cached position, absorbed attention does `2 r + rope` per head and expanded
-/// `2 (nope + v) + rope` (its kernel also carries a zero key half and a value half it does
-/// not need); expanding costs `(nope + v) r` per position and head, once per chunk.
+/// `2 v + nope + rope` (its kernel's scores also run over the zero query part facing the
+/// values); expanding costs `(nope + v) r` per position and head, once per chunk.
 fn expand_from(r: usize, nope: usize, vd: usize) -> usize {
-    let saved = 2 * r.saturating_sub(nope + vd);
+    let saved = (2 * r).saturating_sub(2 * vd + nope);
     if saved == 0 {
         usize::MAX
     } else {
@@ -325,8 +325,10 @@ impl Mla {
     /// per-head key and value once, and the chunk's queries attend over those. For a long
     /// chunk this is several times fewer multiply-adds than the absorbed form, which pays
     /// `2 * kv_lora_rank` per query, position and head. The same attention kernel runs it,
-    /// one head at a time, over rows `[k_nope | v | k_pe]` with query `[q_nope | 0]`: the
-    /// output's value half is the head's output. Writes `o` `[n, n_heads, v_head_dim]`.
+    /// one head at a time, over rows `[v | k_nope | k_pe]` as `[latent | rope part]`: the
+    /// query is `[0 | q_nope | q_pe]`, so the scores are `q_nope · k_nope + q_pe · k_pe`,
+    /// and the output (the probabilities times the latent part) is the head's output, with
+    /// nothing computed for the keys' half. Writes `o` `[n, n_heads, v_head_dim]`.
     fn attend_expanded(
         &self,
         be: &dyn Backend,
@@ -370,11 +372,11 @@ impl Mla {
             ),
             KvB::Combined(_) => (Buf::<f32>::zeros(0), Buf::<f32>::zeros(0)),
         };
-        // one head at a time: rows [k_nope | v | k_pe], queries [q_nope | 0] and q_pe
+        // one head at a time: rows [v | k_nope | k_pe], queries [0 | q_nope | q_pe]
         let mut rows = Buf::<f32>::zeros(group * positions * width); // [group, P, width]
-        let mut qh = Buf::<f32>::zeros(n * kvw);
-        let mut qp = Buf::<f32>::zeros(n * p);
-        let mut out = Buf::<f32>::zeros(n * kvw);
+        let zeros = Buf::<f32>::zeros(n * vd);
+        let mut qp = Buf::<f32>::zeros(n * (nope + p));
+        let mut out = Buf::<f32>::zeros(n * vd);
         let blocks = [0u32];
         for head in 0..h {
             let (g0, gi) = (head - head % group, head % group);
@@ -407,7 +409,9 @@ impl Mla {
                         for j in 0..pn {
                             let at = (hh * positions + j0 + j) * width;
                             let row = &mut rows[at..at + width];
-                            row[..kvw].copy_from_slice(&kv[(j * gn + hh) * kvw..][..kvw]);
+                            let kvj = &kv[(j * gn + hh) * kvw..][..kvw];
+                            row[..vd].copy_from_slice(&kvj[nope..]);
+                            row[vd..kvw].copy_from_slice(&kvj[..nope]);
                             row[kvw..].copy_from_slice(&k_pe[(j0 + j) * p..(j0 + j + 1) * p]);
                         }
                     }
@@ -415,25 +419,25 @@ impl Mla {
             }
             let rows = &rows[gi * positions * width..(gi + 1) * positions * width];
             for t in 0..n {
-                qh[t * kvw..t * kvw + nope]
-                    .copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
-                qp[t * p..(t + 1) * p].copy_from_slice(&q_pe[(t * h + head) * p..][..p]);
+                let q = &mut qp[t * (nope + p)..(t + 1) * (nope + p)];
+                q[..nope].copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
+                q[nope..].copy_from_slice(&q_pe[(t * h + head) * p..][..p]);
             }
             let attn = MlaAttention {
-                q_latent: &qh,
+                q_latent: &zeros,
                 q_pe: &qp,
                 kv: kernels::KvRows::F32(rows),
                 blocks: &blocks,
                 block_size: positions,
                 n_heads: 1,
-                kv_lora_rank: kvw,
-                rope_dim: p,
+                kv_lora_rank: vd,
+                rope_dim: nope + p,
                 start_pos: span.start_pos,
                 scale: self.softmax_scale,
             };
             be.mla_attention(&attn, &mut out);
             for t in 0..n {
-                o[(t * h + head) * vd..][..vd].copy_from_slice(&out[t * kvw + nope..(t + 1) * kvw]);
+                o[(t * h + head) * vd..][..vd].copy_from_slice(&out[t * vd..(t + 1) * vd]);
             }
         }
     }
@@ -672,10 +676,11 @@ mod tests {
 
     #[test]
     fn the_expanded_form_starts_where_it_saves_work() {
-        // V3's shapes: r 512, nope 128, v 128 -> from 257 tokens; equal widths never expand
-        assert_eq!(expand_from(512, 128, 128), 257);
-        assert_eq!(expand_from(512, 64, 64), 87);
-        assert_eq!(expand_from(32, 16, 16), usize::MAX);
+        // V3's shapes: r 512, nope 128, v 128 -> from 206 tokens; 2 r <= 2 v + nope never
+        assert_eq!(expand_from(512, 128, 128), 206);
+        assert_eq!(expand_from(512, 64, 64), 80);
+        assert_eq!(expand_from(32, 16, 16), 65);
+        assert_eq!(expand_from(16, 16, 16), usize::MAX);
         assert_eq!(expand_from(48, 32, 32), usize::MAX);
     }
 
