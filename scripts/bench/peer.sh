@@ -31,9 +31,10 @@
 # torch, transformers; default: scripts/reference/venv.sh, the repo's pinned reference venv),
 # DEEPRUST_BIN (default target/release/deeprust; this script never builds it), DEEPRUST_ARGS
 # (more `deeprust bench` options, e.g. "--cache-type bf16"), LLAMA_ARGS (more llama-bench options,
-# e.g. "--repack 0" where its AMX repacking aborts), PEER_SETUP_ONLY=1 (stop after step 3: build,
+# e.g. "--repack 0" where its AMX repacking aborts), LLAMA_KL_ARGS (more llama-perplexity options,
+# there "--no-repack"), PEER_SETUP_ONLY=1 (stop after step 3: build,
 # model and GGUF files, so a later run measures on an idle machine), PEER_REBENCH=1,
-# LLAMA_FA (0 or 1: llama-bench -fa; default llama.cpp's auto, which turns flash attention on for
+# PEER_KL=0 (skip step 6), LLAMA_FA (0 or 1: llama-bench -fa; default llama.cpp's auto, which turns flash attention on for
 # CPU; at this commit that makes tg128@d4096 on q8_0/q4_k_m several times slower than -fa 0).
 # Needs: cmake, gcc/g++ (apt-get install cmake build-essential), pip, network for the sdist once.
 # Nothing of llama.cpp is copied into the repository.
@@ -348,17 +349,21 @@ if [ "${PEER_KL:-1}" = 1 ]; then
     cmake --build "$PEER_DIR/build" -j "$(nproc)" --target llama-perplexity >&2
   fi
   log "llama-perplexity: bf16 base logits"
+  # shellcheck disable=SC2086 # LLAMA_KL_ARGS is a list of options
   "$bin/llama-perplexity" -m "$PEER_DIR/mid-bf16.gguf" -f "$kl/text.txt" -c 128 --chunks 16 -t "$THREADS" \
-    --kl-divergence-base "$kl/base.kld" > "$kl/llama-base.log" 2>&1 || log "llama-perplexity base failed"
+    --kl-divergence-base "$kl/base.kld" ${LLAMA_KL_ARGS:-} > "$kl/llama-base.log" 2>&1 \
+    || log "llama-perplexity base failed"
   echo
   echo "| format | llama.cpp mean KL (nats) | llama.cpp top-1 agree | deeprust mean KL (nats) | deeprust top-1 agree |"
   echo "|---|---|---|---|---|"
   for f in "${FORMATS[@]}"; do
     [ "$f" = bf16 ] && continue
+    # shellcheck disable=SC2086 # LLAMA_KL_ARGS is a list of options
     "$bin/llama-perplexity" -m "$PEER_DIR/mid-$f.gguf" -t "$THREADS" --kl-divergence-base "$kl/base.kld" \
-      --kl-divergence > "$kl/llama-$f.log" 2>&1 || log "llama-perplexity $f failed"
-    l_kl="$(grep -E '^Mean +KLD:' "$kl/llama-$f.log" | awk '{print $3}')"
-    l_top="$(grep -E '^Same top p:' "$kl/llama-$f.log" | awk '{print $4}')"
+      --kl-divergence ${LLAMA_KL_ARGS:-} > "$kl/llama-$f.log" 2>&1 || log "llama-perplexity $f failed"
+    # (a failed run leaves no figures: n/a, and the loop goes on to deeprust's)
+    l_kl="$(grep -E '^Mean +KLD:' "$kl/llama-$f.log" | awk '{print $3}' || true)"
+    l_top="$(grep -E '^Same top p:' "$kl/llama-$f.log" | awk '{print $4}' || true)"
     d_json="$("${DEEPRUST_BIN}" kl --base "$PEER_DIR/mid-bf16.gguf" --model "$PEER_DIR/mid-$f.gguf" \
       --file "$kl/text.txt" --threads "$THREADS" --json 2> "$kl/deeprust-$f.log" || true)"
     d_kl="$(printf '%s' "$d_json" | python3 -c 'import json,sys; print("%.6f" % json.load(sys.stdin)["kl_mean"])' 2>/dev/null || echo n/a)"

@@ -4,6 +4,9 @@
 //! its stored encoding with every token; the op is bound by memory bandwidth. Many tokens
 //! (prefill): a panel of rows is widened to f32 once into a per-thread buffer and a
 //! register-tiled kernel multiplies it with every token; the op is bound by FMA throughput.
+//! The prefill's other forms: block formats in int8 against quantized tokens (AVX-512
+//! VNNI), bf16 rows against tokens rounded to bf16 (`--act-type bf16`), and on AMX the
+//! block formats' rows rounded to bf16 for the bf16 tiles.
 
 use std::cell::RefCell;
 
@@ -236,11 +239,12 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
     if amx && w.fmt().act_quant().is_some() {
         // Block-quantized rows on AMX: each share widens a block of its rows once and
         // rounds them to bf16, and the bf16 tiles multiply them with the tokens rounded to
-        // bf16; the sums stay in the tiles over the whole of k. The int8 tiles need a store
-        // and a scaling per group of 32 values (each group has its own scale), which cost
-        // more than the tile op, so this runs about twice as fast. Both roundings are
-        // finer than the int8 activations the other levels use (2^-9 relative against
-        // 1/254 of a group's largest value): see docs/performance.md for the KL.
+        // bf16; the sums stay in the tiles over the whole of k. (The int8 tiles needed a
+        // store and a scaling per group of 32 values, each group having its own scale,
+        // which cost more than the tile op: this made q4_k_m's prefill 25-30% faster.)
+        // Both roundings are finer than the int8 activations the other levels use (2^-9
+        // relative against 1/254 of a block's largest value): docs/performance.md has the
+        // KL against bf16.
         return with_amx_acts(level, pool, true, x, k, |_, acts| {
             pool.for_ranges(m, ROW_ALIGN, &|rows| {
                 WIDE_ROWS.with(|s| {

@@ -377,6 +377,35 @@ fn quantized_matmul_matches_dequantized_reference() {
     }
 }
 
+/// The AMX tiles' B side: every level packs the tokens as the portable code does (16
+/// tokens per tile, bf16 pairs side by side, the last tile padded with zeros), rounding as
+/// `round_bf16` does, over stale output.
+#[test]
+fn amx_packing_matches_the_portable_packing() {
+    let mut rng = Rng(99);
+    for (n, k) in [(1, 32), (16, 64), (17, 96), (40, 32)] {
+        let mut x = rng.vec(n * k);
+        x[0] = 1.0 + f32::EPSILON * 64.0; // a tie, rounded to even
+        let len = n.div_ceil(16) * 16 * k;
+        let mut want = vec![0xffffu16; len];
+        simd::amx_pack_acts(Level::Scalar, &x, k, &mut want);
+        let mut rounded = Vec::new();
+        simd::round_bf16(Level::Scalar, &x, &mut rounded);
+        for t in 0..n.div_ceil(16) * 16 {
+            for c in 0..k {
+                let v = want[t / 16 * 16 * k + (c / 2) * 32 + 2 * (t % 16) + c % 2];
+                let r = if t < n { rounded[t * k + c] } else { 0 };
+                assert_eq!(v, r, "portable packing n={n} k={k} token {t} column {c}");
+            }
+        }
+        for level in Level::available() {
+            let mut got = vec![0xffffu16; len];
+            simd::amx_pack_acts(level, &x, k, &mut got);
+            assert_eq!(got, want, "{level} n={n} k={k}");
+        }
+    }
+}
+
 #[test]
 fn a_quantized_matrix_needs_whole_blocks() {
     let t = Tensor::from_bytes("w", DType::Q4K, vec![2, 256], vec![0; 2 * 144]).unwrap();
