@@ -31,11 +31,11 @@
 # torch, transformers; default: scripts/reference/venv.sh, the repo's pinned reference venv),
 # DEEPRUST_BIN (default target/release/deeprust; this script never builds it), DEEPRUST_ARGS
 # (more `deeprust bench` options, e.g. "--cache-type bf16"), LLAMA_ARGS (more llama-bench options,
-# e.g. "--repack 0" where its AMX repacking aborts), LLAMA_KL_ARGS (more llama-perplexity options,
-# there "--no-repack"), PEER_SETUP_ONLY=1 (stop after step 3: build,
-# model and GGUF files, so a later run measures on an idle machine), PEER_REBENCH=1,
-# PEER_KL=0 (skip step 6), LLAMA_FA (0 or 1: llama-bench -fa; default llama.cpp's auto, which turns flash attention on for
-# CPU; at this commit that makes tg128@d4096 on q8_0/q4_k_m several times slower than -fa 0).
+# e.g. "--repack 0" where its AMX repacking aborts), LLAMA_KL_ARGS (more llama-perplexity
+# options, there "--no-repack"), PEER_SETUP_ONLY=1 (stop after step 3: build, model and GGUF
+# files, so a later run measures on an idle machine), PEER_REBENCH=1, PEER_KL=0 (skip step 6),
+# LLAMA_FA (0 or 1: llama-bench -fa; default llama.cpp's auto, which turns flash attention on
+# for CPU; at this commit that makes tg128@d4096 on q8_0/q4_k_m several times slower than -fa 0).
 # Needs: cmake, gcc/g++ (apt-get install cmake build-essential), pip, network for the sdist once.
 # Nothing of llama.cpp is copied into the repository.
 set -euo pipefail

@@ -346,8 +346,9 @@ pub fn amx_pack_acts(level: Level, x: &[f32], k: usize, out: &mut [u16]) {
     }
 }
 
-/// An AMX bf16 prefill product (`--act-type bf16`): `rows` (a multiple of 16) stored bf16
-/// weight rows, `rb` bytes apart from `w`, against `n` tokens of `k` values (a multiple of
+/// An AMX bf16 prefill product: `rows` (a multiple of 16) bf16 weight rows (a bf16 file's
+/// as stored, with `--act-type bf16`, or block-quantized rows widened and rounded by
+/// `widen_bf16`), `rb` bytes apart from `w`, against `n` tokens of `k` values (a multiple of
 /// 32) packed by `amx_pack_acts` into `acts`, writing `y[t * m + r0 + r]`. (`Bf16Gemm`'s
 /// fields, with the tokens packed rather than in rows.)
 pub struct AmxBf16Gemm<'a> {

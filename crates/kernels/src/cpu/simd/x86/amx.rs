@@ -16,9 +16,9 @@
 //!   (`matmul`), then the same kernel. An int8 tile kernel (`tdpbssd` over the `vpdpbusd`
 //!   panels) was built first and dropped: every group of 16 or 32 values has its own scale,
 //!   so each tile op needed a tile store and a scaling, which cost more than the op
-//!   (q4_k_m prefill +21% over AVX-512 VNNI, q8_0 none; the bf16 tiles gave +25-30% over
-//!   that). Shapes the tiles do not take (rows not whole panels of 16) run as
-//!   `avx512vnni`.
+//!   (q4_k_m prefill +21% over AVX-512 VNNI, q8_0 none; the bf16 tiles then took q4_k_m
+//!   pp512 from 296-322 to 383-412 tok/s). Shapes the tiles do not take (rows not whole
+//!   panels of 16) run as `avx512vnni`.
 
 use super::super::AmxBf16Gemm;
 use std::arch::asm;
