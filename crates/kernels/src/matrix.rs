@@ -37,6 +37,15 @@ pub struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.bytes.len().checked_div(self.rb).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Row `r`'s encoding and stored bytes.
     #[inline]
     pub fn get(&self, r: usize) -> (Fmt<'a>, &'a [u8]) {

@@ -378,6 +378,8 @@ impl Mla {
         let mut qp = Buf::<f32>::zeros(n * (nope + p));
         let mut out = Buf::<f32>::zeros(n * vd);
         let blocks = [0u32];
+        let bf16 = matches!(cache, kernels::KvRows::Bf16(_));
+        let mut rows16: Vec<u16> = Vec::new();
         for head in 0..h {
             let (g0, gi) = (head - head % group, head % group);
             let gn = group.min(h - g0);
@@ -418,6 +420,15 @@ impl Mla {
                 }
             }
             let rows = &rows[gi * positions * width..(gi + 1) * positions * width];
+            // a bf16 cache attends in bf16 (the kernels' rule for a bf16 cache): the head's
+            // keys and values rounded as the cache would hold them
+            let kv = if bf16 {
+                rows16.clear();
+                rows16.extend(rows.iter().map(|&v| half::bf16::from_f32(v).to_bits()));
+                kernels::KvRows::Bf16(&rows16)
+            } else {
+                kernels::KvRows::F32(rows)
+            };
             for t in 0..n {
                 let q = &mut qp[t * (nope + p)..(t + 1) * (nope + p)];
                 q[..nope].copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
@@ -426,7 +437,7 @@ impl Mla {
             let attn = MlaAttention {
                 q_latent: &zeros,
                 q_pe: &qp,
-                kv: kernels::KvRows::F32(rows),
+                kv,
                 blocks: &blocks,
                 block_size: positions,
                 n_heads: 1,

@@ -92,6 +92,9 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
         if level != Level::Scalar && rows <= SPLIT_ROWS {
             return split_positions(level, pool, a, q, out);
         }
+        if simd::has_amx(level) && matches!(a.kv, KvRows::Bf16(_)) && r.is_multiple_of(16) {
+            return amx_prefill(level, pool, a, q, out);
+        }
         match a.kv {
             KvRows::F32(kv) => two_pass(level, pool, a, kv, q, out),
             // the two-pass form reads f32 panels: widen this sequence's rows once, in
@@ -115,6 +118,155 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
                 two_pass(level, pool, &flat, wide, q, out)
             }),
         }
+    });
+}
+
+/// The AMX prefill's operands, packed once per call (see [`amx_prefill`]).
+struct Tiles {
+    /// The queries as bf16 rows, padded to 32 values and to whole tiles of 16 rows.
+    q16: Vec<u16>,
+    /// The cached rows as the tiles' B side of the scores: `[positions / 16][k / 2][16][2]`.
+    keys: Vec<u16>,
+    /// Their latent part as the B side of the output: `[r / 16][positions / 2][16][2]`.
+    values: Vec<u16>,
+}
+
+thread_local! {
+    static TILES: RefCell<Tiles> = const {
+        RefCell::new(Tiles {
+            q16: Vec::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
+        })
+    };
+    /// A query block's probabilities as bf16 rows.
+    static P16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Query rows a chunk of the AMX prefill takes: two tiles of 16, so each key tile loaded
+/// serves two tile products.
+const AMX_QUERY_ROWS: usize = 32;
+
+/// Prefill attention over a bf16 cache on AMX tiles (`Level::Amx`): the two products of
+/// the two-pass form as bf16 tile products, the scores with the query rows as the tiles' A
+/// side and the cached rows packed as B, the output with the probabilities (rounded to
+/// bf16) as A and the latents packed as B; both write their rows straight from the tiles.
+/// A bf16 cache already rounds keys and values, and its scores are bf16 products at every
+/// level; this path also rounds the probabilities, as llama.cpp's f16 attention does. Per
+/// query block, only the positions its last row sees are scored.
+fn amx_prefill(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, q: &[f32], out: &mut [f32]) {
+    let (h, r, p) = (a.n_heads, a.kv_lora_rank, a.rope_dim);
+    let KvRows::Bf16(kv) = a.kv else {
+        unreachable!("amx_prefill takes a bf16 cache")
+    };
+    let row = r + p;
+    let rows = q.len() / row;
+    let tokens = rows / h;
+    let len = a.start_pos + tokens;
+    let kp = row.next_multiple_of(32);
+    let (l16, l32) = (len.next_multiple_of(16), len.next_multiple_of(32));
+    let rows16 = rows.next_multiple_of(16);
+    TILES.with(|t| {
+        let t = &mut *t.borrow_mut();
+        // the queries are already rounded to bf16: their top halves are exact
+        t.q16.clear();
+        t.q16.resize(rows16 * kp, 0);
+        for (dst, src) in t.q16.chunks_exact_mut(kp).zip(q.chunks_exact(row)) {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = (v.to_bits() >> 16) as u16;
+            }
+        }
+        // every value of both is written below (zeros past the ends)
+        t.keys.resize(l16 * kp, 0);
+        t.values.resize(r * l32, 0);
+        let (kd, vd) = (
+            Disjoint::new(&mut t.keys[..]),
+            Disjoint::new(&mut t.values[..]),
+        );
+        pool.for_chunks(l32 / 32, &|c| {
+            let (keys, values) = (kd.ptr(), vd.ptr());
+            for j in 32 * c..32 * c + 32 {
+                let src = (j < len).then(|| &kv[a.row_offset(j)..a.row_offset(j) + row]);
+                let at = |d: usize| src.map_or(0, |s| s.get(d).copied().unwrap_or(0));
+                // SAFETY (both): positions 32c..32c + 32 are this chunk's alone, and the
+                // offsets stay inside the buffers sized above.
+                if j < l16 {
+                    let base = j / 16 * 16 * kp + 2 * (j % 16);
+                    for d in 0..kp {
+                        unsafe { *keys.add(base + 32 * (d / 2) + d % 2) = at(d) };
+                    }
+                }
+                let base = 32 * (j / 2) + j % 2;
+                for d in 0..r {
+                    unsafe { *values.add(d / 16 * 16 * l32 + base + 2 * (d % 16)) = at(d) };
+                }
+            }
+        });
+        let (q16, keys, values) = (&t.q16[..], &t.keys[..], &t.values[..]);
+        let bytes = |v: &[u16]| -> &[u8] {
+            // SAFETY: any u16 is two initialised bytes, at u16 alignment.
+            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), 2 * v.len()) }
+        };
+        let qb = AMX_QUERY_ROWS;
+        let dst = Disjoint::new(out);
+        pool.for_chunks_scratch(rows.div_ceil(qb), qb * (l32 + r), &|c, scratch| {
+            let (q0, qn) = (c * qb, qb.min(rows - c * qb));
+            let qn16 = qn.next_multiple_of(16);
+            let seen = a.start_pos + (q0 + qn - 1) / h + 1;
+            let (n16, n32) = (seen.next_multiple_of(16), seen.next_multiple_of(32));
+            let (s, staged) = scratch.split_at_mut(qb * l32);
+            let scores = simd::AmxBf16Gemm {
+                w: bytes(&q16[q0 * kp..(q0 + qn16) * kp]),
+                rb: 2 * kp,
+                rows: qn16,
+                k: kp,
+                acts: keys,
+                acts_k: kp,
+                n: n16,
+                m: n32,
+                r0: 0,
+                rows_out: true,
+            };
+            // SAFETY: s holds qn16 rows of n32 scores.
+            unsafe { simd::amx_bf16_gemm(level, &scores, s.as_mut_ptr()) };
+            for i in 0..qn {
+                let visible = a.start_pos + (q0 + i) / h + 1;
+                simd::softmax_row(level, &mut s[i * n32..(i + 1) * n32], visible, a.scale);
+            }
+            P16.with(|p16| {
+                let mut p16 = p16.borrow_mut();
+                p16.clear();
+                simd::round_bf16(level, &s[..qn * n32], &mut p16);
+                p16.resize(qn16 * n32, 0);
+                let o = simd::AmxBf16Gemm {
+                    w: bytes(&p16),
+                    rb: 2 * n32,
+                    rows: qn16,
+                    k: n32,
+                    acts: values,
+                    acts_k: l32,
+                    n: r,
+                    m: r,
+                    r0: 0,
+                    rows_out: true,
+                };
+                // a partial tile of rows goes through the scratch
+                let direct = q0 + qn16 <= rows;
+                let y = if direct {
+                    // SAFETY: query rows q0..q0 + qn16 are this chunk's alone.
+                    unsafe { dst.ptr().add(q0 * r) }
+                } else {
+                    staged.as_mut_ptr()
+                };
+                // SAFETY: y holds qn16 rows of r outputs.
+                unsafe { simd::amx_bf16_gemm(level, &o, y) };
+                if !direct {
+                    // SAFETY: as above, rows q0..q0 + qn.
+                    let o = unsafe { dst.slice(q0 * r, qn * r) };
+                    o.copy_from_slice(&staged[..qn * r]);
+                }
+            });
+        });
     });
 }
 

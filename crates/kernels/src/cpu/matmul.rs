@@ -33,6 +33,9 @@ thread_local! {
     static X16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
     /// Those rounded activations packed for the AMX bf16 kernel; grows once.
     static AMX_ACTS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    /// `amx_matmul_t`'s widened row, tokens as bf16 and packed columns.
+    static TILE_OPS: RefCell<(Vec<f32>, Vec<u16>, Vec<u16>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
     /// A pool thread's block of block-quantized rows widened (one row of f32) and rounded to
     /// bf16 for the AMX tiles; grows once.
     static WIDE_ROWS: RefCell<(Vec<f32>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -271,9 +274,11 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
                             rows: len,
                             k,
                             acts,
+                            acts_k: k,
                             n,
                             m,
                             r0,
+                            rows_out: false,
                         };
                         // SAFETY: rows r0..r0 + len belong to this share; the pointer
                         // covers n * m.
@@ -304,9 +309,11 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
                             rows: len,
                             k,
                             acts,
+                            acts_k: k,
                             n,
                             m,
                             r0,
+                            rows_out: false,
                         };
                         unsafe { simd::amx_bf16_gemm(level, &g, out.ptr()) };
                     } else {
@@ -452,7 +459,8 @@ pub fn matmul_pair(
 }
 
 /// `y[n, w.cols] = x[n, w.rows] · W` (a head's q_nope through wkv_b's key half).
-pub fn matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f32]) {
+/// `bf16` as for [`matmul`].
+pub fn matmul_t(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f32]) {
     let (rows, cols) = (w.rows, w.cols);
     let n = x.len() / rows;
     assert!(
@@ -460,6 +468,15 @@ pub fn matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut 
         "matmul_t shapes"
     );
     let w = w.rows();
+    let tiles = matches!(w.fmt(), Fmt::BF16) && bf16 || w.fmt().act_quant().is_some();
+    if n >= GEMM_MIN_TOKENS
+        && simd::has_amx(level)
+        && tiles
+        && rows.is_multiple_of(32)
+        && cols.is_multiple_of(16)
+    {
+        return amx_matmul_t(level, pool, x, &w, y);
+    }
     if n < GEMM_MIN_TOKENS {
         y.fill(0.0);
         with_scratch(cols, |row| {
@@ -512,12 +529,78 @@ pub fn matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut 
     });
 }
 
+/// `matmul_t` on AMX tiles, where `matmul` would take them (block-quantized rows, or bf16
+/// ones with bf16 activations): W's columns are the tiles' B side, widened, rounded to bf16
+/// and packed once (`[cols / 16][rows / 2][16][2]`), the tokens rounded to bf16 are the A
+/// side as they lie, and the sums go to y's rows straight from the tiles. (For MLA's
+/// expanded prefill, the cached latents times each head's `attn_k_b`: through the f32
+/// panel kernel that was a tenth of a pp512 at depth 1024.)
+fn amx_matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Rows<'_>, y: &mut [f32]) {
+    let rows = w.len();
+    let n = x.len() / rows;
+    let cols = y.len() / n;
+    TILE_OPS.with(|t| {
+        let mut t = t.borrow_mut();
+        let (wide, x16, packed) = &mut *t;
+        wide.resize(cols, 0.0);
+        packed.resize(cols * rows, 0);
+        for r in 0..rows {
+            let (fmt, bytes) = w.get(r);
+            simd::widen(level, &fmt, bytes, wide);
+            let base = 32 * (r / 2) + r % 2;
+            for (j, &v) in wide.iter().enumerate() {
+                packed[j / 16 * 16 * rows + base + 2 * (j % 16)] =
+                    half::bf16::from_f32(v).to_bits();
+            }
+        }
+        x16.clear();
+        simd::round_bf16(level, x, x16);
+        // whole tiles of 16 token rows straight into y; the last partial one is staged
+        let full = n / 16 * 16;
+        x16.resize(n.next_multiple_of(16) * rows, 0);
+        let (x16, packed) = (&x16[..], &packed[..]);
+        // SAFETY: any u16 is two initialised bytes, at u16 alignment.
+        let bytes = unsafe { std::slice::from_raw_parts(x16.as_ptr().cast::<u8>(), 2 * x16.len()) };
+        let gemm = |r0: usize, len: usize, y: *mut f32| {
+            let g = simd::AmxBf16Gemm {
+                w: &bytes[2 * r0 * rows..],
+                rb: 2 * rows,
+                rows: len,
+                k: rows,
+                acts: packed,
+                acts_k: rows,
+                n: cols,
+                m: cols,
+                r0: 0,
+                rows_out: true,
+            };
+            // SAFETY: the callers give y room for len rows of cols, theirs alone.
+            unsafe { simd::amx_bf16_gemm(level, &g, y) };
+        };
+        let out = Disjoint::new(y);
+        pool.for_ranges(full, 16, &|rs| {
+            // SAFETY: token rows rs are this share's alone.
+            gemm(rs.start, rs.len(), unsafe {
+                out.ptr().add(rs.start * cols)
+            })
+        });
+        if full < n {
+            let mut staged = vec![0.0f32; 16 * cols];
+            gemm(full, 16, staged.as_mut_ptr());
+            // SAFETY: no share runs now; rows full..n are y's last.
+            let tail = unsafe { out.slice(full * cols, (n - full) * cols) };
+            tail.copy_from_slice(&staged[..(n - full) * cols]);
+        }
+    });
+}
+
 /// Per-head products (see `Backend::matmul_heads`). Few tokens: all heads' rows are one
 /// parallel region; many: each head gathers its rows and runs the panel path.
 /// Per-head transposed products (see `Backend::matmul_t_heads`): head by head through the
 /// caller's reusable scratch, each head's product split across the pool.
 pub fn matmul_t_heads(
     level: Level,
+    bf16: bool,
     pool: &ThreadPool,
     x: &[f32],
     w: &Matrix,
@@ -544,7 +627,7 @@ pub fn matmul_t_heads(
         let mut s = s.borrow_mut();
         let (xg, yg) = scratch_pair(&mut s, n * k, n * m);
         head_by_head_t(x, w, heads, y, xg, yg, &mut |x, w, y| {
-            matmul_t(level, pool, x, w, y)
+            matmul_t(level, bf16, pool, x, w, y)
         });
     });
 }

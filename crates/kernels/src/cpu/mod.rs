@@ -66,7 +66,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul_t(&self, x: &[f32], w: &Matrix, y: &mut [f32]) {
-        matmul::matmul_t(self.level, &self.pool, x, w, y)
+        matmul::matmul_t(self.level, self.bf16, &self.pool, x, w, y)
     }
 
     fn matmul_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
@@ -74,7 +74,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul_t_heads(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
-        matmul::matmul_t_heads(self.level, &self.pool, x, w, heads, y)
+        matmul::matmul_t_heads(self.level, self.bf16, &self.pool, x, w, heads, y)
     }
 
     fn matmul_experts<'w>(

@@ -349,16 +349,31 @@ fn quantized_matmul_matches_dequantized_reference() {
                     }
                 }
                 // the transposed product y[n, cols] = xt[n, rows] · W, in f32 at every level
+                // but AMX, whose tiles take W's columns rounded to bf16 against the tokens
+                // rounded to bf16 (32 rows and more: whole steps of k)
                 let xt = rng.vec(n * rows);
-                let want: Vec<f64> = (0..n * cols)
-                    .map(|i| {
-                        let (t, c) = (i / cols, i % cols);
-                        (0..rows)
-                            .map(|r| xt[t * rows + r] as f64 * dense[r * cols + c] as f64)
-                            .sum::<f64>()
-                    })
-                    .collect();
+                let want_at = |level: Level| -> Vec<f64> {
+                    let tiles = simd::has_amx(level)
+                        && n >= 4
+                        && rows.is_multiple_of(32)
+                        && w.row(0).0.act_quant().is_some();
+                    let r16 = |v: &[f32]| -> Vec<f32> {
+                        v.iter()
+                            .map(|&v| if tiles { round_bf16(v) } else { v })
+                            .collect()
+                    };
+                    let (xt, dense) = (r16(&xt), r16(&dense));
+                    (0..n * cols)
+                        .map(|i| {
+                            let (t, c) = (i / cols, i % cols);
+                            (0..rows)
+                                .map(|r| xt[t * rows + r] as f64 * dense[r * cols + c] as f64)
+                                .sum::<f64>()
+                        })
+                        .collect()
+                };
                 for level in Level::available() {
+                    let want = want_at(level);
                     let scale = dense.iter().map(|v| v.abs()).fold(0f32, f32::max) * rows as f32;
                     for &threads in THREADS {
                         let be = super::tests::backend(level, threads);

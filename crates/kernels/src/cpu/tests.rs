@@ -491,6 +491,61 @@ fn mla_attention_split_positions_match_the_two_pass_oracle() {
     }
 }
 
+/// A long prefill over a bf16 cache: at `Level::Amx` both products run on the bf16 tiles
+/// (the probabilities rounded to bf16 too), at the other levels as the two-pass form.
+/// Against the scalar oracle (bf16 products for the scores, f32 probabilities): shapes with
+/// a partial last tile of query rows, rows padded to whole steps of 32, positions not a
+/// multiple of 16, a start inside the cache and scattered blocks. Rounding a probability
+/// moves each output by at most 2^-8 of the values' largest (1 here): the bound is that,
+/// and the typical error, which a misplaced value would blow, a tenth of it.
+#[test]
+fn mla_attention_prefill_over_a_bf16_cache_matches_the_oracle() {
+    // (heads, kv_lora_rank, rope_dim, block_size, start_pos, tokens, scale)
+    let shapes: [(usize, usize, usize, usize, usize, usize, f32); 3] = [
+        (5, 48, 8, 16, 37, 61, 0.3),
+        (16, 64, 32, 16, 100, 20, 0.2),
+        (3, 32, 16, 4, 0, 90, 1.0),
+    ];
+    let oracle = backend(crate::Level::Scalar, 1);
+    for (n, &(h, r, p, bs, start, tokens, scale)) in shapes.iter().enumerate() {
+        let row = r + p;
+        let nblocks = (start + tokens).div_ceil(bs);
+        let blocks: Vec<u32> = (0..nblocks as u32).rev().map(|b| 2 * b + 1).collect();
+        let kv16: Vec<u16> = values((2 * nblocks + 2) * bs * row, 61 + n as u64)
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
+        let q_latent = values(tokens * h * r, 71 + n as u64);
+        let q_pe = values(tokens * h * p, 81 + n as u64);
+        let a = MlaAttention {
+            q_latent: &q_latent,
+            q_pe: &q_pe,
+            kv: KvRows::Bf16(&kv16),
+            blocks: &blocks,
+            block_size: bs,
+            n_heads: h,
+            kv_lora_rank: r,
+            rope_dim: p,
+            start_pos: start,
+            scale,
+        };
+        let mut want = vec![0f32; tokens * h * r];
+        oracle.mla_attention(&a, &mut want);
+        for be in backends() {
+            let mut got = vec![f32::NAN; tokens * h * r];
+            be.mla_attention(&a, &mut got);
+            let errs: Vec<f32> = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).collect();
+            let worst = errs.iter().cloned().fold(0f32, f32::max);
+            let mean = errs.iter().sum::<f32>() / errs.len() as f32;
+            assert!(
+                worst <= 1.0 / 256.0 && mean <= 1.0 / 2560.0,
+                "shape {n} at {:?}: worst {worst:.2e}, mean {mean:.2e}",
+                be.level()
+            );
+        }
+    }
+}
+
 /// The vectorisable exp of the split attention path: within 2 ulp-ish of the true value
 /// over the whole normal range, exactly 0 below it and at -inf (masked scores).
 #[test]

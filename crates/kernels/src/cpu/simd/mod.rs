@@ -351,28 +351,40 @@ pub fn amx_pack_acts(level: Level, x: &[f32], k: usize, out: &mut [u16]) {
 /// `widen_bf16`), `rb` bytes apart from `w`, against `n` tokens of `k` values (a multiple of
 /// 32) packed by `amx_pack_acts` into `acts`, writing `y[t * m + r0 + r]`. (`Bf16Gemm`'s
 /// fields, with the tokens packed rather than in rows.)
+///
+/// `acts_k` is the packed tokens' length (their tiles' stride, at least `k`: a product may
+/// run over the first `k` values of longer tokens). With `rows_out`, the sums go to
+/// `y[(r0 + r) * m + t]` instead, straight from the tiles (`n` then a multiple of 16):
+/// attention's products, whose A side is the query or probability rows.
 pub struct AmxBf16Gemm<'a> {
     pub w: &'a [u8],
     pub rb: usize,
     pub rows: usize,
     pub k: usize,
     pub acts: &'a [u16],
+    pub acts_k: usize,
     pub n: usize,
     pub m: usize,
     pub r0: usize,
+    pub rows_out: bool,
 }
 
 /// Only where `has_amx(level)`.
 ///
 /// # Safety
-/// `y` must be valid for writes at every `t * m + r0 + r` (`t < n`, `r < rows`), and no
-/// other thread may access those elements meanwhile.
+/// `y` must be valid for writes at every `t * m + r0 + r` (`t < n`, `r < rows`; with
+/// `rows_out`, every `(r0 + r) * m + t`), and no other thread may access those elements
+/// meanwhile.
 pub unsafe fn amx_bf16_gemm(level: Level, g: &AmxBf16Gemm<'_>, y: *mut f32) {
     assert!(has_amx(level), "no AMX kernel at level {level}");
     assert!(g.rows.is_multiple_of(16) && g.k.is_multiple_of(32) && g.rb >= 2 * g.k);
     assert!(g.rows == 0 || g.w.len() >= (g.rows - 1) * g.rb + 2 * g.k);
-    assert!(g.acts.len() >= g.n.div_ceil(16) * 16 * g.k);
-    assert!(g.r0 + g.rows <= g.m);
+    assert!(g.acts_k >= g.k && g.acts.len() >= g.n.div_ceil(16) * 16 * g.acts_k);
+    if g.rows_out {
+        assert!(g.n.is_multiple_of(16) && g.n <= g.m);
+    } else {
+        assert!(g.r0 + g.rows <= g.m);
+    }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the level is supported (checked when it was chosen); the caller vouches for y.
     unsafe {

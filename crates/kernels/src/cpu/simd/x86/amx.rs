@@ -110,7 +110,30 @@ pub unsafe fn bf16_gemm(g: &AmxBf16Gemm<'_>, y: *mut f32) {
     let w = g.w.as_ptr();
     let acts = g.acts.as_ptr();
     // B tile of token tile b, values c..c + 32: 16 pairs of 16 tokens, 1 KiB
-    let b_at = |b: usize, c: usize| unsafe { acts.add((b * k + c) * 16) };
+    let ak = g.acts_k;
+    let b_at = |b: usize, c: usize| unsafe { acts.add((b * ak + c) * 16) };
+    // a tile of sums for panel row p and token tile t0, into y
+    let put = |out: &mut Block, tile: u8, p: usize, t0: usize| {
+        let tokens = (n - t0).min(16);
+        if g.rows_out {
+            // rows of y as the tile holds them: no staging
+            let at = unsafe { y.add((r0 + p) * m + t0) };
+            match tile {
+                0 => unsafe { tile_store!(0, at, 4 * m) },
+                1 => unsafe { tile_store!(1, at, 4 * m) },
+                2 => unsafe { tile_store!(2, at, 4 * m) },
+                _ => unsafe { tile_store!(3, at, 4 * m) },
+            }
+        } else {
+            match tile {
+                0 => unsafe { tile_store!(0, out.0.as_mut_ptr(), 64) },
+                1 => unsafe { tile_store!(1, out.0.as_mut_ptr(), 64) },
+                2 => unsafe { tile_store!(2, out.0.as_mut_ptr(), 64) },
+                _ => unsafe { tile_store!(3, out.0.as_mut_ptr(), 64) },
+            }
+            unsafe { scatter(out, y, m, t0, tokens, r0 + p) };
+        }
+    };
     // tiles: sums 0-3 (panel i, token tile j at 2i + j), weights 4-5, tokens 6-7
     unsafe {
         cfg.load();
@@ -150,21 +173,15 @@ pub unsafe fn bf16_gemm(g: &AmxBf16Gemm<'_>, y: *mut f32) {
                         c += 32;
                     }
                     let t0 = 16 * b;
-                    let tokens = (n - t0).min(16);
-                    tile_store!(0, out.0.as_mut_ptr(), 64);
-                    scatter(&out, y, m, t0, tokens, r0 + p);
+                    put(&mut out, 0, p, t0);
                     if two_t {
-                        let tokens = (n - t0 - 16).min(16);
-                        tile_store!(1, out.0.as_mut_ptr(), 64);
-                        scatter(&out, y, m, t0 + 16, tokens, r0 + p);
+                        put(&mut out, 1, p, t0 + 16);
                         if two_p {
-                            tile_store!(3, out.0.as_mut_ptr(), 64);
-                            scatter(&out, y, m, t0 + 16, tokens, r0 + p + 16);
+                            put(&mut out, 3, p + 16, t0 + 16);
                         }
                     }
                     if two_p {
-                        tile_store!(2, out.0.as_mut_ptr(), 64);
-                        scatter(&out, y, m, t0, tokens, r0 + p + 16);
+                        put(&mut out, 2, p + 16, t0);
                     }
                     p += if two_p { 32 } else { 16 };
                 }
