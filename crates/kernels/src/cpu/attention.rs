@@ -43,6 +43,8 @@ struct Split {
     visible: Vec<u32>,
     /// The queries as bf16 bits, where the scores are bf16 products.
     q16: Vec<u16>,
+    /// The queries packed as AMX tiles' B side, where the scores run on tiles.
+    qpack: Vec<u16>,
 }
 
 impl Split {
@@ -51,6 +53,7 @@ impl Split {
             partial: Vec::new(),
             visible: Vec::new(),
             q16: Vec::new(),
+            qpack: Vec::new(),
         }
     }
 }
@@ -141,6 +144,8 @@ thread_local! {
     };
     /// A query block's probabilities as bf16 rows.
     static P16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    /// A decode tile's latents and probabilities packed for `simd::amx_pv`.
+    static PV_TILES: RefCell<(Vec<u16>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Query rows a chunk of the AMX prefill takes: two tiles of 16, so each key tile loaded
@@ -397,7 +402,24 @@ fn split_positions(
             partial: buf,
             visible: vis,
             q16,
+            qpack,
         } = &mut *sp;
+        // Over a bf16 cache with AMX, the scores run on tiles whose A side is 16 cached
+        // rows as they lie (so whole groups of 16 positions in one block, and rows of whole
+        // steps of 32 values) and whose B side is the queries, packed once here.
+        let amx = simd::has_amx(level)
+            && matches!(a.kv, KvRows::Bf16(_))
+            && row.is_multiple_of(32)
+            && a.block_size.is_multiple_of(16);
+        // and the output's product too where the query rows fill whole tiles (o holds
+        // exactly the rows) and the latents whole steps of 32 (the pair packing)
+        let amx_pv = amx && rows.is_multiple_of(16) && r.is_multiple_of(32);
+        qpack.clear();
+        if amx {
+            qpack.resize(lanes * row, 0);
+            simd::amx_pack_acts(level, q, row, qpack);
+        }
+        let qpack = &qpack[..];
         q16.clear();
         if matches!(a.kv, KvRows::Bf16(_)) && simd::has_bf16_dot(level) {
             // the queries are already rounded to bf16: their top halves are exact
@@ -430,6 +452,7 @@ fn split_positions(
             // cached-row offsets of this tile and of the next (fetched ahead)
             let mut offs = [0usize; TILE];
             let mut next = [0usize; TILE];
+            let mut firsts = [0usize; TILE / 16];
             let fill = |t: usize, offs: &mut [usize; TILE]| -> usize {
                 let j0 = t * TILE;
                 let nj = TILE.min(len - j0);
@@ -464,7 +487,36 @@ fn split_positions(
                     q16,
                     prefetch: &next[..ahead],
                 };
-                simd::scores_t(level, &sc, s);
+                let groups = nj.div_ceil(16);
+                let mut ahead_firsts = [0usize; TILE / 16];
+                for (g, f) in ahead_firsts[..ahead.div_ceil(16)].iter_mut().enumerate() {
+                    *f = next[16 * g];
+                }
+                let on_tiles = amx && {
+                    // each group's rows one after another, the last group's inside the cache
+                    for (g, f) in firsts[..groups].iter_mut().enumerate() {
+                        *f = offs[16 * g];
+                    }
+                    (0..nj).all(|j| offs[j] == offs[j / 16 * 16] + (j % 16) * row)
+                        && offs[16 * (groups - 1)] + 16 * row <= a.kv.len()
+                };
+                if on_tiles {
+                    let KvRows::Bf16(kv) = a.kv else {
+                        unreachable!()
+                    };
+                    let g = simd::AmxScores {
+                        kv,
+                        row,
+                        firsts: &firsts[..groups],
+                        k: row,
+                        q: qpack,
+                        lanes,
+                        ahead: &ahead_firsts[..ahead.div_ceil(16)],
+                    };
+                    simd::amx_scores(level, &g, s);
+                } else {
+                    simd::scores_t(level, &sc, s);
+                }
                 let mut st = SoftmaxStep {
                     nj,
                     lanes,
@@ -481,15 +533,36 @@ fn split_positions(
                         oi.iter_mut().for_each(|v| *v *= al);
                     }
                 }
-                let pv = PvTile {
-                    p: s,
-                    lanes,
-                    rows,
-                    kv: a.kv,
-                    offs: &offs[..nj],
-                    width: r,
-                };
-                simd::pv_t(level, &pv, o);
+                if let (true, KvRows::Bf16(kv)) = (amx_pv, a.kv) {
+                    // the tile's latents and probabilities packed as tiles, then one
+                    // product per 16 output columns, the sums kept in o
+                    PV_TILES.with(|t| {
+                        let mut t = t.borrow_mut();
+                        let (pack, p16) = &mut *t;
+                        let kpos = nj.next_multiple_of(32);
+                        pack.resize(TILE * r, 0);
+                        p16.resize(lanes * TILE, 0);
+                        simd::amx_pack_pv(level, kv, &offs[..nj], r, s, lanes, rows, pack, p16);
+                        let g = simd::AmxPv {
+                            p: p16,
+                            v: pack,
+                            kpos,
+                            rows,
+                            r,
+                        };
+                        simd::amx_pv(level, &g, o);
+                    });
+                } else {
+                    let pv = PvTile {
+                        p: s,
+                        lanes,
+                        rows,
+                        kv: a.kv,
+                        offs: &offs[..nj],
+                        width: r,
+                    };
+                    simd::pv_t(level, &pv, o);
+                }
                 std::mem::swap(&mut offs, &mut next);
                 nj = ahead;
             }

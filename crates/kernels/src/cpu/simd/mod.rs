@@ -369,6 +369,92 @@ pub struct AmxBf16Gemm<'a> {
     pub rows_out: bool,
 }
 
+/// Decode scores on AMX tiles over a bf16 cache: for each group of 16 cached positions
+/// whose rows lie `row` values apart from `kv[firsts[g]]` on, and each query lane `i`,
+/// `s[(16 g + j) * lanes + i]` = row `j` of the group · query `i`, over the first `k`
+/// values (a multiple of 32, at most `row`). The queries are packed as `amx_pack_acts`
+/// packs tokens (`[lanes / 16][k / 2][16][2]`). A group may run past the positions the
+/// caller wants (the last, partial one): those rows must still be inside `kv`, and their
+/// scores are written.
+///
+/// `ahead`: the next call's groups (their first rows), fetched into L2 meanwhile, spread
+/// over the call's steps. A hint: never read, never faults.
+pub struct AmxScores<'a> {
+    pub kv: &'a [u16],
+    pub row: usize,
+    pub firsts: &'a [usize],
+    pub k: usize,
+    pub q: &'a [u16],
+    pub lanes: usize,
+    pub ahead: &'a [usize],
+}
+
+pub fn amx_scores(level: Level, g: &AmxScores<'_>, s: &mut [f32]) {
+    assert!(has_amx(level), "no AMX kernel at level {level}");
+    assert!(g.k.is_multiple_of(32) && g.k <= g.row && g.lanes.is_multiple_of(16));
+    assert!(g.q.len() >= g.lanes * g.k && s.len() >= 16 * g.firsts.len() * g.lanes);
+    assert!(g.firsts.iter().all(|&f| f + 15 * g.row + g.k <= g.kv.len()));
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the level is supported; bounds as asserted.
+    unsafe {
+        x86::amx::scores(g, s.as_mut_ptr())
+    }
+}
+
+/// A decode tile's probabilities times its cached latents on AMX tiles, over a bf16 cache:
+/// `o[i * r + c] += Σ_j p[i][j] · v[j][c]` for `rows` query rows (a multiple of 16) and `r`
+/// columns, over `kpos` positions (a multiple of 32, at most 64), with `p` and `v` as
+/// `amx_pack_pv` packs them.
+pub struct AmxPv<'a> {
+    pub p: &'a [u16],
+    pub v: &'a [u16],
+    pub kpos: usize,
+    pub rows: usize,
+    pub r: usize,
+}
+
+/// Packs a decode tile for `amx_pv`: the cached latents (the first `r` values, a multiple
+/// of 32, of the rows at `offs`) in pairs of positions, `[kpos / 32][r / 16][16][16][2]`,
+/// zeros past the last position, into `pack`; and the probabilities (lane-wise as the
+/// split path keeps them, `p[j * lanes + i]`) rounded to bf16 as rows of `kpos`, into
+/// `p16`.
+#[allow(clippy::too_many_arguments)]
+pub fn amx_pack_pv(
+    level: Level,
+    kv: &[u16],
+    offs: &[usize],
+    r: usize,
+    p: &[f32],
+    lanes: usize,
+    rows: usize,
+    pack: &mut [u16],
+    p16: &mut [u16],
+) {
+    assert!(has_amx(level), "no AMX kernel at level {level}");
+    let kpos = offs.len().next_multiple_of(32);
+    assert!(r.is_multiple_of(32) && rows.is_multiple_of(16) && rows <= lanes);
+    assert!(offs.iter().all(|&o| o + r <= kv.len()) && p.len() >= offs.len() * lanes);
+    assert!(pack.len() >= kpos * r && p16.len() >= rows * kpos);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 BW is part of the AMX level; bounds as asserted.
+    unsafe {
+        x86::avx512_bf16gemm::amx_pack_pv(kv, offs, r, p, lanes, rows, pack, p16)
+    }
+}
+
+pub fn amx_pv(level: Level, g: &AmxPv<'_>, o: &mut [f32]) {
+    assert!(has_amx(level), "no AMX kernel at level {level}");
+    assert!(g.kpos.is_multiple_of(32) && g.kpos <= 64 && g.kpos > 0);
+    assert!(g.rows.is_multiple_of(16) && g.r.is_multiple_of(32));
+    assert!(g.p.len() >= g.rows * g.kpos && g.v.len() >= g.kpos * g.r);
+    assert!(o.len() >= g.rows * g.r);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the level is supported; bounds as asserted.
+    unsafe {
+        x86::amx::pv(g, o.as_mut_ptr())
+    }
+}
+
 /// Only where `has_amx(level)`.
 ///
 /// # Safety

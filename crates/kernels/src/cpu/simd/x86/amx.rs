@@ -204,3 +204,148 @@ unsafe fn scatter(out: &Block, y: *mut f32, m: usize, t0: usize, tokens: usize, 
         }
     }
 }
+
+/// `simd::amx_scores`: per head tile (16 query rows) and 16-position group, the sum over
+/// `k` of the cached rows (the A side, 16 rows `row` values apart, loaded from the cache as
+/// they lie) times the packed queries (B), written as 16 positions by 16 query lanes;
+/// up to four groups share each B tile.
+///
+/// # Safety
+/// `Level::Amx` is supported; the wrapper checked every group's rows, the packed queries
+/// and `s`'s bounds.
+pub unsafe fn scores(g: &super::super::AmxScores<'_>, s: *mut f32) {
+    let (k, lanes, rb) = (g.k, g.lanes, 2 * g.row);
+    let mut cfg = TileCfg::new();
+    for t in 0..8 {
+        cfg.set(t, 16, 64);
+    }
+    let kv = g.kv.as_ptr();
+    let q = g.q.as_ptr();
+    // the next call's rows, 64 bytes at a time, spread evenly over this call's k steps:
+    // the cache comes in from memory here, and 16 rows read a line at a time each are
+    // more streams than the hardware prefetchers follow
+    let group_lines = (16 * rb).div_ceil(64);
+    let lines = g.ahead.len() * group_lines;
+    let steps = g.firsts.len().div_ceil(4) * (lanes / 16) * k.div_ceil(32);
+    let per_step = lines.div_ceil(steps.max(1));
+    let (mut group, mut line) = (0, 0);
+    let mut fetch = || {
+        for _ in 0..per_step {
+            if group == g.ahead.len() {
+                return;
+            }
+            let at = kv
+                .wrapping_add(g.ahead[group])
+                .cast::<u8>()
+                .wrapping_add(64 * line);
+            // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(at.cast())
+            };
+            line += 1;
+            if line == group_lines {
+                (group, line) = (group + 1, 0);
+            }
+        }
+    };
+    unsafe {
+        cfg.load();
+        for (p, firsts) in g.firsts.chunks(4).enumerate() {
+            let a: [*const u16; 4] =
+                std::array::from_fn(|i| kv.add(firsts[i.min(firsts.len() - 1)]));
+            for ht in 0..lanes / 16 {
+                tile_zero!(0);
+                tile_zero!(1);
+                tile_zero!(2);
+                tile_zero!(3);
+                let mut c = 0;
+                while c < k {
+                    fetch();
+                    tile_load!(5, q.add((ht * k + c) * 16), 64);
+                    tile_load!(4, a[0].add(c), rb);
+                    tdp!("tdpbf16ps", 0, 4, 5);
+                    if firsts.len() > 1 {
+                        tile_load!(6, a[1].add(c), rb);
+                        tdp!("tdpbf16ps", 1, 6, 5);
+                    }
+                    if firsts.len() > 2 {
+                        tile_load!(7, a[2].add(c), rb);
+                        tdp!("tdpbf16ps", 2, 7, 5);
+                    }
+                    if firsts.len() > 3 {
+                        tile_load!(4, a[3].add(c), rb);
+                        tdp!("tdpbf16ps", 3, 4, 5);
+                    }
+                    c += 32;
+                }
+                // group i's 16 positions by this tile's 16 lanes
+                let at = |i: usize| s.add((16 * (4 * p + i)) * lanes + 16 * ht);
+                tile_store!(0, at(0), 4 * lanes);
+                if firsts.len() > 1 {
+                    tile_store!(1, at(1), 4 * lanes);
+                }
+                if firsts.len() > 2 {
+                    tile_store!(2, at(2), 4 * lanes);
+                }
+                if firsts.len() > 3 {
+                    tile_store!(3, at(3), 4 * lanes);
+                }
+            }
+        }
+        release();
+    }
+}
+
+/// `simd::amx_pv`: per head tile, its probability tiles (one per 32 positions, at most two)
+/// stay loaded while each 16-column tile of the outputs is loaded from `o`, multiplied in
+/// and stored back.
+///
+/// # Safety
+/// `Level::Amx` is supported; the wrapper checked the buffers' sizes.
+pub unsafe fn pv(g: &super::super::AmxPv<'_>, o: *mut f32) {
+    let (kpos, r) = (g.kpos, g.r);
+    let dts = r / 16;
+    let mut cfg = TileCfg::new();
+    for t in 0..8 {
+        cfg.set(t, 16, 64);
+    }
+    let (p, v) = (g.p.as_ptr(), g.v.as_ptr());
+    let two = kpos > 32;
+    unsafe {
+        cfg.load();
+        for ht in 0..g.rows / 16 {
+            let a = p.add(ht * 16 * kpos);
+            tile_load!(6, a, 2 * kpos);
+            if two {
+                tile_load!(7, a.add(32), 2 * kpos);
+            }
+            let ob = o.add(ht * 16 * r);
+            let mut dt = 0;
+            while dt < dts {
+                let pair = dts - dt >= 2;
+                tile_load!(0, ob.add(16 * dt), 4 * r);
+                tile_load!(2, v.add(dt * 512), 64);
+                tdp!("tdpbf16ps", 0, 6, 2);
+                if pair {
+                    tile_load!(1, ob.add(16 * dt + 16), 4 * r);
+                    tile_load!(3, v.add((dt + 1) * 512), 64);
+                    tdp!("tdpbf16ps", 1, 6, 3);
+                }
+                if two {
+                    tile_load!(4, v.add((dts + dt) * 512), 64);
+                    tdp!("tdpbf16ps", 0, 7, 4);
+                    if pair {
+                        tile_load!(5, v.add((dts + dt + 1) * 512), 64);
+                        tdp!("tdpbf16ps", 1, 7, 5);
+                    }
+                }
+                tile_store!(0, ob.add(16 * dt), 4 * r);
+                if pair {
+                    tile_store!(1, ob.add(16 * dt + 16), 4 * r);
+                }
+                dt += if pair { 2 } else { 1 };
+            }
+        }
+        release();
+    }
+}
