@@ -34,6 +34,15 @@ impl TileCfg {
         TileCfg(c)
     }
 
+    /// Every tile register 16 rows of 64 bytes: what all our kernels use.
+    fn full() -> TileCfg {
+        let mut cfg = TileCfg::new();
+        for t in 0..8 {
+            cfg.set(t, 16, 64);
+        }
+        cfg
+    }
+
     fn set(&mut self, tile: usize, rows: usize, colsb: usize) {
         debug_assert!(rows <= 16 && colsb <= 64);
         self.0[16 + 2 * tile..18 + 2 * tile].copy_from_slice(&(colsb as u16).to_le_bytes());
@@ -102,10 +111,7 @@ pub unsafe fn bf16_gemm(g: &AmxBf16Gemm<'_>, y: *mut f32) {
     let (k, rb, n, m, r0) = (g.k, g.rb, g.n, g.m, g.r0);
     let nb = n.div_ceil(16);
     let block_rows = (BLOCK_BYTES / (2 * k)).max(32) / 32 * 32;
-    let mut cfg = TileCfg::new();
-    for t in 0..8 {
-        cfg.set(t, 16, 64);
-    }
+    let cfg = TileCfg::full();
     let mut out = Block([[0.0; 16]; 16]);
     let w = g.w.as_ptr();
     let acts = g.acts.as_ptr();
@@ -215,10 +221,7 @@ unsafe fn scatter(out: &Block, y: *mut f32, m: usize, t0: usize, tokens: usize, 
 /// and `s`'s bounds.
 pub unsafe fn scores(g: &super::super::AmxScores<'_>, s: *mut f32) {
     let (k, lanes, rb) = (g.k, g.lanes, 2 * g.row);
-    let mut cfg = TileCfg::new();
-    for t in 0..8 {
-        cfg.set(t, 16, 64);
-    }
+    let cfg = TileCfg::full();
     let kv = g.kv.as_ptr();
     let q = g.q.as_ptr();
     // the next call's rows, 64 bytes at a time, spread evenly over this call's k steps:
@@ -305,10 +308,7 @@ pub unsafe fn scores(g: &super::super::AmxScores<'_>, s: *mut f32) {
 pub unsafe fn pv(g: &super::super::AmxPv<'_>, o: *mut f32) {
     let (kpos, r) = (g.kpos, g.r);
     let dts = r / 16;
-    let mut cfg = TileCfg::new();
-    for t in 0..8 {
-        cfg.set(t, 16, 64);
-    }
+    let cfg = TileCfg::full();
     let (p, v) = (g.p.as_ptr(), g.v.as_ptr());
     let two = kpos > 32;
     unsafe {
