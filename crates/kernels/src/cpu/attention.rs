@@ -208,10 +208,6 @@ fn amx_prefill(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, q: &[f32],
             }
         });
         let (q16, keys, values) = (&t.q16[..], &t.keys[..], &t.values[..]);
-        let bytes = |v: &[u16]| -> &[u8] {
-            // SAFETY: any u16 is two initialised bytes, at u16 alignment.
-            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), 2 * v.len()) }
-        };
         let qb = AMX_QUERY_ROWS;
         let dst = Disjoint::new(out);
         pool.for_chunks_scratch(rows.div_ceil(qb), qb * (l32 + r), &|c, scratch| {
@@ -221,7 +217,7 @@ fn amx_prefill(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, q: &[f32],
             let (n16, n32) = (seen.next_multiple_of(16), seen.next_multiple_of(32));
             let (s, staged) = scratch.split_at_mut(qb * l32);
             let scores = simd::AmxBf16Gemm {
-                w: bytes(&q16[q0 * kp..(q0 + qn16) * kp]),
+                w: simd::u16_bytes(&q16[q0 * kp..(q0 + qn16) * kp]),
                 rb: 2 * kp,
                 rows: qn16,
                 k: kp,
@@ -244,7 +240,7 @@ fn amx_prefill(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, q: &[f32],
                 simd::round_bf16(level, &s[..qn * n32], &mut p16);
                 p16.resize(qn16 * n32, 0);
                 let o = simd::AmxBf16Gemm {
-                    w: bytes(&p16),
+                    w: simd::u16_bytes(&p16),
                     rb: 2 * n32,
                     rows: qn16,
                     k: n32,
@@ -405,23 +401,30 @@ fn split_positions(
             qpack,
         } = &mut *sp;
         // Over a bf16 cache with AMX, the scores run on tiles whose A side is 16 cached
-        // rows as they lie (so whole groups of 16 positions in one block, and rows of whole
-        // steps of 32 values) and whose B side is the queries, packed once here.
-        let amx = simd::has_amx(level)
-            && matches!(a.kv, KvRows::Bf16(_))
-            && row.is_multiple_of(32)
-            && a.block_size.is_multiple_of(16);
+        // rows as they lie and whose B side is the queries, packed once here. Rows of whole
+        // steps of 32 values, and blocks of whole groups of 16 positions: a tile's groups
+        // start at multiples of 16, so each group's rows lie one after another.
+        let tiles_kv = match a.kv {
+            KvRows::Bf16(kv)
+                if simd::has_amx(level)
+                    && row.is_multiple_of(32)
+                    && a.block_size.is_multiple_of(16) =>
+            {
+                Some(kv)
+            }
+            _ => None,
+        };
         // and the output's product too where the query rows fill whole tiles (o holds
         // exactly the rows) and the latents whole steps of 32 (the pair packing)
-        let amx_pv = amx && rows.is_multiple_of(16) && r.is_multiple_of(32);
+        let amx_pv = tiles_kv.is_some() && rows.is_multiple_of(16) && r.is_multiple_of(32);
         qpack.clear();
-        if amx {
+        if tiles_kv.is_some() {
             qpack.resize(lanes * row, 0);
             simd::amx_pack_acts(level, q, row, qpack);
         }
         let qpack = &qpack[..];
         q16.clear();
-        if matches!(a.kv, KvRows::Bf16(_)) && simd::has_bf16_dot(level) {
+        if tiles_kv.is_none() && matches!(a.kv, KvRows::Bf16(_)) && simd::has_bf16_dot(level) {
             // the queries are already rounded to bf16: their top halves are exact
             q16.extend(q.iter().map(|&v| (v.to_bits() >> 16) as u16));
         }
@@ -452,7 +455,8 @@ fn split_positions(
             // cached-row offsets of this tile and of the next (fetched ahead)
             let mut offs = [0usize; TILE];
             let mut next = [0usize; TILE];
-            let mut firsts = [0usize; TILE / 16];
+            // the first rows of this tile's groups of 16 positions, and of the next's
+            let (mut firsts, mut ahead_firsts) = ([0usize; TILE / 16], [0usize; TILE / 16]);
             let fill = |t: usize, offs: &mut [usize; TILE]| -> usize {
                 let j0 = t * TILE;
                 let nj = TILE.min(len - j0);
@@ -477,33 +481,14 @@ fn split_positions(
                 } else {
                     0
                 };
-                let sc = ScoresTile {
-                    q,
-                    rows,
-                    lanes,
-                    k: row,
-                    kv: a.kv,
-                    offs: &offs[..nj.next_multiple_of(8)],
-                    q16,
-                    prefetch: &next[..ahead],
-                };
-                let groups = nj.div_ceil(16);
-                let mut ahead_firsts = [0usize; TILE / 16];
-                for (g, f) in ahead_firsts[..ahead.div_ceil(16)].iter_mut().enumerate() {
-                    *f = next[16 * g];
-                }
-                let on_tiles = amx && {
-                    // each group's rows one after another, the last group's inside the cache
+                if let Some(kv) = tiles_kv {
+                    let (groups, ahead_groups) = (nj.div_ceil(16), ahead.div_ceil(16));
                     for (g, f) in firsts[..groups].iter_mut().enumerate() {
                         *f = offs[16 * g];
                     }
-                    (0..nj).all(|j| offs[j] == offs[j / 16 * 16] + (j % 16) * row)
-                        && offs[16 * (groups - 1)] + 16 * row <= a.kv.len()
-                };
-                if on_tiles {
-                    let KvRows::Bf16(kv) = a.kv else {
-                        unreachable!()
-                    };
+                    for (g, f) in ahead_firsts[..ahead_groups].iter_mut().enumerate() {
+                        *f = next[16 * g];
+                    }
                     let g = simd::AmxScores {
                         kv,
                         row,
@@ -511,10 +496,20 @@ fn split_positions(
                         k: row,
                         q: qpack,
                         lanes,
-                        ahead: &ahead_firsts[..ahead.div_ceil(16)],
+                        ahead: &ahead_firsts[..ahead_groups],
                     };
                     simd::amx_scores(level, &g, s);
                 } else {
+                    let sc = ScoresTile {
+                        q,
+                        rows,
+                        lanes,
+                        k: row,
+                        kv: a.kv,
+                        offs: &offs[..nj.next_multiple_of(8)],
+                        q16,
+                        prefetch: &next[..ahead],
+                    };
                     simd::scores_t(level, &sc, s);
                 }
                 let mut st = SoftmaxStep {
@@ -533,7 +528,7 @@ fn split_positions(
                         oi.iter_mut().for_each(|v| *v *= al);
                     }
                 }
-                if let (true, KvRows::Bf16(kv)) = (amx_pv, a.kv) {
+                if let (true, Some(kv)) = (amx_pv, tiles_kv) {
                     // the tile's latents and probabilities packed as tiles, then one
                     // product per 16 output columns, the sums kept in o
                     PV_TILES.with(|t| {

@@ -264,10 +264,7 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
                             let (fmt, bytes) = w.get(r);
                             simd::widen_bf16(level, &fmt, bytes, wide, w16);
                         }
-                        // SAFETY: any u16 is two initialised bytes, at u16 alignment.
-                        let bytes = unsafe {
-                            std::slice::from_raw_parts(w16.as_ptr().cast::<u8>(), 2 * w16.len())
-                        };
+                        let bytes = simd::u16_bytes(w16);
                         let g = simd::AmxBf16Gemm {
                             w: bytes,
                             rb: 2 * k,
@@ -559,8 +556,7 @@ fn amx_matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Rows<'_>, y: &mu
         let full = n / 16 * 16;
         x16.resize(n.next_multiple_of(16) * rows, 0);
         let (x16, packed) = (&x16[..], &packed[..]);
-        // SAFETY: any u16 is two initialised bytes, at u16 alignment.
-        let bytes = unsafe { std::slice::from_raw_parts(x16.as_ptr().cast::<u8>(), 2 * x16.len()) };
+        let bytes = simd::u16_bytes(x16);
         let gemm = |r0: usize, len: usize, y: *mut f32| {
             let g = simd::AmxBf16Gemm {
                 w: &bytes[2 * r0 * rows..],

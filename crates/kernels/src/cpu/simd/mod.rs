@@ -311,6 +311,12 @@ pub unsafe fn bf16_gemm(level: Level, g: &Bf16Gemm<'_>, y: *mut f32) {
     unsafe { portable::bf16_gemm(g, y) }
 }
 
+/// bf16 values (as `u16` bits) as the bytes the tile kernels take their A side from.
+pub fn u16_bytes(v: &[u16]) -> &[u8] {
+    // SAFETY: any u16 is two initialised bytes, at u16 alignment.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), 2 * v.len()) }
+}
+
 /// Whether this level runs prefill products on AMX tiles (`amx_bf16_gemm`).
 pub fn has_amx(level: Level) -> bool {
     level == Level::Amx
