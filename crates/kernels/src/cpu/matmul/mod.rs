@@ -7,14 +7,24 @@
 //! The prefill's other forms: block formats in int8 against quantized tokens (AVX-512
 //! VNNI), bf16 rows against tokens rounded to bf16 (`--act-type bf16`), and on AMX the
 //! block formats' rows rounded to bf16 for the bf16 tiles.
+//!
+//! Here the products with W as stored (`y = x · Wᵀ`: dense layers, heads, pairs); the
+//! transposed products (`y = x · W`, MLA's key half) are in `transposed`, the routed
+//! experts' grouped products in `experts`.
 
 use std::cell::RefCell;
 
 use super::dispatch::Level;
 use super::pool::{Disjoint, ThreadPool};
 use super::simd::{self, Fmt, GemmPanel, QActs, qpanel};
-use crate::backend::{Heads, head_by_head, head_by_head_t};
+use crate::backend::{Heads, head_by_head};
 use crate::matrix::{Matrix, Rows};
+
+mod experts;
+mod transposed;
+
+pub use experts::{matmul_experts, matmul_experts_sets};
+pub use transposed::{matmul_t, matmul_t_heads};
 
 /// From this many tokens on, widening a panel once beats dotting each row per token.
 const GEMM_MIN_TOKENS: usize = 4;
@@ -33,9 +43,6 @@ thread_local! {
     static X16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
     /// Those rounded activations packed for the AMX bf16 kernel; grows once.
     static AMX_ACTS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
-    /// `amx_matmul_t`'s widened row, tokens as bf16 and packed columns.
-    static TILE_OPS: RefCell<(Vec<f32>, Vec<u16>, Vec<u16>)> =
-        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
     /// A pool thread's block of block-quantized rows widened (one row of f32) and rounded to
     /// bf16 for the AMX tiles; grows once.
     static WIDE_ROWS: RefCell<(Vec<f32>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -47,12 +54,6 @@ thread_local! {
     static HEAD_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A pool thread's packed panel for the int8 prefill kernel.
     static QPANEL: RefCell<qpanel::QPanel> = RefCell::new(qpanel::QPanel::default());
-    /// The experts sharing one parallel region.
-    static EXPERT_LIST: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
-    /// Those experts' input rows, gathered when the other experts' rows are many, and
-    /// where each expert's rows start among them.
-    static EXPERT_ROWS: RefCell<(Vec<f32>, Vec<usize>)> =
-        const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
@@ -455,179 +456,8 @@ pub fn matmul_pair(
     );
 }
 
-/// `y[n, w.cols] = x[n, w.rows] · W` (a head's q_nope through wkv_b's key half).
-/// `bf16` as for [`matmul`].
-pub fn matmul_t(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f32]) {
-    let (rows, cols) = (w.rows, w.cols);
-    let n = x.len() / rows;
-    assert!(
-        x.len() == n * rows && y.len() == n * cols,
-        "matmul_t shapes"
-    );
-    let w = w.rows();
-    let tiles = matches!(w.fmt(), Fmt::BF16) && bf16 || w.fmt().act_quant().is_some();
-    if n >= GEMM_MIN_TOKENS
-        && simd::has_amx(level)
-        && tiles
-        && rows.is_multiple_of(32)
-        && cols.is_multiple_of(16)
-    {
-        return amx_matmul_t(level, pool, x, &w, y);
-    }
-    if n < GEMM_MIN_TOKENS {
-        y.fill(0.0);
-        with_scratch(cols, |row| {
-            for r in 0..rows {
-                let (fmt, bytes) = w.get(r);
-                simd::widen(level, &fmt, bytes, row);
-                for t in 0..n {
-                    simd::axpy(
-                        level,
-                        x[t * rows + r],
-                        row,
-                        &mut y[t * cols..(t + 1) * cols],
-                    );
-                }
-            }
-        });
-        return;
-    }
-    // Many tokens: every share widens W once, transposed to [cols, rows], and runs the
-    // panel kernel over its own columns with k = rows.
-    let out = Disjoint::new(y);
-    pool.for_ranges_scratch(cols, ROW_ALIGN, cols + cols * rows, &|cs, buf| {
-        let width = cs.len();
-        {
-            let (row, panel) = buf.split_at_mut(cols);
-            for r in 0..rows {
-                let (fmt, bytes) = w.get(r);
-                simd::widen(level, &fmt, bytes, row);
-                for (j, c) in cs.clone().enumerate() {
-                    panel[j * rows + r] = row[c];
-                }
-            }
-            let mut c0 = 0;
-            while c0 < width {
-                let pr = (width - c0).min(PANEL_ROWS);
-                let g = GemmPanel {
-                    panel: &panel[c0 * rows..],
-                    rows: pr,
-                    k: rows,
-                    x,
-                    n,
-                    m: cols,
-                    r0: cs.start + c0,
-                };
-                // SAFETY: columns cs belong to this share; the pointer covers n * cols.
-                unsafe { simd::gemm_panel(level, &g, out.ptr()) };
-                c0 += pr;
-            }
-        }
-    });
-}
-
-/// `matmul_t` on AMX tiles, where `matmul` would take them (block-quantized rows, or bf16
-/// ones with bf16 activations): W's columns are the tiles' B side, widened, rounded to bf16
-/// and packed once (`[cols / 16][rows / 2][16][2]`), the tokens rounded to bf16 are the A
-/// side as they lie, and the sums go to y's rows straight from the tiles. (For MLA's
-/// expanded prefill, the cached latents times each head's `attn_k_b`: through the f32
-/// panel kernel that was a tenth of a pp512 at depth 1024.)
-fn amx_matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Rows<'_>, y: &mut [f32]) {
-    let rows = w.len();
-    let n = x.len() / rows;
-    let cols = y.len() / n;
-    TILE_OPS.with(|t| {
-        let mut t = t.borrow_mut();
-        let (wide, x16, packed) = &mut *t;
-        wide.resize(cols, 0.0);
-        packed.resize(cols * rows, 0);
-        for r in 0..rows {
-            let (fmt, bytes) = w.get(r);
-            simd::widen(level, &fmt, bytes, wide);
-            let base = 32 * (r / 2) + r % 2;
-            for (j, &v) in wide.iter().enumerate() {
-                packed[j / 16 * 16 * rows + base + 2 * (j % 16)] =
-                    half::bf16::from_f32(v).to_bits();
-            }
-        }
-        x16.clear();
-        simd::round_bf16(level, x, x16);
-        // whole tiles of 16 token rows straight into y; the last partial one is staged
-        let full = n / 16 * 16;
-        x16.resize(n.next_multiple_of(16) * rows, 0);
-        let (x16, packed) = (&x16[..], &packed[..]);
-        let bytes = simd::u16_bytes(x16);
-        let gemm = |r0: usize, len: usize, y: *mut f32| {
-            let g = simd::AmxBf16Gemm {
-                w: &bytes[2 * r0 * rows..],
-                rb: 2 * rows,
-                rows: len,
-                k: rows,
-                acts: packed,
-                acts_k: rows,
-                n: cols,
-                m: cols,
-                r0: 0,
-                rows_out: true,
-            };
-            // SAFETY: the callers give y room for len rows of cols, theirs alone.
-            unsafe { simd::amx_bf16_gemm(level, &g, y) };
-        };
-        let out = Disjoint::new(y);
-        pool.for_ranges(full, 16, &|rs| {
-            // SAFETY: token rows rs are this share's alone.
-            gemm(rs.start, rs.len(), unsafe {
-                out.ptr().add(rs.start * cols)
-            })
-        });
-        if full < n {
-            let mut staged = vec![0.0f32; 16 * cols];
-            gemm(full, 16, staged.as_mut_ptr());
-            // SAFETY: no share runs now; rows full..n are y's last.
-            let tail = unsafe { out.slice(full * cols, (n - full) * cols) };
-            tail.copy_from_slice(&staged[..(n - full) * cols]);
-        }
-    });
-}
-
 /// Per-head products (see `Backend::matmul_heads`). Few tokens: all heads' rows are one
 /// parallel region; many: each head gathers its rows and runs the panel path.
-/// Per-head transposed products (see `Backend::matmul_t_heads`): head by head through the
-/// caller's reusable scratch, each head's product split across the pool.
-pub fn matmul_t_heads(
-    level: Level,
-    bf16: bool,
-    pool: &ThreadPool,
-    x: &[f32],
-    w: &Matrix,
-    heads: Heads,
-    y: &mut [f32],
-) {
-    let (k, m, h) = (heads.rows, w.cols, heads.count);
-    let n = x.len().checked_div(h * k).unwrap_or(0);
-    assert!(
-        x.len() == n * h * k && y.len() == n * h * m,
-        "matmul_t_heads shapes: x {} y {} for {h} heads of [{k}, {m}]",
-        x.len(),
-        y.len()
-    );
-    assert!(
-        h == 0 || heads.first + (h - 1) * heads.stride + k <= w.rows,
-        "matmul_t_heads: head rows past the matrix's {} rows",
-        w.rows
-    );
-    if n == 0 || h == 0 {
-        return;
-    }
-    HEAD_SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        let (xg, yg) = scratch_pair(&mut s, n * k, n * m);
-        head_by_head_t(x, w, heads, y, xg, yg, &mut |x, w, y| {
-            matmul_t(level, bf16, pool, x, w, y)
-        });
-    });
-}
-
 pub fn matmul_heads(
     level: Level,
     bf16: bool,
@@ -679,162 +509,6 @@ pub fn matmul_heads(
                 unsafe { acts.dot_run(level, &rows, r0..r0 + len, n, tok, out.ptr()) };
                 v += len;
             }
-        });
-    });
-}
-
-/// The routed experts' products (see `Backend::matmul_experts`). Experts with few rows
-/// (decode) share one parallel region, so a token's six or eight experts cost one
-/// dispatch, not one each; experts with many rows run the panel path on their own.
-pub fn matmul_experts<'w>(
-    level: Level,
-    bf16: bool,
-    pool: &ThreadPool,
-    x: &[f32],
-    starts: &[usize],
-    w: &(dyn Fn(usize) -> &'w Matrix + Sync),
-    y: &mut [f32],
-) {
-    matmul_experts_sets(level, bf16, pool, x, starts, &[w], &mut [y])
-}
-
-const MAX_SETS: usize = 4;
-
-/// `matmul_experts` with several weight sets over the same rows (an expert's gate and up
-/// projections): `ys[s]` takes `ws[s]`'s products. In decode all the sets' rows are one
-/// parallel region over activations quantized once.
-pub fn matmul_experts_sets<'w>(
-    level: Level,
-    bf16: bool,
-    pool: &ThreadPool,
-    x: &[f32],
-    starts: &[usize],
-    ws: &[&(dyn Fn(usize) -> &'w Matrix + Sync)],
-    ys: &mut [&mut [f32]],
-) {
-    assert!(
-        !starts.is_empty(),
-        "matmul_experts: starts has experts + 1 entries"
-    );
-    assert!(
-        ws.len() == ys.len() && ws.len() <= MAX_SETS,
-        "matmul_experts: one output per weight set, at most {MAX_SETS} sets"
-    );
-    let experts = starts.len() - 1;
-    let total = starts[experts];
-    assert!(
-        starts.windows(2).all(|p| p[0] <= p[1]),
-        "matmul_experts: starts must not decrease"
-    );
-    if total == 0 || ws.is_empty() {
-        return;
-    }
-    let k = x.len() / total;
-    let m = ys[0].len() / total;
-    assert!(
-        x.len() == total * k && ys.iter().all(|y| y.len() == total * m),
-        "matmul_experts shapes: x {} y {} for {total} rows",
-        x.len(),
-        ys[0].len()
-    );
-    EXPERT_LIST.with(|list| {
-        let mut list = list.borrow_mut();
-        list.clear();
-        let mut fmt = None;
-        for e in 0..experts {
-            let (a, b) = (starts[e], starts[e + 1]);
-            if a == b {
-                continue;
-            }
-            let mut batched = true;
-            for w in ws {
-                let we = w(e);
-                assert!(
-                    we.cols == k && we.rows == m,
-                    "matmul_experts: expert {e} is [{}, {}], want [{m}, {k}]",
-                    we.rows,
-                    we.cols
-                );
-                let f = we.rows().fmt();
-                let same = fmt.is_none_or(|g: Fmt<'_>| same_fmt(&g, &f));
-                if b - a >= GEMM_MIN_TOKENS || !same || matches!(f, Fmt::Fp8 { .. }) {
-                    batched = false;
-                } else {
-                    fmt.get_or_insert(f);
-                }
-            }
-            if batched {
-                list.push(e);
-                continue;
-            }
-            for (w, y) in ws.iter().zip(ys.iter_mut()) {
-                matmul(
-                    level,
-                    bf16,
-                    pool,
-                    &x[a * k..b * k],
-                    w(e),
-                    &mut y[a * m..b * m],
-                );
-            }
-        }
-        let Some(fmt) = fmt else { return };
-        if list.is_empty() {
-            return;
-        }
-        let list = &*list;
-        // (an array, not a Vec: nothing is allocated in a decode step)
-        let mut outs = [None; MAX_SETS];
-        for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
-            *o = Some(Disjoint::new(y));
-        }
-        EXPERT_ROWS.with(|g| {
-            let mut g = g.borrow_mut();
-            let (rows_x, first) = &mut *g;
-            // The listed experts' rows are made ready for their products (quantized, or
-            // rearranged for bf16): all of x in decode, where they are all of it; only theirs
-            // in a prefill, where the other experts took the panel path above.
-            let listed: usize = list.iter().map(|&e| starts[e + 1] - starts[e]).sum();
-            let whole = listed == total;
-            first.clear();
-            rows_x.clear();
-            for &e in list {
-                first.push(if whole { starts[e] } else { rows_x.len() / k });
-                if !whole {
-                    rows_x.extend_from_slice(&x[starts[e] * k..starts[e + 1] * k]);
-                }
-            }
-            let xs: &[f32] = if whole { x } else { rows_x };
-            let first = &*first;
-            let per_set = list.len() * m;
-            with_acts(level, fmt, xs, k, |acts| {
-                pool.for_shares(ws.len() * per_set, ROW_ALIGN, &|vs| {
-                    // the share's rows, one run per (set, expert)
-                    let mut v = vs.start;
-                    while v < vs.end {
-                        let (set, u) = (v / per_set, v % per_set);
-                        let (li, r) = (u / m, u % m);
-                        let len = (m - r).min(vs.end - v);
-                        let e = list[li];
-                        let s = starts[e];
-                        let tok = |t: usize| (first[li] + t, (s + t) * m + r);
-                        let rows = ws[set](e).rows();
-                        // SAFETY: (set, expert, r..r + len) belongs to this share alone;
-                        // rows i of different experts are disjoint; i * m + r < total * m.
-                        unsafe {
-                            acts.dot_run(
-                                level,
-                                &rows,
-                                r..r + len,
-                                starts[e + 1] - s,
-                                tok,
-                                outs[set].expect("one output per set").ptr(),
-                            )
-                        };
-                        v += len;
-                    }
-                });
-            });
         });
     });
 }

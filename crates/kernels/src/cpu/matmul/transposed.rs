@@ -1,0 +1,188 @@
+//! Transposed products, `y[n, w.cols] = x[n, w.rows] · W`: MLA's key half of `wkv_b`
+//! applied to queries (absorbed form) or to cached latents (expanded form).
+
+use std::cell::RefCell;
+
+use super::super::dispatch::Level;
+use super::super::pool::{Disjoint, ThreadPool};
+use super::super::simd::{self, Fmt, GemmPanel};
+use super::{GEMM_MIN_TOKENS, HEAD_SCRATCH, PANEL_ROWS, ROW_ALIGN, scratch_pair, with_scratch};
+use crate::backend::{Heads, head_by_head_t};
+use crate::matrix::{Matrix, Rows};
+
+thread_local! {
+    /// `amx_matmul_t`'s widened row, tokens as bf16 and packed columns.
+    static TILE_OPS: RefCell<(Vec<f32>, Vec<u16>, Vec<u16>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// `y[n, w.cols] = x[n, w.rows] · W` (a head's q_nope through wkv_b's key half).
+/// `bf16` as for [`super::matmul`].
+pub fn matmul_t(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix, y: &mut [f32]) {
+    let (rows, cols) = (w.rows, w.cols);
+    let n = x.len() / rows;
+    assert!(
+        x.len() == n * rows && y.len() == n * cols,
+        "matmul_t shapes"
+    );
+    let w = w.rows();
+    let tiles = matches!(w.fmt(), Fmt::BF16) && bf16 || w.fmt().act_quant().is_some();
+    if n >= GEMM_MIN_TOKENS
+        && simd::has_amx(level)
+        && tiles
+        && rows.is_multiple_of(32)
+        && cols.is_multiple_of(16)
+    {
+        return amx_matmul_t(level, pool, x, &w, y);
+    }
+    if n < GEMM_MIN_TOKENS {
+        y.fill(0.0);
+        with_scratch(cols, |row| {
+            for r in 0..rows {
+                let (fmt, bytes) = w.get(r);
+                simd::widen(level, &fmt, bytes, row);
+                for t in 0..n {
+                    simd::axpy(
+                        level,
+                        x[t * rows + r],
+                        row,
+                        &mut y[t * cols..(t + 1) * cols],
+                    );
+                }
+            }
+        });
+        return;
+    }
+    // Many tokens: every share widens W once, transposed to [cols, rows], and runs the
+    // panel kernel over its own columns with k = rows.
+    let out = Disjoint::new(y);
+    pool.for_ranges_scratch(cols, ROW_ALIGN, cols + cols * rows, &|cs, buf| {
+        let width = cs.len();
+        {
+            let (row, panel) = buf.split_at_mut(cols);
+            for r in 0..rows {
+                let (fmt, bytes) = w.get(r);
+                simd::widen(level, &fmt, bytes, row);
+                for (j, c) in cs.clone().enumerate() {
+                    panel[j * rows + r] = row[c];
+                }
+            }
+            let mut c0 = 0;
+            while c0 < width {
+                let pr = (width - c0).min(PANEL_ROWS);
+                let g = GemmPanel {
+                    panel: &panel[c0 * rows..],
+                    rows: pr,
+                    k: rows,
+                    x,
+                    n,
+                    m: cols,
+                    r0: cs.start + c0,
+                };
+                // SAFETY: columns cs belong to this share; the pointer covers n * cols.
+                unsafe { simd::gemm_panel(level, &g, out.ptr()) };
+                c0 += pr;
+            }
+        }
+    });
+}
+
+/// `matmul_t` on AMX tiles, where `matmul` would take them (block-quantized rows, or bf16
+/// ones with bf16 activations): W's columns are the tiles' B side, widened, rounded to bf16
+/// and packed once (`[cols / 16][rows / 2][16][2]`), the tokens rounded to bf16 are the A
+/// side as they lie, and the sums go to y's rows straight from the tiles. (For MLA's
+/// expanded prefill, the cached latents times each head's `attn_k_b`: through the f32
+/// panel kernel that was a tenth of a pp512 at depth 1024.)
+fn amx_matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Rows<'_>, y: &mut [f32]) {
+    let rows = w.len();
+    let n = x.len() / rows;
+    let cols = y.len() / n;
+    TILE_OPS.with(|t| {
+        let mut t = t.borrow_mut();
+        let (wide, x16, packed) = &mut *t;
+        wide.resize(cols, 0.0);
+        packed.resize(cols * rows, 0);
+        for r in 0..rows {
+            let (fmt, bytes) = w.get(r);
+            simd::widen(level, &fmt, bytes, wide);
+            let base = 32 * (r / 2) + r % 2;
+            for (j, &v) in wide.iter().enumerate() {
+                packed[j / 16 * 16 * rows + base + 2 * (j % 16)] =
+                    half::bf16::from_f32(v).to_bits();
+            }
+        }
+        x16.clear();
+        simd::round_bf16(level, x, x16);
+        // whole tiles of 16 token rows straight into y; the last partial one is staged
+        let full = n / 16 * 16;
+        x16.resize(n.next_multiple_of(16) * rows, 0);
+        let (x16, packed) = (&x16[..], &packed[..]);
+        let bytes = simd::u16_bytes(x16);
+        let gemm = |r0: usize, len: usize, y: *mut f32| {
+            let g = simd::AmxBf16Gemm {
+                w: &bytes[2 * r0 * rows..],
+                rb: 2 * rows,
+                rows: len,
+                k: rows,
+                acts: packed,
+                acts_k: rows,
+                n: cols,
+                m: cols,
+                r0: 0,
+                rows_out: true,
+            };
+            // SAFETY: the callers give y room for len rows of cols, theirs alone.
+            unsafe { simd::amx_bf16_gemm(level, &g, y) };
+        };
+        let out = Disjoint::new(y);
+        pool.for_ranges(full, 16, &|rs| {
+            // SAFETY: token rows rs are this share's alone.
+            gemm(rs.start, rs.len(), unsafe {
+                out.ptr().add(rs.start * cols)
+            })
+        });
+        if full < n {
+            let mut staged = vec![0.0f32; 16 * cols];
+            gemm(full, 16, staged.as_mut_ptr());
+            // SAFETY: no share runs now; rows full..n are y's last.
+            let tail = unsafe { out.slice(full * cols, (n - full) * cols) };
+            tail.copy_from_slice(&staged[..(n - full) * cols]);
+        }
+    });
+}
+
+/// Per-head transposed products (see `Backend::matmul_t_heads`): head by head through the
+/// caller's reusable scratch, each head's product split across the pool.
+pub fn matmul_t_heads(
+    level: Level,
+    bf16: bool,
+    pool: &ThreadPool,
+    x: &[f32],
+    w: &Matrix,
+    heads: Heads,
+    y: &mut [f32],
+) {
+    let (k, m, h) = (heads.rows, w.cols, heads.count);
+    let n = x.len().checked_div(h * k).unwrap_or(0);
+    assert!(
+        x.len() == n * h * k && y.len() == n * h * m,
+        "matmul_t_heads shapes: x {} y {} for {h} heads of [{k}, {m}]",
+        x.len(),
+        y.len()
+    );
+    assert!(
+        h == 0 || heads.first + (h - 1) * heads.stride + k <= w.rows,
+        "matmul_t_heads: head rows past the matrix's {} rows",
+        w.rows
+    );
+    if n == 0 || h == 0 {
+        return;
+    }
+    HEAD_SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (xg, yg) = scratch_pair(&mut s, n * k, n * m);
+        head_by_head_t(x, w, heads, y, xg, yg, &mut |x, w, y| {
+            matmul_t(level, bf16, pool, x, w, y)
+        });
+    });
+}
