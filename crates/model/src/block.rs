@@ -75,7 +75,7 @@ impl Block {
         pool: &mut KvPool,
         layer: usize,
     ) -> Option<Routing> {
-        let mut x = Buf::<f32>::zeros(h.len());
+        let mut x = Buf::<f32>::for_overwrite(h.len());
         be.rms_norm(h, &self.attn_norm, self.eps, &mut x);
         let a = self.attn.forward(be, &x, at, pool, layer);
         h.iter_mut().zip(a.iter()).for_each(|(h, a)| *h += a);

@@ -171,28 +171,28 @@ impl Mla {
 
         // q: [tokens, n_heads, qk_head_dim] = [q_nope | q_pe] per head
         // kv: [tokens, kv_lora_rank + rope_dim] = [c_kv | k_pe]; normalised and roped below
-        let mut kv = Buf::<f32>::zeros(tokens * (r + p));
+        let mut kv = Buf::<f32>::for_overwrite(tokens * (r + p));
         let q = match &self.q {
             QProj::LowRank { wq_a, q_norm, wq_b } => {
                 // both down-projections of x as one operation
-                let mut qa = Buf::<f32>::zeros(tokens * wq_a.rows);
+                let mut qa = Buf::<f32>::for_overwrite(tokens * wq_a.rows);
                 be.matmul_pair(x, wq_a, &self.wkv_a, &mut qa, &mut kv);
-                let mut qa_n = Buf::<f32>::zeros(qa.len());
+                let mut qa_n = Buf::<f32>::for_overwrite(qa.len());
                 be.rms_norm(&qa, q_norm, self.eps, &mut qa_n);
-                let mut q = Buf::<f32>::zeros(tokens * h * qk);
+                let mut q = Buf::<f32>::for_overwrite(tokens * h * qk);
                 be.matmul(&qa_n, wq_b, &mut q);
                 q
             }
             QProj::Full { wq } => {
-                let mut q = Buf::<f32>::zeros(tokens * h * qk);
+                let mut q = Buf::<f32>::for_overwrite(tokens * h * qk);
                 be.matmul_pair(x, wq, &self.wkv_a, &mut q, &mut kv);
                 q
             }
         };
 
         // normalise c_kv, rope k_pe
-        let mut q_pe = Buf::<f32>::zeros(tokens * h * p); // [tokens, n_heads, rope_dim]
-        let mut q_nope = Buf::<f32>::zeros(tokens * h * nope); // [tokens, n_heads, qk_nope_head_dim]
+        let mut q_pe = Buf::<f32>::for_overwrite(tokens * h * p); // [tokens, n_heads, rope_dim]
+        let mut q_nope = Buf::<f32>::for_overwrite(tokens * h * nope); // [tokens, n_heads, qk_nope_head_dim]
         for t in 0..tokens {
             let (c, s) = (
                 &cos[t * half..(t + 1) * half],
@@ -218,7 +218,7 @@ impl Mla {
         } else {
             0
         };
-        let mut q_latent = Buf::<f32>::zeros(q_rows * h * r); // [tokens, n_heads, kv_lora_rank]
+        let mut q_latent = Buf::<f32>::for_overwrite(q_rows * h * r); // [tokens, n_heads, kv_lora_rank]
         match &self.kv_b {
             _ if q_rows == 0 => {}
             KvB::Split { k_b, .. } => {
@@ -255,8 +255,8 @@ impl Mla {
         }
         // Attend per sequence; absorbed spans leave latent outputs that wkv_b's value half
         // then maps per head (o[t, h] = W_uv[h] · o_latent[t, h]), expanded spans write o.
-        let mut o = Buf::<f32>::zeros(tokens * h * vd); // [tokens, n_heads * v_head_dim]
-        let mut o_latent = Buf::<f32>::zeros(q_rows * h * r); // [tokens, n_heads, kv_lora_rank]
+        let mut o = Buf::<f32>::for_overwrite(tokens * h * vd); // [tokens, n_heads * v_head_dim]
+        let mut o_latent = Buf::<f32>::for_overwrite(q_rows * h * r); // [tokens, n_heads, kv_lora_rank]
         let (w_uv, v_heads) = match &self.kv_b {
             KvB::Combined(w) => (
                 w,
@@ -315,7 +315,7 @@ impl Mla {
             // one sequence: its value product in one call
             be.matmul_heads(&o_latent, w_uv, v_heads, &mut o);
         }
-        let mut out = Buf::<f32>::zeros(tokens * self.wo.rows);
+        let mut out = Buf::<f32>::for_overwrite(tokens * self.wo.rows);
         be.matmul(&o, &self.wo, &mut out);
         out
     }

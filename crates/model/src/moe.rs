@@ -42,10 +42,10 @@ impl Mlp {
     pub fn forward(&self, be: &dyn Backend, x: &[f32]) -> Buf<f32> {
         let (hidden, inter) = (self.w1.cols, self.w1.rows);
         let tokens = x.len() / hidden;
-        let mut out = Buf::<f32>::zeros(tokens * self.w2.rows);
+        let mut out = Buf::<f32>::for_overwrite(tokens * self.w2.rows);
         let piece = rows_within(self.budget, hidden, inter).min(tokens.max(1));
-        let mut g = Buf::<f32>::zeros(piece * inter);
-        let mut u = Buf::<f32>::zeros(piece * inter);
+        let mut g = Buf::<f32>::for_overwrite(piece * inter);
+        let mut u = Buf::<f32>::for_overwrite(piece * inter);
         for t0 in (0..tokens).step_by(piece) {
             let n = piece.min(tokens - t0);
             let (g, u) = (&mut g[..n * inter], &mut u[..n * inter]);
@@ -117,7 +117,7 @@ impl Gate {
     pub fn route(&self, be: &dyn Backend, x: &[f32]) -> Routing {
         let e = self.weight.rows;
         let tokens = x.len() / self.weight.cols;
-        let mut scores = Buf::<f32>::zeros(tokens * e);
+        let mut scores = Buf::<f32>::for_overwrite(tokens * e);
         be.matmul(x, &self.weight, &mut scores);
         let mut routing = Routing {
             indices: Buf::with_capacity(tokens * self.top_k),
@@ -293,7 +293,7 @@ impl Moe {
                 *s = t - r0;
             }
             *starts.last_mut().expect("at least one entry") = rows;
-            let mut xs = Buf::<f32>::zeros(rows * hidden);
+            let mut xs = Buf::<f32>::for_overwrite(rows * hidden);
             for (i, &(t, _)) in group.iter().enumerate() {
                 xs[i * hidden..(i + 1) * hidden].copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
             }
@@ -304,8 +304,8 @@ impl Moe {
                 Some(shared) if base + e == n_exp => shared,
                 _ => &self.experts[base + e],
             };
-            let mut g = Buf::<f32>::zeros(rows * inter);
-            let mut u = Buf::<f32>::zeros(rows * inter);
+            let mut g = Buf::<f32>::for_overwrite(rows * inter);
+            let mut u = Buf::<f32>::for_overwrite(rows * inter);
             be.matmul_experts_pair(
                 &xs,
                 &starts,

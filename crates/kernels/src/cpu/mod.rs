@@ -119,7 +119,19 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm(&self, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-        norm::rms_norm(x, weight, eps, out)
+        // A prefill's rows over the pool (each row's arithmetic is the same, however split):
+        // one thread normalising 512 rows while the others waited was 1.5% of a pp512.
+        let d = weight.len().max(1);
+        let rows = (x.len() / d).min(out.len() / d);
+        if rows < PARALLEL_ROWS || self.pool.threads() == 1 {
+            return norm::rms_norm(x, weight, eps, out);
+        }
+        let dst = pool::Disjoint::new(out);
+        self.pool.for_ranges(rows, 1, &|rg| {
+            // SAFETY: rows rg of out are this range's alone.
+            let o = unsafe { dst.slice(rg.start * d, rg.len() * d) };
+            norm::rms_norm(&x[rg.start * d..rg.end * d], weight, eps, o);
+        });
     }
 
     fn rope(&self, x: &mut [f32], cos: &[f32], sin: &[f32]) {
@@ -127,7 +139,17 @@ impl Backend for CpuBackend {
     }
 
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
-        simd::silu_mul(self.level, gate, up)
+        // elementwise, in groups of 16 lanes: ranges of whole groups give the same values
+        let n = gate.len().min(up.len());
+        if n < PARALLEL_ROWS * 1024 || self.pool.threads() == 1 {
+            return simd::silu_mul(self.level, gate, up);
+        }
+        let dst = pool::Disjoint::new(gate);
+        self.pool.for_ranges(n, 16, &|rg| {
+            // SAFETY: gate[rg] is this range's alone.
+            let g = unsafe { dst.slice(rg.start, rg.len()) };
+            simd::silu_mul(self.level, g, &up[rg]);
+        });
     }
 
     fn softmax(&self, x: &mut [f32]) {
@@ -138,6 +160,10 @@ impl Backend for CpuBackend {
         attention::mla_attention(self.level, &self.pool, a, out)
     }
 }
+
+/// Rows from which the row-wise operations (normalisation, the gated activation) run over
+/// the pool: fewer, as in a decode step, cost less than waking it.
+const PARALLEL_ROWS: usize = 16;
 
 #[cfg(test)]
 mod int8_tests;
