@@ -273,4 +273,15 @@ pub trait Backend: Send + Sync {
 
     /// Absorbed MLA attention for one sequence; `out[tokens, n_heads, kv_lora_rank]`.
     fn mla_attention(&self, a: &MlaAttention<'_>, out: &mut [f32]);
+
+    /// `f(first, rows)` over runs of whole rows of `out` (`width` values each; `first` is
+    /// the run's first row), which a backend may run on its threads: the model's own
+    /// per-token work between the operations (gathering, combining, copying rows), which on
+    /// one thread left the others idle through a tenth of a long prefill. `f` must make
+    /// each row the same whichever run it falls in, and may call only the backend's
+    /// row-at-a-time operations (one row's `rms_norm`, `rope`), not its parallel ones.
+    fn for_rows(&self, out: &mut [f32], width: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+        let _ = width;
+        f(0, out)
+    }
 }

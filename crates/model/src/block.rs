@@ -78,7 +78,16 @@ impl Block {
         let mut x = Buf::<f32>::for_overwrite(h.len());
         be.rms_norm(h, &self.attn_norm, self.eps, &mut x);
         let a = self.attn.forward(be, &x, at, pool, layer);
-        h.iter_mut().zip(a.iter()).for_each(|(h, a)| *h += a);
+        let d = self.attn_norm.len();
+        // the residual adds, row by row over the backend's threads
+        let add = |h: &mut [f32], a: &[f32]| {
+            be.for_rows(h, d, &|first, rows| {
+                rows.iter_mut()
+                    .zip(&a[first * d..])
+                    .for_each(|(h, a)| *h += a)
+            })
+        };
+        add(h, &a);
 
         be.rms_norm(h, &self.ffn_norm, self.eps, &mut x);
         let (f, routing) = match &self.ffn {
@@ -88,7 +97,7 @@ impl Block {
                 (f, Some(r))
             }
         };
-        h.iter_mut().zip(f.iter()).for_each(|(h, f)| *h += f);
+        add(h, &f);
         routing
     }
 }

@@ -190,25 +190,40 @@ impl Mla {
             }
         };
 
-        // normalise c_kv, rope k_pe
-        let mut q_pe = Buf::<f32>::for_overwrite(tokens * h * p); // [tokens, n_heads, rope_dim]
-        let mut q_nope = Buf::<f32>::for_overwrite(tokens * h * nope); // [tokens, n_heads, qk_nope_head_dim]
-        for t in 0..tokens {
-            let (c, s) = (
+        // normalise c_kv, rope k_pe; split q per head into q_nope and (roped) q_pe: per
+        // token, over the backend's threads
+        let at_t = |t: usize| {
+            (
                 &cos[t * half..(t + 1) * half],
                 &sin[t * half..(t + 1) * half],
-            );
-            let row = &mut kv[t * (r + p)..(t + 1) * (r + p)];
-            let c_kv = Buf::from_slice(&row[..r]);
-            be.rms_norm(&c_kv, &self.kv_norm, self.eps, &mut row[..r]);
-            be.rope(&mut row[r..], c, s);
-            for head in 0..h {
-                let src = &q[(t * h + head) * qk..(t * h + head + 1) * qk];
-                q_nope[(t * h + head) * nope..][..nope].copy_from_slice(&src[..nope]);
-                q_pe[(t * h + head) * p..][..p].copy_from_slice(&src[nope..]);
+            )
+        };
+        be.for_rows(&mut kv, r + p, &|first, rows| {
+            for (t, row) in (first..).zip(rows.chunks_exact_mut(r + p)) {
+                let (c, s) = at_t(t);
+                let c_kv = Buf::from_slice(&row[..r]);
+                be.rms_norm(&c_kv, &self.kv_norm, self.eps, &mut row[..r]);
+                be.rope(&mut row[r..], c, s);
             }
-            be.rope(&mut q_pe[t * h * p..(t + 1) * h * p], c, s);
-        }
+        });
+        let mut q_nope = Buf::<f32>::for_overwrite(tokens * h * nope); // [tokens, n_heads, qk_nope_head_dim]
+        be.for_rows(&mut q_nope, h * nope, &|first, rows| {
+            for (t, row) in (first..).zip(rows.chunks_exact_mut(h * nope)) {
+                for (head, dst) in row.chunks_exact_mut(nope).enumerate() {
+                    dst.copy_from_slice(&q[(t * h + head) * qk..][..nope]);
+                }
+            }
+        });
+        let mut q_pe = Buf::<f32>::for_overwrite(tokens * h * p); // [tokens, n_heads, rope_dim]
+        be.for_rows(&mut q_pe, h * p, &|first, rows| {
+            for (t, row) in (first..).zip(rows.chunks_exact_mut(h * p)) {
+                for (head, dst) in row.chunks_exact_mut(p).enumerate() {
+                    dst.copy_from_slice(&q[(t * h + head) * qk + nope..][..p]);
+                }
+                let (c, s) = at_t(t);
+                be.rope(row, c, s);
+            }
+        });
 
         // Absorb wkv_b's key half into the query: q_latent[t, h] = q_nope[t, h] · W_uk[h]
         // (only for the spans that attend absorbed)
@@ -345,16 +360,15 @@ impl Mla {
         // the sequence's cached rope keys, contiguous: k_pe [P, p]; its latents are read a
         // block of positions at a time below (all of them as f32 would be P x r values, the
         // largest buffer of a long prompt's prefill at depth)
-        let mut k_pe = Buf::<f32>::zeros(positions * p);
+        let mut k_pe = Buf::<f32>::for_overwrite(positions * p);
         let cache = pool.layer(layer);
-        for j in 0..positions {
-            cache.read(
-                pool.offset(span.blocks, j) + r,
-                &mut k_pe[j * p..(j + 1) * p],
-            );
-        }
+        be.for_rows(&mut k_pe, p, &|first, rows| {
+            for (j, row) in (first..).zip(rows.chunks_exact_mut(p)) {
+                cache.read(pool.offset(span.blocks, j) + r, row);
+            }
+        });
         let block = (self.latent_block_values / r.max(1)).clamp(1, positions.max(1));
-        let mut c_blk = Buf::<f32>::zeros(block * r);
+        let mut c_blk = Buf::<f32>::for_overwrite(block * r);
         // Keys and values [k_nope | v] of a group of heads at a time, each group's product
         // one matmul over a block of cached latents: all heads at once would hold P x
         // n_heads x (nope + vd) values, the largest buffer of a long prefill, and a head at
@@ -364,19 +378,19 @@ impl Mla {
         let kvw = nope + vd;
         let width = kvw + p;
         let group = (self.expand_group_values / (positions * width)).clamp(1, h);
-        let mut kv = Buf::<f32>::zeros(block * group * kvw); // [block, group, kvw]
+        let mut kv = Buf::<f32>::for_overwrite(block * group * kvw); // [block, group, kvw]
         let (mut k, mut v) = match &self.kv_b {
             KvB::Split { .. } => (
-                Buf::<f32>::zeros(block * nope),
-                Buf::<f32>::zeros(block * group * vd),
+                Buf::<f32>::for_overwrite(block * nope),
+                Buf::<f32>::for_overwrite(block * group * vd),
             ),
             KvB::Combined(_) => (Buf::<f32>::zeros(0), Buf::<f32>::zeros(0)),
         };
         // one head at a time: rows [v | k_nope | k_pe], queries [0 | q_nope | q_pe]
-        let mut rows = Buf::<f32>::zeros(group * positions * width); // [group, P, width]
+        let mut rows = Buf::<f32>::for_overwrite(group * positions * width); // [group, P, width]
         let zeros = Buf::<f32>::zeros(n * vd);
-        let mut qp = Buf::<f32>::zeros(n * (nope + p));
-        let mut out = Buf::<f32>::zeros(n * vd);
+        let mut qp = Buf::<f32>::for_overwrite(n * (nope + p));
+        let mut out = Buf::<f32>::for_overwrite(n * vd);
         let blocks = [0u32];
         let bf16 = matches!(cache, kernels::KvRows::Bf16(_));
         let mut rows16: Vec<u16> = Vec::new();
@@ -387,9 +401,11 @@ impl Mla {
                 for j0 in (0..positions).step_by(block) {
                     let pn = block.min(positions - j0);
                     let c_kv = &mut c_blk[..pn * r];
-                    for (j, c) in c_kv.chunks_exact_mut(r).enumerate() {
-                        cache.read(pool.offset(span.blocks, j0 + j), c);
-                    }
+                    be.for_rows(c_kv, r, &|first, rows| {
+                        for (j, c) in (first..).zip(rows.chunks_exact_mut(r)) {
+                            cache.read(pool.offset(span.blocks, j0 + j), c);
+                        }
+                    });
                     let kv = &mut kv[..pn * gn * kvw];
                     match &self.kv_b {
                         KvB::Combined(w) => be.matmul(c_kv, &w.rows_view(g0 * kvw, gn * kvw), kv),
@@ -399,23 +415,34 @@ impl Mla {
                             for hh in 0..gn {
                                 let k = &mut k[..pn * nope];
                                 be.matmul_t(c_kv, &k_b.rows_view((g0 + hh) * r, r), k);
-                                for j in 0..pn {
-                                    let row = &mut kv[(j * gn + hh) * kvw..][..kvw];
-                                    row[..nope].copy_from_slice(&k[j * nope..(j + 1) * nope]);
-                                    row[nope..].copy_from_slice(&v[(j * gn + hh) * vd..][..vd]);
-                                }
+                                let (k, v) = (&*k, &*v);
+                                be.for_rows(kv, gn * kvw, &|first, rows| {
+                                    for (j, rj) in (first..).zip(rows.chunks_exact_mut(gn * kvw)) {
+                                        let row = &mut rj[hh * kvw..(hh + 1) * kvw];
+                                        row[..nope].copy_from_slice(&k[j * nope..(j + 1) * nope]);
+                                        row[nope..].copy_from_slice(&v[(j * gn + hh) * vd..][..vd]);
+                                    }
+                                });
                             }
                         }
                     }
+                    // each head's rows [v | k_nope | k_pe] (a bf16 cache's rounded to bf16
+                    // here, as the cache would hold them: the kernels' rule for a bf16 cache
+                    // is bf16 attention, and the rows then convert by taking top halves)
+                    let kv = &*kv;
                     for hh in 0..gn {
-                        for j in 0..pn {
-                            let at = (hh * positions + j0 + j) * width;
-                            let row = &mut rows[at..at + width];
-                            let kvj = &kv[(j * gn + hh) * kvw..][..kvw];
-                            row[..vd].copy_from_slice(&kvj[nope..]);
-                            row[vd..kvw].copy_from_slice(&kvj[..nope]);
-                            row[kvw..].copy_from_slice(&k_pe[(j0 + j) * p..(j0 + j + 1) * p]);
-                        }
+                        let at = (hh * positions + j0) * width;
+                        be.for_rows(&mut rows[at..at + pn * width], width, &|first, rs| {
+                            for (j, row) in (first..).zip(rs.chunks_exact_mut(width)) {
+                                let kvj = &kv[(j * gn + hh) * kvw..][..kvw];
+                                row[..vd].copy_from_slice(&kvj[nope..]);
+                                row[vd..kvw].copy_from_slice(&kvj[..nope]);
+                                row[kvw..].copy_from_slice(&k_pe[(j0 + j) * p..(j0 + j + 1) * p]);
+                                if bf16 {
+                                    row.iter_mut().for_each(|v| *v = round_bf16(*v));
+                                }
+                            }
+                        });
                     }
                 }
             }
@@ -424,16 +451,18 @@ impl Mla {
             // keys and values rounded as the cache would hold them
             let kv = if bf16 {
                 rows16.clear();
-                rows16.extend(rows.iter().map(|&v| half::bf16::from_f32(v).to_bits()));
+                // (rounded above: the top halves are the bf16 values)
+                rows16.extend(rows.iter().map(|&v| (v.to_bits() >> 16) as u16));
                 kernels::KvRows::Bf16(&rows16)
             } else {
                 kernels::KvRows::F32(rows)
             };
-            for t in 0..n {
-                let q = &mut qp[t * (nope + p)..(t + 1) * (nope + p)];
-                q[..nope].copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
-                q[nope..].copy_from_slice(&q_pe[(t * h + head) * p..][..p]);
-            }
+            be.for_rows(&mut qp, nope + p, &|first, rs| {
+                for (t, q) in (first..).zip(rs.chunks_exact_mut(nope + p)) {
+                    q[..nope].copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
+                    q[nope..].copy_from_slice(&q_pe[(t * h + head) * p..][..p]);
+                }
+            });
             let attn = MlaAttention {
                 q_latent: &zeros,
                 q_pe: &qp,
@@ -447,11 +476,19 @@ impl Mla {
                 scale: self.softmax_scale,
             };
             be.mla_attention(&attn, &mut out);
-            for t in 0..n {
-                o[(t * h + head) * vd..][..vd].copy_from_slice(&out[t * vd..(t + 1) * vd]);
-            }
+            let out = &out;
+            be.for_rows(o, h * vd, &|first, rs| {
+                for (t, ot) in (first..).zip(rs.chunks_exact_mut(h * vd)) {
+                    ot[head * vd..(head + 1) * vd].copy_from_slice(&out[t * vd..(t + 1) * vd]);
+                }
+            });
         }
     }
+}
+
+/// `v` rounded to the nearest bf16 (ties to even), as f32; NaN stays NaN.
+fn round_bf16(v: f32) -> f32 {
+    half::bf16::from_f32(v).to_f32()
 }
 
 #[cfg(test)]

@@ -119,21 +119,41 @@ impl Gate {
         let tokens = x.len() / self.weight.cols;
         let mut scores = Buf::<f32>::for_overwrite(tokens * e);
         be.matmul(x, &self.weight, &mut scores);
-        let mut routing = Routing {
-            indices: Buf::with_capacity(tokens * self.top_k),
-            weights: Buf::with_capacity(tokens * self.top_k),
-        };
-        for s in scores.chunks_exact_mut(e) {
-            match self.scoring {
-                ScoringFunc::Sigmoid => s.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
-                ScoringFunc::Softmax => be.softmax(s),
+        // per token, over the backend's threads: its scores, its choice and their weights,
+        // written as [weights | indices] (indices as f32: exact below 2^24 experts)
+        let k = self.top_k;
+        let mut picked = Buf::<f32>::for_overwrite(tokens * 2 * k);
+        be.for_rows(&mut picked, 2 * k, &|first, rows| {
+            let mut s = Buf::<f32>::for_overwrite(e);
+            for (t, out) in (first..).zip(rows.chunks_exact_mut(2 * k)) {
+                s.copy_from_slice(&scores[t * e..(t + 1) * e]);
+                match self.scoring {
+                    ScoringFunc::Sigmoid => {
+                        s.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()))
+                    }
+                    ScoringFunc::Softmax => be.softmax(&mut s),
+                }
+                let chosen = self.select(&s);
+                let (w, ids) = out.split_at_mut(k);
+                for (j, (w, id)) in w.iter_mut().zip(ids.iter_mut()).enumerate() {
+                    // (fewer experts than k: the last one again, at no weight)
+                    let i = chosen.get(j).copied();
+                    *w = i.map_or(0.0, |i| s[i]);
+                    *id = i.or(chosen.last().copied()).unwrap_or(0) as f32;
+                }
+                self.weigh(w);
             }
-            let chosen = self.select(s);
-            let mut w = Buf::<f32>::with_capacity(chosen.len());
-            w.vec().extend(chosen.iter().map(|&i| s[i]));
-            self.weigh(&mut w);
-            routing.indices.vec().extend_from_slice(&chosen);
-            routing.weights.vec().extend_from_slice(&w);
+        });
+        let mut routing = Routing {
+            indices: Buf::with_capacity(tokens * k),
+            weights: Buf::with_capacity(tokens * k),
+        };
+        for out in picked.chunks_exact(2 * k) {
+            routing.weights.vec().extend_from_slice(&out[..k]);
+            routing
+                .indices
+                .vec()
+                .extend(out[k..].iter().map(|&i| i as usize));
         }
         routing
     }
@@ -195,8 +215,16 @@ impl Gate {
 fn top_k_indices(v: &[f32], k: usize) -> Buf<usize> {
     let mut idx = Buf::<usize>::with_capacity(v.len());
     idx.vec().extend(0..v.len());
-    idx.sort_unstable_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+    // a total order (value, then index): the k best are a selection, then a sort of k
+    // (a whole sort of every expert per token was a prefill's largest serial part)
+    let order = |a: &usize, b: &usize| v[*b].total_cmp(&v[*a]).then(a.cmp(b));
+    if k == 0 {
+        idx.vec().clear();
+    } else if k < v.len() {
+        idx.select_nth_unstable_by(k - 1, order);
+    }
     idx.vec().truncate(k);
+    idx.sort_unstable_by(order);
     idx
 }
 
@@ -250,10 +278,13 @@ impl Moe {
         }
         let mut fill = Buf::<usize>::from_slice(&start[..n_exp]);
         let mut pairs = Buf::<(usize, f32)>::zeros(tokens * k);
+        // and where each of a token's choices went: slot[t * k + j]
+        let mut slot = Buf::<usize>::zeros(tokens * k);
         for t in 0..tokens {
             for j in 0..k {
                 let e = routing.indices[t * k + j];
                 pairs[fill[e]] = (t, routing.weights[t * k + j]);
+                slot[t * k + j] = fill[e];
                 fill[e] += 1;
             }
         }
@@ -294,12 +325,13 @@ impl Moe {
             }
             *starts.last_mut().expect("at least one entry") = rows;
             let mut xs = Buf::<f32>::for_overwrite(rows * hidden);
-            for (i, &(t, _)) in group.iter().enumerate() {
-                xs[i * hidden..(i + 1) * hidden].copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
-            }
-            if extra > 0 {
-                xs[routed * hidden..].copy_from_slice(x);
-            }
+            be.for_rows(&mut xs, hidden, &|first, dst| {
+                for (i, d) in (first..).zip(dst.chunks_exact_mut(hidden)) {
+                    // the routed rows, then (fused) every token again for the shared expert
+                    let t = if i < routed { group[i].0 } else { i - routed };
+                    d.copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
+                }
+            });
             let expert = |e: usize| match fused {
                 Some(shared) if base + e == n_exp => shared,
                 _ => &self.experts[base + e],
@@ -319,23 +351,41 @@ impl Moe {
             // the gathered inputs are spent: their buffer takes the outputs
             let mut ys = xs;
             be.matmul_experts(&g, &starts, &|e| &expert(e).w2, &mut ys);
-            for (i, &(t, wt)) in group.iter().enumerate() {
-                for (o, &y) in out[t * hidden..(t + 1) * hidden]
-                    .iter_mut()
-                    .zip(&ys[i * hidden..(i + 1) * hidden])
-                {
-                    *o += wt * y;
+            // per token, its experts of this group in expert order (the order pairs hold
+            // them in), then the fused shared expert: every token's sum in the order the
+            // unfused path adds in, whichever thread has it
+            let ys = &ys;
+            let slot = &slot;
+            be.for_rows(&mut out, hidden, &|first, dst| {
+                for (t, o) in (first..).zip(dst.chunks_exact_mut(hidden)) {
+                    // its slots within this group, smallest first (k is small)
+                    let mut last = None;
+                    while let Some(s) = slot[t * k..(t + 1) * k]
+                        .iter()
+                        .copied()
+                        .filter(|&s| (r0..r1).contains(&s) && last.is_none_or(|l| s > l))
+                        .min()
+                    {
+                        last = Some(s);
+                        let (i, wt) = (s - r0, pairs[s].1);
+                        for (o, &y) in o.iter_mut().zip(&ys[i * hidden..(i + 1) * hidden]) {
+                            *o += wt * y;
+                        }
+                    }
+                    if extra > 0 {
+                        let y = &ys[(routed + t) * hidden..(routed + t + 1) * hidden];
+                        o.iter_mut().zip(y).for_each(|(o, &y)| *o += y);
+                    }
                 }
-            }
-            // (after every routed expert's share, the order the unfused path adds in)
-            for (o, &y) in out.iter_mut().zip(&ys[routed * hidden..]) {
-                *o += y;
-            }
+            });
         }
         if let Some(shared) = self.shared.as_ref().filter(|_| fused.is_none()) {
-            for (o, s) in out.iter_mut().zip(shared.forward(be, x).iter()) {
-                *o += s;
-            }
+            let sh = shared.forward(be, x);
+            be.for_rows(&mut out, hidden, &|first, dst| {
+                for (o, s) in dst.iter_mut().zip(&sh[first * hidden..]) {
+                    *o += s;
+                }
+            });
         }
         (out, routing)
     }

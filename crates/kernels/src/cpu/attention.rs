@@ -79,17 +79,31 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
         if q.len() < rows * row {
             q.resize((rows * row).next_power_of_two(), 0.0);
         }
-        for i in 0..rows {
-            q[i * row..i * row + r].copy_from_slice(&a.q_latent[i * r..(i + 1) * r]);
-            q[i * row + r..(i + 1) * row].copy_from_slice(&a.q_pe[i * p..(i + 1) * p]);
-        }
-        let q = &mut q[..rows * row];
-        if let KvRows::Bf16(_) = a.kv {
-            // a bf16 cache's scores are bf16 products, as the bf16 dot instruction makes
-            // them: every level rounds the queries alike, so all agree to f32 rounding
-            for v in q.iter_mut() {
-                *v = half::bf16::from_f32(*v).to_f32();
+        // a bf16 cache's scores are bf16 products, as the bf16 dot instruction makes them:
+        // every level rounds the queries alike, so all agree to f32 rounding
+        let round = matches!(a.kv, KvRows::Bf16(_));
+        let fill = |i0: usize, q: &mut [f32]| {
+            for (i, qi) in (i0..).zip(q.chunks_exact_mut(row)) {
+                qi[..r].copy_from_slice(&a.q_latent[i * r..(i + 1) * r]);
+                qi[r..].copy_from_slice(&a.q_pe[i * p..(i + 1) * p]);
+                if round {
+                    qi.iter_mut()
+                        .for_each(|v| *v = half::bf16::from_f32(*v).to_f32());
+                }
             }
+        };
+        let q = &mut q[..rows * row];
+        if rows < 64 {
+            fill(0, q);
+        } else {
+            // a prefill's rows over the pool (one thread filled them while the rest waited)
+            let dst = Disjoint::new(q);
+            pool.for_ranges(rows, 1, &|rg| {
+                // SAFETY: rows rg are this range's alone.
+                fill(rg.start, unsafe {
+                    dst.slice(rg.start * row, rg.len() * row)
+                })
+            });
         }
         let q = &q[..];
         if level != Level::Scalar && rows <= SPLIT_ROWS {
@@ -176,11 +190,19 @@ fn amx_prefill(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, q: &[f32],
         // the queries are already rounded to bf16: their top halves are exact
         t.q16.clear();
         t.q16.resize(rows16 * kp, 0);
-        for (dst, src) in t.q16.chunks_exact_mut(kp).zip(q.chunks_exact(row)) {
-            for (d, &v) in dst.iter_mut().zip(src) {
-                *d = (v.to_bits() >> 16) as u16;
+        let qd = Disjoint::new(&mut t.q16[..]);
+        pool.for_ranges(rows, 1, &|rg| {
+            // SAFETY: rows rg are this range's alone.
+            let q16 = unsafe { qd.slice(rg.start * kp, rg.len() * kp) };
+            for (dst, src) in q16
+                .chunks_exact_mut(kp)
+                .zip(q[rg.start * row..].chunks_exact(row))
+            {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = (v.to_bits() >> 16) as u16;
+                }
             }
-        }
+        });
         // every value of both is written below (zeros past the ends)
         t.keys.resize(l16 * kp, 0);
         t.values.resize(r * l32, 0);

@@ -159,6 +159,26 @@ impl Backend for CpuBackend {
     fn mla_attention(&self, a: &MlaAttention<'_>, out: &mut [f32]) {
         attention::mla_attention(self.level, &self.pool, a, out)
     }
+
+    fn for_rows(&self, out: &mut [f32], width: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+        let width = width.max(1);
+        let rows = out.len() / width;
+        assert_eq!(
+            rows * width,
+            out.len(),
+            "for_rows: not whole rows of {width}"
+        );
+        if rows < PARALLEL_ROWS || self.pool.threads() == 1 {
+            return f(0, out);
+        }
+        let dst = pool::Disjoint::new(out);
+        self.pool.for_ranges(rows, 1, &|rg| {
+            // SAFETY: rows rg of out are this range's alone.
+            f(rg.start, unsafe {
+                dst.slice(rg.start * width, rg.len() * width)
+            })
+        });
+    }
 }
 
 /// Rows from which the row-wise operations (normalisation, the gated activation) run over

@@ -11,9 +11,10 @@ use crate::backend::{Heads, head_by_head_t};
 use crate::matrix::{Matrix, Rows};
 
 thread_local! {
-    /// `amx_matmul_t`'s widened row, tokens as bf16 and packed columns.
-    static TILE_OPS: RefCell<(Vec<f32>, Vec<u16>, Vec<u16>)> =
-        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// `amx_matmul_t`'s tokens as bf16 and packed columns.
+    static TILE_OPS: RefCell<(Vec<u16>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// A share's row of W or run of tokens rounded to bf16 (each thread its own).
+    static ROW16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `y[n, w.cols] = x[n, w.rows] · W` (a head's q_nope through wkv_b's key half).
@@ -99,23 +100,41 @@ fn amx_matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Rows<'_>, y: &mu
     let cols = y.len() / n;
     TILE_OPS.with(|t| {
         let mut t = t.borrow_mut();
-        let (wide, x16, packed) = &mut *t;
-        wide.resize(cols, 0.0);
+        let (x16, packed) = &mut *t;
+        // W's rows and the tokens, each rounded to bf16 by shares over the pool (on one
+        // thread, with the expanded prefill calling this per head, they were a third of
+        // the time a pp512's other thread sat idle)
         packed.resize(cols * rows, 0);
-        for r in 0..rows {
-            let (fmt, bytes) = w.get(r);
-            simd::widen(level, &fmt, bytes, wide);
-            let base = 32 * (r / 2) + r % 2;
-            for (j, &v) in wide.iter().enumerate() {
-                packed[j / 16 * 16 * rows + base + 2 * (j % 16)] =
-                    half::bf16::from_f32(v).to_bits();
-            }
-        }
-        x16.clear();
-        simd::round_bf16(level, x, x16);
+        let dst = Disjoint::new(&mut packed[..]);
+        pool.for_ranges_scratch(rows, 2, cols, &|rs, wide| {
+            ROW16.with(|r16| {
+                let mut r16 = r16.borrow_mut();
+                for r in rs {
+                    let (fmt, bytes) = w.get(r);
+                    r16.clear();
+                    simd::widen_bf16(level, &fmt, bytes, wide, &mut r16);
+                    let base = 32 * (r / 2) + r % 2;
+                    for (j, &v) in r16.iter().enumerate() {
+                        // SAFETY: row r's places (pair r / 2, half r % 2) are this share's.
+                        unsafe { *dst.ptr().add(j / 16 * 16 * rows + base + 2 * (j % 16)) = v };
+                    }
+                }
+            })
+        });
+        x16.resize(n.next_multiple_of(16) * rows, 0);
+        x16[n * rows..].fill(0);
+        let dst = Disjoint::new(&mut x16[..]);
+        pool.for_ranges(n, 16, &|ts| {
+            ROW16.with(|r16| {
+                let mut r16 = r16.borrow_mut();
+                r16.clear();
+                simd::round_bf16(level, &x[ts.start * rows..ts.end * rows], &mut r16);
+                // SAFETY: token rows ts are this share's.
+                unsafe { dst.slice(ts.start * rows, ts.len() * rows) }.copy_from_slice(&r16);
+            })
+        });
         // whole tiles of 16 token rows straight into y; the last partial one is staged
         let full = n / 16 * 16;
-        x16.resize(n.next_multiple_of(16) * rows, 0);
         let (x16, packed) = (&x16[..], &packed[..]);
         let bytes = simd::u16_bytes(x16);
         let gemm = |r0: usize, len: usize, y: *mut f32| {
