@@ -158,8 +158,8 @@ thread_local! {
     };
     /// A query block's probabilities as bf16 rows.
     static P16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
-    /// A decode tile's latents and probabilities packed for `simd::amx_pv`.
-    static PV_TILES: RefCell<(Vec<u16>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// A decode tile's probabilities packed for `simd::amx_pv`.
+    static PV_TILES: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Query rows a chunk of the AMX prefill takes: two tiles of 16, so each key tile loaded
@@ -551,19 +551,16 @@ fn split_positions(
                     }
                 }
                 if let (true, Some(kv)) = (amx_pv, tiles_kv) {
-                    // the tile's latents and probabilities packed as tiles, then one
-                    // product per 16 output columns, the sums kept in o
+                    // the probabilities packed as the tiles' A side, then the latents
+                    // as they lie, 32 columns at a time, the sums kept in o
                     PV_TILES.with(|t| {
-                        let mut t = t.borrow_mut();
-                        let (pack, p16) = &mut *t;
-                        let kpos = nj.next_multiple_of(32);
-                        pack.resize(TILE * r, 0);
+                        let mut p16 = t.borrow_mut();
                         p16.resize(lanes * TILE, 0);
-                        simd::amx_pack_pv(level, kv, &offs[..nj], r, s, lanes, rows, pack, p16);
+                        simd::amx_pack_probs(level, s, lanes, rows, nj, &mut p16);
                         let g = simd::AmxPv {
-                            p: p16,
-                            v: pack,
-                            kpos,
+                            kv,
+                            offs: &offs[..nj],
+                            p: &p16,
                             rows,
                             r,
                         };

@@ -408,52 +408,45 @@ pub fn amx_scores(level: Level, g: &AmxScores<'_>, s: &mut [f32]) {
 }
 
 /// A decode tile's probabilities times its cached latents on AMX tiles, over a bf16 cache:
-/// `o[i * r + c] += Σ_j p[i][j] · v[j][c]` for `rows` query rows (a multiple of 16) and `r`
-/// columns, over `kpos` positions (a multiple of 32, at most 64), with `p` and `v` as
-/// `amx_pack_pv` packs them.
+/// `o[i * r + c] += Σ_j p[i][j] · v[j][c]` for `rows` query rows (a multiple of 16) and the
+/// first `r` values (a multiple of 32) of the cached rows at `offs` (at most 64), with `p`
+/// as `amx_pack_probs` packs it.
 pub struct AmxPv<'a> {
+    pub kv: &'a [u16],
+    pub offs: &'a [usize],
     pub p: &'a [u16],
-    pub v: &'a [u16],
-    pub kpos: usize,
     pub rows: usize,
     pub r: usize,
 }
 
-/// Packs a decode tile for `amx_pv`: the cached latents (the first `r` values, a multiple
-/// of 32, of the rows at `offs`) in pairs of positions, `[kpos / 32][r / 16][16][16][2]`,
-/// zeros past the last position, into `pack`; and the probabilities (lane-wise as the
-/// split path keeps them, `p[j * lanes + i]`) rounded to bf16 as rows of `kpos`, into
-/// `p16`.
-#[allow(clippy::too_many_arguments)]
-pub fn amx_pack_pv(
+/// The probabilities of a decode tile of `nj` positions (lane-wise as the split path keeps
+/// them, `p[j * lanes + i]`) rounded to bf16 as `rows` rows of `nj` rounded up to 32
+/// (zeros past `nj`), into `p16`: the A side of `amx_pv`.
+pub fn amx_pack_probs(
     level: Level,
-    kv: &[u16],
-    offs: &[usize],
-    r: usize,
     p: &[f32],
     lanes: usize,
     rows: usize,
-    pack: &mut [u16],
+    nj: usize,
     p16: &mut [u16],
 ) {
     assert!(has_amx(level), "no AMX kernel at level {level}");
-    let kpos = offs.len().next_multiple_of(32);
-    assert!(r.is_multiple_of(32) && rows.is_multiple_of(16) && rows <= lanes);
-    assert!(offs.iter().all(|&o| o + r <= kv.len()) && p.len() >= offs.len() * lanes);
-    assert!(pack.len() >= kpos * r && p16.len() >= rows * kpos);
+    assert!(rows.is_multiple_of(16) && rows <= lanes && p.len() >= nj * lanes);
+    assert!(p16.len() >= rows * nj.next_multiple_of(32));
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX-512 BW is part of the AMX level; bounds as asserted.
     unsafe {
-        x86::avx512_bf16gemm::amx_pack_pv(kv, offs, r, p, lanes, rows, pack, p16)
+        x86::avx512_bf16gemm::amx_pack_probs(p, lanes, rows, nj, p16)
     }
 }
 
 pub fn amx_pv(level: Level, g: &AmxPv<'_>, o: &mut [f32]) {
     assert!(has_amx(level), "no AMX kernel at level {level}");
-    assert!(g.kpos.is_multiple_of(32) && g.kpos <= 64 && g.kpos > 0);
+    let (nj, kpos) = (g.offs.len(), g.offs.len().next_multiple_of(32));
+    assert!(nj > 0 && nj <= 64);
     assert!(g.rows.is_multiple_of(16) && g.r.is_multiple_of(32));
-    assert!(g.p.len() >= g.rows * g.kpos && g.v.len() >= g.kpos * g.r);
-    assert!(o.len() >= g.rows * g.r);
+    assert!(g.offs.iter().all(|&o| o + g.r <= g.kv.len()));
+    assert!(g.p.len() >= g.rows * kpos && o.len() >= g.rows * g.r);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the level is supported; bounds as asserted.
     unsafe {

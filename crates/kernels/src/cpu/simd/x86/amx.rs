@@ -299,53 +299,83 @@ pub unsafe fn scores(g: &super::super::AmxScores<'_>, s: *mut f32) {
     }
 }
 
-/// `simd::amx_pv`: per head tile, its probability tiles (one per 32 positions, at most two)
-/// stay loaded while each 16-column tile of the outputs is loaded from `o`, multiplied in
-/// and stored back.
+/// `simd::amx_pv`, 32 output columns at a time: the tile's latents for those columns are
+/// packed in pairs of positions (two `vpermt2w` per pair of rows) into 4 KiB that stay in
+/// L1, then each head tile's two output tiles are loaded from `o`, multiplied in and
+/// stored back. (Packed whole first, the 64 KiB of a tile's latents went out of L1 and
+/// back: the packing's stores were the larger part of the output product's time.)
 ///
 /// # Safety
-/// `Level::Amx` is supported; the wrapper checked the buffers' sizes.
+/// `Level::Amx` is supported; the wrapper checked the rows' bounds and the buffers' sizes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub unsafe fn pv(g: &super::super::AmxPv<'_>, o: *mut f32) {
-    let (kpos, r) = (g.kpos, g.r);
-    let dts = r / 16;
-    let cfg = TileCfg::full();
-    let (p, v) = (g.p.as_ptr(), g.v.as_ptr());
+    use std::arch::x86_64::*;
+    let (r, nj) = (g.r, g.offs.len());
+    let kpos = nj.next_multiple_of(32);
     let two = kpos > 32;
+    // tile rows of the pairs (position 2i, 2i + 1) of 16 columns: [kpos / 32][2][16][32]
+    let mut buf = Pack([0u16; 64 * 32]);
+    let v = buf.0.as_mut_ptr();
+    let lo = _mm512_set_epi16(
+        47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4,
+        35, 3, 34, 2, 33, 1, 32, 0,
+    );
+    let hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    let kv = g.kv.as_ptr();
+    let p = g.p.as_ptr();
+    let one_ht = g.rows == 16;
+    let cfg = TileCfg::full();
     unsafe {
         cfg.load();
-        for ht in 0..g.rows / 16 {
-            let a = p.add(ht * 16 * kpos);
-            tile_load!(6, a, 2 * kpos);
+        if one_ht {
+            tile_load!(6, p, 2 * kpos);
             if two {
-                tile_load!(7, a.add(32), 2 * kpos);
+                tile_load!(7, p.add(32), 2 * kpos);
             }
-            let ob = o.add(ht * 16 * r);
-            let mut dt = 0;
-            while dt < dts {
-                let pair = dts - dt >= 2;
-                tile_load!(0, ob.add(16 * dt), 4 * r);
-                tile_load!(2, v.add(dt * 512), 64);
-                tdp!("tdpbf16ps", 0, 6, 2);
-                if pair {
-                    tile_load!(1, ob.add(16 * dt + 16), 4 * r);
-                    tile_load!(3, v.add((dt + 1) * 512), 64);
-                    tdp!("tdpbf16ps", 1, 6, 3);
-                }
-                if two {
-                    tile_load!(4, v.add((dts + dt) * 512), 64);
-                    tdp!("tdpbf16ps", 0, 7, 4);
-                    if pair {
-                        tile_load!(5, v.add((dts + dt + 1) * 512), 64);
-                        tdp!("tdpbf16ps", 1, 7, 5);
+        }
+        for c in (0..r).step_by(32) {
+            for pp in 0..kpos / 2 {
+                let row = |t: usize| {
+                    if t < nj {
+                        _mm512_loadu_si512(kv.add(g.offs[t] + c).cast())
+                    } else {
+                        _mm512_setzero_si512()
+                    }
+                };
+                let (a, b) = (row(2 * pp), row(2 * pp + 1));
+                let at = |half: usize| v.add(((pp / 16 * 2 + half) * 16 + pp % 16) * 32);
+                _mm512_storeu_si512(at(0).cast(), _mm512_permutex2var_epi16(a, lo, b));
+                _mm512_storeu_si512(at(1).cast(), _mm512_permutex2var_epi16(a, hi, b));
+            }
+            for ht in 0..g.rows / 16 {
+                if !one_ht {
+                    let a = p.add(ht * 16 * kpos);
+                    tile_load!(6, a, 2 * kpos);
+                    if two {
+                        tile_load!(7, a.add(32), 2 * kpos);
                     }
                 }
-                tile_store!(0, ob.add(16 * dt), 4 * r);
-                if pair {
-                    tile_store!(1, ob.add(16 * dt + 16), 4 * r);
+                let ob = o.add(ht * 16 * r + c);
+                tile_load!(0, ob, 4 * r);
+                tile_load!(1, ob.add(16), 4 * r);
+                tile_load!(2, v, 64);
+                tile_load!(3, v.add(512), 64);
+                tdp!("tdpbf16ps", 0, 6, 2);
+                tdp!("tdpbf16ps", 1, 6, 3);
+                if two {
+                    tile_load!(4, v.add(1024), 64);
+                    tile_load!(5, v.add(1536), 64);
+                    tdp!("tdpbf16ps", 0, 7, 4);
+                    tdp!("tdpbf16ps", 1, 7, 5);
                 }
-                dt += if pair { 2 } else { 1 };
+                tile_store!(0, ob, 4 * r);
+                tile_store!(1, ob.add(16), 4 * r);
             }
         }
         release();
     }
 }
+
+/// A decode tile's latents for 32 columns, packed for the tiles (see [`pv`]).
+#[repr(C, align(64))]
+struct Pack([u16; 64 * 32]);

@@ -191,48 +191,13 @@ pub unsafe fn amx_pack_acts(x: &[f32], k: usize, out: &mut [u16]) {
     }
 }
 
-/// `simd::amx_pack_pv`: per pair of positions, 32 latent values of each row at a time
-/// interleaved by two `vpermt2w` into two tile rows (16 values in pairs each).
-#[allow(clippy::too_many_arguments)]
+/// `simd::amx_pack_probs`: each position's 16 lanes rounded at once, then scattered to
+/// the head tiles' rows.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn amx_pack_pv(
-    kv: &[u16],
-    offs: &[usize],
-    r: usize,
-    p: &[f32],
-    lanes: usize,
-    rows: usize,
-    pack: &mut [u16],
-    p16: &mut [u16],
-) {
-    let nj = offs.len();
+pub unsafe fn amx_pack_probs(p: &[f32], lanes: usize, rows: usize, nj: usize, p16: &mut [u16]) {
     let kpos = nj.next_multiple_of(32);
-    let dts = r / 16;
-    let lo = _mm512_set_epi16(
-        47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4,
-        35, 3, 34, 2, 33, 1, 32, 0,
-    );
-    let hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
-    let out = pack.as_mut_ptr();
-    // SAFETY (here and below): the wrapper checked the rows' bounds and the buffers' sizes.
+    // SAFETY (below): the wrapper checked the buffers' sizes.
     unsafe {
-        for pp in 0..kpos / 2 {
-            let row = |t: usize| (t < nj).then(|| kv.as_ptr().add(offs[t]));
-            let (r0, r1) = (row(2 * pp), row(2 * pp + 1));
-            let (ks, pi) = (pp / 16, pp % 16);
-            for c in (0..r).step_by(32) {
-                let load = |p: Option<*const u16>| {
-                    p.map_or(_mm512_setzero_si512(), |p| {
-                        _mm512_loadu_si512(p.add(c).cast())
-                    })
-                };
-                let (a, b) = (load(r0), load(r1));
-                let dt = c / 16;
-                let at = |dt: usize| out.add(((ks * dts + dt) * 16 + pi) * 32);
-                _mm512_storeu_si512(at(dt).cast(), _mm512_permutex2var_epi16(a, lo, b));
-                _mm512_storeu_si512(at(dt + 1).cast(), _mm512_permutex2var_epi16(a, hi, b));
-            }
-        }
         // the probabilities as the A side: per head tile, 16 rows of kpos; each position's
         // 16 lanes rounded at once (probabilities: finite, so no NaN case), then scattered
         let (bias, one) = (_mm512_set1_epi32(0x7fff), _mm512_set1_epi32(1));
