@@ -1,0 +1,189 @@
+//! MLA's expanded form (the paper's, before absorption), which a long prefill chunk takes:
+//! the cached latents mapped through `wkv_b` to per-head keys and values once, then
+//! attended one head at a time.
+
+use kernels::{Backend, MlaAttention};
+
+use super::{KvB, Mla};
+use crate::kv_cache::KvPool;
+use crate::model::PagedSeq;
+use crate::scratch::Buf;
+
+/// Keys and values the expanded form holds at once, as its per-head rows `[k_nope | v |
+/// k_pe]` (f32 values): 1M is 4 MiB, a few heads of a long prompt, so a prefill's largest
+/// buffer stays small beside the KV cache.
+pub(super) const EXPANDED_GROUP_VALUES: usize = 1 << 20;
+
+/// Cached latents the expanded form widens at once (f32 values, 1 MiB): a block of
+/// positions at a time, so a prefill at depth holds no copy of the whole cache.
+pub(super) const LATENT_BLOCK_VALUES: usize = 1 << 18;
+
+/// From how many tokens per chunk the expanded form costs fewer multiply-adds. Per query
+/// and cached position, absorbed attention does `2 r + rope` per head and expanded
+/// `2 v + nope + rope` (its kernel's scores also run over the zero query part facing the
+/// values); expanding costs `(nope + v) r` per position and head, once per chunk.
+pub(super) fn expand_from(r: usize, nope: usize, vd: usize) -> usize {
+    let saved = (2 * r).saturating_sub(2 * vd + nope);
+    if saved == 0 {
+        usize::MAX
+    } else {
+        ((nope + vd) * r).div_ceil(saved) + 1
+    }
+}
+
+impl Mla {
+    /// Attention for one sequence's chunk in the expanded form, as the paper writes MLA
+    /// before absorption: every cached position's latent is mapped through `wkv_b` to its
+    /// per-head key and value once, and the chunk's queries attend over those. For a long
+    /// chunk this is several times fewer multiply-adds than the absorbed form, which pays
+    /// `2 * kv_lora_rank` per query, position and head. The same attention kernel runs it,
+    /// one head at a time, over rows `[v | k_nope | k_pe]` as `[latent | rope part]`: the
+    /// query is `[0 | q_nope | q_pe]`, so the scores are `q_nope · k_nope + q_pe · k_pe`,
+    /// and the output (the probabilities times the latent part) is the head's output, with
+    /// nothing computed for the keys' half. Writes `o` `[n, n_heads, v_head_dim]`.
+    pub(super) fn attend_expanded(
+        &self,
+        be: &dyn Backend,
+        (q_nope, q_pe): (&[f32], &[f32]),
+        pool: &KvPool,
+        layer: usize,
+        span: &PagedSeq<'_>,
+        o: &mut [f32],
+    ) {
+        let (h, r, p) = (self.n_heads, self.kv_lora_rank, self.qk_rope_head_dim);
+        let (nope, vd) = (self.qk_nope_head_dim, self.v_head_dim);
+        let n = span.tokens.len();
+        let positions = span.start_pos + n;
+        // the sequence's cached rope keys, contiguous: k_pe [P, p]; its latents are read a
+        // block of positions at a time below (all of them as f32 would be P x r values, the
+        // largest buffer of a long prompt's prefill at depth)
+        let mut k_pe = Buf::<f32>::for_overwrite(positions * p);
+        let cache = pool.layer(layer);
+        be.for_rows(&mut k_pe, p, &|first, rows| {
+            for (j, row) in (first..).zip(rows.chunks_exact_mut(p)) {
+                cache.read(pool.offset(span.blocks, j) + r, row);
+            }
+        });
+        let block = (self.latent_block_values / r.max(1)).clamp(1, positions.max(1));
+        let mut c_blk = Buf::<f32>::for_overwrite(block * r);
+        // Keys and values [k_nope | v] of a group of heads at a time, each group's product
+        // one matmul over a block of cached latents: all heads at once would hold P x
+        // n_heads x (nope + vd) values, the largest buffer of a long prefill, and a head at
+        // a time would quantize the latents once per head for a block-format wkv_b. Each
+        // block's products go straight into the group's per-head rows [k_nope | v | k_pe]
+        // (a whole-context buffer of the products beside them was 4.7 MB at depth 4608).
+        let kvw = nope + vd;
+        let width = kvw + p;
+        let group = (self.expand_group_values / (positions * width)).clamp(1, h);
+        let mut kv = Buf::<f32>::for_overwrite(block * group * kvw); // [block, group, kvw]
+        let (mut k, mut v) = match &self.kv_b {
+            KvB::Split { .. } => (
+                Buf::<f32>::for_overwrite(block * nope),
+                Buf::<f32>::for_overwrite(block * group * vd),
+            ),
+            KvB::Combined(_) => (Buf::<f32>::zeros(0), Buf::<f32>::zeros(0)),
+        };
+        // one head at a time: rows [v | k_nope | k_pe], queries [0 | q_nope | q_pe]
+        let mut rows = Buf::<f32>::for_overwrite(group * positions * width); // [group, P, width]
+        let zeros = Buf::<f32>::zeros(n * vd);
+        let mut qp = Buf::<f32>::for_overwrite(n * (nope + p));
+        let mut out = Buf::<f32>::for_overwrite(n * vd);
+        let blocks = [0u32];
+        let bf16 = matches!(cache, kernels::KvRows::Bf16(_));
+        let mut rows16: Vec<u16> = Vec::new();
+        for head in 0..h {
+            let (g0, gi) = (head - head % group, head % group);
+            let gn = group.min(h - g0);
+            if gi == 0 {
+                for j0 in (0..positions).step_by(block) {
+                    let pn = block.min(positions - j0);
+                    let c_kv = &mut c_blk[..pn * r];
+                    be.for_rows(c_kv, r, &|first, rows| {
+                        for (j, c) in (first..).zip(rows.chunks_exact_mut(r)) {
+                            cache.read(pool.offset(span.blocks, j0 + j), c);
+                        }
+                    });
+                    let kv = &mut kv[..pn * gn * kvw];
+                    match &self.kv_b {
+                        KvB::Combined(w) => be.matmul(c_kv, &w.rows_view(g0 * kvw, gn * kvw), kv),
+                        KvB::Split { k_b, v_b } => {
+                            let v = &mut v[..pn * gn * vd];
+                            be.matmul(c_kv, &v_b.rows_view(g0 * vd, gn * vd), v);
+                            for hh in 0..gn {
+                                let k = &mut k[..pn * nope];
+                                be.matmul_t(c_kv, &k_b.rows_view((g0 + hh) * r, r), k);
+                                let (k, v) = (&*k, &*v);
+                                be.for_rows(kv, gn * kvw, &|first, rows| {
+                                    for (j, rj) in (first..).zip(rows.chunks_exact_mut(gn * kvw)) {
+                                        let row = &mut rj[hh * kvw..(hh + 1) * kvw];
+                                        row[..nope].copy_from_slice(&k[j * nope..(j + 1) * nope]);
+                                        row[nope..].copy_from_slice(&v[(j * gn + hh) * vd..][..vd]);
+                                    }
+                                });
+                            }
+                        }
+                    }
+                    // each head's rows [v | k_nope | k_pe] (a bf16 cache's rounded to bf16
+                    // here, as the cache would hold them: the kernels' rule for a bf16 cache
+                    // is bf16 attention, and the rows then convert by taking top halves)
+                    let kv = &*kv;
+                    for hh in 0..gn {
+                        let at = (hh * positions + j0) * width;
+                        be.for_rows(&mut rows[at..at + pn * width], width, &|first, rs| {
+                            for (j, row) in (first..).zip(rs.chunks_exact_mut(width)) {
+                                let kvj = &kv[(j * gn + hh) * kvw..][..kvw];
+                                row[..vd].copy_from_slice(&kvj[nope..]);
+                                row[vd..kvw].copy_from_slice(&kvj[..nope]);
+                                row[kvw..].copy_from_slice(&k_pe[(j0 + j) * p..(j0 + j + 1) * p]);
+                                if bf16 {
+                                    row.iter_mut().for_each(|v| *v = round_bf16(*v));
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+            let rows = &rows[gi * positions * width..(gi + 1) * positions * width];
+            // a bf16 cache attends in bf16 (the kernels' rule for a bf16 cache): the head's
+            // keys and values rounded as the cache would hold them
+            let kv = if bf16 {
+                rows16.clear();
+                // (rounded above: the top halves are the bf16 values)
+                rows16.extend(rows.iter().map(|&v| (v.to_bits() >> 16) as u16));
+                kernels::KvRows::Bf16(&rows16)
+            } else {
+                kernels::KvRows::F32(rows)
+            };
+            be.for_rows(&mut qp, nope + p, &|first, rs| {
+                for (t, q) in (first..).zip(rs.chunks_exact_mut(nope + p)) {
+                    q[..nope].copy_from_slice(&q_nope[(t * h + head) * nope..][..nope]);
+                    q[nope..].copy_from_slice(&q_pe[(t * h + head) * p..][..p]);
+                }
+            });
+            let attn = MlaAttention {
+                q_latent: &zeros,
+                q_pe: &qp,
+                kv,
+                blocks: &blocks,
+                block_size: positions,
+                n_heads: 1,
+                kv_lora_rank: vd,
+                rope_dim: nope + p,
+                start_pos: span.start_pos,
+                scale: self.softmax_scale,
+            };
+            be.mla_attention(&attn, &mut out);
+            let out = &out;
+            be.for_rows(o, h * vd, &|first, rs| {
+                for (t, ot) in (first..).zip(rs.chunks_exact_mut(h * vd)) {
+                    ot[head * vd..(head + 1) * vd].copy_from_slice(&out[t * vd..(t + 1) * vd]);
+                }
+            });
+        }
+    }
+}
+
+/// `v` rounded to the nearest bf16 (ties to even), as f32; NaN stays NaN.
+fn round_bf16(v: f32) -> f32 {
+    half::bf16::from_f32(v).to_f32()
+}
