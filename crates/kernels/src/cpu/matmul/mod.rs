@@ -462,6 +462,33 @@ pub fn matmul_pair(
     );
 }
 
+/// The tokens of a per-head product, `x` `[n, heads, k]` into `y` `[n, heads, m]`, after
+/// checking the shapes and that every head's `heads.rows` rows lie within `w`.
+fn head_tokens(
+    what: &str,
+    x: &[f32],
+    y: &[f32],
+    w: &Matrix,
+    heads: Heads,
+    k: usize,
+    m: usize,
+) -> usize {
+    let h = heads.count;
+    let n = x.len().checked_div(h * k).unwrap_or(0);
+    assert!(
+        x.len() == n * h * k && y.len() == n * h * m,
+        "{what} shapes: x {} y {} for {h} heads of [{k}] -> [{m}]",
+        x.len(),
+        y.len()
+    );
+    assert!(
+        h == 0 || heads.first + (h - 1) * heads.stride + heads.rows <= w.rows,
+        "{what}: head rows past the matrix's {} rows",
+        w.rows
+    );
+    n
+}
+
 /// Per-head products (see `Backend::matmul_heads`). Few tokens: all heads' rows are one
 /// parallel region; many: each head gathers its rows and runs the panel path.
 pub fn matmul_heads(
@@ -474,18 +501,7 @@ pub fn matmul_heads(
     y: &mut [f32],
 ) {
     let (k, m, h) = (w.cols, heads.rows, heads.count);
-    let n = x.len().checked_div(h * k).unwrap_or(0);
-    assert!(
-        x.len() == n * h * k && y.len() == n * h * m,
-        "matmul_heads shapes: x {} y {} for {h} heads of [{m}, {k}]",
-        x.len(),
-        y.len()
-    );
-    assert!(
-        h == 0 || heads.first + (h - 1) * heads.stride + m <= w.rows,
-        "matmul_heads: head rows past the matrix's {} rows",
-        w.rows
-    );
+    let n = head_tokens("matmul_heads", x, y, w, heads, k, m);
     if n == 0 || h == 0 || m == 0 {
         return;
     }

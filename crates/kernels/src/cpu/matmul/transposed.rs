@@ -6,7 +6,9 @@ use std::cell::RefCell;
 use super::super::dispatch::Level;
 use super::super::pool::{Disjoint, ThreadPool};
 use super::super::simd::{self, Fmt, GemmPanel};
-use super::{GEMM_MIN_TOKENS, HEAD_SCRATCH, PANEL_ROWS, ROW_ALIGN, scratch_pair, with_scratch};
+use super::{
+    GEMM_MIN_TOKENS, HEAD_SCRATCH, PANEL_ROWS, ROW_ALIGN, head_tokens, scratch_pair, with_scratch,
+};
 use crate::backend::{Heads, head_by_head_t};
 use crate::matrix::{Matrix, Rows};
 
@@ -182,18 +184,7 @@ pub fn matmul_t_heads(
     y: &mut [f32],
 ) {
     let (k, m, h) = (heads.rows, w.cols, heads.count);
-    let n = x.len().checked_div(h * k).unwrap_or(0);
-    assert!(
-        x.len() == n * h * k && y.len() == n * h * m,
-        "matmul_t_heads shapes: x {} y {} for {h} heads of [{k}, {m}]",
-        x.len(),
-        y.len()
-    );
-    assert!(
-        h == 0 || heads.first + (h - 1) * heads.stride + k <= w.rows,
-        "matmul_t_heads: head rows past the matrix's {} rows",
-        w.rows
-    );
+    let n = head_tokens("matmul_t_heads", x, y, w, heads, k, m);
     if n == 0 || h == 0 {
         return;
     }
