@@ -1,8 +1,10 @@
 //! Decode-shaped matmul (one token) over a large random matrix of each format, reporting
 //! the bytes of weights read per second: the number to hold against `deeprust bench --membw`.
 //!
-//! `cargo run --release -p kernels --example matvec -- [THREADS] [ROWS] [COLS] [LEVEL]`
-//! (a small matrix stays in cache and shows the kernel's arithmetic limit instead)
+//! `cargo run --release -p kernels --example matvec -- [THREADS] [ROWS] [COLS] [LEVEL|auto] [COPIES]`
+//! (a small matrix stays in cache and shows the kernel's arithmetic limit instead; COPIES
+//! distinct matrices taken in turn, 1 GB or more in all, come from memory as a decode
+//! step's experts do)
 
 use std::time::Instant;
 
@@ -11,7 +13,11 @@ use loader::{DType, Tensor};
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let level = argv.get(3).map(|l| l.parse::<kernels::Level>().unwrap());
+    let level = argv
+        .get(3)
+        .filter(|l| *l != "auto")
+        .map(|l| l.parse::<kernels::Level>().unwrap());
+    let copies: usize = argv.get(4).map_or(1, |c| c.parse().unwrap());
     let args: Vec<usize> = argv.iter().take(3).map(|a| a.parse().unwrap()).collect();
     let threads = args.first().copied().unwrap_or(2);
     let rows = args.get(1).copied().unwrap_or(32768);
@@ -33,30 +39,35 @@ fn main() {
     ] {
         let bytes_len = rows * cols / 256 * per256;
         let mut s = 0x1234_5678_9abc_def0u64;
-        let bytes: Vec<u8> = (0..bytes_len)
-            .map(|i| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                // keep f16 scales finite: clear the exponent's top bit of every odd byte;
-                // and bf16 weights normal (a subnormal costs an assist of ~100 cycles, and
-                // one weight in 64 was: 3 GB/s)
-                let b = (s >> 24) as u8;
-                match (i % 2, dtype) {
-                    (1, DType::BF16) => b & 0x3b | 0x04,
-                    (1, _) => b & 0x3b,
-                    _ => b,
-                }
+        let ws: Vec<Matrix> = (0..copies)
+            .map(|_| {
+                let bytes: Vec<u8> = (0..bytes_len)
+                    .map(|i| {
+                        s ^= s << 13;
+                        s ^= s >> 7;
+                        s ^= s << 17;
+                        // keep f16 scales finite: clear the exponent's top bit of every odd byte;
+                        // and bf16 weights normal (a subnormal costs an assist of ~100 cycles, and
+                        // one weight in 64 was: 3 GB/s)
+                        let b = (s >> 24) as u8;
+                        match (i % 2, dtype) {
+                            (1, DType::BF16) => b & 0x3b | 0x04,
+                            (1, _) => b & 0x3b,
+                            _ => b,
+                        }
+                    })
+                    .collect();
+                let t = Tensor::from_bytes("w", dtype, vec![rows, cols], bytes).unwrap();
+                Matrix::dense(t).unwrap()
             })
             .collect();
-        let t = Tensor::from_bytes("w", dtype, vec![rows, cols], bytes).unwrap();
-        let w = Matrix::dense(t).unwrap();
         let mut y = vec![0f32; rows];
         let reps = (2_000_000_000 / bytes_len).clamp(15, 20000);
         let mut times = Vec::new();
-        for _ in 0..reps {
+        for i in 0..reps {
+            let w = &ws[i % copies];
             let t0 = Instant::now();
-            be.matmul(&x, &w, &mut y);
+            be.matmul(&x, w, &mut y);
             times.push(t0.elapsed().as_secs_f64());
         }
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
