@@ -17,31 +17,26 @@ fn f16c(b: &[u8], i: usize) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 
-/// 32 i16 lanes picking, from a vector of 8 or 16 i16 scales, scale `first + lane / per`.
-const fn scale_index(first: i16, per: i16) -> [i16; 32] {
+/// Q6_K's 128 weights a step: `vpackssdw` leaves group `8h + L` (four i32 of the low 64
+/// weights) then group `8h + 4 + L` (the high 64) in 128-bit lane L.
+const Q6K_PACKED_IDX: [[i16; 32]; 2] = [q6k_packed_index(0), q6k_packed_index(8)];
+
+const fn q6k_packed_index(first: i16) -> [i16; 32] {
     let mut idx = [0i16; 32];
     let mut i = 0;
     while i < 32 {
-        idx[i] = first + i as i16 / per;
+        idx[i] = first + (i / 8) as i16 + 4 * (i % 8 >= 4) as i16;
         i += 1;
     }
     idx
 }
 
-/// Q6_K: 64 weights per step cover four 16-weight scale groups (8 i16 pair-lanes each).
-const Q6K_IDX: [[i16; 32]; 4] = [
-    scale_index(0, 8),
-    scale_index(4, 8),
-    scale_index(8, 8),
-    scale_index(12, 8),
-];
-
-/// The four index vectors (a loop, not a closure: closures do not inherit the caller's
+/// The two index vectors (a loop, not a closure: closures do not inherit the caller's
 /// target features, so the loads would be calls).
 #[inline(always)]
-unsafe fn load_idx4(idx: &[[i16; 32]; 4]) -> [__m512i; 4] {
+unsafe fn load_idx2(idx: &[[i16; 32]; 2]) -> [__m512i; 2] {
     unsafe {
-        let mut v = [_mm512_setzero_si512(); 4];
+        let mut v = [_mm512_setzero_si512(); 2];
         for (v, i) in v.iter_mut().zip(idx) {
             *v = _mm512_loadu_si512(i.as_ptr() as *const __m512i);
         }
@@ -389,10 +384,7 @@ unsafe fn q4k_acc64<const VNNI: bool>(
 ) -> (__m512, __m128) {
     unsafe {
         let nib = _mm512_set1_epi8(0x0f);
-        let idx = [
-            _mm512_loadu_si512(Q4K_PACKED_IDX[0].as_ptr() as *const __m512i),
-            _mm512_loadu_si512(Q4K_PACKED_IDX[1].as_ptr() as *const __m512i),
-        ];
+        let idx = load_idx2(&Q4K_PACKED_IDX);
         let zero = _mm512_setzero_si512();
         let mut acc = _mm512_setzero_ps();
         let mut acc_min = _mm_setzero_ps();
@@ -440,7 +432,8 @@ unsafe fn q6k_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -
         let nib = _mm512_set1_epi8(0x0f);
         let top = _mm512_set1_epi8(0x30);
         let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
-        let idx = load_idx4(&Q6K_IDX);
+        let idx = load_idx2(&Q6K_PACKED_IDX);
+        let zero = _mm512_setzero_si512();
         let mut acc = _mm512_setzero_ps();
         let x = a.qs.as_ptr();
         for b in 0..blocks {
@@ -449,7 +442,7 @@ unsafe fn q6k_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -
             let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
             let sc = _mm512_castsi256_si512(sc16);
             let mut isum = _mm512_setzero_si512();
-            for h in 0..2 {
+            for (h, idx) in idx.iter().enumerate() {
                 let ql = _mm512_loadu_si512(p.add(64 * h) as *const __m512i);
                 let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
                     p.add(128 + 32 * h) as *const __m256i
@@ -463,12 +456,15 @@ unsafe fn q6k_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -
                     _mm512_and_si512(_mm512_srli_epi16::<4>(ql), nib),
                     _mm512_and_si512(qh, top),
                 );
-                for (k, q) in [lo, hi].into_iter().enumerate() {
-                    let xv =
-                        _mm512_loadu_si512(x.add(256 * b + 128 * h + 64 * k) as *const __m512i);
-                    let s = _mm512_permutexvar_epi16(idx[2 * h + k], sc);
-                    isum = dot_i16::<VNNI>(isum, _mm512_maddubs_epi16(q, xv), s);
-                }
+                // sums of four (at most 4 · 63 · 127, an i16), packed in pairs and scaled
+                // per group of 16 while summing, as Q4_K goes (`q4k_acc64`)
+                let xl = _mm512_loadu_si512(x.add(256 * b + 128 * h) as *const __m512i);
+                let xh = _mm512_loadu_si512(x.add(256 * b + 128 * h + 64) as *const __m512i);
+                let s16 = _mm512_packs_epi32(
+                    dot_u8i8::<VNNI>(zero, lo, xl),
+                    dot_u8i8::<VNNI>(zero, hi, xh),
+                );
+                isum = dot_i16::<VNNI>(isum, s16, _mm512_permutexvar_epi16(*idx, sc));
             }
             // the stored quants are q + 32: subtract 32 · Σ_g scale_g · (sum of group g)
             let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
