@@ -76,6 +76,33 @@ fn naive(m: &Mla, be: &dyn Backend, x: &[f32], cos: &[f32], sin: &[f32]) -> Vec<
     out
 }
 
+/// A golden model's checkpoint (`tests/golden/NAME`).
+fn golden_checkpoint(name: &str) -> Checkpoint {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/golden")
+        .join(name);
+    Checkpoint::open(&dir).unwrap()
+}
+
+/// The oracle tests' inputs: `tokens` hidden rows of a fixed pattern, and their positions'
+/// rope cosines and sines.
+fn inputs(cfg: &ModelConfig, tokens: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let rope = Rope::new(cfg);
+    let half = cfg.qk_rope_head_dim / 2;
+    let x: Vec<f32> = (0..tokens * cfg.hidden_size)
+        .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let (mut cos, mut sin) = (vec![0f32; tokens * half], vec![0f32; tokens * half]);
+    for t in 0..tokens {
+        rope.cos_sin(
+            t,
+            &mut cos[t * half..(t + 1) * half],
+            &mut sin[t * half..(t + 1) * half],
+        );
+    }
+    (x, cos, sin)
+}
+
 /// `attn_k_b` / `attn_v_b` as llama.cpp's converter derives them from `kv_b_proj`.
 fn split_kv_b(m: &Mla) -> KvB {
     let KvB::Combined(w) = &m.kv_b else {
@@ -113,28 +140,13 @@ fn split_kv_b(m: &Mla) -> KvB {
 #[test]
 fn expanded_attention_equals_decompressed() {
     for name in ["v3_yarn_mtp", "v3_fp8_sharded", "v2_lite_greedy"] {
-        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/golden")
-            .join(name);
-        let ckpt = Checkpoint::open(&dir).unwrap();
+        let ckpt = golden_checkpoint(name);
         let cfg = &ckpt.config;
         let w = WeightLoader { ckpt: &ckpt };
         let load = || Mla::load(&w, cfg, "model.layers.1.self_attn").unwrap();
         let be = CpuBackend::new();
-        let rope = Rope::new(cfg);
-        let tokens = 37;
-        let half = cfg.qk_rope_head_dim / 2;
-        let x: Vec<f32> = (0..tokens * cfg.hidden_size)
-            .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        let (mut cos, mut sin) = (vec![0f32; tokens * half], vec![0f32; tokens * half]);
-        for t in 0..tokens {
-            rope.cos_sin(
-                t,
-                &mut cos[t * half..(t + 1) * half],
-                &mut sin[t * half..(t + 1) * half],
-            );
-        }
+        let (tokens, half) = (37, cfg.qk_rope_head_dim / 2);
+        let (x, cos, sin) = inputs(cfg, tokens);
         let want = naive(&load(), &be, &x, &cos, &sin);
         let combined = Mla {
             expand_from: 1,
@@ -232,28 +244,13 @@ fn the_expanded_form_starts_where_it_saves_work() {
 #[test]
 fn absorbed_attention_equals_decompressed() {
     for name in ["v3_yarn_mtp", "v3_fp8_sharded", "v2_lite_greedy"] {
-        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/golden")
-            .join(name);
-        let ckpt = Checkpoint::open(&dir).unwrap();
+        let ckpt = golden_checkpoint(name);
         let cfg = &ckpt.config;
         let w = WeightLoader { ckpt: &ckpt };
         let mla = Mla::load(&w, cfg, "model.layers.1.self_attn").unwrap();
         let be = CpuBackend::new();
-        let rope = Rope::new(cfg);
         let tokens = 37;
-        let half = cfg.qk_rope_head_dim / 2;
-        let x: Vec<f32> = (0..tokens * cfg.hidden_size)
-            .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        let (mut cos, mut sin) = (vec![0f32; tokens * half], vec![0f32; tokens * half]);
-        for t in 0..tokens {
-            rope.cos_sin(
-                t,
-                &mut cos[t * half..(t + 1) * half],
-                &mut sin[t * half..(t + 1) * half],
-            );
-        }
+        let (x, cos, sin) = inputs(cfg, tokens);
         // blocks of 8 in a scrambled order
         let mut pool = KvPool::new(cfg, 5, 8);
         let blocks = [4u32, 1, 3, 0, 2];

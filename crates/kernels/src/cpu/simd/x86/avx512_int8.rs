@@ -1,7 +1,9 @@
 //! AVX-512 BW int8 dot products of block-quantized weight rows with quantized activations
-//! (`QRow`): weights unpack to bytes, `vpmaddubsw` multiplies unsigned weight bytes by
-//! signed activation bytes into i16 pairs, and `vpmaddwd` applies the per-sub-block scales
-//! while widening to i32. Each block's integer sum is exact; f32 enters once per block.
+//! (`QRow`): weights unpack to bytes and multiply signed activation bytes as unsigned
+//! bytes. Q8_0 and Q5_0 sum them straight into i32 (`vpdpbusd`, or `vpmaddubsw` and
+//! `vpmaddwd` without VNNI); the K-quants sum them in fours, pack those to i16 and apply the
+//! per-sub-block scales while widening back to i32 (`vpmaddwd`). Each block's integer sum is
+//! exact; f32 enters once per block.
 
 use std::arch::x86_64::*;
 
@@ -153,38 +155,29 @@ unsafe fn dot_rows_q<const VNNI: bool>(
         }
         return;
     }
-    if let Fmt::Q4K = fmt {
-        // (the buffers taken out of the thread-local and put back: the kernel must not run
-        // inside a closure, which would not inherit this function's target features)
+    // Q4_K reads its activations reordered (`Q4kActs`), in buffers taken out of the
+    // thread-local and put back: the kernel must not run inside a closure, which would not
+    // inherit this function's target features
+    let acts = matches!(fmt, Fmt::Q4K).then(|| {
         let mut acts = Q4K_ACTS.with(|c| c.take());
         acts.fill(a, blocks);
-        // SAFETY: the rows lie within src (asserted above); the activations are `blocks`
-        // whole blocks.
-        unsafe {
-            k_quant_streams::<VNNI, true>(
-                src.as_ptr(),
-                rb,
-                rows,
-                a,
-                acts.qs.as_ptr(),
-                acts.sums.as_ptr(),
-                out,
-            )
-        };
-        Q4K_ACTS.with(|c| c.replace(acts));
-        return;
-    }
-    // SAFETY: the rows lie within src (asserted above).
+        acts
+    });
+    let (qs, sums) = match &acts {
+        Some(acts) => (acts.qs.as_ptr(), acts.sums.as_ptr()),
+        None => (a.qs.as_ptr(), a.bsums.as_ptr()),
+    };
+    let src = src.as_ptr();
+    // SAFETY: the rows lie within src (asserted above); the activations are `blocks`
+    // whole blocks.
     unsafe {
-        k_quant_streams::<VNNI, false>(
-            src.as_ptr(),
-            rb,
-            rows,
-            a,
-            a.qs.as_ptr(),
-            a.bsums.as_ptr(),
-            out,
-        )
+        match acts {
+            Some(_) => k_quant_streams::<VNNI, true>(src, rb, rows, a, qs, sums, out),
+            None => k_quant_streams::<VNNI, false>(src, rb, rows, a, qs, sums, out),
+        }
+    }
+    if let Some(acts) = acts {
+        Q4K_ACTS.with(|c| c.replace(acts));
     }
 }
 
@@ -486,26 +479,9 @@ unsafe fn q6k_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -
 unsafe fn dot_row_q<const VNNI: bool>(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
     unsafe {
         match fmt {
-            Fmt::Q8_0 => dot_one::<VNNI>(fmt, src, a),
+            // one row through the run kernel, which checks the bounds
+            Fmt::Q8_0 | Fmt::Q4K | Fmt::Q6K => dot_one::<VNNI>(fmt, src, a),
             Fmt::Q5_0 => dot_q5_0::<VNNI>(src, a),
-            Fmt::Q4K => {
-                let blocks = a.d.len();
-                assert!(src.len() >= 144 * blocks && a.qs.len() >= 256 * blocks);
-                assert!(a.bsums.len() >= 16 * blocks);
-                // (the buffers out of the thread-local: see `dot_rows_q`)
-                let mut acts = Q4K_ACTS.with(|c| c.take());
-                acts.fill(a, blocks);
-                let (acc, acc_min) =
-                    q4k_acc64::<VNNI>(src.as_ptr(), acts.qs.as_ptr(), acts.sums.as_ptr(), a.d);
-                Q4K_ACTS.with(|c| c.replace(acts));
-                _mm512_reduce_add_ps(acc) - hsum128(acc_min)
-            }
-            Fmt::Q6K => {
-                let blocks = a.d.len();
-                assert!(src.len() >= 210 * blocks && a.qs.len() >= 256 * blocks);
-                assert!(a.bsums.len() >= 16 * blocks);
-                _mm512_reduce_add_ps(q6k_acc::<VNNI>(src.as_ptr(), a, blocks))
-            }
             _ => portable::dot_row_q(fmt, src, a),
         }
     }
