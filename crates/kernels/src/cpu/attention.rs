@@ -138,14 +138,17 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
     });
 }
 
-/// The AMX prefill's operands, packed once per call (see [`amx_prefill`]).
+/// The AMX prefill's operands (see [`amx_prefill`]).
 struct Tiles {
     /// The queries as bf16 rows, padded to 32 values and to whole tiles of 16 rows.
     q16: Vec<u16>,
-    /// The cached rows as the tiles' B side of the scores: `[positions / 16][k / 2][16][2]`.
+    /// A block of cached rows as the tiles' B side of the scores:
+    /// `[positions / 16][k / 2][16][2]`.
     keys: Vec<u16>,
     /// Their latent part as the B side of the output: `[r / 16][positions / 2][16][2]`.
     values: Vec<u16>,
+    /// Per query row, the running maximum and sum of its softmax over the blocks so far.
+    ml: Vec<f32>,
 }
 
 thread_local! {
@@ -154,6 +157,7 @@ thread_local! {
             q16: Vec::new(),
             keys: Vec::new(),
             values: Vec::new(),
+            ml: Vec::new(),
         })
     };
     /// A query block's probabilities as bf16 rows.
@@ -166,13 +170,22 @@ thread_local! {
 /// serves two tile products.
 const AMX_QUERY_ROWS: usize = 32;
 
+/// Cached positions the AMX prefill packs at a time (a multiple of 32): their keys and
+/// values as tiles take 1.1 MB at V3's widths, whatever the context's length.
+const AMX_KV_BLOCK: usize = 512;
+
 /// Prefill attention over a bf16 cache on AMX tiles (`Level::Amx`): the two products of
 /// the two-pass form as bf16 tile products, the scores with the query rows as the tiles' A
 /// side and the cached rows packed as B, the output with the probabilities (rounded to
-/// bf16) as A and the latents packed as B; both write their rows straight from the tiles.
-/// A bf16 cache already rounds keys and values, and its scores are bf16 products at every
-/// level; this path also rounds the probabilities, as llama.cpp's f16 attention does. Per
-/// query block, only the positions its last row sees are scored.
+/// bf16) as A and the latents packed as B. A bf16 cache already rounds keys and values, and
+/// its scores are bf16 products at every level; this path also rounds the probabilities,
+/// as llama.cpp's f16 attention does.
+///
+/// The cache is packed [`AMX_KV_BLOCK`] positions at a time, and every query block that
+/// sees a block attends over it before the next is packed (so what is packed stays in L2
+/// and its size does not grow with the context): each block's softmax is merged into the
+/// rows' outputs by its maximum and sum, as flash attention does. Per query block, only
+/// the positions its last row sees are scored.
 fn amx_prefill(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, q: &[f32], out: &mut [f32]) {
     let (h, r, p) = (a.n_heads, a.kv_lora_rank, a.rope_dim);
     let KvRows::Bf16(kv) = a.kv else {
@@ -183,7 +196,7 @@ fn amx_prefill(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, q: &[f32],
     let tokens = rows / h;
     let len = a.start_pos + tokens;
     let kp = row.next_multiple_of(32);
-    let (l16, l32) = (len.next_multiple_of(16), len.next_multiple_of(32));
+    let kb = AMX_KV_BLOCK;
     let rows16 = rows.next_multiple_of(16);
     TILES.with(|t| {
         let t = &mut *t.borrow_mut();
@@ -203,93 +216,123 @@ fn amx_prefill(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, q: &[f32],
                 }
             }
         });
-        // every value of both is written below (zeros past the ends)
-        t.keys.resize(l16 * kp, 0);
-        t.values.resize(r * l32, 0);
-        let (kd, vd) = (
-            Disjoint::new(&mut t.keys[..]),
-            Disjoint::new(&mut t.values[..]),
-        );
-        pool.for_chunks(l32 / 32, &|c| {
-            let (keys, values) = (kd.ptr(), vd.ptr());
-            for j in 32 * c..32 * c + 32 {
-                let src = (j < len).then(|| &kv[a.row_offset(j)..a.row_offset(j) + row]);
-                let at = |d: usize| src.map_or(0, |s| s.get(d).copied().unwrap_or(0));
-                // SAFETY (both): positions 32c..32c + 32 are this chunk's alone, and the
-                // offsets stay inside the buffers sized above.
-                if j < l16 {
+        // every value of both is written per block below (zeros past the context's end)
+        t.keys.resize(kb * kp, 0);
+        t.values.resize(r * kb, 0);
+        t.ml.clear();
+        t.ml.resize(2 * rows, 0.0);
+        let dst = Disjoint::new(out);
+        let qb = AMX_QUERY_ROWS;
+        for b0 in (0..len).step_by(kb) {
+            let bn = kb.min(len - b0);
+            let (kd, vd) = (
+                Disjoint::new(&mut t.keys[..]),
+                Disjoint::new(&mut t.values[..]),
+            );
+            pool.for_chunks(kb / 32, &|c| {
+                let (keys, values) = (kd.ptr(), vd.ptr());
+                for j in 32 * c..32 * c + 32 {
+                    let src =
+                        (j < bn).then(|| &kv[a.row_offset(b0 + j)..a.row_offset(b0 + j) + row]);
+                    let at = |d: usize| src.map_or(0, |s| s.get(d).copied().unwrap_or(0));
                     let base = j / 16 * 16 * kp + 2 * (j % 16);
+                    // SAFETY (both): positions 32c..32c + 32 are this chunk's alone, and
+                    // the offsets stay inside the buffers sized above.
                     for d in 0..kp {
                         unsafe { *keys.add(base + 32 * (d / 2) + d % 2) = at(d) };
                     }
+                    let base = 32 * (j / 2) + j % 2;
+                    for d in 0..r {
+                        unsafe { *values.add(d / 16 * 16 * kb + base + 2 * (d % 16)) = at(d) };
+                    }
                 }
-                let base = 32 * (j / 2) + j % 2;
-                for d in 0..r {
-                    unsafe { *values.add(d / 16 * 16 * l32 + base + 2 * (d % 16)) = at(d) };
+            });
+            let (q16, keys, values) = (&t.q16[..], &t.keys[..], &t.values[..]);
+            let mld = Disjoint::new(&mut t.ml[..]);
+            pool.for_chunks_scratch(rows.div_ceil(qb), qb * (kb + r), &|c, scratch| {
+                let (q0, qn) = (c * qb, qb.min(rows - c * qb));
+                let qn16 = qn.next_multiple_of(16);
+                // the positions of this block the chunk's last row sees
+                let seen = (a.start_pos + (q0 + qn - 1) / h + 1).saturating_sub(b0);
+                if seen == 0 {
+                    return;
                 }
-            }
-        });
-        let (q16, keys, values) = (&t.q16[..], &t.keys[..], &t.values[..]);
-        let qb = AMX_QUERY_ROWS;
-        let dst = Disjoint::new(out);
-        pool.for_chunks_scratch(rows.div_ceil(qb), qb * (l32 + r), &|c, scratch| {
-            let (q0, qn) = (c * qb, qb.min(rows - c * qb));
-            let qn16 = qn.next_multiple_of(16);
-            let seen = a.start_pos + (q0 + qn - 1) / h + 1;
-            let (n16, n32) = (seen.next_multiple_of(16), seen.next_multiple_of(32));
-            let (s, staged) = scratch.split_at_mut(qb * l32);
-            let scores = simd::AmxBf16Gemm {
-                w: simd::u16_bytes(&q16[q0 * kp..(q0 + qn16) * kp]),
-                rb: 2 * kp,
-                rows: qn16,
-                k: kp,
-                acts: keys,
-                acts_k: kp,
-                n: n16,
-                m: n32,
-                r0: 0,
-                rows_out: true,
-            };
-            // SAFETY: s holds qn16 rows of n32 scores.
-            unsafe { simd::amx_bf16_gemm(level, &scores, s.as_mut_ptr()) };
-            for i in 0..qn {
-                let visible = a.start_pos + (q0 + i) / h + 1;
-                simd::softmax_row(level, &mut s[i * n32..(i + 1) * n32], visible, a.scale);
-            }
-            P16.with(|p16| {
-                let mut p16 = p16.borrow_mut();
-                p16.clear();
-                simd::round_bf16(level, &s[..qn * n32], &mut p16);
-                p16.resize(qn16 * n32, 0);
-                let o = simd::AmxBf16Gemm {
-                    w: simd::u16_bytes(&p16),
-                    rb: 2 * n32,
+                let sn = seen.min(bn);
+                let (n16, n32) = (sn.next_multiple_of(16), sn.next_multiple_of(32));
+                let (s, staged) = scratch.split_at_mut(qb * kb);
+                let scores = simd::AmxBf16Gemm {
+                    w: simd::u16_bytes(&q16[q0 * kp..(q0 + qn16) * kp]),
+                    rb: 2 * kp,
                     rows: qn16,
-                    k: n32,
-                    acts: values,
-                    acts_k: l32,
-                    n: r,
-                    m: r,
+                    k: kp,
+                    acts: keys,
+                    acts_k: kp,
+                    n: n16,
+                    m: n32,
                     r0: 0,
                     rows_out: true,
                 };
-                // a partial tile of rows goes through the scratch
-                let direct = q0 + qn16 <= rows;
-                let y = if direct {
-                    // SAFETY: query rows q0..q0 + qn16 are this chunk's alone.
-                    unsafe { dst.ptr().add(q0 * r) }
-                } else {
-                    staged.as_mut_ptr()
-                };
-                // SAFETY: y holds qn16 rows of r outputs.
-                unsafe { simd::amx_bf16_gemm(level, &o, y) };
-                if !direct {
-                    // SAFETY: as above, rows q0..q0 + qn.
-                    let o = unsafe { dst.slice(q0 * r, qn * r) };
-                    o.copy_from_slice(&staged[..qn * r]);
+                // SAFETY: s holds qn16 rows of n32 scores.
+                unsafe { simd::amx_bf16_gemm(level, &scores, s.as_mut_ptr()) };
+                // SAFETY: rows q0..q0 + qn's maxima and sums are this chunk's alone.
+                let ml = unsafe { mld.slice(2 * q0, 2 * qn) };
+                // per row, what its outputs so far and this block's are weighed by
+                let mut weights = [(0f32, 0f32); AMX_QUERY_ROWS];
+                for (i, (mli, w)) in ml.chunks_exact_mut(2).zip(&mut weights).enumerate() {
+                    let visible = (a.start_pos + (q0 + i) / h + 1).saturating_sub(b0).min(sn);
+                    let si = &mut s[i * n32..(i + 1) * n32];
+                    let (mb, lb) = simd::softmax_row(level, si, visible, a.scale);
+                    if visible == 0 {
+                        // nothing of this block is visible to the row: keep what it has
+                        *w = (1.0, 0.0);
+                        continue;
+                    }
+                    // every row sees position 0, so its first block starts the sums
+                    let (m, l) = if b0 == 0 { (mb, 0.0) } else { (mli[0], mli[1]) };
+                    let top = m.max(mb);
+                    let (old, new) = (l * (m - top).exp(), lb * (mb - top).exp());
+                    let total = old + new;
+                    (mli[0], mli[1]) = (top, total);
+                    *w = (old / total, new / total);
+                }
+                P16.with(|p16| {
+                    let mut p16 = p16.borrow_mut();
+                    p16.clear();
+                    simd::round_bf16(level, &s[..qn * n32], &mut p16);
+                    p16.resize(qn16 * n32, 0);
+                    let o = simd::AmxBf16Gemm {
+                        w: simd::u16_bytes(&p16),
+                        rb: 2 * n32,
+                        rows: qn16,
+                        k: n32,
+                        acts: values,
+                        acts_k: kb,
+                        n: r,
+                        m: r,
+                        r0: 0,
+                        rows_out: true,
+                    };
+                    // SAFETY: staged holds qn16 rows of r outputs.
+                    unsafe { simd::amx_bf16_gemm(level, &o, staged.as_mut_ptr()) };
+                });
+                // SAFETY: query rows q0..q0 + qn are this chunk's alone.
+                let o = unsafe { dst.slice(q0 * r, qn * r) };
+                for ((oi, si), &(wo, wn)) in o
+                    .chunks_exact_mut(r)
+                    .zip(staged.chunks_exact(r))
+                    .zip(&weights)
+                {
+                    if b0 == 0 {
+                        // the first block overwrites (out is uninitialised)
+                        oi.copy_from_slice(si);
+                    } else if wn != 0.0 {
+                        oi.iter_mut()
+                            .zip(si)
+                            .for_each(|(o, &v)| *o = wo * *o + wn * v);
+                    }
                 }
             });
-        });
+        }
     });
 }
 

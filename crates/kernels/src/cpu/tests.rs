@@ -525,16 +525,21 @@ fn assert_bf16_probabilities_close(got: &[f32], want: &[f32], what: &str) {
 /// (the probabilities rounded to bf16 too), at the other levels as the two-pass form.
 /// Against the scalar oracle (bf16 products for the scores, f32 probabilities): shapes with
 /// a partial last tile of query rows, rows padded to whole steps of 32, positions not a
-/// multiple of 16, a start inside the cache and scattered blocks. Rounding a probability
+/// multiple of 16, a start inside the cache, scattered blocks, and contexts of several of
+/// the blocks AMX packs at a time (their softmaxes merged). Rounding a probability
 /// moves each output by at most 2^-8 of the values' largest (1 here): the bound is that,
 /// and the typical error, which a misplaced value would blow, a tenth of it.
 #[test]
 fn mla_attention_prefill_over_a_bf16_cache_matches_the_oracle() {
     // (heads, kv_lora_rank, rope_dim, block_size, start_pos, tokens, scale)
-    let shapes: [(usize, usize, usize, usize, usize, usize, f32); 3] = [
+    let shapes: [(usize, usize, usize, usize, usize, usize, f32); 5] = [
         (5, 48, 8, 16, 37, 61, 0.3),
         (16, 64, 32, 16, 100, 20, 0.2),
         (3, 32, 16, 4, 0, 90, 1.0),
+        // AMX packs the cache a block of 512 positions at a time: three blocks, query
+        // blocks that see none of the last, and one whose rows see some of it and some not
+        (8, 64, 32, 16, 1002, 40, 0.2),
+        (16, 96, 32, 32, 1500, 20, 0.5),
     ];
     let oracle = backend(crate::Level::Scalar, 1);
     for (n, &(h, r, p, bs, start, tokens, scale)) in shapes.iter().enumerate() {

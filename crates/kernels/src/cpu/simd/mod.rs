@@ -514,9 +514,11 @@ pub fn silu_mul(level: Level, gate: &mut [f32], up: &[f32]) {
 }
 
 /// One row of attention scores: the first `visible` scaled by `scale` and replaced by
-/// their softmax, the rest zeroed. The AVX-512 levels take `e^x` from the attention's
+/// their softmax, the rest zeroed. Returns the scaled scores' maximum `m` and the sum `l` of
+/// `e^(x - m)` (-inf and 0 where nothing is visible), so rows softmaxed a block of
+/// positions at a time can be merged. The AVX-512 levels take `e^x` from the attention's
 /// polynomial (within a few ulp); the others call libm's.
-pub fn softmax_row(level: Level, s: &mut [f32], visible: usize, scale: f32) {
+pub fn softmax_row(level: Level, s: &mut [f32], visible: usize, scale: f32) -> (f32, f32) {
     match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a level is only ever selected when `Level::supported` said so.
@@ -525,11 +527,21 @@ pub fn softmax_row(level: Level, s: &mut [f32], visible: usize, scale: f32) {
         },
         _ => {
             let visible = visible.min(s.len());
-            for v in &mut s[..visible] {
+            let row = &mut s[..visible];
+            let mut m = f32::NEG_INFINITY;
+            for v in row.iter_mut() {
                 *v *= scale;
+                m = m.max(*v);
             }
-            super::norm::softmax(&mut s[..visible]);
+            let mut l = 0f32;
+            for v in row.iter_mut() {
+                *v = (*v - m).exp();
+                l += *v;
+            }
+            let inv = 1.0 / l;
+            row.iter_mut().for_each(|v| *v *= inv);
             s[visible..].fill(0.0);
+            (m, l)
         }
     }
 }

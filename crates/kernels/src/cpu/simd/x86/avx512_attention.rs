@@ -237,7 +237,7 @@ pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
 /// `simd::softmax_row`: three passes over the row (scale and maximum, [`exp512`] and sum,
 /// normalise), 16 lanes at a time.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn softmax_row(s: &mut [f32], visible: usize, scale: f32) {
+pub unsafe fn softmax_row(s: &mut [f32], visible: usize, scale: f32) -> (f32, f32) {
     let (n, p) = (visible.min(s.len()), s.as_mut_ptr());
     let mask = |i: usize| {
         if n - i >= 16 {
@@ -257,7 +257,8 @@ pub unsafe fn softmax_row(s: &mut [f32], visible: usize, scale: f32) {
             mx = _mm512_mask_max_ps(mx, m, mx, v);
             i += 16;
         }
-        let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        let top = _mm512_reduce_max_ps(mx);
+        let mx = _mm512_set1_ps(top);
         let mut sum = _mm512_setzero_ps();
         i = 0;
         while i < n {
@@ -267,7 +268,8 @@ pub unsafe fn softmax_row(s: &mut [f32], visible: usize, scale: f32) {
             sum = _mm512_mask_add_ps(sum, m, sum, e);
             i += 16;
         }
-        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+        let l = _mm512_reduce_add_ps(sum);
+        let inv = _mm512_set1_ps(1.0 / l);
         i = 0;
         while i < n {
             let m = mask(i);
@@ -275,8 +277,9 @@ pub unsafe fn softmax_row(s: &mut [f32], visible: usize, scale: f32) {
             _mm512_mask_storeu_ps(p.add(i), m, v);
             i += 16;
         }
+        s[n..].fill(0.0);
+        (top, l)
     }
-    s[n..].fill(0.0);
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
