@@ -153,7 +153,7 @@ impl Backend for CpuBackend {
     }
 
     fn softmax(&self, x: &mut [f32]) {
-        norm::softmax(x)
+        norm::softmax(x);
     }
 
     fn mla_attention(&self, a: &MlaAttention<'_>, out: &mut [f32]) {

@@ -24,7 +24,8 @@ pub fn rope_interleaved(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-pub fn softmax(x: &mut [f32]) {
+/// In place; returns the maximum and the sum of `e^(x - max)` (for merging blocks).
+pub fn softmax(x: &mut [f32]) -> (f32, f32) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for v in x.iter_mut() {
@@ -35,4 +36,5 @@ pub fn softmax(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v *= inv;
     }
+    (max, sum)
 }

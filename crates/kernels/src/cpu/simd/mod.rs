@@ -527,21 +527,12 @@ pub fn softmax_row(level: Level, s: &mut [f32], visible: usize, scale: f32) -> (
         },
         _ => {
             let visible = visible.min(s.len());
-            let row = &mut s[..visible];
-            let mut m = f32::NEG_INFINITY;
-            for v in row.iter_mut() {
+            for v in &mut s[..visible] {
                 *v *= scale;
-                m = m.max(*v);
             }
-            let mut l = 0f32;
-            for v in row.iter_mut() {
-                *v = (*v - m).exp();
-                l += *v;
-            }
-            let inv = 1.0 / l;
-            row.iter_mut().for_each(|v| *v *= inv);
+            let ml = super::norm::softmax(&mut s[..visible]);
             s[visible..].fill(0.0);
-            (m, l)
+            ml
         }
     }
 }
