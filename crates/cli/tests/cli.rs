@@ -439,8 +439,26 @@ fn cache_type_bf16_is_reported_and_runs() {
         "--cache-type",
         "bf16",
     ]));
+    // the 8-bit cache, named as llama-bench names its q8_0 cache
+    let out = ok(&deeprust(&[
+        "bench",
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "-o",
+        "json",
+        "--cache-type",
+        "q8_0",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for r in v.as_array().unwrap() {
+        assert_eq!(r["type_k"], "q8_0", "{r}");
+    }
     fails(
         &deeprust(&["generate", "--prompt", "x", "--cache-type", "f8"]),
-        "expected f32 or bf16",
+        "expected f32, bf16 or q8_0",
     );
 }

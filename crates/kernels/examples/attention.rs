@@ -1,7 +1,7 @@
 //! Decode-shaped absorbed MLA attention (one token, every head) over a deep paged latent
 //! cache, one cache per layer so the reads come from memory as in a real decode step.
 //!
-//! `cargo run --release -p kernels --example attention -- [THREADS] [DEPTH] [LEVEL|auto] [LAYERS] [f32|bf16]`
+//! `cargo run --release -p kernels --example attention -- [THREADS] [DEPTH] [LEVEL|auto] [LAYERS] [f32|bf16|q8_0] [ITERS]`
 //! (the mid-size peer model's shape: 16 heads, kv_lora 512, rope 32, 12 layers, blocks of 16)
 
 use std::time::Instant;
@@ -23,7 +23,13 @@ fn main() {
     })
     .unwrap();
     let layers: usize = argv.get(3).map_or(12, |a| a.parse().unwrap());
-    let bf16 = argv.get(4).is_some_and(|t| t == "bf16");
+    // cache types, comma-separated: measured in turn, token by token, so that the host's
+    // slow and fast stretches fall on each alike
+    let types: Vec<&str> = argv
+        .get(4)
+        .map_or("f32", |t| t.as_str())
+        .split(',')
+        .collect();
     let (h, r, p, bs) = (16usize, 512usize, 32usize, 16usize);
     let row = r + p;
     let len = depth + 1;
@@ -47,42 +53,64 @@ fn main() {
                 .collect()
         })
         .collect();
+    let rb = kernels::kv_q8::row_bytes(r, p);
+    let kv8: Vec<Vec<u8>> = kv
+        .iter()
+        .map(|l| {
+            let mut b = vec![0u8; l.len() / row * rb];
+            for (x, o) in l.chunks_exact(row).zip(b.chunks_exact_mut(rb)) {
+                kernels::kv_q8::quantize_row(x, r, p, o);
+            }
+            b
+        })
+        .collect();
     let q_latent: Vec<f32> = (0..h * r).map(|_| next()).collect();
     let q_pe: Vec<f32> = (0..h * p).map(|_| next()).collect();
     let mut out = vec![0f32; h * r];
-    let mut times = Vec::new();
-    for _ in 0..30 {
-        let t0 = Instant::now();
-        for (kv, kv16) in kv.iter().zip(&kv16) {
-            let a = MlaAttention {
-                q_latent: &q_latent,
-                q_pe: &q_pe,
-                kv: if bf16 {
-                    kernels::KvRows::Bf16(kv16)
-                } else {
-                    kernels::KvRows::F32(kv)
-                },
-                blocks: &blocks,
-                block_size: bs,
-                n_heads: h,
-                kv_lora_rank: r,
-                rope_dim: p,
-                start_pos: depth,
-                scale: 0.1,
-            };
-            be.mla_attention(&a, &mut out);
+    let iters: usize = argv.get(5).map_or(30, |a| a.parse().unwrap());
+    let mut times = vec![Vec::new(); types.len()];
+    for _ in 0..iters {
+        for (ty, times) in types.iter().zip(&mut times) {
+            let t0 = Instant::now();
+            for ((kv, kv16), kv8) in kv.iter().zip(&kv16).zip(&kv8) {
+                let a = MlaAttention {
+                    q_latent: &q_latent,
+                    q_pe: &q_pe,
+                    kv: match *ty {
+                        "q8_0" => kernels::KvRows::Q8(kernels::kv_q8::Q8Rows { bytes: kv8, r, p }),
+                        "bf16" => kernels::KvRows::Bf16(kv16),
+                        _ => kernels::KvRows::F32(kv),
+                    },
+                    blocks: &blocks,
+                    block_size: bs,
+                    n_heads: h,
+                    kv_lora_rank: r,
+                    rope_dim: p,
+                    start_pos: depth,
+                    scale: 0.1,
+                };
+                be.mla_attention(&a, &mut out);
+            }
+            times.push(t0.elapsed().as_secs_f64());
         }
-        times.push(t0.elapsed().as_secs_f64());
     }
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let med = times[times.len() / 2];
-    let macs = (layers * h * len * (row + r)) as f64;
-    let bytes = (layers * len * row * if bf16 { 2 } else { 4 }) as f64;
-    println!(
-        "depth {depth} threads {threads} {}: {:.2} ms per token ({layers} layers)  {:.1} GFLOP/s  {:.1} GB/s of cache",
-        be.level(),
-        med * 1e3,
-        2.0 * macs / med / 1e9,
-        bytes / med / 1e9
-    );
+    for (ty, times) in types.iter().zip(&mut times) {
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let med = times[times.len() / 2];
+        let macs = (layers * h * len * (row + r)) as f64;
+        let per_row = match *ty {
+            "q8_0" => rb,
+            "bf16" => 2 * row,
+            _ => 4 * row,
+        };
+        let bytes = (layers * len * per_row) as f64;
+        println!(
+            "depth {depth} threads {threads} {} {ty}: {:.2} ms per token ({layers} layers, best {:.2})  {:.1} GFLOP/s  {:.1} GB/s of cache",
+            be.level(),
+            med * 1e3,
+            times[0] * 1e3,
+            2.0 * macs / med / 1e9,
+            bytes / med / 1e9
+        );
+    }
 }

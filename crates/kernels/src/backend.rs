@@ -7,6 +7,9 @@ use crate::matrix::Matrix;
 pub enum KvRows<'a> {
     F32(&'a [f32]),
     Bf16(&'a [u16]),
+    /// The 8-bit cache ([`crate::kv_q8`]): attended over as the bf16 rows it converts to
+    /// exactly.
+    Q8(crate::kv_q8::Q8Rows<'a>),
 }
 
 impl KvRows<'_> {
@@ -15,6 +18,7 @@ impl KvRows<'_> {
         match self {
             KvRows::F32(v) => v.len(),
             KvRows::Bf16(v) => v.len(),
+            KvRows::Q8(f) => f.len(),
         }
     }
 
@@ -22,13 +26,33 @@ impl KvRows<'_> {
         self.len() == 0
     }
 
-    /// Values `at..at + out.len()` as f32.
+    /// Values `at..at + out.len()` as f32 (for the 8-bit cache, within one row).
     pub fn read(&self, at: usize, out: &mut [f32]) {
         let n = out.len();
         match self {
             KvRows::F32(v) => out.copy_from_slice(&v[at..at + out.len()]),
             KvRows::Bf16(v) => {
                 for (o, &b) in out.iter_mut().zip(&v[at..at + n]) {
+                    *o = loader::bf16_to_f32(b);
+                }
+            }
+            KvRows::Q8(f) => {
+                // within one row: the row converted, then the values asked for
+                let (r, p) = (f.r, f.p);
+                let col = at % (r + p);
+                assert!(col + n <= r + p, "an 8-bit cache is read a row at a time");
+                let b = f.byte_offset(at);
+                let mut row = [0u16; 1024];
+                let mut wide = Vec::new();
+                let row16 = if r + p <= row.len() {
+                    &mut row[..r + p]
+                } else {
+                    wide.resize(r + p, 0);
+                    &mut wide[..]
+                };
+                let bytes = &f.bytes[b..b + crate::kv_q8::row_bytes(r, p)];
+                crate::kv_q8::row_to_bf16(bytes, r, p, row16);
+                for (o, &b) in out.iter_mut().zip(&row16[col..col + n]) {
                     *o = loader::bf16_to_f32(b);
                 }
             }

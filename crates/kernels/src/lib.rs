@@ -4,6 +4,7 @@
 
 mod backend;
 pub mod cpu;
+pub mod kv_q8;
 mod matrix;
 
 pub use backend::{Backend, Heads, KvRows, MlaAttention, head_by_head, head_by_head_t};

@@ -22,13 +22,21 @@ pub enum CacheType {
     /// as llama.cpp's default f16 cache is, with scores then off by the rounding of the
     /// cached values (~2^-9 relative each).
     Bf16,
+    /// Each row's latent in GGML's Q8_0 blocks (32 int8 with an f16 scale, as llama.cpp's
+    /// `--cache-type-k q8_0`), its roped key in bf16 ([`kernels::kv_q8`]): 608 bytes a row
+    /// at the mid model's widths and 672 at V3's, about 56% of bf16's, and the attention
+    /// reads each value as `bf16(q * d)`, so it runs as over a bf16 cache.
+    #[allow(non_camel_case_types)]
+    Q8_0,
 }
 
 impl CacheType {
-    pub fn bytes_per_value(self) -> usize {
+    /// Bytes one cached row (a token in a layer) takes: `r` latent and `p` rope values.
+    pub fn row_bytes(self, r: usize, p: usize) -> usize {
         match self {
-            CacheType::F32 => 4,
-            CacheType::Bf16 => 2,
+            CacheType::F32 => 4 * (r + p),
+            CacheType::Bf16 => 2 * (r + p),
+            CacheType::Q8_0 => kernels::kv_q8::row_bytes(r, p),
         }
     }
 
@@ -36,6 +44,7 @@ impl CacheType {
         match self {
             CacheType::F32 => "f32",
             CacheType::Bf16 => "bf16",
+            CacheType::Q8_0 => "q8_0",
         }
     }
 }
@@ -53,8 +62,9 @@ impl std::str::FromStr for CacheType {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Ok(CacheType::F32),
             "bf16" => Ok(CacheType::Bf16),
+            "q8_0" | "q8" => Ok(CacheType::Q8_0),
             other => Err(format!(
-                "unknown cache type {other:?} (expected f32 or bf16)"
+                "unknown cache type {other:?} (expected f32, bf16 or q8_0)"
             )),
         }
     }
@@ -63,6 +73,8 @@ impl std::str::FromStr for CacheType {
 enum Rows {
     F32(Vec<f32>),
     Bf16(Vec<u16>),
+    /// Rows of `kernels::kv_q8::row_bytes(r, p)` bytes.
+    Q8(Vec<u8>),
 }
 
 /// Block storage for the latent cache: `[layers][blocks][block_size][row]`, so that one
@@ -73,6 +85,9 @@ pub struct KvPool {
     num_blocks: usize,
     block_size: usize,
     row: usize,
+    /// The row's latent and rope values (`r + p == row`).
+    r: usize,
+    p: usize,
 }
 
 impl KvPool {
@@ -89,17 +104,27 @@ impl KvPool {
     ) -> KvPool {
         assert!(block_size > 0, "block_size must be positive");
         let row = cfg.kv_values_per_token_per_layer();
+        let (r, p) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
+        debug_assert_eq!(r + p, row);
         let layers = cfg.num_hidden_layers;
         let n = layers * num_blocks * block_size * row;
         KvPool {
             data: match ty {
                 CacheType::F32 => Rows::F32(vec![0.0; n]),
                 CacheType::Bf16 => Rows::Bf16(vec![0; n]),
+                CacheType::Q8_0 => {
+                    Rows::Q8(vec![
+                        0;
+                        layers * num_blocks * block_size * ty.row_bytes(r, p)
+                    ])
+                }
             },
             layers,
             num_blocks,
             block_size,
             row,
+            r,
+            p,
         }
     }
 
@@ -107,15 +132,13 @@ impl KvPool {
         match self.data {
             Rows::F32(_) => CacheType::F32,
             Rows::Bf16(_) => CacheType::Bf16,
+            Rows::Q8(_) => CacheType::Q8_0,
         }
     }
 
     /// Bytes one block takes across all layers.
     pub fn block_bytes(cfg: &ModelConfig, block_size: usize, ty: CacheType) -> usize {
-        cfg.num_hidden_layers
-            * block_size
-            * cfg.kv_values_per_token_per_layer()
-            * ty.bytes_per_value()
+        cfg.num_hidden_layers * block_size * ty.row_bytes(cfg.kv_lora_rank, cfg.qk_rope_head_dim)
     }
 
     pub fn num_blocks(&self) -> usize {
@@ -135,16 +158,32 @@ impl KvPool {
         self.num_blocks * self.block_size * self.row
     }
 
+    /// Bytes of one layer of an 8-bit pool.
+    fn layer_bytes(&self) -> usize {
+        self.num_blocks * self.block_size * CacheType::Q8_0.row_bytes(self.r, self.p)
+    }
+
     pub(crate) fn layer(&self, layer: usize) -> KvRows<'_> {
         let n = self.layer_len();
         match &self.data {
             Rows::F32(v) => KvRows::F32(&v[layer * n..(layer + 1) * n]),
             Rows::Bf16(v) => KvRows::Bf16(&v[layer * n..(layer + 1) * n]),
+            Rows::Q8(v) => {
+                let n = self.layer_bytes();
+                KvRows::Q8(kernels::kv_q8::Q8Rows {
+                    bytes: &v[layer * n..(layer + 1) * n],
+                    r: self.r,
+                    p: self.p,
+                })
+            }
         }
     }
 
-    /// Store `values` at offset `at` of `layer` (rounded, for a bf16 pool).
+    /// Store `values` at offset `at` of `layer` (rounded, for a bf16 pool; quantized, for
+    /// an 8-bit one, which takes whole rows only).
     pub(crate) fn write(&mut self, layer: usize, at: usize, values: &[f32]) {
+        let (r, p, row) = (self.r, self.p, self.row);
+        let (layer_bytes, slot_at) = (self.layer_bytes(), at);
         let at = layer * self.layer_len() + at;
         match &mut self.data {
             Rows::F32(v) => v[at..at + values.len()].copy_from_slice(values),
@@ -152,6 +191,15 @@ impl KvPool {
                 for (d, &x) in v[at..at + values.len()].iter_mut().zip(values) {
                     *d = half::bf16::from_f32(x).to_bits();
                 }
+            }
+            Rows::Q8(v) => {
+                assert!(
+                    values.len() == row && slot_at % row == 0,
+                    "an 8-bit row is written whole"
+                );
+                let rb = CacheType::Q8_0.row_bytes(r, p);
+                let b = layer * layer_bytes + slot_at / row * rb;
+                kernels::kv_q8::quantize_row(values, r, p, &mut v[b..b + rb]);
             }
         }
     }
@@ -171,6 +219,11 @@ impl KvPool {
             match &mut self.data {
                 Rows::F32(v) => v.copy_within(from..from + rows * row, to),
                 Rows::Bf16(v) => v.copy_within(from..from + rows * row, to),
+                Rows::Q8(v) => {
+                    let rb = CacheType::Q8_0.row_bytes(self.r, self.p);
+                    let (from, to) = (from / row * rb, to / row * rb);
+                    v.copy_within(from..from + rows * rb, to)
+                }
             }
         }
     }
@@ -280,5 +333,83 @@ impl KvCache {
         }
         self.lens[slot] = start + n;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows written to one block and copied to another read back as written, rounded as
+    /// each cache type stores them, in every layer, and the copy holds exactly the source's
+    /// rows (the 8-bit pool's rows are bytes of another width than its values).
+    #[test]
+    fn every_cache_type_stores_copies_and_reads_rows() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/v3_yarn_mtp");
+        let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let cfg = ModelConfig::from_json_str(&text, &dir).unwrap();
+        let (r, p) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
+        let row = r + p;
+        for ty in [CacheType::F32, CacheType::Bf16, CacheType::Q8_0] {
+            let mut pool = KvPool::with_type(&cfg, 4, 4, ty);
+            assert_eq!(pool.cache_type(), ty);
+            let value =
+                |l: usize, j: usize, i: usize| ((l * 7 + j * 3 + i) % 23) as f32 / 7.0 - 1.5;
+            for l in 0..cfg.num_hidden_layers {
+                for j in 0..4 {
+                    let vals: Vec<f32> = (0..row).map(|i| value(l, j, i)).collect();
+                    pool.write(l, (4 + j) * row, &vals);
+                }
+            }
+            pool.copy_block(1, 2, 3);
+            for l in 0..cfg.num_hidden_layers {
+                let kv = pool.layer(l);
+                for j in 0..4 {
+                    let vals: Vec<f32> = (0..row).map(|i| value(l, j, i)).collect();
+                    let want: Vec<f32> = match ty {
+                        CacheType::F32 => vals.clone(),
+                        CacheType::Bf16 => vals
+                            .iter()
+                            .map(|&v| half::bf16::from_f32(v).to_f32())
+                            .collect(),
+                        CacheType::Q8_0 => {
+                            let mut b = vec![0u8; ty.row_bytes(r, p)];
+                            kernels::kv_q8::quantize_row(&vals, r, p, &mut b);
+                            let mut w = vec![0u16; row];
+                            kernels::kv_q8::row_to_bf16(&b, r, p, &mut w);
+                            w.iter()
+                                .map(|&x| half::bf16::from_bits(x).to_f32())
+                                .collect()
+                        }
+                    };
+                    let mut got = vec![0f32; row];
+                    kv.read((4 + j) * row, &mut got);
+                    assert_eq!(got, want, "{ty} layer {l} row {j}");
+                    // within 1% of each value's row's largest (q8_0's half step is 1/254)
+                    assert!(
+                        vals.iter()
+                            .zip(&got)
+                            .all(|(v, g)| (v - g).abs() <= 1.5 / 100.0)
+                    );
+                    if j < 3 {
+                        kv.read((8 + j) * row, &mut got);
+                        assert_eq!(got, want, "{ty} layer {l} copied row {j}");
+                    }
+                }
+                // the rope part alone, as the expanded form reads it
+                let mut rope = vec![0f32; p];
+                kv.read(4 * row + r, &mut rope);
+                let mut whole = vec![0f32; row];
+                kv.read(4 * row, &mut whole);
+                assert_eq!(rope, whole[r..], "{ty} layer {l} rope part");
+            }
+            assert_eq!(
+                KvPool::block_bytes(&cfg, 4, ty),
+                cfg.num_hidden_layers * 4 * ty.row_bytes(r, p)
+            );
+        }
+        assert_eq!("Q8_0".parse::<CacheType>(), Ok(CacheType::Q8_0));
+        assert!("f8".parse::<CacheType>().unwrap_err().contains("q8_0"));
     }
 }

@@ -32,6 +32,8 @@ thread_local! {
     /// The split path's buffers.
     static SPLIT: RefCell<Split> = const { RefCell::new(Split::new()) };
     /// A bf16 cache widened for the two-pass form, and its one-block table.
+    /// A prefill's rows of an 8-bit cache as bf16, and their offsets.
+    static FLAT: RefCell<(Vec<u16>, Vec<usize>)> = const { RefCell::new((Vec::new(), Vec::new())) };
     static WIDE: RefCell<(Vec<f32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -64,6 +66,11 @@ const SPLIT_ROWS: usize = 256;
 /// Cached positions per tile of the split path: 64 rows of 576 f32 are 147 KB, which stay
 /// in L2 between the two products.
 const TILE: usize = 64;
+/// The same on AMX tiles over a bf16 cache: 128 rows of 576 are 147 KB too, and each of
+/// the output product's tiles is loaded and stored once for twice the positions.
+const AMX_TILE: usize = simd::AMX_PV_POSITIONS;
+// a tile's offsets live in arrays of AMX_TILE
+const _: () = assert!(AMX_TILE >= TILE);
 
 pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out: &mut [f32]) {
     let (h, r, p) = (a.n_heads, a.kv_lora_rank, a.rope_dim);
@@ -74,14 +81,37 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
     if rows == 0 {
         return;
     }
+    if let KvRows::Q8(f) = a.kv
+        && level != Level::Scalar
+        && rows > SPLIT_ROWS
+    {
+        // a prefill over an 8-bit cache: the sequence's rows converted to bf16 once (what a
+        // decode step does a tile at a time), then attended over as a bf16 cache
+        return FLAT.with(|fl| {
+            let mut fl = fl.borrow_mut();
+            let (rows16, offs) = &mut *fl;
+            let len = a.start_pos + tokens;
+            offs.clear();
+            offs.extend((0..len).map(|j| a.row_offset(j)));
+            rows16.resize(len * row, 0);
+            simd::q8_rows_to_bf16(level, &f, offs, rows16);
+            let flat = MlaAttention {
+                kv: KvRows::Bf16(rows16),
+                blocks: &[0],
+                block_size: len,
+                ..*a
+            };
+            mla_attention(level, pool, &flat, out)
+        });
+    }
     QUERY.with(|q| {
         let mut q = q.borrow_mut();
         if q.len() < rows * row {
             q.resize((rows * row).next_power_of_two(), 0.0);
         }
-        // a bf16 cache's scores are bf16 products, as the bf16 dot instruction makes them:
+        // a bf16 (or 8-bit) cache's scores are bf16 products, as the bf16 dot instruction makes them:
         // every level rounds the queries alike, so all agree to f32 rounding
-        let round = matches!(a.kv, KvRows::Bf16(_));
+        let round = !matches!(a.kv, KvRows::F32(_));
         let fill = |i0: usize, q: &mut [f32]| {
             for (i, qi) in (i0..).zip(q.chunks_exact_mut(row)) {
                 qi[..r].copy_from_slice(&a.q_latent[i * r..(i + 1) * r]);
@@ -116,7 +146,7 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
             KvRows::F32(kv) => two_pass(level, pool, a, kv, q, out),
             // the two-pass form reads f32 panels: widen this sequence's rows once, in
             // position order
-            KvRows::Bf16(_) => WIDE.with(|w| {
+            KvRows::Bf16(_) | KvRows::Q8(_) => WIDE.with(|w| {
                 let mut w = w.borrow_mut();
                 let (wide, ids) = &mut *w;
                 let len = a.start_pos + tokens;
@@ -164,6 +194,8 @@ thread_local! {
     static P16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
     /// A decode tile's probabilities packed for `simd::amx_pv`.
     static PV_TILES: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    /// A decode tile of an 8-bit cache, converted to bf16 rows.
+    static CONVERTED: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Query rows a chunk of the AMX prefill takes: two tiles of 16, so each key tile loaded
@@ -453,7 +485,25 @@ fn split_positions(
     let tokens = rows / h;
     let lanes = rows.next_multiple_of(16);
     let len = a.start_pos + tokens;
-    let tiles = len.div_ceil(TILE);
+    // Over a bf16 cache with AMX, the scores run on tiles whose A side is 16 cached rows as
+    // they lie and whose B side is the queries, packed once here. Rows of whole steps of 32
+    // values, and blocks of whole groups of 16 positions: a tile's groups start at
+    // multiples of 16, so each group's rows lie one after another. An 8-bit cache's tiles
+    // are converted to bf16 rows one after another first (exactly), and attended over as
+    // a bf16 cache's.
+    let q8 = match a.kv {
+        KvRows::Q8(f) => Some(f),
+        _ => None,
+    };
+    let amx = simd::has_amx(level)
+        && row.is_multiple_of(32)
+        && match a.kv {
+            KvRows::Bf16(_) => a.block_size.is_multiple_of(16),
+            KvRows::Q8(_) => true,
+            KvRows::F32(_) => false,
+        };
+    let tile = if amx { AMX_TILE } else { TILE };
+    let tiles = len.div_ceil(tile);
     // two chunks a thread, so a thread the host slows down leaves less behind
     let chunks = (pool.threads() * 2).min(tiles).max(1);
     let per_chunk = rows * r + 2 * lanes;
@@ -465,31 +515,17 @@ fn split_positions(
             q16,
             qpack,
         } = &mut *sp;
-        // Over a bf16 cache with AMX, the scores run on tiles whose A side is 16 cached
-        // rows as they lie and whose B side is the queries, packed once here. Rows of whole
-        // steps of 32 values, and blocks of whole groups of 16 positions: a tile's groups
-        // start at multiples of 16, so each group's rows lie one after another.
-        let tiles_kv = match a.kv {
-            KvRows::Bf16(kv)
-                if simd::has_amx(level)
-                    && row.is_multiple_of(32)
-                    && a.block_size.is_multiple_of(16) =>
-            {
-                Some(kv)
-            }
-            _ => None,
-        };
         // and the output's product too where the query rows fill whole tiles (o holds
         // exactly the rows) and the latents whole steps of 32 (the pair packing)
-        let amx_pv = tiles_kv.is_some() && rows.is_multiple_of(16) && r.is_multiple_of(32);
+        let amx_pv = amx && rows.is_multiple_of(16) && r.is_multiple_of(32);
         qpack.clear();
-        if tiles_kv.is_some() {
+        if amx {
             qpack.resize(lanes * row, 0);
             simd::amx_pack_acts(level, q, row, qpack);
         }
         let qpack = &qpack[..];
         q16.clear();
-        if tiles_kv.is_none() && matches!(a.kv, KvRows::Bf16(_)) && simd::has_bf16_dot(level) {
+        if !amx && !matches!(a.kv, KvRows::F32(_)) && simd::has_bf16_dot(level) {
             // the queries are already rounded to bf16: their top halves are exact
             q16.extend(q.iter().map(|&v| (v.to_bits() >> 16) as u16));
         }
@@ -508,8 +544,8 @@ fn split_positions(
             buf.resize(chunks * per_chunk, 0.0);
         }
         let dst = Disjoint::new(&mut buf[..]);
-        pool.for_chunks_scratch(chunks, TILE * lanes + lanes, &|c, scratch| {
-            let (s, alpha) = scratch.split_at_mut(TILE * lanes);
+        pool.for_chunks_scratch(chunks, tile * lanes + lanes, &|c, scratch| {
+            let (s, alpha) = scratch.split_at_mut(tile * lanes);
             // SAFETY: chunk c's region of the partials is written by this chunk alone.
             let part = unsafe { dst.slice(c * per_chunk, per_chunk) };
             let (o, ml) = part.split_at_mut(rows * r);
@@ -518,13 +554,13 @@ fn split_positions(
             m.fill(f32::NEG_INFINITY);
             l.fill(0.0);
             // cached-row offsets of this tile and of the next (fetched ahead)
-            let mut offs = [0usize; TILE];
-            let mut next = [0usize; TILE];
+            let mut offs = [0usize; AMX_TILE];
+            let mut next = [0usize; AMX_TILE];
             // the first rows of this tile's groups of 16 positions, and of the next's
-            let (mut firsts, mut ahead_firsts) = ([0usize; TILE / 16], [0usize; TILE / 16]);
-            let fill = |t: usize, offs: &mut [usize; TILE]| -> usize {
-                let j0 = t * TILE;
-                let nj = TILE.min(len - j0);
+            let (mut firsts, mut ahead_firsts) = ([0usize; AMX_TILE / 16], [0usize; AMX_TILE / 16]);
+            let fill = |t: usize, offs: &mut [usize; AMX_TILE]| -> usize {
+                let j0 = t * tile;
+                let nj = tile.min(len - j0);
                 // a block's rows lie one after another: one lookup (and division) a block,
                 // not a position (49k a token at depth 4096 on 12 layers)
                 let mut j = 0;
@@ -548,19 +584,37 @@ fn split_positions(
                 0
             };
             for t in first..end {
-                let j0 = t * TILE;
+                let j0 = t * tile;
                 let ahead = if t + 1 < end {
                     fill(t + 1, &mut next)
                 } else {
                     0
                 };
-                if let Some(kv) = tiles_kv {
-                    let (groups, ahead_groups) = (nj.div_ceil(16), ahead.div_ceil(16));
-                    for (g, f) in firsts[..groups].iter_mut().enumerate() {
-                        *f = offs[16 * g];
+                // an 8-bit cache's tile as bf16 rows, and where they lie
+                let mut conv = CONVERTED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                let mut local = [0usize; AMX_TILE];
+                let (tkv, toffs, tnext) = match q8 {
+                    Some(f) => {
+                        if conv.len() < tile * row {
+                            conv.resize(tile * row, 0);
+                        }
+                        simd::q8_rows_to_bf16(level, &f, &offs[..nj], &mut conv[..nj * row]);
+                        for (j, o) in local.iter_mut().enumerate() {
+                            // groups of 8 past the end repeat the last row, as `fill`'s do
+                            *o = j.min(nj - 1) * row;
+                        }
+                        (KvRows::Bf16(&conv[..]), &local, &next[..0])
                     }
+                    None => (a.kv, &offs, &next[..ahead]),
+                };
+                if let (true, KvRows::Bf16(kv)) = (amx, tkv) {
+                    let groups = nj.div_ceil(16);
+                    for (g, f) in firsts[..groups].iter_mut().enumerate() {
+                        *f = toffs[16 * g];
+                    }
+                    let ahead_groups = tnext.len().div_ceil(16);
                     for (g, f) in ahead_firsts[..ahead_groups].iter_mut().enumerate() {
-                        *f = next[16 * g];
+                        *f = tnext[16 * g];
                     }
                     let g = simd::AmxScores {
                         kv,
@@ -578,10 +632,10 @@ fn split_positions(
                         rows,
                         lanes,
                         k: row,
-                        kv: a.kv,
-                        offs: &offs[..nj.next_multiple_of(8)],
+                        kv: tkv,
+                        offs: &toffs[..nj.next_multiple_of(8)],
                         q16,
-                        prefetch: &next[..ahead],
+                        prefetch: tnext,
                     };
                     simd::scores_t(level, &sc, s);
                 }
@@ -601,16 +655,16 @@ fn split_positions(
                         oi.iter_mut().for_each(|v| *v *= al);
                     }
                 }
-                if let (true, Some(kv)) = (amx_pv, tiles_kv) {
+                if let (true, KvRows::Bf16(kv)) = (amx_pv, tkv) {
                     // the probabilities packed as the tiles' A side, then the latents
                     // as they lie, 32 columns at a time, the sums kept in o
                     PV_TILES.with(|t| {
                         let mut p16 = t.borrow_mut();
-                        p16.resize(lanes * TILE, 0);
+                        p16.resize(lanes * tile, 0);
                         simd::amx_pack_probs(level, s, lanes, rows, nj, &mut p16);
                         let g = simd::AmxPv {
                             kv,
-                            offs: &offs[..nj],
+                            offs: &toffs[..nj],
                             p: &p16,
                             rows,
                             r,
@@ -622,12 +676,13 @@ fn split_positions(
                         p: s,
                         lanes,
                         rows,
-                        kv: a.kv,
-                        offs: &offs[..nj],
+                        kv: tkv,
+                        offs: &toffs[..nj],
                         width: r,
                     };
                     simd::pv_t(level, &pv, o);
                 }
+                CONVERTED.with(|c| *c.borrow_mut() = conv);
                 std::mem::swap(&mut offs, &mut next);
                 nj = ahead;
             }

@@ -445,10 +445,14 @@ fn mla_attention_long_prefill_agrees_across_levels_and_threads() {
 #[test]
 fn mla_attention_split_positions_match_the_two_pass_oracle() {
     // (heads, kv_lora_rank, rope_dim, block_size, start_pos, tokens, scale)
-    let shapes: [(usize, usize, usize, usize, usize, usize, f32); 10] = [
+    let shapes: [(usize, usize, usize, usize, usize, usize, f32); 12] = [
         // rows of whole steps of 32 in blocks of whole groups of 16: AMX's scores; with
         // whole tiles of 16 query rows and latents of whole steps of 32, its output too
+        // (tiles of 128 positions: a last tile of two steps of 32, of three, and two head
+        // tiles with a last of three)
         (16, 64, 32, 16, 300, 1, 0.5),
+        (16, 96, 32, 16, 340, 1, 0.5),
+        (16, 64, 32, 16, 200, 2, 0.8),
         (32, 96, 32, 32, 130, 2, 1.0),
         (20, 96, 32, 32, 130, 2, 1.0),
         (16, 80, 8, 16, 150, 1, 0.05),
@@ -473,7 +477,39 @@ fn mla_attention_split_positions_match_the_two_pass_oracle() {
             .collect();
         let q_latent = values(tokens * h * r, 41 + n as u64);
         let q_pe = values(tokens * h * p, 51 + n as u64);
-        for cache in [KvRows::F32(&kv), KvRows::Bf16(&kv16)] {
+        // and as the 8-bit cache (`--cache-type q8_0`), whose rows read as the bf16 values
+        // they convert to: the oracle over it must be the oracle over those, bit for bit
+        let kv8 = q8_cache(&kv, r, p);
+        let q8 = crate::kv_q8::Q8Rows { bytes: &kv8, r, p };
+        let mut deq16 = vec![0u16; kv.len()];
+        for (b, out) in kv8
+            .chunks_exact(crate::kv_q8::row_bytes(r, p))
+            .zip(deq16.chunks_exact_mut(row))
+        {
+            crate::kv_q8::row_to_bf16(b, r, p, out);
+        }
+        let at = |kv| MlaAttention {
+            q_latent: &q_latent,
+            q_pe: &q_pe,
+            kv,
+            blocks: &blocks,
+            block_size: bs,
+            n_heads: h,
+            kv_lora_rank: r,
+            rope_dim: p,
+            start_pos: start,
+            scale,
+        };
+        let (mut via8, mut via16) = (vec![0f32; tokens * h * r], vec![0f32; tokens * h * r]);
+        oracle.mla_attention(&at(KvRows::Q8(q8)), &mut via8);
+        oracle.mla_attention(&at(KvRows::Bf16(&deq16)), &mut via16);
+        assert!(
+            via8.iter()
+                .zip(&via16)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "shape {n}: the 8-bit cache does not read as its bf16 values"
+        );
+        for cache in [KvRows::F32(&kv), KvRows::Bf16(&kv16), KvRows::Q8(q8)] {
             let a = MlaAttention {
                 q_latent: &q_latent,
                 q_pe: &q_pe,
@@ -490,11 +526,14 @@ fn mla_attention_split_positions_match_the_two_pass_oracle() {
             oracle.mla_attention(&a, &mut want);
             // AMX's output product rounds the probabilities to bf16: the prefill test's
             // bound (values here are at most 1)
-            let bf16_p = matches!(cache, KvRows::Bf16(_))
-                && (h * tokens).is_multiple_of(16)
+            let bf16_p = match cache {
+                KvRows::Bf16(_) => bs.is_multiple_of(16),
+                // converted a tile at a time into rows one after another
+                KvRows::Q8(_) => true,
+                KvRows::F32(_) => false,
+            } && (h * tokens).is_multiple_of(16)
                 && r.is_multiple_of(32)
-                && (r + p).is_multiple_of(32)
-                && bs.is_multiple_of(16);
+                && (r + p).is_multiple_of(32);
             for be in backends() {
                 let mut got = vec![f32::NAN; tokens * h * r];
                 be.mla_attention(&a, &mut got);
@@ -506,6 +545,16 @@ fn mla_attention_split_positions_match_the_two_pass_oracle() {
             }
         }
     }
+}
+
+/// `kv`'s rows of `r + p` values as an 8-bit cache (`--cache-type q8_0`).
+fn q8_cache(kv: &[f32], r: usize, p: usize) -> Vec<u8> {
+    let rb = crate::kv_q8::row_bytes(r, p);
+    let mut bytes = vec![0u8; kv.len() / (r + p) * rb];
+    for (row, out) in kv.chunks_exact(r + p).zip(bytes.chunks_exact_mut(rb)) {
+        crate::kv_q8::quantize_row(row, r, p, out);
+    }
+    bytes
 }
 
 /// Attention outputs whose probabilities were rounded to bf16, against f32 ones: each
@@ -546,30 +595,37 @@ fn mla_attention_prefill_over_a_bf16_cache_matches_the_oracle() {
         let row = r + p;
         let nblocks = (start + tokens).div_ceil(bs);
         let blocks: Vec<u32> = (0..nblocks as u32).rev().map(|b| 2 * b + 1).collect();
-        let kv16: Vec<u16> = values((2 * nblocks + 2) * bs * row, 61 + n as u64)
+        let kv = values((2 * nblocks + 2) * bs * row, 61 + n as u64);
+        let kv16: Vec<u16> = kv
             .iter()
             .map(|&v| half::bf16::from_f32(v).to_bits())
             .collect();
+        // the same prefill over the 8-bit cache (converted whole, then as bf16)
+        let kv8 = q8_cache(&kv, r, p);
         let q_latent = values(tokens * h * r, 71 + n as u64);
         let q_pe = values(tokens * h * p, 81 + n as u64);
-        let a = MlaAttention {
-            q_latent: &q_latent,
-            q_pe: &q_pe,
-            kv: KvRows::Bf16(&kv16),
-            blocks: &blocks,
-            block_size: bs,
-            n_heads: h,
-            kv_lora_rank: r,
-            rope_dim: p,
-            start_pos: start,
-            scale,
-        };
-        let mut want = vec![0f32; tokens * h * r];
-        oracle.mla_attention(&a, &mut want);
-        for be in backends() {
-            let mut got = vec![f32::NAN; tokens * h * r];
-            be.mla_attention(&a, &mut got);
-            assert_bf16_probabilities_close(&got, &want, &format!("shape {n} at {:?}", be.level()));
+        let q8 = crate::kv_q8::Q8Rows { bytes: &kv8, r, p };
+        for (name, cache) in [("bf16", KvRows::Bf16(&kv16)), ("q8_0", KvRows::Q8(q8))] {
+            let a = MlaAttention {
+                q_latent: &q_latent,
+                q_pe: &q_pe,
+                kv: cache,
+                blocks: &blocks,
+                block_size: bs,
+                n_heads: h,
+                kv_lora_rank: r,
+                rope_dim: p,
+                start_pos: start,
+                scale,
+            };
+            let mut want = vec![0f32; tokens * h * r];
+            oracle.mla_attention(&a, &mut want);
+            for be in backends() {
+                let mut got = vec![f32::NAN; tokens * h * r];
+                be.mla_attention(&a, &mut got);
+                let what = format!("shape {n} {name} at {:?}", be.level());
+                assert_bf16_probabilities_close(&got, &want, &what);
+            }
         }
     }
 }

@@ -89,7 +89,8 @@ impl Mla {
         let mut qp = Buf::<f32>::for_overwrite(n * (nope + p));
         let mut out = Buf::<f32>::for_overwrite(n * vd);
         let blocks = [0u32];
-        let bf16 = matches!(cache, kernels::KvRows::Bf16(_));
+        // (an 8-bit cache attends as the bf16 rows it converts to)
+        let bf16 = !matches!(cache, kernels::KvRows::F32(_));
         let mut rows16: Vec<u16> = Vec::new();
         for head in 0..h {
             let (g0, gi) = (head - head % group, head % group);

@@ -407,9 +407,39 @@ pub fn amx_scores(level: Level, g: &AmxScores<'_>, s: &mut [f32]) {
     }
 }
 
+/// Rows of an 8-bit cache, at value offsets `offs` (row starts), as bf16 rows one after
+/// another in `out` (`r + p` values each): as [`crate::kv_q8`] defines them. An attention
+/// converts a tile of them and attends over that as over a bf16 cache.
+pub fn q8_rows_to_bf16(
+    level: Level,
+    f: &crate::kv_q8::Q8Rows<'_>,
+    offs: &[usize],
+    out: &mut [u16],
+) {
+    let (r, p) = (f.r, f.p);
+    let rb = crate::kv_q8::row_bytes(r, p);
+    assert!(out.len() >= offs.len() * (r + p));
+    assert!(offs.iter().all(|&o| f.byte_offset(o) + rb <= f.bytes.len()));
+    #[cfg(target_arch = "x86_64")]
+    if has_bf16_dot(level) {
+        // SAFETY: AVX-512 BF16 (and F16C with it) was detected; bounds as asserted.
+        unsafe { x86::avx512_bf16gemm::q8_rows_to_bf16(f, offs, out) };
+        return;
+    }
+    let _ = level;
+    for (&o, dst) in offs.iter().zip(out.chunks_exact_mut(r + p)) {
+        let b = f.byte_offset(o);
+        crate::kv_q8::row_to_bf16(&f.bytes[b..b + rb], r, p, dst);
+    }
+}
+
+/// The most positions an [`amx_pv`] call takes.
+pub const AMX_PV_POSITIONS: usize = 128;
+
 /// A decode tile's probabilities times its cached latents on AMX tiles, over a bf16 cache:
 /// `o[i * r + c] += Σ_j p[i][j] · v[j][c]` for `rows` query rows (a multiple of 16) and the
-/// first `r` values (a multiple of 32) of the cached rows at `offs` (at most 64), with `p`
+/// first `r` values (a multiple of 32) of the cached rows at `offs` (at most
+/// [`AMX_PV_POSITIONS`]), with `p`
 /// as `amx_pack_probs` packs it.
 pub struct AmxPv<'a> {
     pub kv: &'a [u16],
@@ -443,7 +473,7 @@ pub fn amx_pack_probs(
 pub fn amx_pv(level: Level, g: &AmxPv<'_>, o: &mut [f32]) {
     assert!(has_amx(level), "no AMX kernel at level {level}");
     let (nj, kpos) = (g.offs.len(), g.offs.len().next_multiple_of(32));
-    assert!(nj > 0 && nj <= 64);
+    assert!(nj > 0 && nj <= AMX_PV_POSITIONS);
     assert!(g.rows.is_multiple_of(16) && g.r.is_multiple_of(32));
     assert!(g.offs.iter().all(|&o| o + g.r <= g.kv.len()));
     assert!(g.p.len() >= g.rows * kpos && o.len() >= g.rows * g.r);
@@ -542,6 +572,10 @@ pub fn scores_t(level: Level, t: &ScoresTile<'_>, s: &mut [f32]) {
     assert!(t.q.len() >= t.rows * t.k && s.len() >= t.offs.len() * t.lanes);
     assert!(t.q16.is_empty() || (t.q16.len() >= t.rows * t.k && has_bf16_dot(level)));
     assert!(t.offs.iter().all(|&o| o + t.k <= t.kv.len()));
+    assert!(
+        !matches!(t.kv, KvRows::Q8(_)),
+        "an 8-bit cache's tile is converted first"
+    );
     dispatch!(level, scores_t(t, s))
 }
 
@@ -583,5 +617,9 @@ pub fn pv_t(level: Level, t: &PvTile<'_>, o: &mut [f32]) {
     assert!(t.rows <= t.lanes && t.p.len() >= t.offs.len() * t.lanes);
     assert!(o.len() >= t.rows * t.width);
     assert!(t.offs.iter().all(|&o| o + t.width <= t.kv.len()));
+    assert!(
+        !matches!(t.kv, KvRows::Q8(_)),
+        "an 8-bit cache's tile is converted first"
+    );
     dispatch!(level, pv_t(t, o))
 }

@@ -269,6 +269,7 @@ pub fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
     match t.kv {
         KvRows::F32(kv) => scores_of(t, kv, s),
         KvRows::Bf16(kv) => scores_of(t, kv, s),
+        KvRows::Q8(_) => unreachable!("the wrapper refuses an 8-bit cache"),
     }
 }
 
@@ -354,6 +355,7 @@ pub fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
     match t.kv {
         KvRows::F32(kv) => pv_of(t, kv, o),
         KvRows::Bf16(kv) => pv_of(t, kv, o),
+        KvRows::Q8(_) => unreachable!("the wrapper refuses an 8-bit cache"),
     }
 }
 

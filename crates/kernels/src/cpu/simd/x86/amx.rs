@@ -261,27 +261,41 @@ pub unsafe fn scores(g: &super::super::AmxScores<'_>, s: *mut f32) {
                 tile_zero!(1);
                 tile_zero!(2);
                 tile_zero!(3);
-                let mut c = 0;
-                while c < k {
-                    fetch();
-                    tile_load!(5, q.add((ht * k + c) * 16), 64);
-                    tile_load!(4, a[0].add(c), rb);
-                    tdp!("tdpbf16ps", 0, 4, 5);
-                    if firsts.len() > 1 {
-                        tile_load!(6, a[1].add(c), rb);
-                        tdp!("tdpbf16ps", 1, 6, 5);
-                    }
-                    if firsts.len() > 2 {
-                        tile_load!(7, a[2].add(c), rb);
-                        tdp!("tdpbf16ps", 2, 7, 5);
-                    }
-                    if firsts.len() > 3 {
-                        tile_load!(4, a[3].add(c), rb);
-                        tdp!("tdpbf16ps", 3, 4, 5);
-                    }
-                    c += 32;
+                // The query tiles alternate between two registers step by step, and the
+                // rows between two, group by group: a tile load waits for every product
+                // still reading its register (tiles are not renamed), so one register
+                // each would drain the products at every step.
+                let n = firsts.len();
+                macro_rules! step {
+                    ($qt:literal, $c:expr) => {{
+                        let c = $c;
+                        fetch();
+                        tile_load!($qt, q.add((ht * k + c) * 16), 64);
+                        tile_load!(4, a[0].add(c), rb);
+                        tdp!("tdpbf16ps", 0, 4, $qt);
+                        if n > 1 {
+                            tile_load!(7, a[1].add(c), rb);
+                            tdp!("tdpbf16ps", 1, 7, $qt);
+                        }
+                        if n > 2 {
+                            tile_load!(4, a[2].add(c), rb);
+                            tdp!("tdpbf16ps", 2, 4, $qt);
+                        }
+                        if n > 3 {
+                            tile_load!(7, a[3].add(c), rb);
+                            tdp!("tdpbf16ps", 3, 7, $qt);
+                        }
+                    }};
                 }
-                // group i's 16 positions by this tile's 16 lanes
+                let mut c = 0;
+                while c + 64 <= k {
+                    step!(5, c);
+                    step!(6, c + 32);
+                    c += 64;
+                }
+                if c < k {
+                    step!(5, c);
+                }
                 let at = |i: usize| s.add((16 * (4 * p + i)) * lanes + 16 * ht);
                 tile_store!(0, at(0), 4 * lanes);
                 if firsts.len() > 1 {
@@ -299,23 +313,31 @@ pub unsafe fn scores(g: &super::super::AmxScores<'_>, s: *mut f32) {
     }
 }
 
-/// `simd::amx_pv`, 32 output columns at a time: the tile's latents for those columns are
-/// packed in pairs of positions (two `vpermt2w` per pair of rows) into 4 KiB that stay in
-/// L1, then each head tile's two output tiles are loaded from `o`, multiplied in and
-/// stored back. (Packed whole first, the 64 KiB of a tile's latents went out of L1 and
-/// back: the packing's stores were the larger part of the output product's time.)
+/// `simd::amx_pv`, 32 output columns (a stripe) at a time: the tile's latents for those
+/// columns are packed in pairs of positions (two `vpermt2w` per pair of rows) into at most
+/// 8 KiB that stay in L1, then each head tile's two output tiles are loaded from `o`, every
+/// step of 32 positions multiplied in, and stored back once. (Packed whole first, the 64
+/// KiB of a tile's latents went out of L1 and back: the packing's stores were the larger
+/// part of the output product's time.)
+///
+/// With one head tile, the packing of a stripe is interleaved step by step with the
+/// products of the stripe before (into the other of two buffers): alone, each of the two
+/// left the other's units idle. The steps alternate between two sets of registers, as a
+/// tile load waits for every product still reading its register (tiles are not renamed).
 ///
 /// # Safety
 /// `Level::Amx` is supported; the wrapper checked the rows' bounds and the buffers' sizes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub unsafe fn pv(g: &super::super::AmxPv<'_>, o: *mut f32) {
     use std::arch::x86_64::*;
+    const MAX: usize = super::super::AMX_PV_POSITIONS;
     let (r, nj) = (g.r, g.offs.len());
     let kpos = nj.next_multiple_of(32);
-    let two = kpos > 32;
-    // tile rows of the pairs (position 2i, 2i + 1) of 16 columns: [kpos / 32][2][16][32]
-    let mut buf = Pack([0u16; 64 * 32]);
-    let v = buf.0.as_mut_ptr();
+    let steps = kpos / 32;
+    let stripes = r / 32;
+    // per stripe parity, the pairs (position 2i, 2i + 1) of 16 columns as tile rows:
+    // [steps][2][16][32]
+    let mut buf = Pack([0u16; 2 * MAX * 32]);
     let lo = _mm512_set_epi16(
         47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4,
         35, 3, 34, 2, 33, 1, 32, 0,
@@ -323,59 +345,77 @@ pub unsafe fn pv(g: &super::super::AmxPv<'_>, o: *mut f32) {
     let hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
     let kv = g.kv.as_ptr();
     let p = g.p.as_ptr();
-    let one_ht = g.rows == 16;
+    let bufs = buf.0.as_mut_ptr();
+    let v_of = |stripe: usize| unsafe { bufs.add(stripe % 2 * MAX * 32) };
+    // step s's 16 pairs of stripe `stripe`
+    let pack = |stripe: usize, s: usize| unsafe {
+        let (v, c) = (v_of(stripe), 32 * stripe);
+        for pp in 16 * s..16 * s + 16 {
+            let row = |t: usize| {
+                if t < nj {
+                    _mm512_loadu_si512(kv.add(g.offs[t] + c).cast())
+                } else {
+                    _mm512_setzero_si512()
+                }
+            };
+            let (a, b) = (row(2 * pp), row(2 * pp + 1));
+            let at = |half: usize| v.add(((pp / 16 * 2 + half) * 16 + pp % 16) * 32);
+            _mm512_storeu_si512(at(0).cast(), _mm512_permutex2var_epi16(a, lo, b));
+            _mm512_storeu_si512(at(1).cast(), _mm512_permutex2var_epi16(a, hi, b));
+        }
+    };
     let cfg = TileCfg::full();
     unsafe {
         cfg.load();
-        if one_ht {
-            tile_load!(6, p, 2 * kpos);
-            if two {
-                tile_load!(7, p.add(32), 2 * kpos);
-            }
+        macro_rules! step {
+            ($pt:literal, $b0:literal, $b1:literal, $pa:expr, $v:expr, $s:expr) => {{
+                let (pa, v, s) = ($pa, $v, $s);
+                tile_load!($pt, pa.add(32 * s), 2 * kpos);
+                tile_load!($b0, v.add(1024 * s), 64);
+                tile_load!($b1, v.add(1024 * s + 512), 64);
+                tdp!("tdpbf16ps", 0, $pt, $b0);
+                tdp!("tdpbf16ps", 1, $pt, $b1);
+            }};
         }
-        for c in (0..r).step_by(32) {
-            for pp in 0..kpos / 2 {
-                let row = |t: usize| {
-                    if t < nj {
-                        _mm512_loadu_si512(kv.add(g.offs[t] + c).cast())
-                    } else {
-                        _mm512_setzero_si512()
-                    }
-                };
-                let (a, b) = (row(2 * pp), row(2 * pp + 1));
-                let at = |half: usize| v.add(((pp / 16 * 2 + half) * 16 + pp % 16) * 32);
-                _mm512_storeu_si512(at(0).cast(), _mm512_permutex2var_epi16(a, lo, b));
-                _mm512_storeu_si512(at(1).cast(), _mm512_permutex2var_epi16(a, hi, b));
+        // the products of stripe `st` for head tile `ht`, each step after `between(step)`
+        let products = |st: usize, ht: usize, between: &dyn Fn(usize)| {
+            let ob = o.add(ht * 16 * r + 32 * st);
+            let pa = p.add(ht * 16 * kpos);
+            let v = v_of(st);
+            tile_load!(0, ob, 4 * r);
+            tile_load!(1, ob.add(16), 4 * r);
+            for s in 0..steps {
+                between(s);
+                if s % 2 == 0 {
+                    step!(6, 2, 3, pa, v, s);
+                } else {
+                    step!(7, 4, 5, pa, v, s);
+                }
             }
-            for ht in 0..g.rows / 16 {
-                if !one_ht {
-                    let a = p.add(ht * 16 * kpos);
-                    tile_load!(6, a, 2 * kpos);
-                    if two {
-                        tile_load!(7, a.add(32), 2 * kpos);
-                    }
+            tile_store!(0, ob, 4 * r);
+            tile_store!(1, ob.add(16), 4 * r);
+        };
+        if g.rows == 16 {
+            (0..steps).for_each(|s| pack(0, s));
+            for st in 0..stripes {
+                if st + 1 < stripes {
+                    products(st, 0, &|s| pack(st + 1, s));
+                } else {
+                    products(st, 0, &|_| {});
                 }
-                let ob = o.add(ht * 16 * r + c);
-                tile_load!(0, ob, 4 * r);
-                tile_load!(1, ob.add(16), 4 * r);
-                tile_load!(2, v, 64);
-                tile_load!(3, v.add(512), 64);
-                tdp!("tdpbf16ps", 0, 6, 2);
-                tdp!("tdpbf16ps", 1, 6, 3);
-                if two {
-                    tile_load!(4, v.add(1024), 64);
-                    tile_load!(5, v.add(1536), 64);
-                    tdp!("tdpbf16ps", 0, 7, 4);
-                    tdp!("tdpbf16ps", 1, 7, 5);
+            }
+        } else {
+            for st in 0..stripes {
+                (0..steps).for_each(|s| pack(st, s));
+                for ht in 0..g.rows / 16 {
+                    products(st, ht, &|_| {});
                 }
-                tile_store!(0, ob, 4 * r);
-                tile_store!(1, ob.add(16), 4 * r);
             }
         }
         release();
     }
 }
 
-/// A decode tile's latents for 32 columns, packed for the tiles (see [`pv`]).
+/// A decode tile's latents for 32 columns, twice, packed for the tiles (see [`pv`]).
 #[repr(C, align(64))]
-struct Pack([u16; 64 * 32]);
+struct Pack([u16; 2 * super::super::AMX_PV_POSITIONS * 32]);

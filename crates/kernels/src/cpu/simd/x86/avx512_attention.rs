@@ -34,6 +34,7 @@ pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
                 scores_of::<true, true>(t, kv.as_ptr() as *const u8, s)
             }
             KvRows::Bf16(kv) => scores_of::<true, false>(t, kv.as_ptr() as *const u8, s),
+            KvRows::Q8(_) => unreachable!("the wrapper refuses an 8-bit cache"),
         }
     }
 }
@@ -326,6 +327,7 @@ pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
         match t.kv {
             KvRows::F32(kv) => pv_of::<false>(t, kv.as_ptr() as *const u8, o),
             KvRows::Bf16(kv) => pv_of::<true>(t, kv.as_ptr() as *const u8, o),
+            KvRows::Q8(_) => unreachable!("the wrapper refuses an 8-bit cache"),
         }
     }
 }

@@ -222,3 +222,52 @@ pub unsafe fn amx_pack_probs(p: &[f32], lanes: usize, rows: usize, nj: usize, p1
         }
     }
 }
+
+/// `simd::q8_rows_to_bf16`: per Q8_0 block, its 32 codes widened to f32 in two halves,
+/// times the block's scale, rounded to bf16 in one `vcvtne2ps2bf16` (to nearest even, as
+/// the scalar reader rounds).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,f16c")]
+pub unsafe fn q8_rows_to_bf16(f: &crate::kv_q8::Q8Rows<'_>, offs: &[usize], out: &mut [u16]) {
+    use crate::kv_q8::{BLOCK, BLOCK_BYTES, blocks, rope_offset, row_bytes};
+    let (r, p) = (f.r, f.p);
+    let (ro, nb, rb) = (rope_offset(r), blocks(r), row_bytes(r, p));
+    // rows fetched this many ahead: a tile's rows need not be contiguous
+    const AHEAD: usize = 6;
+    // SAFETY (all): the wrapper checked every row's bytes and out's length.
+    unsafe {
+        for (i, (&o, dst)) in offs.iter().zip(out.chunks_exact_mut(r + p)).enumerate() {
+            let row = f.bytes.as_ptr().add(f.byte_offset(o));
+            if let Some(&ahead) = offs.get(i + AHEAD) {
+                let at = f.bytes.as_ptr().add(f.byte_offset(ahead));
+                for l in (0..rb).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(at.add(l).cast());
+                }
+            }
+            let d = dst.as_mut_ptr();
+            for b in 0..nb {
+                let blk = row.add(b * BLOCK_BYTES);
+                let scale = _mm512_set1_ps(
+                    half::f16::from_bits(u16::from_le_bytes([*blk, *blk.add(1)])).to_f32(),
+                );
+                let q = blk.add(2);
+                let n = BLOCK.min(r - b * BLOCK);
+                if n == BLOCK {
+                    let lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q.cast())));
+                    let hi =
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q.add(16).cast())));
+                    let v = _mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, scale), _mm512_mul_ps(lo, scale));
+                    _mm512_storeu_si512(
+                        d.add(b * BLOCK).cast(),
+                        std::mem::transmute::<__m512bh, __m512i>(v),
+                    );
+                } else {
+                    for j in 0..n {
+                        let x = *q.add(j) as i8 as f32 * _mm512_cvtss_f32(scale);
+                        *d.add(b * BLOCK + j) = half::bf16::from_f32(x).to_bits();
+                    }
+                }
+            }
+            std::ptr::copy_nonoverlapping(row.add(ro), d.add(r).cast::<u8>(), 2 * p);
+        }
+    }
+}
