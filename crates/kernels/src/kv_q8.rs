@@ -9,9 +9,10 @@
 //!
 //! Every reader attends over `bf16(q * d)` (the product in f32, rounded to nearest even):
 //! the kernels' rule for a bf16 cache then holds unchanged, and the AMX tiles take the rows
-//! as bf16. Int8 in blocks of 32 rather than FP8 E4M3: on roughly Gaussian latents, E4M3's
-//! three mantissa bits lose ~2.5 times as much (mean KL against bf16 logits on the mid
-//! model, measured: E4M3 in groups of 64 0.108 nats, this format 0.0xx).
+//! as bf16. Int8 in blocks of 32 rather than FP8 E4M3 (built first, as DeepSeek's V3.2
+//! cache is): on roughly Gaussian latents E4M3's three mantissa bits lose more. Mean KL
+//! against the bf16 model's logits on the mid model, measured with `deeprust kl`: E4M3 in
+//! groups of 64 with power-of-two scales 0.108 nats, this format 0.049, a bf16 cache 0.029.
 
 /// Latent values a block holds.
 pub const BLOCK: usize = 32;
