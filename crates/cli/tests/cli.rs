@@ -406,56 +406,43 @@ fn act_type_bf16_is_reported_as_used_and_runs() {
 
 #[test]
 fn cache_type_bf16_is_reported_and_runs() {
-    let out = ok(&deeprust(&[
-        "bench",
-        "-p",
-        "8",
-        "-n",
-        "4",
-        "-r",
-        "1",
-        "-o",
-        "json",
-        "--cache-type",
-        "bf16",
-    ]));
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for r in v.as_array().unwrap() {
-        assert_eq!(r["type_k"], "bf16", "{r}");
-        assert_eq!(r["type_v"], "bf16", "{r}");
+    // (the 8-bit cache named as llama-bench names its q8_0 cache)
+    for ty in ["bf16", "q8_0"] {
+        let out = ok(&deeprust(&[
+            "bench",
+            "-p",
+            "8",
+            "-n",
+            "4",
+            "-r",
+            "1",
+            "-o",
+            "json",
+            "--cache-type",
+            ty,
+        ]));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        for r in v.as_array().unwrap() {
+            assert_eq!(r["type_k"], ty, "{r}");
+            assert_eq!(r["type_v"], ty, "{r}");
+        }
     }
     let out = ok(&deeprust(&[
         "bench", "-p", "8", "-n", "0", "-r", "1", "-o", "json",
     ]));
     assert!(out.contains("\"type_k\": \"f32\""), "{out}");
-    ok(&deeprust(&[
-        "generate",
-        "--prompt",
-        "Once upon a time",
-        "--max-tokens",
-        "8",
-        "--temperature",
-        "0",
-        "--cache-type",
-        "bf16",
-    ]));
-    // the 8-bit cache, named as llama-bench names its q8_0 cache
-    let out = ok(&deeprust(&[
-        "bench",
-        "-p",
-        "8",
-        "-n",
-        "4",
-        "-r",
-        "1",
-        "-o",
-        "json",
-        "--cache-type",
-        "q8_0",
-    ]));
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for r in v.as_array().unwrap() {
-        assert_eq!(r["type_k"], "q8_0", "{r}");
+    for ty in ["bf16", "q8_0"] {
+        ok(&deeprust(&[
+            "generate",
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "--cache-type",
+            ty,
+        ]));
     }
     fails(
         &deeprust(&["generate", "--prompt", "x", "--cache-type", "f8"]),

@@ -31,9 +31,9 @@ thread_local! {
     static QUERY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The split path's buffers.
     static SPLIT: RefCell<Split> = const { RefCell::new(Split::new()) };
-    /// A bf16 cache widened for the two-pass form, and its one-block table.
     /// A prefill's rows of an 8-bit cache as bf16, and their offsets.
     static FLAT: RefCell<(Vec<u16>, Vec<usize>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// A bf16 cache widened for the two-pass form, and its one-block table.
     static WIDE: RefCell<(Vec<f32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -109,8 +109,8 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
         if q.len() < rows * row {
             q.resize((rows * row).next_power_of_two(), 0.0);
         }
-        // a bf16 (or 8-bit) cache's scores are bf16 products, as the bf16 dot instruction makes them:
-        // every level rounds the queries alike, so all agree to f32 rounding
+        // a bf16 (or 8-bit) cache's scores are bf16 products, as the bf16 dot instruction
+        // makes them: every level rounds the queries alike, so all agree to f32 rounding
         let round = !matches!(a.kv, KvRows::F32(_));
         let fill = |i0: usize, q: &mut [f32]| {
             for (i, qi) in (i0..).zip(q.chunks_exact_mut(row)) {
