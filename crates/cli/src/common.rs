@@ -59,8 +59,8 @@ pub struct ModelArgs {
     /// How the latent KV cache stores values: `f32` (exact: logits as the reference
     /// computes them), `bf16` (half the memory, and half the bytes a decode step reads at
     /// depth; each cached latent rounded to bf16, as llama.cpp's default cache is f16) or
-    /// `fp8` (a quarter of f32's memory: each row's latent as FP8 E4M3 in groups of 64 with
-    /// a power-of-two scale, its rope part bf16, as vLLM's `--kv-cache-dtype fp8`).
+    /// `q8_0` (56% of bf16's memory: each row's latent in GGUF's Q8_0 blocks, as llama.cpp's
+    /// `--cache-type-k q8_0`, its rope part bf16; read back as bf16).
     #[arg(long, default_value = "f32", value_name = "TYPE")]
     pub cache_type: model::CacheType,
     /// What bf16 weights' prefill products multiply: `f32` activations (exact: logits as

@@ -37,23 +37,14 @@ impl KvRows<'_> {
                 }
             }
             KvRows::Q8(f) => {
-                // within one row: the row converted, then the values asked for
+                // within one row
                 let (r, p) = (f.r, f.p);
                 let col = at % (r + p);
                 assert!(col + n <= r + p, "an 8-bit cache is read a row at a time");
                 let b = f.byte_offset(at);
-                let mut row = [0u16; 1024];
-                let mut wide = Vec::new();
-                let row16 = if r + p <= row.len() {
-                    &mut row[..r + p]
-                } else {
-                    wide.resize(r + p, 0);
-                    &mut wide[..]
-                };
                 let bytes = &f.bytes[b..b + crate::kv_q8::row_bytes(r, p)];
-                crate::kv_q8::row_to_bf16(bytes, r, p, row16);
-                for (o, &b) in out.iter_mut().zip(&row16[col..col + n]) {
-                    *o = loader::bf16_to_f32(b);
+                for (i, o) in (col..).zip(out.iter_mut()) {
+                    *o = loader::bf16_to_f32(crate::kv_q8::value(bytes, r, i));
                 }
             }
         }

@@ -15,9 +15,9 @@
 //! groups of 64 with power-of-two scales 0.108 nats, this format 0.049, a bf16 cache 0.029.
 
 /// Latent values a block holds.
-pub const BLOCK: usize = 32;
+pub const BLOCK: usize = loader::quant::QK8_0;
 /// Bytes of a block: the f16 scale, then the 32 codes.
-pub const BLOCK_BYTES: usize = 34;
+pub const BLOCK_BYTES: usize = loader::quant::Q8_0_BYTES;
 
 /// Blocks of a row's latent.
 pub fn blocks(r: usize) -> usize {
@@ -61,25 +61,39 @@ impl Q8Rows<'_> {
 }
 
 /// Quantize one row (`r` latent values then `p` rope values) into `out`
-/// ([`row_bytes`]`(r, p)` bytes): ggml's `quantize_row_q8_0_ref` on the latent (d = amax /
-/// 127 stored as f16, q = round-half-away(x / d)), the rope part rounded to bf16.
+/// ([`row_bytes`]`(r, p)` bytes): the latent as GGUF's Q8_0 blocks
+/// (`loader::quant::quantize_q8_0_block`, a last partial block zero-padded), the rope part
+/// rounded to bf16.
 pub fn quantize_row(row: &[f32], r: usize, p: usize, out: &mut [u8]) {
     assert!(row.len() == r + p && out.len() == row_bytes(r, p));
     for (vals, blk) in row[..r]
         .chunks(BLOCK)
         .zip(out[..rope_offset(r)].chunks_exact_mut(BLOCK_BYTES))
     {
-        let amax = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        blk[..2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
-        for (i, q) in blk[2..].iter_mut().enumerate() {
-            // `as i8` saturates; |x / d| <= 127 up to rounding anyway
-            *q = vals.get(i).map_or(0, |&v| (v * id).round() as i8 as u8);
-        }
+        let mut padded = [0f32; BLOCK];
+        padded[..vals.len()].copy_from_slice(vals);
+        loader::quant::quantize_q8_0_block(&padded, blk);
     }
     for (d, &v) in out[rope_offset(r)..].chunks_exact_mut(2).zip(&row[r..]) {
         d.copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes());
+    }
+}
+
+/// What every reader takes code `q` of a block with scale `d` for: `bf16(q * d)`, the
+/// product in f32 rounded to nearest even.
+#[inline]
+pub fn code_to_bf16(q: u8, d: f32) -> u16 {
+    half::bf16::from_f32(q as i8 as f32 * d).to_bits()
+}
+
+/// Value `i` of a row (`i < r + p`) as bf16 bits.
+pub fn value(bytes: &[u8], r: usize, i: usize) -> u16 {
+    if i < r {
+        let blk = &bytes[i / BLOCK * BLOCK_BYTES..];
+        code_to_bf16(blk[2 + i % BLOCK], scale(blk))
+    } else {
+        let at = rope_offset(r) + 2 * (i - r);
+        u16::from_le_bytes([bytes[at], bytes[at + 1]])
     }
 }
 
@@ -97,7 +111,7 @@ pub fn row_to_bf16(bytes: &[u8], r: usize, p: usize, out: &mut [u16]) {
     {
         let d = scale(blk);
         for (o, &q) in os.iter_mut().zip(&blk[2..]) {
-            *o = half::bf16::from_f32(q as i8 as f32 * d).to_bits();
+            *o = code_to_bf16(q, d);
         }
     }
     for (o, b) in out[r..r + p]

@@ -583,6 +583,12 @@ fn split_positions(
             } else {
                 0
             };
+            // an 8-bit cache's converted tile, and its rows' offsets there
+            let mut conv = match q8 {
+                Some(_) => CONVERTED.with(|c| std::mem::take(&mut *c.borrow_mut())),
+                None => Vec::new(),
+            };
+            let mut local = [0usize; AMX_TILE];
             for t in first..end {
                 let j0 = t * tile;
                 let ahead = if t + 1 < end {
@@ -591,8 +597,6 @@ fn split_positions(
                     0
                 };
                 // an 8-bit cache's tile as bf16 rows, and where they lie
-                let mut conv = CONVERTED.with(|c| std::mem::take(&mut *c.borrow_mut()));
-                let mut local = [0usize; AMX_TILE];
                 let (tkv, toffs, tnext) = match q8 {
                     Some(f) => {
                         if conv.len() < tile * row {
@@ -682,9 +686,11 @@ fn split_positions(
                     };
                     simd::pv_t(level, &pv, o);
                 }
-                CONVERTED.with(|c| *c.borrow_mut() = conv);
                 std::mem::swap(&mut offs, &mut next);
                 nj = ahead;
+            }
+            if q8.is_some() {
+                CONVERTED.with(|c| *c.borrow_mut() = conv);
             }
         });
         // merge: each chunk's sums scaled to the overall maximum of its row

@@ -27,7 +27,7 @@ mod q8_0;
 pub use q4_k::{dequantize_q4_k, q4k_pack_scales, q4k_scale_min, quantize_q4_k};
 pub use q5_0::dequantize_q5_0;
 pub use q6_k::{dequantize_q6_k, quantize_q6_k};
-pub use q8_0::{dequantize_q8_0, quantize_q8_0};
+pub use q8_0::{dequantize_q8_0, quantize_q8_0, quantize_q8_0_block};
 
 /// Weights per `Q8_0` block.
 pub const QK8_0: usize = 32;

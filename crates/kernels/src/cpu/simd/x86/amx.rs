@@ -262,9 +262,9 @@ pub unsafe fn scores(g: &super::super::AmxScores<'_>, s: *mut f32) {
                 tile_zero!(2);
                 tile_zero!(3);
                 // The query tiles alternate between two registers step by step, and the
-                // rows between two, group by group: a tile load waits for every product
-                // still reading its register (tiles are not renamed), so one register
-                // each would drain the products at every step.
+                // rows between two, group by group, so that a tile load need not wait for
+                // the products still reading its register (measured in L2: one register
+                // each took 24% longer).
                 let n = firsts.len();
                 macro_rules! step {
                     ($qt:literal, $c:expr) => {{
@@ -296,6 +296,7 @@ pub unsafe fn scores(g: &super::super::AmxScores<'_>, s: *mut f32) {
                 if c < k {
                     step!(5, c);
                 }
+                // group i's 16 positions by this tile's 16 lanes
                 let at = |i: usize| s.add((16 * (4 * p + i)) * lanes + 16 * ht);
                 tile_store!(0, at(0), 4 * lanes);
                 if firsts.len() > 1 {
@@ -322,8 +323,8 @@ pub unsafe fn scores(g: &super::super::AmxScores<'_>, s: *mut f32) {
 ///
 /// With one head tile, the packing of a stripe is interleaved step by step with the
 /// products of the stripe before (into the other of two buffers): alone, each of the two
-/// left the other's units idle. The steps alternate between two sets of registers, as a
-/// tile load waits for every product still reading its register (tiles are not renamed).
+/// left the other's units idle (measured in L2: 14% longer). The steps alternate between
+/// two sets of registers, as the scores' do.
 ///
 /// # Safety
 /// `Level::Amx` is supported; the wrapper checked the rows' bounds and the buffers' sizes.

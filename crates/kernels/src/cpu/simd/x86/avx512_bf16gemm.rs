@@ -243,12 +243,11 @@ pub unsafe fn q8_rows_to_bf16(f: &crate::kv_q8::Q8Rows<'_>, offs: &[usize], out:
                     _mm_prefetch::<_MM_HINT_T0>(at.add(l).cast());
                 }
             }
-            let d = dst.as_mut_ptr();
+            let out16 = dst.as_mut_ptr();
             for b in 0..nb {
                 let blk = row.add(b * BLOCK_BYTES);
-                let scale = _mm512_set1_ps(
-                    half::f16::from_bits(u16::from_le_bytes([*blk, *blk.add(1)])).to_f32(),
-                );
+                let d = crate::kv_q8::scale(std::slice::from_raw_parts(blk, 2));
+                let scale = _mm512_set1_ps(d);
                 let q = blk.add(2);
                 let n = BLOCK.min(r - b * BLOCK);
                 if n == BLOCK {
@@ -257,17 +256,16 @@ pub unsafe fn q8_rows_to_bf16(f: &crate::kv_q8::Q8Rows<'_>, offs: &[usize], out:
                         _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q.add(16).cast())));
                     let v = _mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, scale), _mm512_mul_ps(lo, scale));
                     _mm512_storeu_si512(
-                        d.add(b * BLOCK).cast(),
+                        out16.add(b * BLOCK).cast(),
                         std::mem::transmute::<__m512bh, __m512i>(v),
                     );
                 } else {
                     for j in 0..n {
-                        let x = *q.add(j) as i8 as f32 * _mm512_cvtss_f32(scale);
-                        *d.add(b * BLOCK + j) = half::bf16::from_f32(x).to_bits();
+                        *out16.add(b * BLOCK + j) = crate::kv_q8::code_to_bf16(*q.add(j), d);
                     }
                 }
             }
-            std::ptr::copy_nonoverlapping(row.add(ro), d.add(r).cast::<u8>(), 2 * p);
+            std::ptr::copy_nonoverlapping(row.add(ro), out16.add(r).cast::<u8>(), 2 * p);
         }
     }
 }
