@@ -222,6 +222,26 @@ pub trait Backend: Send + Sync {
         });
     }
 
+    /// Every head's transposed product of the same rows, side by side: `y[t, g] = x[t] ·
+    /// W_g`, with `x` `[n, heads.rows]`, `y` `[n, heads.count, w.cols]` and `W_g` the rows of
+    /// `w` that `heads` names (MLA's expanded form: a block of cached latents through each
+    /// head's key half). A backend may prepare `x` once for all the heads.
+    fn matmul_t_shared(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
+        let (k, m, h) = (heads.rows, w.cols, heads.count);
+        let n = x.len() / k.max(1);
+        assert!(
+            x.len() == n * k && y.len() == n * h * m,
+            "matmul_t_shared shapes"
+        );
+        let mut yg = vec![0f32; n * m];
+        for g in 0..h {
+            self.matmul_t(x, &w.rows_view(heads.first + g * heads.stride, k), &mut yg);
+            for t in 0..n {
+                y[(t * h + g) * m..][..m].copy_from_slice(&yg[t * m..(t + 1) * m]);
+            }
+        }
+    }
+
     /// Two products of the same rows through different weights (MLA's query and
     /// key-value down-projections): `matmul(x, wa, ya)` and `matmul(x, wb, yb)`. A backend
     /// may run them as one operation, preparing `x` once.
@@ -298,5 +318,32 @@ pub trait Backend: Send + Sync {
     fn for_rows(&self, out: &mut [f32], width: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
         let _ = width;
         f(0, out)
+    }
+
+    /// [`Backend::for_rows`] over rows of bf16 values (as `u16` bits).
+    fn for_rows16(&self, out: &mut [u16], width: usize, f: &(dyn Fn(usize, &mut [u16]) + Sync)) {
+        let _ = width;
+        f(0, out)
+    }
+}
+
+/// `v` rounded to bf16 (to nearest, ties to even; NaN stays NaN), as its bits: as
+/// `half::bf16::from_f32`, without a branch, so loops of it vectorize.
+#[inline]
+pub fn bf16_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    let nan = (b >> 16) as u16 | 0x40;
+    if b & 0x7fff_ffff > 0x7f80_0000 {
+        nan
+    } else {
+        rounded
+    }
+}
+
+/// `x` rounded to bf16 ([`bf16_bits`]) into `out[..x.len()]`.
+pub fn round_bf16_into(x: &[f32], out: &mut [u16]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = bf16_bits(v);
     }
 }

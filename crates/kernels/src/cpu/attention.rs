@@ -118,7 +118,7 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
                 qi[r..].copy_from_slice(&a.q_pe[i * p..(i + 1) * p]);
                 if round {
                     qi.iter_mut()
-                        .for_each(|v| *v = half::bf16::from_f32(*v).to_f32());
+                        .for_each(|v| *v = f32::from_bits((crate::bf16_bits(*v) as u32) << 16));
                 }
             }
         };
@@ -262,22 +262,25 @@ fn amx_prefill(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, q: &[f32],
                 Disjoint::new(&mut t.values[..]),
             );
             pool.for_chunks(kb / 32, &|c| {
-                let (keys, values) = (kd.ptr(), vd.ptr());
-                for j in 32 * c..32 * c + 32 {
-                    let src =
-                        (j < bn).then(|| &kv[a.row_offset(b0 + j)..a.row_offset(b0 + j) + row]);
-                    let at = |d: usize| src.map_or(0, |s| s.get(d).copied().unwrap_or(0));
-                    let base = j / 16 * 16 * kp + 2 * (j % 16);
-                    // SAFETY (both): positions 32c..32c + 32 are this chunk's alone, and
-                    // the offsets stay inside the buffers sized above.
-                    for d in 0..kp {
-                        unsafe { *keys.add(base + 32 * (d / 2) + d % 2) = at(d) };
-                    }
-                    let base = 32 * (j / 2) + j % 2;
-                    for d in 0..r {
-                        unsafe { *values.add(d / 16 * 16 * kb + base + 2 * (d % 16)) = at(d) };
-                    }
-                }
+                let group = simd::KvGroup {
+                    rows: std::array::from_fn(|i| {
+                        let j = 32 * c + i;
+                        (j < bn).then(|| &kv[a.row_offset(b0 + j)..a.row_offset(b0 + j) + row])
+                    }),
+                    r,
+                    kp,
+                    kb,
+                };
+                // SAFETY: positions 32c..32c + 32's places are this chunk's alone, inside
+                // the buffers sized above.
+                unsafe {
+                    simd::amx_pack_kv(
+                        level,
+                        &group,
+                        kd.ptr().add(32 * c * kp),
+                        vd.ptr().add(16 * 32 * c),
+                    )
+                };
             });
             let (q16, keys, values) = (&t.q16[..], &t.keys[..], &t.values[..]);
             let mld = Disjoint::new(&mut t.ml[..]);

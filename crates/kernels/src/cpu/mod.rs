@@ -77,6 +77,10 @@ impl Backend for CpuBackend {
         matmul::matmul_t_heads(self.level, self.bf16, &self.pool, x, w, heads, y)
     }
 
+    fn matmul_t_shared(&self, x: &[f32], w: &Matrix, heads: Heads, y: &mut [f32]) {
+        matmul::matmul_t_shared(self.level, self.bf16, &self.pool, x, w, heads, y)
+    }
+
     fn matmul_experts<'w>(
         &self,
         x: &[f32],
@@ -161,6 +165,17 @@ impl Backend for CpuBackend {
     }
 
     fn for_rows(&self, out: &mut [f32], width: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+        self.rows_over_pool(out, width, f)
+    }
+
+    fn for_rows16(&self, out: &mut [u16], width: usize, f: &(dyn Fn(usize, &mut [u16]) + Sync)) {
+        self.rows_over_pool(out, width, f)
+    }
+}
+
+impl CpuBackend {
+    /// `for_rows` for rows of any element type.
+    fn rows_over_pool<T>(&self, out: &mut [T], width: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
         let width = width.max(1);
         let rows = out.len() / width;
         assert_eq!(

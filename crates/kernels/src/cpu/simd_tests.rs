@@ -392,6 +392,58 @@ fn quantized_matmul_matches_dequantized_reference() {
     }
 }
 
+/// Every head's transposed product of the same rows at once (`matmul_t_shared`, MLA's
+/// expanded keys) equals each head's `matmul_t` placed side by side, bit for bit, at every
+/// level and thread count: on AMX one product over the heads' packed columns, with partial
+/// tiles of tokens and heads taken from the middle of the matrix.
+#[test]
+fn shared_transposed_products_equal_each_heads() {
+    let mut rng = Rng(4321);
+    for dtype in [
+        DType::Q8_0,
+        DType::Q5_0,
+        DType::Q4K,
+        DType::BF16,
+        DType::F32,
+    ] {
+        let (cols, rows, count) = (256, 64, 3);
+        // five heads' rows in the matrix, three taken from the second on
+        let bytes = stored(dtype, 5 * rows * cols, &mut rng);
+        let t = Tensor::from_bytes("k_b", dtype, vec![5 * rows, cols], bytes).unwrap();
+        let w = Matrix::dense(t).unwrap();
+        let heads = crate::Heads {
+            count,
+            first: rows,
+            stride: rows,
+            rows,
+        };
+        for n in [2, 16, 21] {
+            let x = rng.vec(n * rows);
+            for level in Level::available() {
+                for &threads in THREADS {
+                    let be = super::tests::backend(level, threads);
+                    let mut want = vec![0f32; n * count * cols];
+                    let mut yg = vec![0f32; n * cols];
+                    for g in 0..count {
+                        be.matmul_t(&x, &w.rows_view(rows * (1 + g), rows), &mut yg);
+                        for t in 0..n {
+                            want[(t * count + g) * cols..][..cols]
+                                .copy_from_slice(&yg[t * cols..(t + 1) * cols]);
+                        }
+                    }
+                    let mut got = vec![f32::NAN; n * count * cols];
+                    be.matmul_t_shared(&x, &w, heads, &mut got);
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(g, w)| g.to_bits() == w.to_bits());
+                    assert!(same, "{dtype} {level} t{threads} n={n}");
+                }
+            }
+        }
+    }
+}
+
 /// The AMX tiles' B side: every level packs the tokens as the portable code does (16
 /// tokens per tile, bf16 pairs side by side, the last tile padded with zeros), rounding as
 /// `round_bf16` does, over stale output.

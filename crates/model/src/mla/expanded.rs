@@ -2,7 +2,7 @@
 //! the cached latents mapped through `wkv_b` to per-head keys and values once, then
 //! attended one head at a time.
 
-use kernels::{Backend, MlaAttention};
+use kernels::{Backend, Heads, MlaAttention};
 
 use super::{KvB, Mla};
 use crate::kv_cache::KvPool;
@@ -75,23 +75,32 @@ impl Mla {
         let kvw = nope + vd;
         let width = kvw + p;
         let group = (self.expand_group_values / (positions * width)).clamp(1, h);
-        let mut kv = Buf::<f32>::for_overwrite(block * group * kvw); // [block, group, kvw]
-        let (mut k, mut v) = match &self.kv_b {
+        // a combined wkv_b's products are [block, group, k_nope | v]; a split one's keys
+        // [block, group, nope] (every head's key half in one product, the latents prepared
+        // once) and values [block, group, vd]
+        let (mut kv, mut k, mut v) = match &self.kv_b {
             KvB::Split { .. } => (
-                Buf::<f32>::for_overwrite(block * nope),
+                Buf::<f32>::zeros(0),
+                Buf::<f32>::for_overwrite(block * group * nope),
                 Buf::<f32>::for_overwrite(block * group * vd),
             ),
-            KvB::Combined(_) => (Buf::<f32>::zeros(0), Buf::<f32>::zeros(0)),
+            KvB::Combined(_) => (
+                Buf::<f32>::for_overwrite(block * group * kvw),
+                Buf::<f32>::zeros(0),
+                Buf::<f32>::zeros(0),
+            ),
         };
-        // one head at a time: rows [v | k_nope | k_pe], queries [0 | q_nope | q_pe]
-        let mut rows = Buf::<f32>::for_overwrite(group * positions * width); // [group, P, width]
+        // one head at a time: rows [v | k_nope | k_pe], queries [0 | q_nope | q_pe]; a bf16
+        // (or 8-bit) cache's rows are bf16 (the kernels' rule for a bf16 cache is bf16
+        // attention), written as such, an f32 cache's f32
+        let bf16 = !matches!(cache, kernels::KvRows::F32(_));
+        let len = group * positions * width; // [group, P, width]
+        let mut rows = Buf::<f32>::for_overwrite(if bf16 { 0 } else { len });
+        let mut rows16 = vec![0u16; if bf16 { len } else { 0 }];
         let zeros = Buf::<f32>::zeros(n * vd);
         let mut qp = Buf::<f32>::for_overwrite(n * (nope + p));
         let mut out = Buf::<f32>::for_overwrite(n * vd);
         let blocks = [0u32];
-        // (an 8-bit cache attends as the bf16 rows it converts to)
-        let bf16 = !matches!(cache, kernels::KvRows::F32(_));
-        let mut rows16: Vec<u16> = Vec::new();
         for head in 0..h {
             let (g0, gi) = (head - head % group, head % group);
             let gn = group.min(h - g0);
@@ -104,56 +113,77 @@ impl Mla {
                             cache.read(pool.offset(span.blocks, j0 + j), c);
                         }
                     });
-                    let kv = &mut kv[..pn * gn * kvw];
                     match &self.kv_b {
-                        KvB::Combined(w) => be.matmul(c_kv, &w.rows_view(g0 * kvw, gn * kvw), kv),
+                        KvB::Combined(w) => be.matmul(
+                            c_kv,
+                            &w.rows_view(g0 * kvw, gn * kvw),
+                            &mut kv[..pn * gn * kvw],
+                        ),
                         KvB::Split { k_b, v_b } => {
-                            let v = &mut v[..pn * gn * vd];
-                            be.matmul(c_kv, &v_b.rows_view(g0 * vd, gn * vd), v);
-                            for hh in 0..gn {
-                                let k = &mut k[..pn * nope];
-                                be.matmul_t(c_kv, &k_b.rows_view((g0 + hh) * r, r), k);
-                                let (k, v) = (&*k, &*v);
-                                be.for_rows(kv, gn * kvw, &|first, rows| {
-                                    for (j, rj) in (first..).zip(rows.chunks_exact_mut(gn * kvw)) {
-                                        let row = &mut rj[hh * kvw..(hh + 1) * kvw];
-                                        row[..nope].copy_from_slice(&k[j * nope..(j + 1) * nope]);
-                                        row[nope..].copy_from_slice(&v[(j * gn + hh) * vd..][..vd]);
-                                    }
-                                });
-                            }
+                            be.matmul(
+                                c_kv,
+                                &v_b.rows_view(g0 * vd, gn * vd),
+                                &mut v[..pn * gn * vd],
+                            );
+                            // k_b is [h * r, nope]: head g's rows are g * r .. (g + 1) * r
+                            let heads = Heads {
+                                count: gn,
+                                first: g0 * r,
+                                stride: r,
+                                rows: r,
+                            };
+                            be.matmul_t_shared(c_kv, k_b, heads, &mut k[..pn * gn * nope]);
                         }
                     }
-                    // each head's rows [v | k_nope | k_pe] (a bf16 cache's rounded to bf16
-                    // here, as the cache would hold them: the kernels' rule for a bf16 cache
-                    // is bf16 attention, and the rows then convert by taking top halves)
-                    let kv = &*kv;
+                    // position j's key and value halves for head hh of the group
+                    let (kv, k, v) = (&*kv, &*k, &*v);
+                    let halves = |j: usize, hh: usize| -> (&[f32], &[f32]) {
+                        match &self.kv_b {
+                            KvB::Combined(_) => {
+                                let kvj = &kv[(j * gn + hh) * kvw..][..kvw];
+                                (&kvj[..nope], &kvj[nope..])
+                            }
+                            KvB::Split { .. } => (
+                                &k[(j * gn + hh) * nope..][..nope],
+                                &v[(j * gn + hh) * vd..][..vd],
+                            ),
+                        }
+                    };
                     for hh in 0..gn {
                         let at = (hh * positions + j0) * width;
-                        be.for_rows(&mut rows[at..at + pn * width], width, &|first, rs| {
-                            for (j, row) in (first..).zip(rs.chunks_exact_mut(width)) {
-                                let kvj = &kv[(j * gn + hh) * kvw..][..kvw];
-                                row[..vd].copy_from_slice(&kvj[nope..]);
-                                row[vd..kvw].copy_from_slice(&kvj[..nope]);
-                                row[kvw..].copy_from_slice(&k_pe[(j0 + j) * p..(j0 + j + 1) * p]);
-                                if bf16 {
-                                    row.iter_mut().for_each(|v| *v = round_bf16(*v));
+                        if bf16 {
+                            // rounded to bf16 as the cache would hold them
+                            let dst = &mut rows16[at..at + pn * width];
+                            be.for_rows16(dst, width, &|first, rs| {
+                                for (j, row) in (first..).zip(rs.chunks_exact_mut(width)) {
+                                    let (kn, vv) = halves(j, hh);
+                                    let kpe = &k_pe[(j0 + j) * p..(j0 + j + 1) * p];
+                                    let (rv, rest) = row.split_at_mut(vd);
+                                    let (rk, rp) = rest.split_at_mut(nope);
+                                    kernels::round_bf16_into(vv, rv);
+                                    kernels::round_bf16_into(kn, rk);
+                                    kernels::round_bf16_into(kpe, rp);
                                 }
-                            }
-                        });
+                            });
+                        } else {
+                            be.for_rows(&mut rows[at..at + pn * width], width, &|first, rs| {
+                                for (j, row) in (first..).zip(rs.chunks_exact_mut(width)) {
+                                    let (kn, vv) = halves(j, hh);
+                                    row[..vd].copy_from_slice(vv);
+                                    row[vd..kvw].copy_from_slice(kn);
+                                    row[kvw..]
+                                        .copy_from_slice(&k_pe[(j0 + j) * p..(j0 + j + 1) * p]);
+                                }
+                            });
+                        }
                     }
                 }
             }
-            let rows = &rows[gi * positions * width..(gi + 1) * positions * width];
-            // a bf16 cache attends in bf16 (the kernels' rule for a bf16 cache): the head's
-            // keys and values rounded as the cache would hold them
+            let head_rows = gi * positions * width..(gi + 1) * positions * width;
             let kv = if bf16 {
-                rows16.clear();
-                // (rounded above: the top halves are the bf16 values)
-                rows16.extend(rows.iter().map(|&v| (v.to_bits() >> 16) as u16));
-                kernels::KvRows::Bf16(&rows16)
+                kernels::KvRows::Bf16(&rows16[head_rows])
             } else {
-                kernels::KvRows::F32(rows)
+                kernels::KvRows::F32(&rows[head_rows])
             };
             be.for_rows(&mut qp, nope + p, &|first, rs| {
                 for (t, q) in (first..).zip(rs.chunks_exact_mut(nope + p)) {
@@ -182,9 +212,4 @@ impl Mla {
             });
         }
     }
-}
-
-/// `v` rounded to the nearest bf16 (ties to even), as f32; NaN stays NaN.
-fn round_bf16(v: f32) -> f32 {
-    half::bf16::from_f32(v).to_f32()
 }

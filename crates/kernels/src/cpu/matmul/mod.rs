@@ -24,7 +24,7 @@ mod experts;
 mod transposed;
 
 pub use experts::{matmul_experts, matmul_experts_sets};
-pub use transposed::{matmul_t, matmul_t_heads};
+pub use transposed::{matmul_t, matmul_t_heads, matmul_t_shared};
 
 /// From this many tokens on, widening a panel once beats dotting each row per token.
 const GEMM_MIN_TOKENS: usize = 4;

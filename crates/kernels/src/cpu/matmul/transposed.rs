@@ -29,14 +29,8 @@ pub fn matmul_t(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matr
         "matmul_t shapes"
     );
     let w = w.rows();
-    let tiles = matches!(w.fmt(), Fmt::BF16) && bf16 || w.fmt().act_quant().is_some();
-    if n >= GEMM_MIN_TOKENS
-        && simd::has_amx(level)
-        && tiles
-        && rows.is_multiple_of(32)
-        && cols.is_multiple_of(16)
-    {
-        return amx_matmul_t(level, pool, x, &w, y);
+    if on_tiles(level, bf16, &w, n, cols) {
+        return amx_matmul_t(level, pool, x, &[w], y);
     }
     if n < GEMM_MIN_TOKENS {
         y.fill(0.0);
@@ -90,35 +84,52 @@ pub fn matmul_t(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matr
     });
 }
 
-/// `matmul_t` on AMX tiles, where `matmul` would take them (block-quantized rows, or bf16
-/// ones with bf16 activations): W's columns are the tiles' B side, widened, rounded to bf16
-/// and packed once (`[cols / 16][rows / 2][16][2]`), the tokens rounded to bf16 are the A
-/// side as they lie, and the sums go to y's rows straight from the tiles. (For MLA's
-/// expanded prefill, the cached latents times each head's `attn_k_b`: through the f32
-/// panel kernel that was a tenth of a pp512 at depth 1024.)
-fn amx_matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Rows<'_>, y: &mut [f32]) {
-    let rows = w.len();
+/// Whether a transposed product of `n` tokens over rows `w` (`cols` wide) runs on AMX
+/// tiles: where `matmul` would take them (block-quantized rows, or bf16 ones with bf16
+/// activations), in whole tiles.
+fn on_tiles(level: Level, bf16: bool, w: &Rows<'_>, n: usize, cols: usize) -> bool {
+    let tiles = matches!(w.fmt(), Fmt::BF16) && bf16 || w.fmt().act_quant().is_some();
+    n >= GEMM_MIN_TOKENS
+        && simd::has_amx(level)
+        && tiles
+        && w.len().is_multiple_of(32)
+        && cols.is_multiple_of(16)
+}
+
+/// `matmul_t` on AMX tiles, for one W or several side by side (`y[n, ws.len() * cols]`,
+/// W number `g`'s products at columns `g * cols..`): each W's columns are the tiles' B
+/// side, widened, rounded to bf16 and packed once (`[cols / 16][rows / 2][16][2]`, the
+/// Ws one after another, so they are the B side of one wider product), the tokens rounded
+/// to bf16 once are the A side as they lie, and the sums go to y's rows straight from the
+/// tiles. (For MLA's expanded prefill, the cached latents times each head's `attn_k_b`:
+/// through the f32 panel kernel that was a tenth of a pp512 at depth 1024; head by head,
+/// the latents rounded again for each head, 4.5% of a q4_k_m pp512.)
+fn amx_matmul_t(level: Level, pool: &ThreadPool, x: &[f32], ws: &[Rows<'_>], y: &mut [f32]) {
+    let rows = ws[0].len();
     let n = x.len() / rows;
-    let cols = y.len() / n;
+    let cols = y.len() / n / ws.len();
+    let all = cols * ws.len();
     TILE_OPS.with(|t| {
         let mut t = t.borrow_mut();
         let (x16, packed) = &mut *t;
         // W's rows and the tokens, each rounded to bf16 by shares over the pool (on one
         // thread, with the expanded prefill calling this per head, they were a third of
         // the time a pp512's other thread sat idle)
-        packed.resize(cols * rows, 0);
+        packed.resize(all * rows, 0);
         let dst = Disjoint::new(&mut packed[..]);
-        pool.for_ranges_scratch(rows, 2, cols, &|rs, wide| {
+        pool.for_ranges_scratch(ws.len() * rows, 2, cols, &|rs, wide| {
             ROW16.with(|r16| {
                 let mut r16 = r16.borrow_mut();
-                for r in rs {
-                    let (fmt, bytes) = w.get(r);
+                for i in rs {
+                    let (g, r) = (i / rows, i % rows);
+                    let (fmt, bytes) = ws[g].get(r);
                     r16.clear();
                     simd::widen_bf16(level, &fmt, bytes, wide, &mut r16);
-                    let base = 32 * (r / 2) + r % 2;
+                    let base = g * cols * rows + 32 * (r / 2) + r % 2;
                     for (j, &v) in r16.iter().enumerate() {
-                        // SAFETY: row r's places (pair r / 2, half r % 2) are this share's.
-                        unsafe { *dst.ptr().add(j / 16 * 16 * rows + base + 2 * (j % 16)) = v };
+                        // SAFETY: W g's row r's places (pair r / 2, half r % 2) are this
+                        // share's.
+                        unsafe { *dst.ptr().add(base + j / 16 * 16 * rows + 2 * (j % 16)) = v };
                     }
                 }
             })
@@ -147,8 +158,8 @@ fn amx_matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Rows<'_>, y: &mu
                 k: rows,
                 acts: packed,
                 acts_k: rows,
-                n: cols,
-                m: cols,
+                n: all,
+                m: all,
                 r0: 0,
                 rows_out: true,
             };
@@ -158,16 +169,54 @@ fn amx_matmul_t(level: Level, pool: &ThreadPool, x: &[f32], w: &Rows<'_>, y: &mu
         let out = Disjoint::new(y);
         pool.for_ranges(full, 16, &|rs| {
             // SAFETY: token rows rs are this share's alone.
-            gemm(rs.start, rs.len(), unsafe {
-                out.ptr().add(rs.start * cols)
-            })
+            gemm(rs.start, rs.len(), unsafe { out.ptr().add(rs.start * all) })
         });
         if full < n {
-            let mut staged = vec![0.0f32; 16 * cols];
+            let mut staged = vec![0.0f32; 16 * all];
             gemm(full, 16, staged.as_mut_ptr());
             // SAFETY: no share runs now; rows full..n are y's last.
-            let tail = unsafe { out.slice(full * cols, (n - full) * cols) };
-            tail.copy_from_slice(&staged[..(n - full) * cols]);
+            let tail = unsafe { out.slice(full * all, (n - full) * all) };
+            tail.copy_from_slice(&staged[..(n - full) * all]);
+        }
+    });
+}
+
+/// Every head's transposed product of the same rows, side by side (see
+/// `Backend::matmul_t_shared`): on AMX one product over all the heads' packed columns,
+/// with the rows rounded to bf16 once; elsewhere head by head.
+pub fn matmul_t_shared(
+    level: Level,
+    bf16: bool,
+    pool: &ThreadPool,
+    x: &[f32],
+    w: &Matrix,
+    heads: Heads,
+    y: &mut [f32],
+) {
+    let (k, m, h) = (heads.rows, w.cols, heads.count);
+    let n = x.len() / k.max(1);
+    assert!(
+        x.len() == n * k && y.len() == n * h * m,
+        "matmul_t_shared shapes"
+    );
+    if n == 0 || h == 0 {
+        return;
+    }
+    let views: Vec<Matrix> = (0..h)
+        .map(|g| w.rows_view(heads.first + g * heads.stride, k))
+        .collect();
+    let rows: Vec<Rows<'_>> = views.iter().map(|v| v.rows()).collect();
+    if on_tiles(level, bf16, &rows[0], n, m) {
+        return amx_matmul_t(level, pool, x, &rows, y);
+    }
+    HEAD_SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        s.resize(n * m, 0.0);
+        for (g, v) in views.iter().enumerate() {
+            matmul_t(level, bf16, pool, x, v, &mut s[..n * m]);
+            for t in 0..n {
+                y[(t * h + g) * m..][..m].copy_from_slice(&s[t * m..(t + 1) * m]);
+            }
         }
     });
 }

@@ -322,6 +322,48 @@ pub fn has_amx(level: Level) -> bool {
     level == Level::Amx
 }
 
+/// 32 cached positions for the AMX prefill attention's tiles: `rows[i]` is position `i`'s
+/// cached row (at least `r` values; `None` past the context, as zeros), of which the first
+/// `kp` (a multiple of 32; zeros past the row) are keys and the first `r` (a multiple of
+/// 16) values.
+pub struct KvGroup<'a> {
+    pub rows: [Option<&'a [u16]>; 32],
+    pub r: usize,
+    pub kp: usize,
+    /// Positions a packed block holds (the values' tile stride is `16 * kb`).
+    pub kb: usize,
+}
+
+/// Packs a [`KvGroup`] as `amx_bf16_gemm`'s B side: the keys as two tiles of 16 positions,
+/// `[2][kp / 2][16][2]` from `keys` (each pair of key values, the 16 positions' two); the
+/// values per tile of 16 latent columns `c` at `values + c * 16 * kb`, as 16 pairs of
+/// positions `[16][16][2]` (each pair of positions, the 16 columns' two).
+///
+/// # Safety
+/// `keys` is valid for `32 * kp` writes, `values` for `(r / 16 - 1) * 16 * kb + 512`.
+pub unsafe fn amx_pack_kv(level: Level, g: &KvGroup<'_>, keys: *mut u16, values: *mut u16) {
+    assert!(g.kp.is_multiple_of(32) && g.r.is_multiple_of(16));
+    assert!(g.rows.iter().flatten().all(|row| row.len() >= g.r));
+    #[cfg(target_arch = "x86_64")]
+    if has_amx(level) {
+        // SAFETY: AMX implies AVX-512 BW; the caller vouches for the destinations.
+        return unsafe { x86::amx::pack_kv(g, keys, values) };
+    }
+    let _ = level;
+    for (j, src) in g.rows.iter().enumerate() {
+        let at = |d: usize| src.and_then(|s| s.get(d).copied()).unwrap_or(0);
+        let base = j / 16 * 16 * g.kp + 2 * (j % 16);
+        for d in 0..g.kp {
+            // SAFETY (both): within the sizes the caller vouches for.
+            unsafe { *keys.add(base + 32 * (d / 2) + d % 2) = at(d) };
+        }
+        let base = 32 * (j / 2) + j % 2;
+        for d in 0..g.r {
+            unsafe { *values.add(d / 16 * 16 * g.kb + base + 2 * (d % 16)) = at(d) };
+        }
+    }
+}
+
 /// Tokens (`[n][k]`, `k` a multiple of 32) rounded to bf16 as `round_bf16` rounds them and
 /// packed for `amx_bf16_gemm`: for each tile of 16 tokens (the last padded with zeros) and
 /// each pair of columns, the 16 tokens' two values: `[n / 16][k / 2][16][2]`, so a tile's B

@@ -417,6 +417,51 @@ pub unsafe fn pv(g: &super::super::AmxPv<'_>, o: *mut f32) {
     }
 }
 
+/// `simd::amx_pack_kv`: the keys 16 positions by 16 pairs at a time, loaded as rows and
+/// transposed as 32-bit words; the values two positions at a time, their 32 columns
+/// interleaved by `vpermt2w` into two tiles' rows.
+///
+/// # Safety
+/// As `simd::amx_pack_kv`; AVX-512 BW is present.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn pack_kv(g: &super::super::KvGroup<'_>, keys: *mut u16, values: *mut u16) {
+    use std::arch::x86_64::*;
+    let (r, kp, kb) = (g.r, g.kp, g.kb);
+    // 32 values of a row from `d` on, zeros past `len` (and for a missing row)
+    let load = |i: usize, d: usize, len: usize| match g.rows[i] {
+        Some(row) if d < len.min(row.len()) => {
+            let n = (len.min(row.len()) - d).min(32);
+            let mask = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+            // SAFETY: the mask covers only values d..d + n, inside the row.
+            unsafe { _mm512_maskz_loadu_epi16(mask, row.as_ptr().add(d).cast()) }
+        }
+        _ => _mm512_setzero_si512(),
+    };
+    unsafe {
+        for t in 0..2 {
+            for d0 in (0..kp).step_by(32) {
+                let rows: [__m512i; 16] = std::array::from_fn(|i| load(16 * t + i, d0, kp));
+                super::avx512::transpose_store(&rows, keys.add(t * 16 * kp + 16 * d0).cast());
+            }
+        }
+        let lo = _mm512_set_epi16(
+            47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36,
+            4, 35, 3, 34, 2, 33, 1, 32, 0,
+        );
+        let hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+        for jp in 0..16 {
+            for d0 in (0..r).step_by(32) {
+                let (a, b) = (load(2 * jp, d0, r), load(2 * jp + 1, d0, r));
+                let at = |c: usize| values.add(c * 16 * kb + 32 * jp).cast::<__m512i>();
+                _mm512_storeu_si512(at(d0 / 16), _mm512_permutex2var_epi16(a, lo, b));
+                if d0 + 16 < r {
+                    _mm512_storeu_si512(at(d0 / 16 + 1), _mm512_permutex2var_epi16(a, hi, b));
+                }
+            }
+        }
+    }
+}
+
 /// A decode tile's latents for 32 columns, twice, packed for the tiles (see [`pv`]).
 #[repr(C, align(64))]
 struct Pack([u16; 2 * super::super::AMX_PV_POSITIONS * 32]);
