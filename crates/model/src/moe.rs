@@ -125,6 +125,7 @@ impl Gate {
         let mut picked = Buf::<f32>::for_overwrite(tokens * 2 * k);
         be.for_rows(&mut picked, 2 * k, &|first, rows| {
             let mut s = Buf::<f32>::for_overwrite(e);
+            let mut work = CHOICE.with(|c| c.take());
             for (t, out) in (first..).zip(rows.chunks_exact_mut(2 * k)) {
                 s.copy_from_slice(&scores[t * e..(t + 1) * e]);
                 match self.scoring {
@@ -133,7 +134,7 @@ impl Gate {
                     }
                     ScoringFunc::Softmax => be.softmax(&mut s),
                 }
-                let chosen = self.select(&s);
+                let chosen = self.select(&s, &mut work);
                 let (w, ids) = out.split_at_mut(k);
                 for (j, (w, id)) in w.iter_mut().zip(ids.iter_mut()).enumerate() {
                     // (fewer experts than k: the last one again, at no weight)
@@ -143,6 +144,7 @@ impl Gate {
                 }
                 self.weigh(w);
             }
+            CHOICE.with(|c| c.replace(work));
         });
         let mut routing = Routing {
             indices: Buf::with_capacity(tokens * k),
@@ -158,31 +160,38 @@ impl Gate {
         routing
     }
 
-    /// The experts one token is sent to (DeepSeek's `Gate.forward` selection).
-    fn select(&self, scores: &[f32]) -> Buf<usize> {
+    /// The experts one token is sent to (DeepSeek's `Gate.forward` selection), in `work`'s
+    /// buffers (reused token to token: a prefill routes every token of every layer).
+    fn select<'w>(&self, scores: &[f32], work: &'w mut Choice) -> &'w [usize] {
         let e = scores.len();
-        let mut choice = Buf::<f32>::from_slice(scores);
+        let Choice {
+            biased,
+            groups,
+            idx,
+            keep,
+        } = work;
+        biased.clear();
+        biased.extend_from_slice(scores);
         if let Some(b) = &self.bias {
-            choice.iter_mut().zip(b).for_each(|(s, b)| *s += b);
+            biased.iter_mut().zip(b).for_each(|(s, b)| *s += b);
         }
         if self.method != TopkMethod::Greedy && self.n_group > 1 {
             let per = e / self.n_group;
-            let mut group_scores = Buf::<f32>::with_capacity(self.n_group);
-            group_scores
-                .vec()
-                .extend(choice.chunks_exact(per).map(|g| match self.method {
-                    // noaux_tc: a group is as good as its two best experts
-                    TopkMethod::NoauxTc => top_k_indices(g, 2).iter().map(|&i| g[i]).sum(),
-                    _ => g.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-                }));
-            let keep = top_k_indices(&group_scores, self.topk_group);
-            for (gi, g) in choice.chunks_exact_mut(per).enumerate() {
+            groups.clear();
+            groups.extend(biased.chunks_exact(per).map(|g| match self.method {
+                // noaux_tc: a group is as good as its two best experts
+                TopkMethod::NoauxTc => best_two_sum(g),
+                _ => g.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            }));
+            top_k_into(groups, self.topk_group, keep);
+            for (gi, g) in biased.chunks_exact_mut(per).enumerate() {
                 if !keep.contains(&gi) {
                     g.fill(f32::NEG_INFINITY);
                 }
             }
         }
-        top_k_indices(&choice, self.top_k)
+        top_k_into(biased, self.top_k, idx);
+        idx
     }
 
     /// Unbiased scores of the chosen experts -> mixing weights.
@@ -211,21 +220,49 @@ impl Gate {
     }
 }
 
-/// Indices of the `k` largest values, best first; ties go to the lower index.
-fn top_k_indices(v: &[f32], k: usize) -> Buf<usize> {
-    let mut idx = Buf::<usize>::with_capacity(v.len());
-    idx.vec().extend(0..v.len());
+thread_local! {
+    /// Each thread's router buffers, kept between calls (a decode step allocates nothing).
+    static CHOICE: std::cell::Cell<Choice> = std::cell::Cell::new(Choice::default());
+}
+
+/// A router's per-token buffers (see [`Gate::select`]).
+#[derive(Default)]
+struct Choice {
+    biased: Vec<f32>,
+    groups: Vec<f32>,
+    idx: Vec<usize>,
+    keep: Vec<usize>,
+}
+
+/// The sum of a group's two largest values (one value alone: itself), as the sum of
+/// `top_k_into(g, 2)`'s values adds them: the best, then the second.
+fn best_two_sum(g: &[f32]) -> f32 {
+    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for &v in g {
+        if v.total_cmp(&a).is_gt() {
+            (a, b) = (v, a);
+        } else if v.total_cmp(&b).is_gt() {
+            b = v;
+        }
+    }
+    let best = [a, b];
+    best[..g.len().min(2)].iter().sum()
+}
+
+/// Indices of the `k` largest values into `idx`, best first; ties go to the lower index.
+fn top_k_into(v: &[f32], k: usize, idx: &mut Vec<usize>) {
+    idx.clear();
+    idx.extend(0..v.len());
     // a total order (value, then index): the k best are a selection, then a sort of k
     // (a whole sort of every expert per token was a prefill's largest serial part)
     let order = |a: &usize, b: &usize| v[*b].total_cmp(&v[*a]).then(a.cmp(b));
     if k == 0 {
-        idx.vec().clear();
+        idx.clear();
     } else if k < v.len() {
         idx.select_nth_unstable_by(k - 1, order);
     }
-    idx.vec().truncate(k);
+    idx.truncate(k);
     idx.sort_unstable_by(order);
-    idx
 }
 
 pub struct Moe {
@@ -388,5 +425,34 @@ impl Moe {
             });
         }
         (out, routing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group's score without sorting it is the sum of the two best `top_k_into` picks,
+    /// bit for bit: ties, signed zeros, one-value groups, infinities.
+    #[test]
+    fn best_two_sum_is_the_sum_of_the_top_two() {
+        let groups: [&[f32]; 7] = [
+            &[0.5, 0.25, 0.75, 0.125],
+            &[0.3, 0.3, 0.1],
+            &[-0.0, -0.0, -1.0],
+            &[2.0],
+            &[f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY],
+            &[1e-8, 3.0, 3.0, -2.0, 1e30],
+            &[0.1, 0.7, 0.2, 0.7, 0.4, 0.6, 0.05, 0.9],
+        ];
+        let mut idx = Vec::new();
+        for g in groups {
+            top_k_into(g, 2, &mut idx);
+            let want: f32 = idx.iter().map(|&i| g[i]).sum();
+            assert_eq!(best_two_sum(g).to_bits(), want.to_bits(), "{g:?}");
+        }
+        // and top_k_into orders best first, lower index first among ties
+        top_k_into(&[0.2, 0.9, 0.9, 0.1], 3, &mut idx);
+        assert_eq!(idx, [1, 2, 0]);
     }
 }
