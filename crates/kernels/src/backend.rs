@@ -153,6 +153,27 @@ pub fn head_by_head_t(
     );
 }
 
+/// `matmul_t_shared` one head at a time: `product` (the transposed one) of all of `x`
+/// with head `g`'s rows of `w` into `yg` (`[n, w.cols]`), scattered into `y[n, h, w.cols]`.
+pub fn head_by_head_shared(
+    x: &[f32],
+    w: &Matrix,
+    heads: Heads,
+    y: &mut [f32],
+    yg: &mut [f32],
+    product: &mut Product<'_>,
+) {
+    let (k, m, h) = (heads.rows, w.cols, heads.count);
+    let n = x.len() / k.max(1);
+    let yg = &mut yg[..n * m];
+    for g in 0..h {
+        product(x, &w.rows_view(heads.first + g * heads.stride, k), yg);
+        for t in 0..n {
+            y[(t * h + g) * m..][..m].copy_from_slice(&yg[t * m..(t + 1) * m]);
+        }
+    }
+}
+
 /// One head's product: head index, its gathered inputs, its outputs.
 type HeadProduct<'a> = dyn FnMut(usize, &[f32], &mut [f32]) + 'a;
 
@@ -234,12 +255,9 @@ pub trait Backend: Send + Sync {
             "matmul_t_shared shapes"
         );
         let mut yg = vec![0f32; n * m];
-        for g in 0..h {
-            self.matmul_t(x, &w.rows_view(heads.first + g * heads.stride, k), &mut yg);
-            for t in 0..n {
-                y[(t * h + g) * m..][..m].copy_from_slice(&yg[t * m..(t + 1) * m]);
-            }
-        }
+        head_by_head_shared(x, w, heads, y, &mut yg, &mut |x, w, y| {
+            self.matmul_t(x, w, y)
+        });
     }
 
     /// Two products of the same rows through different weights (MLA's query and

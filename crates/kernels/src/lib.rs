@@ -8,7 +8,8 @@ pub mod kv_q8;
 mod matrix;
 
 pub use backend::{
-    Backend, Heads, KvRows, MlaAttention, bf16_bits, head_by_head, head_by_head_t, round_bf16_into,
+    Backend, Heads, KvRows, MlaAttention, bf16_bits, head_by_head, head_by_head_shared,
+    head_by_head_t, round_bf16_into,
 };
 pub use cpu::CpuBackend;
 pub use cpu::dispatch::{CpuOptions, Level, cpu_features};

@@ -35,6 +35,7 @@ pooled!(
     f32 = f32::NAN,
     usize = usize::MAX,
     u32 = u32::MAX,
+    u16 = u16::MAX,
     (usize, f32) = (usize::MAX, f32::NAN)
 );
 

@@ -96,7 +96,7 @@ impl Mla {
         let bf16 = !matches!(cache, kernels::KvRows::F32(_));
         let len = group * positions * width; // [group, P, width]
         let mut rows = Buf::<f32>::for_overwrite(if bf16 { 0 } else { len });
-        let mut rows16 = vec![0u16; if bf16 { len } else { 0 }];
+        let mut rows16 = Buf::<u16>::for_overwrite(if bf16 { len } else { 0 });
         let zeros = Buf::<f32>::zeros(n * vd);
         let mut qp = Buf::<f32>::for_overwrite(n * (nope + p));
         let mut out = Buf::<f32>::for_overwrite(n * vd);

@@ -9,7 +9,7 @@ use super::super::simd::{self, Fmt, GemmPanel};
 use super::{
     GEMM_MIN_TOKENS, HEAD_SCRATCH, PANEL_ROWS, ROW_ALIGN, head_tokens, scratch_pair, with_scratch,
 };
-use crate::backend::{Heads, head_by_head_t};
+use crate::backend::{Heads, head_by_head_shared, head_by_head_t};
 use crate::matrix::{Matrix, Rows};
 
 thread_local! {
@@ -103,7 +103,7 @@ fn on_tiles(level: Level, bf16: bool, w: &Rows<'_>, n: usize, cols: usize) -> bo
 /// to bf16 once are the A side as they lie, and the sums go to y's rows straight from the
 /// tiles. (For MLA's expanded prefill, the cached latents times each head's `attn_k_b`:
 /// through the f32 panel kernel that was a tenth of a pp512 at depth 1024; head by head,
-/// the latents rounded again for each head, 4.5% of a q4_k_m pp512.)
+/// rounding the latents again for each head, the keys took 4.5% of a q4_k_m pp512.)
 fn amx_matmul_t(level: Level, pool: &ThreadPool, x: &[f32], ws: &[Rows<'_>], y: &mut [f32]) {
     let rows = ws[0].len();
     let n = x.len() / rows;
@@ -212,12 +212,9 @@ pub fn matmul_t_shared(
     HEAD_SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         s.resize(n * m, 0.0);
-        for (g, v) in views.iter().enumerate() {
-            matmul_t(level, bf16, pool, x, v, &mut s[..n * m]);
-            for t in 0..n {
-                y[(t * h + g) * m..][..m].copy_from_slice(&s[t * m..(t + 1) * m]);
-            }
-        }
+        head_by_head_shared(x, w, heads, y, &mut s, &mut |x, w, y| {
+            matmul_t(level, bf16, pool, x, w, y)
+        });
     });
 }
 

@@ -342,25 +342,13 @@ pub struct KvGroup<'a> {
 /// # Safety
 /// `keys` is valid for `32 * kp` writes, `values` for `(r / 16 - 1) * 16 * kb + 512`.
 pub unsafe fn amx_pack_kv(level: Level, g: &KvGroup<'_>, keys: *mut u16, values: *mut u16) {
+    assert!(has_amx(level), "no AMX kernel at level {level}");
     assert!(g.kp.is_multiple_of(32) && g.r.is_multiple_of(16));
     assert!(g.rows.iter().flatten().all(|row| row.len() >= g.r));
     #[cfg(target_arch = "x86_64")]
-    if has_amx(level) {
-        // SAFETY: AMX implies AVX-512 BW; the caller vouches for the destinations.
-        return unsafe { x86::amx::pack_kv(g, keys, values) };
-    }
-    let _ = level;
-    for (j, src) in g.rows.iter().enumerate() {
-        let at = |d: usize| src.and_then(|s| s.get(d).copied()).unwrap_or(0);
-        let base = j / 16 * 16 * g.kp + 2 * (j % 16);
-        for d in 0..g.kp {
-            // SAFETY (both): within the sizes the caller vouches for.
-            unsafe { *keys.add(base + 32 * (d / 2) + d % 2) = at(d) };
-        }
-        let base = 32 * (j / 2) + j % 2;
-        for d in 0..g.r {
-            unsafe { *values.add(d / 16 * 16 * g.kb + base + 2 * (d % 16)) = at(d) };
-        }
+    // SAFETY: AVX-512 BW is part of the AMX level; the caller vouches for the destinations.
+    unsafe {
+        x86::amx::pack_kv(g, keys, values)
     }
 }
 

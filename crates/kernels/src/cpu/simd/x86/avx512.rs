@@ -168,7 +168,7 @@ fn i8x16(v: __m128i) -> __m512 {
 /// Q4_K scale and min of sub-block `j`, as f32: `loader::quant::q4k_scale_min` again, kept
 /// here because calling that one from this loop measured 8-20% slower q4_k_m decode.
 #[inline(always)]
-fn q4k_scale_min(j: usize, q: &[u8]) -> (f32, f32) {
+pub(super) fn q4k_scale_min(j: usize, q: &[u8]) -> (f32, f32) {
     let (s, m) = if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
