@@ -13,7 +13,8 @@
 #      1.46B parameters, 2.9 GB bf16.
 #   3. llama.cpp's convert_hf_to_gguf.py -> mid-bf16.gguf; llama-quantize -> mid-q8_0, mid-q4_k_m.
 #   4. llama-bench on each (-p 512 -n 128 -d 0,4096 -r 3 -t $THREADS), a STREAM-triad-like memory
-#      bandwidth probe and an AVX-512 peak-arithmetic probe (both C, compiled here with gcc).
+#      bandwidth probe and a peak-arithmetic probe
+#      (AVX-512, or AVX2 on CPUs without it; both C, compiled here with gcc).
 #   5. `deeprust bench` on the same files right after each (n/a where it fails or is missing),
 #      then the table.
 #   6. KL of the quantized files against bf16, llama-perplexity --kl-divergence beside deeprust kl.
@@ -137,26 +138,61 @@ int main(int argc, char **argv) {
 }
 EOF
   cat > "$probe/peak.c" <<'EOF'
-/* Peak arithmetic with OMP_NUM_THREADS threads: fp32 FMA, bf16 dot (vdpbf16ps), int8 dot
-   (vpdpbusd), on zmm registers with 12 independent accumulators. Best of 3. */
+/* Peak arithmetic with OMP_NUM_THREADS threads, 12 independent accumulators, best of 3.
+   AVX-512 (with BF16 and VNNI): fp32 FMA, bf16 dot (vdpbf16ps) and int8 dot (vpdpbusd) on zmm.
+   Otherwise AVX2 (Zen 3, older Xeons): fp32 FMA on ymm; a bf16 product there is a widening and
+   an fp32 FMA, so the bf16 peak is the FMA peak; int8 is AVX-VNNI's vpdpbusd where the CPU has
+   it, else vpmaddubsw + vpmaddwd + vpaddd, the sequence an int8 kernel without VNNI runs. */
 #include <immintrin.h>
 #include <stdio.h>
 #include <omp.h>
 #define ITERS 50000000L
 #define R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-#define DECL_F(k) __m512 a##k = _mm512_set1_ps((float)k);
-#define DECL_I(k) __m512i a##k = _mm512_set1_epi32(k);
+#define OPAQUE(v) __asm__ volatile("" : "+v"(v))
+#if defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512VNNI__)
+#define ISA "AVX-512"
+#define HAVE_BF16_DOT 1
+#define LANES 16
+typedef __m512 VF;
+typedef __m512i VI;
+#define DECL_F(k) VF a##k = _mm512_set1_ps((float)k);
+#define DECL_I(k) VI a##k = _mm512_set1_epi32(k);
 #define SUM_F(k) s += _mm512_reduce_add_ps(a##k);
 #define SUM_I(k) s += (float)_mm512_reduce_add_epi32(a##k);
 #define FMA(k) a##k = _mm512_fmadd_ps(a##k, y, x);
 #define BF(k) a##k = _mm512_dpbf16_ps(a##k, xb, yb);
 #define I8(k) a##k = _mm512_dpbusd_epi32(a##k, xi, yi);
-#define OPAQUE(v) __asm__ volatile("" : "+v"(v))
-static float k_fma(void) { __m512 x = _mm512_set1_ps(1e-7f), y = _mm512_set1_ps(0.999f); OPAQUE(x); OPAQUE(y);
-  R12(DECL_F) for (long i = 0; i < ITERS; i++) { R12(FMA) } float s = 0; R12(SUM_F) return s; }
+#define SETF _mm512_set1_ps
+#define SET8 _mm512_set1_epi8
 static float k_bf(void) { __m512bh xb = (__m512bh)_mm512_set1_epi16(0x3f80), yb = xb; OPAQUE(xb); OPAQUE(yb);
   R12(DECL_F) for (long i = 0; i < ITERS; i++) { R12(BF) } float s = 0; R12(SUM_F) return s; }
-static float k_i8(void) { __m512i xi = _mm512_set1_epi8(1), yi = xi; OPAQUE(xi); OPAQUE(yi);
+#else
+#define ISA "AVX2"
+#define HAVE_BF16_DOT 0
+#define LANES 8
+typedef __m256 VF;
+typedef __m256i VI;
+static float hsum(VF v) { float t[8]; _mm256_storeu_ps(t, v); return t[0]+t[1]+t[2]+t[3]+t[4]+t[5]+t[6]+t[7]; }
+static int hsumi(VI v) { int t[8]; _mm256_storeu_si256((VI *)t, v); return t[0]+t[1]+t[2]+t[3]+t[4]+t[5]+t[6]+t[7]; }
+#define DECL_F(k) VF a##k = _mm256_set1_ps((float)k);
+#define DECL_I(k) VI a##k = _mm256_set1_epi32(k);
+#define SUM_F(k) s += hsum(a##k);
+#define SUM_I(k) s += (float)hsumi(a##k);
+#define FMA(k) a##k = _mm256_fmadd_ps(a##k, y, x);
+#ifdef __AVXVNNI__
+#define I8(k) a##k = _mm256_dpbusd_avx_epi32(a##k, xi, yi);
+#else
+#define I8(k) a##k = _mm256_add_epi32(a##k, _mm256_madd_epi16(_mm256_maddubs_epi16(xi, yi), ones));
+#endif
+#define SETF _mm256_set1_ps
+#define SET8 _mm256_set1_epi8
+#endif
+static float k_fma(void) { VF x = SETF(1e-7f), y = SETF(0.999f); OPAQUE(x); OPAQUE(y);
+  R12(DECL_F) for (long i = 0; i < ITERS; i++) { R12(FMA) } float s = 0; R12(SUM_F) return s; }
+static float k_i8(void) { VI xi = SET8(1), yi = xi; OPAQUE(xi); OPAQUE(yi);
+#if !HAVE_BF16_DOT
+  VI ones = _mm256_set1_epi16(1); OPAQUE(ones);
+#endif
   R12(DECL_I) for (long i = 0; i < ITERS; i++) { R12(I8) } float s = 0; R12(SUM_I) return s; }
 static double run(int kind) {
     double best = 0;
@@ -164,9 +200,14 @@ static double run(int kind) {
         float sink = 0;
         double t = omp_get_wtime();
         #pragma omp parallel reduction(+:sink)
+#if HAVE_BF16_DOT
         sink += kind == 0 ? k_fma() : kind == 1 ? k_bf() : k_i8();
+#else
+        sink += kind == 2 ? k_i8() : k_fma();
+#endif
         t = omp_get_wtime() - t;
-        double per_insn = kind == 0 ? 32 : kind == 1 ? 64 : 128; /* flops (int ops) per zmm instruction */
+        /* operations per instruction (sequence): FMA 2 a lane, bf16 dot 4, int8 dot 8 */
+        double per_insn = LANES * (kind == 0 || (kind == 1 && !HAVE_BF16_DOT) ? 2 : kind == 1 ? 4 : 8);
         double g = (double)omp_get_max_threads() * ITERS * 12 * per_insn / t / 1e9;
         if (g > best) best = g;
         if (sink == 1.2345f) puts("");
@@ -174,8 +215,8 @@ static double run(int kind) {
     return best;
 }
 int main(void) {
-    printf("{\"threads\": %d, \"fp32_fma_gflops\": %.1f, \"bf16_dot_gflops\": %.1f, \"int8_dot_gops\": %.1f}\n",
-           omp_get_max_threads(), run(0), run(1), run(2));
+    printf("{\"threads\": %d, \"isa\": \"%s\", \"fp32_fma_gflops\": %.1f, \"bf16_dot_gflops\": %.1f, \"int8_dot_gops\": %.1f}\n",
+           omp_get_max_threads(), ISA, run(0), run(1), run(2));
     return 0;
 }
 EOF
@@ -284,7 +325,7 @@ dr_bw = load("deeprust-membw.json") or {}
 bw_gbs = bw.get("triad_gbs")
 print(f"Memory bandwidth (STREAM-triad-like, {bw.get('threads')} threads): {bw_gbs} GB/s "
       f"(read-only dot: {bw.get('read_gbs')} GB/s; deeprust bench --membw: {dr_bw.get('bandwidth_gbs', 'n/a')} GB/s)")
-print(f"Peak ({peak.get('threads')} threads, AVX-512): fp32 FMA {peak.get('fp32_fma_gflops')} GFLOP/s, "
+print(f"Peak ({peak.get('threads')} threads, {peak.get('isa', 'AVX-512')}): fp32 FMA {peak.get('fp32_fma_gflops')} GFLOP/s, "
       f"bf16 dot {peak.get('bf16_dot_gflops')} GFLOP/s, int8 dot {peak.get('int8_dot_gops')} GOP/s")
 print()
 rows = []

@@ -114,7 +114,10 @@ pub fn dot_row(level: Level, fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
 
 /// Whether this level has `dot_row_bf16_pairs` (else it is `dot_row`).
 pub fn has_bf16_pairs(level: Level) -> bool {
-    matches!(level, Level::Avx512 | Level::Avx512Vnni | Level::Amx)
+    matches!(
+        level,
+        Level::Avx2 | Level::Avx512 | Level::Avx512Vnni | Level::Amx
+    )
 }
 
 /// Appends `x` rearranged for `dot_row_bf16_pairs` to `out`: each whole block of 32
@@ -131,9 +134,13 @@ pub fn bf16_pairs(x: &[f32], out: &mut Vec<f32>) {
 /// weights: see the AVX-512 kernel).
 pub fn dot_row_bf16_pairs(level: Level, src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if has_bf16_pairs(level) {
-        // SAFETY: an AVX-512 level is only selected when `Level::supported` said so.
-        return unsafe { x86::avx512::dot_row_bf16_pairs(src, x, pairs) };
+    match level {
+        // SAFETY: a level is only selected when `Level::supported` said so.
+        Level::Avx2 => return unsafe { x86::avx2::dot_row_bf16_pairs(src, x, pairs) },
+        Level::Avx512 | Level::Avx512Vnni | Level::Amx => {
+            return unsafe { x86::avx512::dot_row_bf16_pairs(src, x, pairs) };
+        }
+        _ => {}
     }
     let _ = pairs;
     dot_row(level, &Fmt::BF16, src, x)
@@ -146,7 +153,7 @@ pub fn dot_row_q(level: Level, fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
 }
 
 /// `out[j] = row j · a` for the rows stored back to back from `src`, `rb` bytes apart
-/// (the decode path over a run of rows: the AVX-512 levels keep four rows in flight).
+/// (the decode path over a run of rows: the x86 levels keep four rows in flight).
 pub fn dot_rows_q(
     level: Level,
     fmt: &Fmt<'_>,
@@ -163,6 +170,7 @@ pub fn dot_rows_q(
         Level::Avx512Vnni | Level::Amx => {
             return unsafe { x86::avx512vnni::dot_rows_q(fmt, src, rb, a, out) };
         }
+        Level::Avx2 => return unsafe { x86::avx2::dot_rows_q(fmt, src, rb, a, out) },
         _ => {}
     }
     for (j, o) in out.iter_mut().enumerate() {

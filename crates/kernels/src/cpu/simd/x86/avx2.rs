@@ -1,8 +1,9 @@
-//! AVX2 + FMA + F16C: the portable bodies compiled with these features, which LLVM
-//! vectorises 8 wide. Hand-written intrinsics for this level can replace any of them
-//! later without touching callers.
+//! AVX2 + FMA + F16C: hand-written int8 products (`avx2_int8`), and elsewhere the portable
+//! bodies compiled with these features, which LLVM vectorises 8 wide. Hand-written
+//! intrinsics can replace any of them without touching callers.
 
-use super::super::{Fmt, GemmPanel, PvBlock, PvTile, QRow, ScoresTile, SoftmaxStep, portable};
+use super::super::{Fmt, GemmPanel, PvBlock, PvTile, ScoresTile, SoftmaxStep, portable};
+pub use super::avx2_int8::{dot_row_q, dot_rows_q};
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -24,14 +25,93 @@ pub unsafe fn dot_row(fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
     portable::dot_row(fmt, src, x)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_row_q(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
-    portable::dot_row_q(fmt, src, a)
+/// `R` panel rows against `T` tokens, R*T accumulators in registers: each step of 8 values
+/// loads T activation vectors and R weight vectors for R*T FMAs. (Three by three: with the
+/// loads that is 13 of the 16 ymm registers; the autovectorised portable body, one dot per
+/// row and token, loaded two vectors per FMA and ran at about a third of this.)
+#[inline(always)]
+unsafe fn tile<const R: usize, const T: usize>(
+    w: *const f32,
+    x: *const f32,
+    k: usize,
+) -> [[f32; T]; R] {
+    use std::arch::x86_64::*;
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut i = 0;
+        while i + 8 <= k {
+            let mut xv = [_mm256_setzero_ps(); T];
+            for (t, v) in xv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(x.add(t * k + i));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let wv = _mm256_loadu_ps(w.add(r * k + i));
+                for (a, &v) in row.iter_mut().zip(&xv) {
+                    *a = _mm256_fmadd_ps(wv, v, *a);
+                }
+            }
+            i += 8;
+        }
+        let mut out = [[0f32; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                let v = acc[r][t];
+                let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+                let mut s = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+                for j in i..k {
+                    s += *w.add(r * k + j) * *x.add(t * k + j);
+                }
+                out[r][t] = s;
+            }
+        }
+        out
+    }
 }
 
+#[inline(always)]
+unsafe fn tile_into<const R: usize, const T: usize>(
+    g: &GemmPanel<'_>,
+    r: usize,
+    t: usize,
+    y: *mut f32,
+) {
+    let k = g.k;
+    let v = unsafe { tile::<R, T>(g.panel.as_ptr().add(r * k), g.x.as_ptr().add(t * k), k) };
+    for (i, row) in v.iter().enumerate() {
+        for (j, &s) in row.iter().enumerate() {
+            unsafe { *y.add((t + j) * g.m + g.r0 + r + i) = s };
+        }
+    }
+}
+
+/// Tokens three at a time (their rows stay in L1) over the panel's rows three at a time
+/// (the panel, 16 widened rows, stays in L2).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
-    unsafe { portable::gemm_panel(g, y) }
+    let mut t = 0;
+    while t < g.n {
+        let tn = (g.n - t).min(3);
+        let mut r = 0;
+        while r < g.rows {
+            let rn = (g.rows - r).min(3);
+            unsafe {
+                match (rn, tn) {
+                    (3, 3) => tile_into::<3, 3>(g, r, t, y),
+                    (3, 2) => tile_into::<3, 2>(g, r, t, y),
+                    (3, _) => tile_into::<3, 1>(g, r, t, y),
+                    (2, 3) => tile_into::<2, 3>(g, r, t, y),
+                    (2, 2) => tile_into::<2, 2>(g, r, t, y),
+                    (2, _) => tile_into::<2, 1>(g, r, t, y),
+                    (_, 3) => tile_into::<1, 3>(g, r, t, y),
+                    (_, 2) => tile_into::<1, 2>(g, r, t, y),
+                    _ => tile_into::<1, 1>(g, r, t, y),
+                }
+            }
+            r += rn;
+        }
+        t += tn;
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -52,4 +132,43 @@ pub unsafe fn softmax_step(s: &mut [f32], st: &mut SoftmaxStep<'_>) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
     portable::pv_t(t, o)
+}
+
+/// A bf16 row · x, with x also given as `pairs` (`super::super::bf16_pairs`), as the
+/// AVX-512 kernel takes it: a 32-bit lane of the row holds an even value in its low half
+/// and the next odd one in its high half, so a shift and a mask give both as f32 in place.
+/// Per 32 values the two 256-bit loads' even lanes meet `pairs`' first 16, their odd lanes
+/// the next 16.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_row_bf16_pairs(src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    let full = n / 32 * 32;
+    assert!(src.len() >= 2 * n && pairs.len() >= full);
+    let (w, p) = (src.as_ptr(), pairs.as_ptr());
+    unsafe {
+        let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i < full {
+            super::prefetch_ahead(w.add(2 * i), 64);
+            for h in 0..2 {
+                let v = _mm256_loadu_si256(w.add(2 * (i + 16 * h)) as *const __m256i);
+                let even = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v));
+                let odd = _mm256_castsi256_ps(_mm256_and_si256(v, high));
+                acc[h] = _mm256_fmadd_ps(even, _mm256_loadu_ps(p.add(i + 8 * h)), acc[h]);
+                acc[2 + h] =
+                    _mm256_fmadd_ps(odd, _mm256_loadu_ps(p.add(i + 16 + 8 * h)), acc[2 + h]);
+            }
+            i += 32;
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        let mut sum = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+        if full < n {
+            sum += portable::dot_row(&Fmt::BF16, &src[2 * full..], &x[full..]);
+        }
+        sum
+    }
 }

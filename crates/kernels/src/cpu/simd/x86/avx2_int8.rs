@@ -1,0 +1,283 @@
+//! AVX2 int8 dot products of block-quantized weight rows with quantized activations
+//! (`QRow`), for CPUs without AVX-512 (Zen 3, older Xeons): `vpmaddubsw` multiplies
+//! unsigned weight bytes by signed activation bytes into i16 pairs, `vpmaddwd` widens them
+//! to i32 (by ones, or by the K-quants' per-sub-block scales in the same instruction).
+//! Each block's integer sum is exact; f32 enters once per block, as in the AVX-512 kernels.
+//!
+//! The autovectorised portable bodies these replace unpacked every weight to a byte array
+//! first and summed products in i32 a lane at a time.
+
+use std::arch::x86_64::*;
+
+use super::prefetch_ahead;
+
+use super::super::{Fmt, QRow, portable};
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_row_q(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
+    match fmt {
+        Fmt::Q8_0 | Fmt::Q4K | Fmt::Q6K => {
+            let mut out = [0f32];
+            // one row as a run of one (the run kernel checks the bounds)
+            unsafe { rows(fmt, src, src.len(), a, &mut out) };
+            out[0]
+        }
+        _ => portable::dot_row_q(fmt, src, a),
+    }
+}
+
+/// `out[j] = row j · a` for the rows stored `rb` bytes apart from `src` (see
+/// `simd::dot_rows_q`).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_rows_q(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f32]) {
+    unsafe { rows(fmt, src, rb, a, out) }
+}
+
+/// Four streams (rows i, q + i, 2q + i, 3q + i of the run), one row of each in turn, one
+/// horizontal sum for the four: the AVX-512 kernels' shape (see `avx512_int8::dot_rows_q`
+/// for why streams, not adjacent rows).
+#[inline(always)]
+unsafe fn rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f32]) {
+    let n = out.len();
+    let blocks = a.d.len();
+    // bytes, activations and activation sums (the K-quants' only) per block
+    let (per, block, sums) = match fmt {
+        Fmt::Q8_0 => (34, 32, 0),
+        Fmt::Q4K => (144, 256, 16),
+        Fmt::Q6K => (210, 256, 16),
+        _ => {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = portable::dot_row_q(fmt, &src[j * rb..(j + 1) * rb], a);
+            }
+            return;
+        }
+    };
+    if n == 0 {
+        return;
+    }
+    assert!(rb >= per * blocks && src.len() >= (n - 1) * rb + per * blocks);
+    assert!(a.qs.len() >= blocks * block && a.bsums.len() >= blocks * sums);
+    let q = n.div_ceil(4);
+    for i in 0..q {
+        let mut acc = [unsafe { _mm256_setzero_ps() }; 4];
+        for (s, acc) in acc.iter_mut().enumerate() {
+            let r = s * q + i;
+            if r >= n {
+                continue;
+            }
+            // SAFETY: row r lies within src (asserted above).
+            let w = unsafe { src.as_ptr().add(r * rb) };
+            *acc = unsafe {
+                match fmt {
+                    Fmt::Q8_0 => q8_0_acc(w, a, blocks),
+                    Fmt::Q4K => q4k_acc(w, a, blocks),
+                    _ => q6k_acc(w, a, blocks),
+                }
+            };
+        }
+        let mut s4 = [0f32; 4];
+        unsafe { _mm_storeu_ps(s4.as_mut_ptr(), hsum4(acc)) };
+        for (s, &v) in s4.iter().enumerate() {
+            if s * q + i < n {
+                out[s * q + i] = v;
+            }
+        }
+    }
+}
+
+/// Lane `j` is the sum of `v[j]`'s lanes.
+#[inline(always)]
+unsafe fn hsum4(v: [__m256; 4]) -> __m128 {
+    unsafe {
+        let c = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+        _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps::<1>(c))
+    }
+}
+
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    unsafe {
+        let h = (p as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
+}
+
+/// `Σ` of each 4 adjacent products `u[i] * s[i]` (unsigned times signed bytes) as i32, the
+/// pairs' i16 sums exact where `2 · u · |s|` fits (weights below 128).
+#[inline(always)]
+unsafe fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
+    unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)) }
+}
+
+/// Q8_0: the weights' signs move to the activations (`|w|` times `sign(w)·x`, exact even
+/// for -128, as ggml's AVX2 path does), two blocks a step with independent sums.
+#[inline(always)]
+unsafe fn q8_0_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
+    unsafe {
+        let x = a.qs.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for b in 0..blocks {
+            let p = w.add(34 * b);
+            if b % 2 == 0 {
+                prefetch_ahead(p, 68);
+            }
+            let wv = _mm256_loadu_si256(p.add(2) as *const __m256i);
+            let xv = _mm256_loadu_si256(x.add(32 * b) as *const __m256i);
+            let isum = dot_u8i8(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+            let s = _mm256_set1_ps(f16_at(p) * *a.d.get_unchecked(b));
+            acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, acc[b & 1]);
+        }
+        _mm256_add_ps(acc[0], acc[1])
+    }
+}
+
+/// Q4_K: each 32 bytes of nibbles hold sub-block 2c (low) and 2c + 1 (high); their
+/// products with the activations are summed in pairs (`vpmaddubsw`, at most 2 · 15 · 128)
+/// and widened by the sub-block's 6-bit scale (`vpmaddwd`). The minimums meet the
+/// activations' sums: `dmin · Σ_j min_j · (sum of sub-block j)`.
+#[inline(always)]
+unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
+    unsafe {
+        let nib = _mm256_set1_epi8(0x0f);
+        let x = a.qs.as_ptr();
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_min = _mm_setzero_ps();
+        for b in 0..blocks {
+            let p = w.add(144 * b);
+            prefetch_ahead(p, 144);
+            let (scales, mins) = q4k_scales_mins(p.add(4));
+            let sc8 = _mm_cvtsi64_si128(scales as i64);
+            let xb = x.add(256 * b);
+            let mut isum = _mm256_setzero_si256();
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(v, nib);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib);
+                let xl = _mm256_loadu_si256(xb.add(64 * c) as *const __m256i);
+                let xh = _mm256_loadu_si256(xb.add(64 * c + 32) as *const __m256i);
+                let pl = _mm256_maddubs_epi16(lo, xl);
+                let ph = _mm256_maddubs_epi16(hi, xh);
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(pl, q4k_scale(sc8, 2 * c)));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(ph, q4k_scale(sc8, 2 * c + 1)));
+            }
+            // the minimums: pairs of the activations' sums of 16 make each sub-block's
+            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
+            let sub = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
+            let sub = _mm_packs_epi32(
+                _mm256_castsi256_si128(sub),
+                _mm256_extracti128_si256::<1>(sub),
+            );
+            let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64));
+            let im = _mm_madd_epi16(m16, sub);
+            let da = *a.d.get_unchecked(b);
+            // d and dmin lie side by side: one conversion for both
+            let dd = _mm_mul_ps(
+                _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned())),
+                _mm_set1_ps(da),
+            );
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(dd), acc);
+            acc_min = _mm_fmadd_ps(
+                _mm_cvtepi32_ps(im),
+                _mm_permute_ps::<0b01_01_01_01>(dd),
+                acc_min,
+            );
+        }
+        // the minimums' four partial sums go to the first four lanes, negated
+        _mm256_sub_ps(acc, _mm256_zextps128_ps256(acc_min))
+    }
+}
+
+/// Sixteen i16 lanes of scale `j` (0-63) of the eight bytes in `sc8`.
+#[inline(always)]
+unsafe fn q4k_scale(sc8: __m128i, j: usize) -> __m256i {
+    unsafe { _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sc8, _mm_set1_epi8(j as i8))) }
+}
+
+/// The eight 6-bit scales and eight 6-bit mins of a Q4_K block's 12 scale bytes, as the
+/// bytes of two u64 (see `loader::quant::q4k_scale_min` for the packing).
+#[inline(always)]
+unsafe fn q4k_scales_mins(s: *const u8) -> (u64, u64) {
+    let w = |i: usize| unsafe { (s.add(4 * i) as *const u32).read_unaligned() };
+    let (w0, w1, w2) = (w(0), w(1), w(2));
+    let low6 = 0x3f3f_3f3f;
+    let sc_lo = w0 & low6;
+    let m_lo = w1 & low6;
+    let sc_hi = (w2 & 0x0f0f_0f0f) | (((w0 >> 6) & 0x0303_0303) << 4);
+    let m_hi = ((w2 >> 4) & 0x0f0f_0f0f) | (((w1 >> 6) & 0x0303_0303) << 4);
+    (
+        sc_lo as u64 | (sc_hi as u64) << 32,
+        m_lo as u64 | (m_hi as u64) << 32,
+    )
+}
+
+/// For 32 Q6_K weights from `32 c` on (c < 8): the byte indices of their two 16-weight
+/// groups' scales, eight each (the low eight i16 lanes of `vpmaddubsw` cover the first group).
+const Q6K_PAIRS: [[u8; 16]; 8] = {
+    let mut t = [[0u8; 16]; 8];
+    let mut c = 0;
+    while c < 8 {
+        let mut i = 0;
+        while i < 16 {
+            t[c][i] = (2 * c + i / 8) as u8;
+            i += 1;
+        }
+        c += 1;
+    }
+    t
+};
+
+/// Q6_K: per half of 128 weights, 32 bytes of `qh` and 64 of `ql` make four runs of 32
+/// quants (0..63 each, the stored q + 32); products summed in pairs (at most 2 · 63 · 128)
+/// and widened by the two 16-weight groups' signed scales; `32 · Σ_g scale_g · sum_g`
+/// comes off at the end.
+#[inline(always)]
+unsafe fn q6k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
+    unsafe {
+        let nib = _mm256_set1_epi8(0x0f);
+        let three = _mm256_set1_epi8(0x03);
+        let x = a.qs.as_ptr();
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..blocks {
+            let p = w.add(210 * b);
+            prefetch_ahead(p, 210);
+            let sc8 = _mm_loadu_si128(p.add(192) as *const __m128i);
+            let sc16 = _mm256_cvtepi8_epi16(sc8);
+            let xb = x.add(256 * b);
+            let mut isum = _mm256_setzero_si256();
+            for h in 0..2 {
+                let ql0 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
+                // (shifts spelled out, not a closure: closures do not inherit the target
+                // features, and the intrinsics in them become calls)
+                let t0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, three));
+                let t2 = _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0x0c)));
+                let t4 = _mm256_and_si256(qh, _mm256_set1_epi8(0x30));
+                let t6 = _mm256_and_si256(_mm256_srli_epi16::<2>(qh), _mm256_set1_epi8(0x30));
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, nib), t0),
+                    _mm256_or_si256(_mm256_and_si256(ql1, nib), t2),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), nib), t4),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), nib), t6),
+                ];
+                for (r, &q) in q.iter().enumerate() {
+                    // weights 128h + 32r ..: groups 8h + 2r and 8h + 2r + 1
+                    let ctrl = _mm_loadu_si128(Q6K_PAIRS[4 * h + r].as_ptr() as *const __m128i);
+                    let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, ctrl));
+                    let xv = _mm256_loadu_si256(xb.add(128 * h + 32 * r) as *const __m256i);
+                    let pr = _mm256_maddubs_epi16(q, xv);
+                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(pr, s));
+                }
+            }
+            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
+            let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
+            isum = _mm256_sub_epi32(isum, off);
+            acc = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(isum),
+                _mm256_set1_ps(f16_at(p.add(208)) * *a.d.get_unchecked(b)),
+                acc,
+            );
+        }
+        acc
+    }
+}
