@@ -246,7 +246,7 @@ fn int8_panel_kernel_matches_the_row_products() {
                 }
                 for level in Level::available()
                     .into_iter()
-                    .filter(|l| simd::has_qgemm(*l))
+                    .filter(|l| simd::has_qgemm(*l, &fmt))
                 {
                     let mut got = vec![f32::NAN; n * m];
                     let g = simd::QGemm {

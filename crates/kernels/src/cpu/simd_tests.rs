@@ -275,7 +275,7 @@ fn acts_as_kernels_see_them(level: Level, w: &Matrix, x: &[f32], n: usize) -> Ve
     if amx_bf16(level, w, n) {
         return x.iter().map(|&v| round_bf16(v)).collect();
     }
-    let int8 = n < 4 || simd::has_qgemm(level);
+    let int8 = n < 4 || simd::has_qgemm(level, &w.row(0).0);
     let Some(kind) = w.row(0).0.act_quant().filter(|_| int8) else {
         return x.to_vec();
     };

@@ -337,7 +337,11 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
             });
         }
     }
-    if let Some(kind) = w.fmt().act_quant().filter(|_| simd::has_qgemm(level)) {
+    if let Some(kind) = w
+        .fmt()
+        .act_quant()
+        .filter(|_| simd::has_qgemm(level, &w.fmt()))
+    {
         // int8 prefill: each share packs 16 rows at a time and runs every token over them
         QSCRATCH.with(|q| {
             let mut q = q.borrow_mut();

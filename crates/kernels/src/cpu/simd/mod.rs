@@ -178,9 +178,15 @@ pub fn dot_rows_q(
     }
 }
 
-/// Whether this level has the int8 prefill kernel (`qgemm_panel`).
-pub fn has_qgemm(level: Level) -> bool {
-    matches!(level, Level::Avx512Vnni | Level::Amx)
+/// Whether this level has an int8 prefill kernel (`qgemm_panel`) for `fmt`: the AVX-512
+/// VNNI levels for every packed format; AVX2 for all but Q8_0, whose full bytes would
+/// overflow `vpmaddubsw`'s pairs (it stays on the f32 panels there).
+pub fn has_qgemm(level: Level, fmt: &Fmt<'_>) -> bool {
+    match level {
+        Level::Avx512Vnni | Level::Amx => qpanel::packs(fmt),
+        Level::Avx2 => qpanel::packs(fmt) && !matches!(fmt, Fmt::Q8_0),
+        _ => false,
+    }
 }
 
 /// One call of the int8 prefill kernel: a packed panel of up to 16 rows against tokens
@@ -194,18 +200,25 @@ pub struct QGemm<'a> {
     pub r0: usize,
 }
 
-/// Only where `has_qgemm(level)`.
+/// Only where `has_qgemm(level, fmt)` for the panel's format.
 ///
 /// # Safety
 /// `y` must be valid for writes at every `t * m + r0 + r` (`t` in `tokens`,
 /// `r < panel.rows`), and no other thread may access those elements meanwhile.
 pub unsafe fn qgemm_panel(level: Level, g: &QGemm<'_>, y: *mut f32) {
-    assert!(has_qgemm(level), "no int8 prefill kernel at level {level}");
+    assert!(
+        matches!(level, Level::Avx512Vnni | Level::Amx | Level::Avx2),
+        "no int8 prefill kernel at level {level}"
+    );
     assert!(g.r0 + g.panel.rows <= g.m);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the level is supported (checked when it was chosen); the caller vouches for y.
     unsafe {
-        x86::avx512_qgemm::qgemm_panel(g, y)
+        if level == Level::Avx2 {
+            x86::avx2_qgemm::qgemm_panel(g, y)
+        } else {
+            x86::avx512_qgemm::qgemm_panel(g, y)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (g, y);

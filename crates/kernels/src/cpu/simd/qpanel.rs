@@ -24,6 +24,8 @@ pub struct QPanel {
     pub off: i32,
     pub has_gscale: bool,
     pub has_mins: bool,
+    /// The largest stored byte the format can give (what an i16 pair sum must hold).
+    pub qmax: i32,
     /// `[k / 4][16 rows][4]`
     pub wq: Vec<u8>,
     /// `[k / group][16]`
@@ -63,6 +65,12 @@ impl QPanel {
         assert!(k.is_multiple_of(unit));
         (self.rows, self.k, self.group, self.unit, self.off) = (rows, k, group, unit, off);
         (self.has_gscale, self.has_mins) = (has_gscale, has_mins);
+        self.qmax = match fmt {
+            Fmt::Q8_0 => 255,
+            Fmt::Q5_0 => 31,
+            Fmt::Q4K => 15,
+            _ => 63,
+        };
         let (groups, units) = (k / group, k / unit);
         fit(&mut self.wq, k * PANEL);
         fit(&mut self.gscale, groups * PANEL);

@@ -4,6 +4,7 @@
 pub mod amx;
 pub mod avx2;
 mod avx2_int8;
+pub mod avx2_qgemm;
 pub mod avx512;
 mod avx512_attention;
 pub mod avx512_bf16gemm;
