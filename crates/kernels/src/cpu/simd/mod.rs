@@ -581,8 +581,8 @@ pub struct ScoresTile<'a> {
     pub prefetch: &'a [usize],
 }
 
-/// `gate = silu(gate) * up` (SwiGLU's join), over the shorter length. The AVX-512 levels
-/// take `e^x` from the attention's polynomial (within a few ulp); the others call libm's.
+/// `gate = silu(gate) * up` (SwiGLU's join), over the shorter length. The x86 levels take
+/// `e^x` from the attention's polynomial (within a few ulp); the others call libm's.
 pub fn silu_mul(level: Level, gate: &mut [f32], up: &[f32]) {
     match level {
         #[cfg(target_arch = "x86_64")]
@@ -590,6 +590,9 @@ pub fn silu_mul(level: Level, gate: &mut [f32], up: &[f32]) {
         Level::Avx512 | Level::Avx512Vnni | Level::Amx => unsafe {
             x86::avx512::silu_mul(gate, up)
         },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx2 => unsafe { x86::avx2::silu_mul(gate, up) },
         _ => portable::silu_mul(gate, up),
     }
 }
@@ -597,7 +600,7 @@ pub fn silu_mul(level: Level, gate: &mut [f32], up: &[f32]) {
 /// One row of attention scores: the first `visible` scaled by `scale` and replaced by
 /// their softmax, the rest zeroed. Returns the scaled scores' maximum `m` and the sum `l` of
 /// `e^(x - m)` (-inf and 0 where nothing is visible), so rows softmaxed a block of
-/// positions at a time can be merged. The AVX-512 levels take `e^x` from the attention's
+/// positions at a time can be merged. The x86 levels take `e^x` from the attention's
 /// polynomial (within a few ulp); the others call libm's.
 pub fn softmax_row(level: Level, s: &mut [f32], visible: usize, scale: f32) -> (f32, f32) {
     match level {
@@ -606,6 +609,9 @@ pub fn softmax_row(level: Level, s: &mut [f32], visible: usize, scale: f32) -> (
         Level::Avx512 | Level::Avx512Vnni | Level::Amx => unsafe {
             x86::avx512::softmax_row(s, visible, scale)
         },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx2 => unsafe { x86::avx2::softmax_row(s, visible, scale) },
         _ => {
             let visible = visible.min(s.len());
             for v in &mut s[..visible] {

@@ -1,8 +1,10 @@
-//! AVX2 + FMA + F16C: hand-written int8 products (`avx2_int8`), and elsewhere the portable
+//! AVX2 + FMA + F16C: hand-written int8 products (`avx2_int8`, `avx2_qgemm`), attention
+//! (`avx2_attention`) and f32 panels, and elsewhere the portable
 //! bodies compiled with these features, which LLVM vectorises 8 wide. Hand-written
 //! intrinsics can replace any of them without touching callers.
 
-use super::super::{Fmt, GemmPanel, PvBlock, PvTile, ScoresTile, SoftmaxStep, portable};
+use super::super::{Fmt, GemmPanel, PvBlock, portable};
+pub use super::avx2_attention::{pv_t, scores_t, silu_mul, softmax_row, softmax_step};
 pub use super::avx2_int8::{dot_row_q, dot_rows_q};
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -117,21 +119,6 @@ pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn pv_accumulate(b: &PvBlock<'_>, out: &mut [f32]) {
     portable::pv_accumulate(b, out)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
-    portable::scores_t(t, s)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn softmax_step(s: &mut [f32], st: &mut SoftmaxStep<'_>) {
-    portable::softmax_step(s, st)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
-    portable::pv_t(t, o)
 }
 
 /// A bf16 row · x, with x also given as `pairs` (`super::super::bf16_pairs`), as the

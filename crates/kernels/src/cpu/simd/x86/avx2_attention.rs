@@ -1,0 +1,364 @@
+//! AVX2 decode attention and the `e^x` users (see `avx512_attention.rs`, whose shapes these
+//! are, at 8 lanes and 16 registers): scores as register-tiled dot products stored with the
+//! query rows in lanes, the probabilities times the latents as outer products, softmax and
+//! SwiGLU's join with a vector `e^x`. The portable bodies they replace loaded two vectors
+//! per FMA (a dot per query row and position; an `axpy` into the output row per position).
+
+use std::arch::x86_64::*;
+
+use super::super::{PvTile, ScoresTile, SoftmaxStep, portable};
+use crate::backend::KvRows;
+
+/// 8 cached values from element `i` on, as f32: f32 as stored, bf16 (`BF`) widened exactly
+/// by a shift.
+#[inline(always)]
+unsafe fn load8<const BF: bool>(base: *const u8, i: usize) -> __m256 {
+    unsafe {
+        if BF {
+            let h = _mm_loadu_si128(base.add(2 * i) as *const __m128i);
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        } else {
+            _mm256_loadu_ps(base.add(4 * i) as *const f32)
+        }
+    }
+}
+
+/// One cached value as f32 (the tails past the last whole vector).
+#[inline(always)]
+unsafe fn load1<const BF: bool>(base: *const u8, i: usize) -> f32 {
+    unsafe {
+        if BF {
+            f32::from_bits(((base.add(2 * i) as *const u16).read_unaligned() as u32) << 16)
+        } else {
+            (base.add(4 * i) as *const f32).read_unaligned()
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    unsafe {
+        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)))
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
+    // SAFETY: the wrapper checked every row's bounds, q's and s's.
+    unsafe {
+        match t.kv {
+            KvRows::F32(kv) => scores_of::<false>(t, kv.as_ptr() as *const u8, s),
+            KvRows::Bf16(kv) => scores_of::<true>(t, kv.as_ptr() as *const u8, s),
+            KvRows::Q8(_) => unreachable!("the wrapper refuses an 8-bit cache"),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn scores_of<const BF: bool>(t: &ScoresTile<'_>, kv: *const u8, s: &mut [f32]) {
+    let (q, rows, lanes, k, offs) = (t.q, t.rows, t.lanes, t.k, t.offs);
+    let size = if BF { 2 } else { 4 };
+    let groups = offs.len() / 4;
+    let ahead = t.prefetch.len().div_ceil(groups.max(1));
+    for jt in 0..groups {
+        let keys: [usize; 4] = std::array::from_fn(|j| offs[jt * 4 + j]);
+        // the next tile's rows into L2, spread over the groups (as the AVX-512 kernel)
+        for &off in t.prefetch.iter().skip(ahead * jt).take(ahead) {
+            let row = kv.wrapping_add(off * size);
+            for line in (0..k * size).step_by(64) {
+                // a hint: it never faults, even out of bounds
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(line) as *const i8) };
+            }
+        }
+        // SAFETY (here and below): the wrapper checked every row's bounds, q's and s's.
+        let out = unsafe { s.as_mut_ptr().add(jt * 4 * lanes) };
+        let mut i = 0;
+        while i < rows {
+            let qi = unsafe { q.as_ptr().add(i * k) };
+            let o = unsafe { out.add(i) };
+            unsafe {
+                if rows - i == 1 {
+                    scores_tile::<1, BF>(qi, k, kv, &keys, lanes, o)
+                } else {
+                    scores_tile::<2, BF>(qi, k, kv, &keys, lanes, o)
+                }
+            }
+            i += 2;
+        }
+    }
+}
+
+/// `R` query rows by 4 positions as dot products along the row (`R + 4` loads for `4R`
+/// FMAs per 8 values: two rows keep 8 sums, 4 keys and a query in 13 registers), each sum
+/// reduced once at the end and stored lane-wise: `out[j * lanes + i]`.
+#[inline(always)]
+unsafe fn scores_tile<const R: usize, const BF: bool>(
+    q: *const f32,
+    k: usize,
+    kv: *const u8,
+    keys: &[usize; 4],
+    lanes: usize,
+    out: *mut f32,
+) {
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 4]; R];
+        let mut d = 0;
+        while d + 8 <= k {
+            let kr: [__m256; 4] = std::array::from_fn(|j| load8::<BF>(kv, keys[j] + d));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(q.add(i * k + d));
+                for j in 0..4 {
+                    a[j] = _mm256_fmadd_ps(qv, kr[j], a[j]);
+                }
+            }
+            d += 8;
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (j, v) in a.iter().enumerate() {
+                let mut sum = hsum(*v);
+                for e in d..k {
+                    sum += *q.add(i * k + e) * load1::<BF>(kv, keys[j] + e);
+                }
+                *out.add(j * lanes + i) = sum;
+            }
+        }
+    }
+}
+
+/// `e^x` lane-wise, as `portable::exp_approx` (same reduction and polynomial), the power of
+/// two built in the exponent bits; 0 below -87.33, for -inf and for NaN.
+#[inline(always)]
+unsafe fn exp256(x: __m256) -> __m256 {
+    unsafe {
+        let live = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(-87.33));
+        let xc = _mm256_min_ps(
+            _mm256_max_ps(x, _mm256_set1_ps(-87.33)),
+            _mm256_set1_ps(88.37),
+        );
+        let n = _mm256_floor_ps(_mm256_fmadd_ps(
+            xc,
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+            _mm256_set1_ps(0.5),
+        ));
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), xc);
+        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            0.166_666_65,
+            0.5,
+        ] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let e = _mm256_add_ps(
+            _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
+            _mm256_set1_ps(1.0),
+        );
+        let pow = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_and_ps(_mm256_mul_ps(e, _mm256_castsi256_ps(pow)), live)
+    }
+}
+
+/// `gate = silu(gate) * up` with [`exp256`] (libm's `exp` per value before).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let (pg, pu) = (gate.as_mut_ptr(), up.as_ptr());
+    let mut i = 0;
+    unsafe {
+        let one = _mm256_set1_ps(1.0);
+        while i + 8 <= n {
+            let g = _mm256_loadu_ps(pg.add(i));
+            let u = _mm256_loadu_ps(pu.add(i));
+            let e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), g));
+            let s = _mm256_div_ps(g, _mm256_add_ps(one, e));
+            _mm256_storeu_ps(pg.add(i), _mm256_mul_ps(s, u));
+            i += 8;
+        }
+    }
+    portable::silu_mul(&mut gate[i..n], &up[i..n]);
+}
+
+/// `simd::softmax_row`: three passes over the row (scale and maximum, [`exp256`] and sum,
+/// normalise), 8 lanes at a time; the tail through the scalar `exp_approx`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn softmax_row(s: &mut [f32], visible: usize, scale: f32) -> (f32, f32) {
+    let (n, p) = (visible.min(s.len()), s.as_mut_ptr());
+    let whole = n / 8 * 8;
+    unsafe {
+        let sc = _mm256_set1_ps(scale);
+        let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < whole {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), sc);
+            _mm256_storeu_ps(p.add(i), v);
+            mx = _mm256_max_ps(mx, v);
+            i += 8;
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), mx);
+        let mut top = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for v in &mut s[whole..n] {
+            *v *= scale;
+            top = top.max(*v);
+        }
+        let mxv = _mm256_set1_ps(top);
+        let mut sum = _mm256_setzero_ps();
+        i = 0;
+        while i < whole {
+            let e = exp256(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), mxv));
+            _mm256_storeu_ps(p.add(i), e);
+            sum = _mm256_add_ps(sum, e);
+            i += 8;
+        }
+        let mut l = hsum(sum);
+        for v in &mut s[whole..n] {
+            *v = portable::exp_approx(*v - top);
+            l += *v;
+        }
+        let inv = 1.0 / l;
+        let invv = _mm256_set1_ps(inv);
+        i = 0;
+        while i < whole {
+            _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), invv));
+            i += 8;
+        }
+        for v in &mut s[whole..n] {
+            *v *= inv;
+        }
+        s[n..].fill(0.0);
+        (top, l)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn softmax_step(s: &mut [f32], st: &mut SoftmaxStep<'_>) {
+    let n = st.lanes;
+    unsafe {
+        let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let scale = _mm256_set1_ps(st.scale);
+        // unsigned compare by flipping the sign bits
+        let flip = _mm256_set1_epi32(i32::MIN);
+        for g in (0..n).step_by(8) {
+            // SAFETY (here and below): the wrapper checked the lengths of s, m, l, alpha,
+            // visible.
+            let vis = _mm256_xor_si256(
+                _mm256_loadu_si256(st.visible.as_ptr().add(g) as *const __m256i),
+                flip,
+            );
+            let m_old = _mm256_loadu_ps(st.m.as_ptr().add(g));
+            let mut mx = m_old;
+            for j in 0..st.nj {
+                let p = s.as_mut_ptr().add(j * n + g);
+                let pos = _mm256_xor_si256(_mm256_set1_epi32((st.j0 + j) as i32), flip);
+                let seen = _mm256_castsi256_ps(_mm256_cmpgt_epi32(vis, pos));
+                let v = _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_loadu_ps(p), scale), seen);
+                _mm256_storeu_ps(p, v);
+                mx = _mm256_max_ps(mx, v);
+            }
+            let empty = _mm256_cmp_ps::<_CMP_EQ_OQ>(mx, ninf);
+            // rows still without a visible position keep alpha 1 and exponents against 0
+            let alpha =
+                _mm256_blendv_ps(exp256(_mm256_sub_ps(m_old, mx)), _mm256_set1_ps(1.0), empty);
+            let base = _mm256_andnot_ps(empty, mx);
+            let mut sum = _mm256_mul_ps(_mm256_loadu_ps(st.l.as_ptr().add(g)), alpha);
+            for j in 0..st.nj {
+                let p = s.as_mut_ptr().add(j * n + g);
+                let e = exp256(_mm256_sub_ps(_mm256_loadu_ps(p), base));
+                _mm256_storeu_ps(p, e);
+                sum = _mm256_add_ps(sum, e);
+            }
+            _mm256_storeu_ps(st.m.as_mut_ptr().add(g), mx);
+            _mm256_storeu_ps(st.l.as_mut_ptr().add(g), sum);
+            _mm256_storeu_ps(st.alpha.as_mut_ptr().add(g), alpha);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
+    // SAFETY: the wrapper checked o's, p's and every row's bounds.
+    unsafe {
+        match t.kv {
+            KvRows::F32(kv) => pv_of::<false>(t, kv.as_ptr() as *const u8, o),
+            KvRows::Bf16(kv) => pv_of::<true>(t, kv.as_ptr() as *const u8, o),
+            KvRows::Q8(_) => unreachable!("the wrapper refuses an 8-bit cache"),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn pv_of<const BF: bool>(t: &PvTile<'_>, kv: *const u8, o: &mut [f32]) {
+    let whole = t.width / 16 * 16;
+    let mut i = 0;
+    while i < t.rows {
+        let rn = (t.rows - i).min(6);
+        let mut c = 0;
+        while c < whole {
+            // SAFETY: the wrapper checked o's, p's and every row's bounds.
+            unsafe {
+                match rn {
+                    6 => pv_tile::<6, BF>(t, kv, i, c, o),
+                    5 => pv_tile::<5, BF>(t, kv, i, c, o),
+                    4 => pv_tile::<4, BF>(t, kv, i, c, o),
+                    3 => pv_tile::<3, BF>(t, kv, i, c, o),
+                    2 => pv_tile::<2, BF>(t, kv, i, c, o),
+                    _ => pv_tile::<1, BF>(t, kv, i, c, o),
+                }
+            }
+            c += 16;
+        }
+        // columns past the last 16
+        for r in i..i + rn {
+            for (j, &off) in t.offs.iter().enumerate() {
+                let pij = t.p[j * t.lanes + r];
+                for col in whole..t.width {
+                    o[r * t.width + col] += pij * unsafe { load1::<BF>(kv, off + col) };
+                }
+            }
+        }
+        i += rn;
+    }
+}
+
+/// `R` query rows by 16 latent columns from `c`: per position, 2 loads and `R` broadcasts
+/// for `2R` FMAs (six rows: 12 sums, 2 values and a broadcast in 15 registers).
+#[inline(always)]
+unsafe fn pv_tile<const R: usize, const BF: bool>(
+    t: &PvTile<'_>,
+    kv: *const u8,
+    i0: usize,
+    c: usize,
+    o: &mut [f32],
+) {
+    unsafe {
+        let op = o.as_mut_ptr();
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for (i, a) in acc.iter_mut().enumerate() {
+            for (q, v) in a.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(op.add((i0 + i) * t.width + c + 8 * q));
+            }
+        }
+        let pp = t.p.as_ptr().add(i0);
+        for (j, &off) in t.offs.iter().enumerate() {
+            let v = [load8::<BF>(kv, off + c), load8::<BF>(kv, off + c + 8)];
+            for (i, a) in acc.iter_mut().enumerate() {
+                let b = _mm256_set1_ps(*pp.add(j * t.lanes + i));
+                a[0] = _mm256_fmadd_ps(b, v[0], a[0]);
+                a[1] = _mm256_fmadd_ps(b, v[1], a[1]);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (q, v) in a.iter().enumerate() {
+                _mm256_storeu_ps(op.add((i0 + i) * t.width + c + 8 * q), *v);
+            }
+        }
+    }
+}
