@@ -45,8 +45,8 @@ impl QPanel {
     /// Pack `rows` (at most 16) rows of `k` values; `row(i)` is row i's stored bytes.
     ///
     /// Each 64 values of the 16 rows are decoded row by row into a 16 x 16 block of 32-bit
-    /// words (four values each), which is then transposed into place; the AVX-512 levels
-    /// decode a row's 64 values in two 256-bit halves and transpose with 64 shuffles.
+    /// words (four values each), which is then transposed into place; the x86 levels decode
+    /// a row's 64 values in two 256-bit halves and transpose with shuffles.
     pub fn pack<'a>(
         &mut self,
         level: Level,
@@ -85,13 +85,20 @@ impl QPanel {
             #[cfg(target_arch = "x86_64")]
             if 64 * (chunk + 1) <= k
                 && matches!(fmt, Fmt::Q8_0 | Fmt::Q4K | Fmt::Q6K)
-                && matches!(level, Level::Avx512 | Level::Avx512Vnni | Level::Amx)
+                && matches!(
+                    level,
+                    Level::Avx2 | Level::Avx512 | Level::Avx512Vnni | Level::Amx
+                )
             {
                 assert!(dst.len() >= 64 * PANEL);
-                // SAFETY: an AVX-512 level is only selected when the CPU has it; dst holds
-                // the chunk's 1 KiB; the kernel checks each load against its row.
+                // SAFETY: a level is only selected when the CPU has it; dst holds the
+                // chunk's 1 KiB; the kernels check each load against its row.
                 unsafe {
-                    super::x86::avx512::pack_chunk(fmt, &srcs, chunk, off as u8, dst.as_mut_ptr())
+                    let (d, o) = (dst.as_mut_ptr(), off as u8);
+                    match level {
+                        Level::Avx2 => super::x86::avx2_qgemm::pack_chunk(fmt, &srcs, chunk, o, d),
+                        _ => super::x86::avx512::pack_chunk(fmt, &srcs, chunk, o, d),
+                    }
                 };
                 continue;
             }

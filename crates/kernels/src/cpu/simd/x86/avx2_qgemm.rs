@@ -14,7 +14,7 @@
 use std::arch::x86_64::*;
 
 use super::super::qpanel::{PANEL, QPanel};
-use super::super::{ActQuant, QActs, QGemm, QRow};
+use super::super::{ActQuant, Fmt, QActs, QGemm, QRow};
 
 /// Most tokens per tile: three registers per token (i16 sums, i32 sums, f32 sums) and four
 /// shared make 16.
@@ -89,7 +89,11 @@ unsafe fn tile<const T: usize, const F: usize>(g: &QGemm<'_>, t0: usize, half: u
         let wq = p.wq.as_ptr().add(4 * lane0);
         for unit in 0..k / u {
             let mut ui = [zero; T];
-            let da: [f32; T] = std::array::from_fn(|t| *rows[t].d.get_unchecked(unit * u / block));
+            // (loops, not `array::from_fn`: its closures were calls, per group, here)
+            let mut da = [0f32; T];
+            for t in 0..T {
+                da[t] = *rows[t].d.get_unchecked(unit * u / block);
+            }
             for grp in unit * u / gsz..(unit + 1) * u / gsz {
                 let gs32 = _mm256_loadu_si256(
                     p.gscale.as_ptr().add(grp * PANEL + lane0) as *const __m256i
@@ -121,14 +125,15 @@ unsafe fn tile<const T: usize, const F: usize>(g: &QGemm<'_>, t0: usize, half: u
                     j += F;
                 }
                 // the activation sum of this group, per token (sums of 16 or 32 quants)
-                let asum: [i32; T] = std::array::from_fn(|t| {
+                let mut asum = [0i32; T];
+                for t in 0..T {
                     let s = rows[t].bsums.as_ptr().add(grp * gsz / per_sum);
-                    if sums_per_group == 2 {
+                    asum[t] = if sums_per_group == 2 {
                         *s as i32 + *s.add(1) as i32
                     } else {
                         *s as i32
-                    }
-                });
+                    };
+                }
                 if p.off != 0 {
                     for t in 0..T {
                         let o = _mm256_set1_epi32(p.off * asum[t]);
@@ -163,5 +168,142 @@ unsafe fn tile<const T: usize, const F: usize>(g: &QGemm<'_>, t0: usize, half: u
         for (t, acc) in facc.iter().enumerate() {
             _mm256_maskstore_ps(y.add((t0 + t) * g.m + g.r0 + lane0), mask, *acc);
         }
+    }
+}
+
+/// 64 values (chunk `chunk`) of each of 16 rows of Q8_0, Q4_K or Q6_K decoded as
+/// `QPanel` stores them (each value plus `off`; an empty row is padding, all `off`), then
+/// transposed so each row's 16 words of four values lie side by side: 1 KiB at `dst`.
+/// (The AVX-512 levels' `pack_chunk`, with four 8x8 word transposes.)
+///
+/// # Safety
+/// `dst` is valid for 1 KiB of writes; the rows hold the chunk's blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pack_chunk(fmt: &Fmt<'_>, srcs: &[&[u8]; 16], chunk: usize, off: u8, dst: *mut u8) {
+    unsafe {
+        // each row's words 0-7 and 8-15 (a loop and a function, not closures, which were
+        // calls per row here)
+        let mut rows = [[_mm256_setzero_si256(); 2]; 16];
+        for (r, row) in rows.iter_mut().enumerate() {
+            *row = decode64(fmt, srcs[r], chunk, off);
+        }
+        for (rb, eight) in rows.chunks_exact(8).enumerate() {
+            for wb in 0..2 {
+                let mut v = [_mm256_setzero_si256(); 8];
+                for (v, row) in v.iter_mut().zip(eight) {
+                    *v = row[wb];
+                }
+                let t = transpose8(&v);
+                for (j, w) in t.iter().enumerate() {
+                    let at = ((8 * wb + j) * PANEL + 8 * rb) * 4;
+                    _mm256_storeu_si256(dst.add(at) as *mut __m256i, *w);
+                }
+            }
+        }
+    }
+}
+
+/// Chunk `chunk` (64 values) of one row as two registers of bytes, as `pack_chunk` takes
+/// them.
+#[inline(always)]
+unsafe fn decode64(fmt: &Fmt<'_>, s: &[u8], chunk: usize, off: u8) -> [__m256i; 2] {
+    unsafe {
+        if s.is_empty() {
+            return [_mm256_set1_epi8(off as i8); 2];
+        }
+        let nib = _mm256_set1_epi8(0x0f);
+        let two = _mm256_set1_epi8(3);
+        // the last byte any format below reads, checked once
+        let end = match fmt {
+            Fmt::Q8_0 => 68 * chunk + 68,
+            Fmt::Q4K => 144 * (chunk / 4) + 48 + 32 * (chunk % 4),
+            _ => 210 * (chunk / 4) + 160 + 32 * (chunk % 4 / 2),
+        };
+        assert!(end <= s.len());
+        let p = s.as_ptr();
+        macro_rules! load {
+            ($at:expr) => {
+                _mm256_loadu_si256(p.add($at) as *const __m256i)
+            };
+        }
+        match fmt {
+            Fmt::Q8_0 => {
+                let flip = _mm256_set1_epi8(-128);
+                [
+                    _mm256_xor_si256(load!(68 * chunk + 2), flip),
+                    _mm256_xor_si256(load!(68 * chunk + 36), flip),
+                ]
+            }
+            Fmt::Q4K => {
+                let b = load!(144 * (chunk / 4) + 16 + 32 * (chunk % 4));
+                [
+                    _mm256_and_si256(b, nib),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(b), nib),
+                ]
+            }
+            _ => {
+                // Q6_K: as the AVX-512 pack reads it (chunk c of a super-block is half c / 2,
+                // low nibbles for even c, high for odd, two high bits each)
+                let (u, c) = (chunk / 4, chunk % 4);
+                let base = 210 * u;
+                let l0 = load!(base + 64 * (c / 2));
+                let l1 = load!(base + 64 * (c / 2) + 32);
+                let qh = load!(base + 128 + 32 * (c / 2));
+                let (l0, l1, h0, h1) = if c % 2 == 0 {
+                    (
+                        _mm256_and_si256(l0, nib),
+                        _mm256_and_si256(l1, nib),
+                        _mm256_and_si256(qh, two),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), two),
+                    )
+                } else {
+                    (
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(l0), nib),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(l1), nib),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(qh), two),
+                        _mm256_and_si256(_mm256_srli_epi16::<6>(qh), two),
+                    )
+                };
+                [
+                    _mm256_or_si256(l0, _mm256_slli_epi16::<4>(h0)),
+                    _mm256_or_si256(l1, _mm256_slli_epi16::<4>(h1)),
+                ]
+            }
+        }
+    }
+}
+
+/// An 8x8 transpose of 32-bit words: output `j` holds word `j` of inputs 0-7.
+#[inline(always)]
+unsafe fn transpose8(v: &[__m256i; 8]) -> [__m256i; 8] {
+    unsafe {
+        // pairs of rows interleaved: words (0, 1 | 4, 5) and (2, 3 | 6, 7) of each pair
+        let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+        let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+        let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+        let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+        let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
+        let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+        let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
+        let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+        // word (j | j + 4) of rows 0-3 (u0-u3) and of rows 4-7 (u4-u7)
+        let u0 = _mm256_unpacklo_epi64(t0, t2);
+        let u1 = _mm256_unpackhi_epi64(t0, t2);
+        let u2 = _mm256_unpacklo_epi64(t1, t3);
+        let u3 = _mm256_unpackhi_epi64(t1, t3);
+        let u4 = _mm256_unpacklo_epi64(t4, t6);
+        let u5 = _mm256_unpackhi_epi64(t4, t6);
+        let u6 = _mm256_unpacklo_epi64(t5, t7);
+        let u7 = _mm256_unpackhi_epi64(t5, t7);
+        [
+            _mm256_permute2x128_si256::<0x20>(u0, u4),
+            _mm256_permute2x128_si256::<0x20>(u1, u5),
+            _mm256_permute2x128_si256::<0x20>(u2, u6),
+            _mm256_permute2x128_si256::<0x20>(u3, u7),
+            _mm256_permute2x128_si256::<0x31>(u0, u4),
+            _mm256_permute2x128_si256::<0x31>(u1, u5),
+            _mm256_permute2x128_si256::<0x31>(u2, u6),
+            _mm256_permute2x128_si256::<0x31>(u3, u7),
+        ]
     }
 }
