@@ -142,7 +142,8 @@ EOF
    AVX-512 (with BF16 and VNNI): fp32 FMA, bf16 dot (vdpbf16ps) and int8 dot (vpdpbusd) on zmm.
    Otherwise AVX2 (Zen 3, older Xeons): fp32 FMA on ymm; a bf16 product there is a widening and
    an fp32 FMA, so the bf16 peak is the FMA peak; int8 is AVX-VNNI's vpdpbusd where the CPU has
-   it, else vpmaddubsw + vpmaddwd + vpaddd, the sequence an int8 kernel without VNNI runs. */
+   it, else vpmaddubsw + vpaddw (products summed in i16, as the AVX2 int8 kernels sum them
+   for a few steps before widening: the most int8 work a core does per cycle without VNNI). */
 #include <immintrin.h>
 #include <stdio.h>
 #include <omp.h>
@@ -182,7 +183,7 @@ static int hsumi(VI v) { int t[8]; _mm256_storeu_si256((VI *)t, v); return t[0]+
 #ifdef __AVXVNNI__
 #define I8(k) a##k = _mm256_dpbusd_avx_epi32(a##k, xi, yi);
 #else
-#define I8(k) a##k = _mm256_add_epi32(a##k, _mm256_madd_epi16(_mm256_maddubs_epi16(xi, yi), ones));
+#define I8(k) a##k = _mm256_add_epi16(a##k, _mm256_maddubs_epi16(xi, yi));
 #endif
 #define SETF _mm256_set1_ps
 #define SET8 _mm256_set1_epi8
@@ -190,9 +191,6 @@ static int hsumi(VI v) { int t[8]; _mm256_storeu_si256((VI *)t, v); return t[0]+
 static float k_fma(void) { VF x = SETF(1e-7f), y = SETF(0.999f); OPAQUE(x); OPAQUE(y);
   R12(DECL_F) for (long i = 0; i < ITERS; i++) { R12(FMA) } float s = 0; R12(SUM_F) return s; }
 static float k_i8(void) { VI xi = SET8(1), yi = xi; OPAQUE(xi); OPAQUE(yi);
-#if !HAVE_BF16_DOT
-  VI ones = _mm256_set1_epi16(1); OPAQUE(ones);
-#endif
   R12(DECL_I) for (long i = 0; i < ITERS; i++) { R12(I8) } float s = 0; R12(SUM_I) return s; }
 static double run(int kind) {
     double best = 0;

@@ -541,12 +541,16 @@ fn bf16_cache_decodes_as_it_prefills_and_stays_near_the_reference() {
                 "{name}: bf16 cache on AMX, decode through cache against prefill: median {median:.2e}, 90th percentile {p90:.2e}"
             );
         } else {
+            // the two paths sum in f32 in different orders (decode's row kernels, the
+            // prefill's panels), which these random models' layers magnify: 1.6e-4 to
+            // 3.2e-4 at worst with the scalar kernels, 3.7e-4 to 5.2e-4 with AVX2's
+            // (medians 1e-5 to 3e-5)
             assert_rows_close(
                 &format!("{name} bf16 cache, decode through cache"),
                 &stepwise,
                 &absorbed,
                 vocab,
-                5e-4,
+                1e-3,
             );
         }
     }

@@ -59,7 +59,11 @@ unsafe fn tile<const T: usize>(
         let wq = p.wq.as_ptr();
         for unit in 0..k / u {
             let mut ui = [zero; T];
-            let da: [f32; T] = std::array::from_fn(|t| rows[t].d[unit * u / block]);
+            // (loops, not `array::from_fn`, whose closures were calls in the AVX2 kernel)
+            let mut da = [0f32; T];
+            for t in 0..T {
+                da[t] = rows[t].d[unit * u / block];
+            }
             for grp in unit * u / g..(unit + 1) * u / g {
                 let mut gi = [zero; T];
                 for j in 0..g / 4 {
@@ -71,14 +75,15 @@ unsafe fn tile<const T: usize>(
                     }
                 }
                 // the activation sum of this group, per token (sums of 16 or 32 quants)
-                let asum: [i32; T] = std::array::from_fn(|t| {
+                let mut asum = [0i32; T];
+                for t in 0..T {
                     let s = &rows[t].bsums[grp * g / per_sum..];
-                    if sums_per_group == 2 {
+                    asum[t] = if sums_per_group == 2 {
                         s[0] as i32 + s[1] as i32
                     } else {
                         s[0] as i32
-                    }
-                });
+                    };
+                }
                 let gs = _mm512_loadu_si512(p.gscale.as_ptr().add(grp * PANEL) as *const __m512i);
                 for t in 0..T {
                     let v = _mm512_sub_epi32(gi[t], _mm512_set1_epi32(p.off * asum[t]));
