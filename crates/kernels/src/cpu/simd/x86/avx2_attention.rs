@@ -106,7 +106,14 @@ unsafe fn scores_tile<const R: usize, const BF: bool>(
         let mut acc = [[_mm256_setzero_ps(); 4]; R];
         let mut d = 0;
         while d + 8 <= k {
-            let kr: [__m256; 4] = std::array::from_fn(|j| load8::<BF>(kv, keys[j] + d));
+            // (spelled out: a closure here has no target features, so `array::from_fn`
+            // made each load a call)
+            let kr = [
+                load8::<BF>(kv, keys[0] + d),
+                load8::<BF>(kv, keys[1] + d),
+                load8::<BF>(kv, keys[2] + d),
+                load8::<BF>(kv, keys[3] + d),
+            ];
             for (i, a) in acc.iter_mut().enumerate() {
                 let qv = _mm256_loadu_ps(q.add(i * k + d));
                 for j in 0..4 {
