@@ -149,7 +149,7 @@ unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
             let sc8 = _mm_cvtsi64_si128(scales as i64);
             let xb = x.add(256 * b);
             let mut isum = _mm256_setzero_si256();
-            for c in 0..4 {
+            for (c, pairs) in SCALE_PAIRS.iter().take(4).enumerate() {
                 let v = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
                 let lo = _mm256_and_si256(v, nib);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib);
@@ -157,8 +157,16 @@ unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
                 let xh = _mm256_loadu_si256(xb.add(64 * c + 32) as *const __m256i);
                 let pl = _mm256_maddubs_epi16(lo, xl);
                 let ph = _mm256_maddubs_epi16(hi, xh);
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(pl, q4k_scale(sc8, 2 * c)));
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(ph, q4k_scale(sc8, 2 * c + 1)));
+                // each sub-block's 16 pair sums folded to 8 (at most 4 · 15 · 128, an
+                // i16), the two sub-blocks side by side: one `vpmaddwd` by their scales
+                // where two ran before (the integer multiplier is this loop's limit)
+                let v = _mm256_add_epi16(
+                    _mm256_permute2x128_si256::<0x20>(pl, ph),
+                    _mm256_permute2x128_si256::<0x31>(pl, ph),
+                );
+                let ctrl = _mm_loadu_si128(pairs.as_ptr() as *const __m128i);
+                let sc = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sc8, ctrl));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(v, sc));
             }
             // the minimums: pairs of the activations' sums of 16 make each sub-block's
             let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
@@ -187,12 +195,6 @@ unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
     }
 }
 
-/// Sixteen i16 lanes of scale `j` (0-63) of the eight bytes in `sc8`.
-#[inline(always)]
-unsafe fn q4k_scale(sc8: __m128i, j: usize) -> __m256i {
-    unsafe { _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sc8, _mm_set1_epi8(j as i8))) }
-}
-
 /// The eight 6-bit scales and eight 6-bit mins of a Q4_K block's 12 scale bytes, as the
 /// bytes of two u64 (see `loader::quant::q4k_scale_min` for the packing).
 #[inline(always)]
@@ -210,9 +212,10 @@ unsafe fn q4k_scales_mins(s: *const u8) -> (u64, u64) {
     )
 }
 
-/// For 32 Q6_K weights from `32 c` on (c < 8): the byte indices of their two 16-weight
-/// groups' scales, eight each (the low eight i16 lanes of `vpmaddubsw` cover the first group).
-const Q6K_PAIRS: [[u8; 16]; 8] = {
+/// Byte indices `2c` (eight times) then `2c + 1` (eight times): for 32 Q6_K weights from
+/// `32 c` on, their two 16-weight groups' scales (the low eight i16 lanes of `vpmaddubsw`
+/// cover the first group); for Q4_K, sub-blocks `2c` and `2c + 1`'s, as folded below.
+const SCALE_PAIRS: [[u8; 16]; 8] = {
     let mut t = [[0u8; 16]; 8];
     let mut c = 0;
     while c < 8 {
@@ -262,7 +265,7 @@ unsafe fn q6k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
                 ];
                 for (r, &q) in q.iter().enumerate() {
                     // weights 128h + 32r ..: groups 8h + 2r and 8h + 2r + 1
-                    let ctrl = _mm_loadu_si128(Q6K_PAIRS[4 * h + r].as_ptr() as *const __m128i);
+                    let ctrl = _mm_loadu_si128(SCALE_PAIRS[4 * h + r].as_ptr() as *const __m128i);
                     let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, ctrl));
                     let xv = _mm256_loadu_si256(xb.add(128 * h + 32 * r) as *const __m256i);
                     let pr = _mm256_maddubs_epi16(q, xv);
