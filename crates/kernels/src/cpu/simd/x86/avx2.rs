@@ -4,6 +4,7 @@
 //! intrinsics can replace any of them without touching callers.
 
 use super::super::{Fmt, GemmPanel, PvBlock, portable};
+use super::avx2_attention::hsum;
 pub use super::avx2_attention::{pv_t, scores_t, silu_mul, softmax_row, softmax_step};
 pub use super::avx2_int8::{dot_row_q, dot_rows_q};
 
@@ -57,10 +58,7 @@ unsafe fn tile<const R: usize, const T: usize>(
         let mut out = [[0f32; T]; R];
         for r in 0..R {
             for t in 0..T {
-                let v = acc[r][t];
-                let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-                let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-                let mut s = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+                let mut s = hsum(acc[r][t]);
                 for j in i..k {
                     s += *w.add(r * k + j) * *x.add(t * k + j);
                 }
@@ -240,9 +238,7 @@ pub unsafe fn dot_row_bf16_pairs(src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
             i += 32;
         }
         let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-        let mut sum = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+        let mut sum = hsum(v);
         if full < n {
             sum += portable::dot_row(&Fmt::BF16, &src[2 * full..], &x[full..]);
         }

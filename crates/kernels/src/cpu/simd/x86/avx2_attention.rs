@@ -35,8 +35,9 @@ unsafe fn load1<const BF: bool>(base: *const u8, i: usize) -> f32 {
     }
 }
 
+/// The sum of `v`'s lanes.
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     unsafe {
         let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let v = _mm_add_ps(v, _mm_movehl_ps(v, v));

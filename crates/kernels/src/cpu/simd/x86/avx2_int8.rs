@@ -9,6 +9,7 @@
 
 use std::arch::x86_64::*;
 
+use super::avx512_int8::{f16_at, q4k_scales_mins};
 use super::prefetch_ahead;
 
 use super::super::{Fmt, QRow, portable};
@@ -94,14 +95,6 @@ unsafe fn hsum4(v: [__m256; 4]) -> __m128 {
     }
 }
 
-#[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    unsafe {
-        let h = (p as *const u16).read_unaligned();
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
-    }
-}
-
 /// `Σ` of each 4 adjacent products `u[i] * s[i]` (unsigned times signed bytes) as i32, the
 /// pairs' i16 sums exact where `2 · u · |s|` fits (weights below 128).
 #[inline(always)]
@@ -145,7 +138,7 @@ unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
         for b in 0..blocks {
             let p = w.add(144 * b);
             prefetch_ahead(p, 144);
-            let (scales, mins) = q4k_scales_mins(p.add(4));
+            let (scales, mins) = q4k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
             let sc8 = _mm_cvtsi64_si128(scales as i64);
             let xb = x.add(256 * b);
             let mut isum = _mm256_setzero_si256();
@@ -193,23 +186,6 @@ unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
         // the minimums' four partial sums go to the first four lanes, negated
         _mm256_sub_ps(acc, _mm256_zextps128_ps256(acc_min))
     }
-}
-
-/// The eight 6-bit scales and eight 6-bit mins of a Q4_K block's 12 scale bytes, as the
-/// bytes of two u64 (see `loader::quant::q4k_scale_min` for the packing).
-#[inline(always)]
-unsafe fn q4k_scales_mins(s: *const u8) -> (u64, u64) {
-    let w = |i: usize| unsafe { (s.add(4 * i) as *const u32).read_unaligned() };
-    let (w0, w1, w2) = (w(0), w(1), w(2));
-    let low6 = 0x3f3f_3f3f;
-    let sc_lo = w0 & low6;
-    let m_lo = w1 & low6;
-    let sc_hi = (w2 & 0x0f0f_0f0f) | (((w0 >> 6) & 0x0303_0303) << 4);
-    let m_hi = ((w2 >> 4) & 0x0f0f_0f0f) | (((w1 >> 6) & 0x0303_0303) << 4);
-    (
-        sc_lo as u64 | (sc_hi as u64) << 32,
-        m_lo as u64 | (m_hi as u64) << 32,
-    )
 }
 
 /// Byte indices `2c` (eight times) then `2c + 1` (eight times): for 32 Q6_K weights from

@@ -49,7 +49,7 @@ unsafe fn load_idx2(idx: &[[i16; 32]; 2]) -> [__m512i; 2] {
 /// The eight 6-bit scales and eight 6-bit mins of a Q4_K block's 12 scale bytes, as the
 /// bytes of two u64 (see `loader::quant::q4k_scale_min` for the packing).
 #[inline(always)]
-fn q4k_scales_mins(s: &[u8]) -> (u64, u64) {
+pub(super) fn q4k_scales_mins(s: &[u8]) -> (u64, u64) {
     let w = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
     let (w0, w1, w2) = (w(0), w(1), w(2));
     let low6 = 0x3f3f_3f3f;
@@ -247,7 +247,7 @@ unsafe fn hsum4_128(v: [__m128; 4]) -> __m128 {
 }
 
 #[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     unsafe {
         let h = (p as *const u16).read_unaligned();
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
