@@ -47,6 +47,8 @@ struct Split {
     q16: Vec<u16>,
     /// The queries packed as AMX tiles' B side, where the scores run on tiles.
     qpack: Vec<u16>,
+    /// The queries transposed, `[k][lanes]`, where the level's scores take them so.
+    qt: Vec<f32>,
 }
 
 impl Split {
@@ -56,6 +58,7 @@ impl Split {
             visible: Vec::new(),
             q16: Vec::new(),
             qpack: Vec::new(),
+            qt: Vec::new(),
         }
     }
 }
@@ -196,6 +199,9 @@ thread_local! {
     static PV_TILES: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
     /// A decode tile of an 8-bit cache, converted to bf16 rows.
     static CONVERTED: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    /// A decode tile of a bf16 (or converted 8-bit) cache widened to f32, where the level's
+    /// scores take the queries transposed (`simd::has_scores_qt`).
+    static WIDENED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Query rows a chunk of the AMX prefill takes: two tiles of 16, so each key tile loaded
@@ -517,6 +523,7 @@ fn split_positions(
             visible: vis,
             q16,
             qpack,
+            qt,
         } = &mut *sp;
         // and the output's product too where the query rows fill whole tiles (o holds
         // exactly the rows) and the latents whole steps of 32 (the pair packing)
@@ -533,6 +540,19 @@ fn split_positions(
             q16.extend(q.iter().map(|&v| (v.to_bits() >> 16) as u16));
         }
         let q16 = &q16[..];
+        // without a bf16 dot (AVX2), each tile is widened to f32 once for every query row,
+        // and the scores broadcast its values against the queries transposed
+        let transposed = !amx && simd::has_scores_qt(level);
+        qt.clear();
+        if transposed {
+            qt.resize(row * lanes, 0.0);
+            for (i, qi) in q.chunks_exact(row).enumerate() {
+                for (d, &v) in qi.iter().enumerate() {
+                    qt[d * lanes + i] = v;
+                }
+            }
+        }
+        let qt = &qt[..];
         // padding lanes see nothing
         vis.clear();
         vis.extend((0..lanes).map(|i| {
@@ -591,6 +611,17 @@ fn split_positions(
                 Some(_) => CONVERTED.with(|c| std::mem::take(&mut *c.borrow_mut())),
                 None => Vec::new(),
             };
+            // a widened tile's rows, one after another
+            let mut wide = Vec::new();
+            let mut wide_offs = [0usize; AMX_TILE];
+            if transposed && !matches!(a.kv, KvRows::F32(_)) {
+                wide = WIDENED.with(|w| std::mem::take(&mut *w.borrow_mut()));
+                // (padded to whole groups of 8, as the offsets are)
+                wide.resize(tile.next_multiple_of(8) * row, 0.0);
+                for (j, o) in wide_offs.iter_mut().enumerate() {
+                    *o = j * row;
+                }
+            }
             let mut local = [0usize; AMX_TILE];
             for t in first..end {
                 let j0 = t * tile;
@@ -614,6 +645,7 @@ fn split_positions(
                     }
                     None => (a.kv, &offs, &next[..ahead]),
                 };
+                let widened = transposed && matches!(tkv, KvRows::Bf16(_));
                 if let (true, KvRows::Bf16(kv)) = (amx, tkv) {
                     let groups = nj.div_ceil(16);
                     for (g, f) in firsts[..groups].iter_mut().enumerate() {
@@ -642,9 +674,16 @@ fn split_positions(
                         kv: tkv,
                         offs: &toffs[..nj.next_multiple_of(8)],
                         q16,
+                        qt,
                         prefetch: tnext,
                     };
-                    simd::scores_t(level, &sc, s);
+                    if widened {
+                        // the tile's rows widened as the scores reach them, for the
+                        // output's product too
+                        simd::scores_widening(level, &sc, s, &mut wide);
+                    } else {
+                        simd::scores_t(level, &sc, s);
+                    }
                 }
                 let mut st = SoftmaxStep {
                     nj,
@@ -683,8 +722,12 @@ fn split_positions(
                         p: s,
                         lanes,
                         rows,
-                        kv: tkv,
-                        offs: &toffs[..nj],
+                        kv: if widened { KvRows::F32(&wide) } else { tkv },
+                        offs: if widened {
+                            &wide_offs[..nj]
+                        } else {
+                            &toffs[..nj]
+                        },
                         width: r,
                     };
                     simd::pv_t(level, &pv, o);
@@ -694,6 +737,9 @@ fn split_positions(
             }
             if q8.is_some() {
                 CONVERTED.with(|c| *c.borrow_mut() = conv);
+            }
+            if !wide.is_empty() {
+                WIDENED.with(|w| *w.borrow_mut() = wide);
             }
         });
         // merge: each chunk's sums scaled to the overall maximum of its row

@@ -5,7 +5,9 @@
 
 use super::super::{Fmt, GemmPanel, PvBlock, portable};
 use super::avx2_attention::hsum;
-pub use super::avx2_attention::{pv_t, scores_t, silu_mul, softmax_row, softmax_step};
+pub use super::avx2_attention::{
+    pv_t, scores_t, scores_widening, silu_mul, softmax_row, softmax_step,
+};
 pub use super::avx2_int8::{dot_row_q, dot_rows_q};
 
 #[target_feature(enable = "avx2,fma,f16c")]

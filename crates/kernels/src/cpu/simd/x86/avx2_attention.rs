@@ -1,8 +1,9 @@
-//! AVX2 decode attention and the `e^x` users (see `avx512_attention.rs`, whose shapes these
-//! are, at 8 lanes and 16 registers): scores as register-tiled dot products stored with the
-//! query rows in lanes, the probabilities times the latents as outer products, softmax and
-//! SwiGLU's join with a vector `e^x`. The portable bodies they replace loaded two vectors
-//! per FMA (a dot per query row and position; an `axpy` into the output row per position).
+//! AVX2 decode attention and the `e^x` users: scores with the query rows in lanes, each
+//! cached value broadcast against 16 transposed query rows (a bf16 tile widened to f32 on
+//! the way, once for all rows and for the output's product too); the probabilities times
+//! the latents as outer products; softmax and SwiGLU's join with a vector `e^x`. The
+//! portable bodies they replace loaded two vectors per FMA (a dot per query row and
+//! position; an `axpy` into the output row per position).
 
 use std::arch::x86_64::*;
 
@@ -47,90 +48,123 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
-    // SAFETY: the wrapper checked every row's bounds, q's and s's.
-    unsafe {
-        match t.kv {
-            KvRows::F32(kv) => scores_of::<false>(t, kv.as_ptr() as *const u8, s),
-            KvRows::Bf16(kv) => scores_of::<true>(t, kv.as_ptr() as *const u8, s),
-            KvRows::Q8(_) => unreachable!("the wrapper refuses an 8-bit cache"),
-        }
+    match t.kv {
+        // SAFETY: the wrapper checked every row's bounds, qt's and s's.
+        KvRows::F32(kv) if !t.qt.is_empty() => unsafe {
+            scores_qt::<false>(t, kv.as_ptr() as *const u8, std::ptr::null_mut(), s)
+        },
+        // (attention always passes the transposed queries, and a bf16 tile to
+        // `scores_widening`)
+        _ => portable::scores_t(t, s),
     }
 }
 
+/// `simd::scores_widening`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scores_widening(t: &ScoresTile<'_>, s: &mut [f32], wide: &mut [f32]) {
+    match t.kv {
+        // SAFETY: the wrapper checked every row's bounds, qt's, s's and wide's.
+        KvRows::Bf16(kv) => unsafe {
+            scores_qt::<true>(t, kv.as_ptr() as *const u8, wide.as_mut_ptr(), s)
+        },
+        _ => unreachable!("the wrapper takes only a bf16 tile"),
+    }
+}
+
+/// The scores with the query rows in lanes, as they are stored: per cached value, one
+/// broadcast multiplies 16 query rows (two vectors of `qt`). Six positions by 16 rows keep
+/// 12 sums, two query vectors and a broadcast in 15 registers: 8 loads for 12 FMAs, and no
+/// horizontal sums. (A dot per query row and position before needed `R + 4` loads and 4
+/// widenings for `4R` FMAs.)
+///
+/// With `WIDEN`, each group of six positions' bf16 rows are widened into `wide` first
+/// (`wide[j * k..]` holds row `offs[j]`), where the scores read them and the output's
+/// product will. The next tile's rows are not fetched ahead: at depth 4096 that was slower
+/// than the hardware's prefetchers alone, both a tile ahead and two groups ahead.
 #[inline(always)]
-unsafe fn scores_of<const BF: bool>(t: &ScoresTile<'_>, kv: *const u8, s: &mut [f32]) {
-    let (q, rows, lanes, k, offs) = (t.q, t.rows, t.lanes, t.k, t.offs);
-    let size = if BF { 2 } else { 4 };
-    let groups = offs.len() / 4;
-    let ahead = t.prefetch.len().div_ceil(groups.max(1));
-    for jt in 0..groups {
-        let keys: [usize; 4] = std::array::from_fn(|j| offs[jt * 4 + j]);
-        // the next tile's rows into L2, spread over the groups (as the AVX-512 kernel)
-        for &off in t.prefetch.iter().skip(ahead * jt).take(ahead) {
-            let row = kv.wrapping_add(off * size);
-            for line in (0..k * size).step_by(64) {
-                // a hint: it never faults, even out of bounds
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(line) as *const i8) };
-            }
-        }
-        // SAFETY (here and below): the wrapper checked every row's bounds, q's and s's.
-        let out = unsafe { s.as_mut_ptr().add(jt * 4 * lanes) };
-        let mut i = 0;
-        while i < rows {
-            let qi = unsafe { q.as_ptr().add(i * k) };
-            let o = unsafe { out.add(i) };
-            unsafe {
-                if rows - i == 1 {
-                    scores_tile::<1, BF>(qi, k, kv, &keys, lanes, o)
-                } else {
-                    scores_tile::<2, BF>(qi, k, kv, &keys, lanes, o)
+unsafe fn scores_qt<const WIDEN: bool>(
+    t: &ScoresTile<'_>,
+    src: *const u8,
+    wide: *mut f32,
+    s: &mut [f32],
+) {
+    let (qt, lanes, k, offs) = (t.qt.as_ptr(), t.lanes, t.k, t.offs);
+    let out = s.as_mut_ptr();
+    for j in (0..offs.len()).step_by(6) {
+        let n = (offs.len() - j).min(6);
+        let mut keys = [0usize; 6];
+        let kv = if WIDEN {
+            for (i, key) in keys[..n].iter_mut().enumerate() {
+                *key = (j + i) * k;
+                // SAFETY: the wrapper checked the row's bounds and wide's length.
+                unsafe {
+                    let dst = wide.add(*key);
+                    let mut d = 0;
+                    while d + 8 <= k {
+                        _mm256_storeu_ps(dst.add(d), load8::<true>(src, offs[j + i] + d));
+                        d += 8;
+                    }
+                    while d < k {
+                        *dst.add(d) = load1::<true>(src, offs[j + i] + d);
+                        d += 1;
+                    }
                 }
             }
-            i += 2;
+            wide as *const f32
+        } else {
+            keys[..n].copy_from_slice(&offs[j..j + n]);
+            src as *const f32
+        };
+        let keys = &keys[..n];
+        let mut lb = 0;
+        while lb < t.rows {
+            // SAFETY (all the tiles): the wrapper checked every row's bounds, qt's (k rows
+            // of lanes) and s's (offs.len() groups of lanes).
+            unsafe {
+                let (q, o) = (qt.add(lb), out.add(j * lanes + lb));
+                match n {
+                    6 => qt_tile::<6>(q, lanes, k, kv, keys, o),
+                    5 => qt_tile::<5>(q, lanes, k, kv, keys, o),
+                    4 => qt_tile::<4>(q, lanes, k, kv, keys, o),
+                    3 => qt_tile::<3>(q, lanes, k, kv, keys, o),
+                    2 => qt_tile::<2>(q, lanes, k, kv, keys, o),
+                    _ => qt_tile::<1>(q, lanes, k, kv, keys, o),
+                }
+            }
+            lb += 16;
         }
     }
 }
 
-/// `R` query rows by 4 positions as dot products along the row (`R + 4` loads for `4R`
-/// FMAs per 8 values: two rows keep 8 sums, 4 keys and a query in 13 registers), each sum
-/// reduced once at the end and stored lane-wise: `out[j * lanes + i]`.
+/// `J` positions by the 16 query rows whose transposed values start at `qt`:
+/// `out[j * lanes + l] = Σ_d qt[d * lanes + l] * kv[keys[j] + d]`.
 #[inline(always)]
-unsafe fn scores_tile<const R: usize, const BF: bool>(
-    q: *const f32,
-    k: usize,
-    kv: *const u8,
-    keys: &[usize; 4],
+unsafe fn qt_tile<const J: usize>(
+    qt: *const f32,
     lanes: usize,
+    k: usize,
+    kv: *const f32,
+    keys: &[usize],
     out: *mut f32,
 ) {
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); 4]; R];
-        let mut d = 0;
-        while d + 8 <= k {
-            // (spelled out: a closure here has no target features, so `array::from_fn`
-            // made each load a call)
-            let kr = [
-                load8::<BF>(kv, keys[0] + d),
-                load8::<BF>(kv, keys[1] + d),
-                load8::<BF>(kv, keys[2] + d),
-                load8::<BF>(kv, keys[3] + d),
-            ];
-            for (i, a) in acc.iter_mut().enumerate() {
-                let qv = _mm256_loadu_ps(q.add(i * k + d));
-                for j in 0..4 {
-                    a[j] = _mm256_fmadd_ps(qv, kr[j], a[j]);
-                }
-            }
-            d += 8;
+        let mut key = [kv; J];
+        for (p, &off) in key.iter_mut().zip(keys) {
+            *p = kv.add(off);
         }
-        for (i, a) in acc.iter().enumerate() {
-            for (j, v) in a.iter().enumerate() {
-                let mut sum = hsum(*v);
-                for e in d..k {
-                    sum += *q.add(i * k + e) * load1::<BF>(kv, keys[j] + e);
-                }
-                *out.add(j * lanes + i) = sum;
+        let mut acc = [[_mm256_setzero_ps(); 2]; J];
+        for d in 0..k {
+            let q = qt.add(d * lanes);
+            let (q0, q1) = (_mm256_loadu_ps(q), _mm256_loadu_ps(q.add(8)));
+            for (a, p) in acc.iter_mut().zip(&key) {
+                let b = _mm256_broadcast_ss(&*p.add(d));
+                a[0] = _mm256_fmadd_ps(b, q0, a[0]);
+                a[1] = _mm256_fmadd_ps(b, q1, a[1]);
             }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(j * lanes), a[0]);
+            _mm256_storeu_ps(out.add(j * lanes + 8), a[1]);
         }
     }
 }
@@ -302,14 +336,16 @@ pub unsafe fn pv_t(t: &PvTile<'_>, o: &mut [f32]) {
     }
 }
 
+/// Columns outside, rows inside: one block of 16 columns of the tile's latents (4 KB of a
+/// widened tile of 64) stays in L1 while every group of rows takes it.
 #[inline(always)]
 unsafe fn pv_of<const BF: bool>(t: &PvTile<'_>, kv: *const u8, o: &mut [f32]) {
     let whole = t.width / 16 * 16;
-    let mut i = 0;
-    while i < t.rows {
-        let rn = (t.rows - i).min(6);
-        let mut c = 0;
-        while c < whole {
+    let mut c = 0;
+    while c < whole {
+        let mut i = 0;
+        while i < t.rows {
+            let rn = (t.rows - i).min(6);
             // SAFETY: the wrapper checked o's, p's and every row's bounds.
             unsafe {
                 match rn {
@@ -321,18 +357,18 @@ unsafe fn pv_of<const BF: bool>(t: &PvTile<'_>, kv: *const u8, o: &mut [f32]) {
                     _ => pv_tile::<1, BF>(t, kv, i, c, o),
                 }
             }
-            c += 16;
+            i += rn;
         }
-        // columns past the last 16
-        for r in i..i + rn {
-            for (j, &off) in t.offs.iter().enumerate() {
-                let pij = t.p[j * t.lanes + r];
-                for col in whole..t.width {
-                    o[r * t.width + col] += pij * unsafe { load1::<BF>(kv, off + col) };
-                }
+        c += 16;
+    }
+    // columns past the last 16
+    for r in 0..t.rows {
+        for (j, &off) in t.offs.iter().enumerate() {
+            let pij = t.p[j * t.lanes + r];
+            for col in whole..t.width {
+                o[r * t.width + col] += pij * unsafe { load1::<BF>(kv, off + col) };
             }
         }
-        i += rn;
     }
 }
 
