@@ -146,6 +146,33 @@ pub fn dot_row_bf16_pairs(level: Level, src: &[u8], x: &[f32], pairs: &[f32]) ->
     dot_row(level, &Fmt::BF16, src, x)
 }
 
+/// Whether this level has its own `dot_rows_bf16_pairs` kernel (else that is
+/// `dot_row_bf16_pairs` per row).
+pub fn has_bf16_pairs_rows(level: Level) -> bool {
+    level == Level::Avx2
+}
+
+/// `out[j] = row j · x` for the bf16 rows stored `rb` bytes apart from `src`, given `pairs`
+/// as [`dot_row_bf16_pairs`] takes them.
+pub fn dot_rows_bf16_pairs(
+    level: Level,
+    src: &[u8],
+    rb: usize,
+    x: &[f32],
+    pairs: &[f32],
+    out: &mut [f32],
+) {
+    assert!(out.is_empty() || src.len() >= (out.len() - 1) * rb + 2 * x.len());
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        // SAFETY: a level is only selected when `Level::supported` said so.
+        return unsafe { x86::avx2::dot_rows_bf16_pairs(src, rb, x, pairs, out) };
+    }
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_row_bf16_pairs(level, &src[j * rb..j * rb + 2 * x.len()], x, pairs);
+    }
+}
+
 /// `row · a` for a row of a format with an int8 dot product (`fmt.act_quant()` is some),
 /// against activations quantized in that format's layout.
 pub fn dot_row_q(level: Level, fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {

@@ -247,3 +247,76 @@ pub unsafe fn dot_row_bf16_pairs(src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
         sum
     }
 }
+
+/// `out[j] = row j · x` for the bf16 rows stored `rb` bytes apart from `src`, four at a time
+/// from four streams (rows i, q + i, 2q + i, 3q + i, as the int8 kernels take them): each
+/// load of `pairs` serves four rows, and one horizontal sum four sums. The row-at-a-time
+/// kernel above, called per row, paid a call, its `pairs` loads and a sum for each.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_rows_bf16_pairs(
+    src: &[u8],
+    rb: usize,
+    x: &[f32],
+    pairs: &[f32],
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let (n, k) = (out.len(), x.len());
+    let full = k / 32 * 32;
+    if n == 0 {
+        return;
+    }
+    assert!(rb >= 2 * k && src.len() >= (n - 1) * rb + 2 * k && pairs.len() >= full);
+    let q = n.div_ceil(4);
+    let p = pairs.as_ptr();
+    unsafe {
+        let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+        for i in 0..q {
+            // a stream past the end repeats row i (its sum is dropped)
+            let mut w = [src.as_ptr(); 4];
+            for (s, w) in w.iter_mut().enumerate() {
+                let r = if s * q + i < n { s * q + i } else { i };
+                *w = src.as_ptr().add(r * rb);
+            }
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            let mut c = 0;
+            while c < full {
+                let pe = [_mm256_loadu_ps(p.add(c)), _mm256_loadu_ps(p.add(c + 8))];
+                let po = [
+                    _mm256_loadu_ps(p.add(c + 16)),
+                    _mm256_loadu_ps(p.add(c + 24)),
+                ];
+                for (a, &w) in acc.iter_mut().zip(&w) {
+                    super::prefetch_ahead(w.add(2 * c), 64);
+                    for h in 0..2 {
+                        let v = _mm256_loadu_si256(w.add(2 * c + 32 * h) as *const __m256i);
+                        let even = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v));
+                        let odd = _mm256_castsi256_ps(_mm256_and_si256(v, high));
+                        a[0] = _mm256_fmadd_ps(even, pe[h], a[0]);
+                        a[1] = _mm256_fmadd_ps(odd, po[h], a[1]);
+                    }
+                }
+                c += 32;
+            }
+            let sums = [
+                _mm256_add_ps(acc[0][0], acc[0][1]),
+                _mm256_add_ps(acc[1][0], acc[1][1]),
+                _mm256_add_ps(acc[2][0], acc[2][1]),
+                _mm256_add_ps(acc[3][0], acc[3][1]),
+            ];
+            let mut s4 = [0f32; 4];
+            _mm_storeu_ps(s4.as_mut_ptr(), super::avx2_int8::hsum4(sums));
+            for (s, &v) in s4.iter().enumerate() {
+                let r = s * q + i;
+                if r < n {
+                    out[r] = if full < k {
+                        let row = &src[r * rb + 2 * full..r * rb + 2 * k];
+                        v + portable::dot_row(&Fmt::BF16, row, &x[full..])
+                    } else {
+                        v
+                    };
+                }
+            }
+        }
+    }
+}

@@ -90,7 +90,7 @@ unsafe fn rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f3
 
 /// Lane `j` is the sum of `v[j]`'s lanes.
 #[inline(always)]
-unsafe fn hsum4(v: [__m256; 4]) -> __m128 {
+pub(super) unsafe fn hsum4(v: [__m256; 4]) -> __m128 {
     unsafe {
         let c = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
         _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps::<1>(c))
