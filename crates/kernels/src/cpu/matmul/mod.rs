@@ -141,9 +141,7 @@ impl Acts<'_> {
                     (Acts::Q(q), Some((bytes, rb))) => {
                         simd::dot_rows_q(level, &w.fmt(), bytes, rb, &q.row(i), dst)
                     }
-                    (Acts::Bf16 { x, pairs, k }, Some((bytes, rb)))
-                        if simd::has_bf16_pairs_rows(level) =>
-                    {
+                    (Acts::Bf16 { x, pairs, k }, Some((bytes, rb))) => {
                         let full = k / 32 * 32;
                         let (x, pairs) = (&x[i * k..(i + 1) * k], &pairs[i * full..(i + 1) * full]);
                         simd::dot_rows_bf16_pairs(level, bytes, rb, x, pairs, dst)
