@@ -2,7 +2,7 @@
 # llama.cpp as the benchmark peer: same GGUF files, same thread count, one markdown table.
 #
 #   scripts/bench/peer.sh            # everything; steps whose outputs exist are skipped
-#   PEER_REBENCH=1 scripts/bench/peer.sh   # measure llama.cpp, bandwidth and peak again
+#   PEER_REBENCH=1 scripts/bench/peer.sh   # measure bandwidth and peak again too
 #
 # Steps, all outside the repository in $PEER_DIR (default ~/.cache/deeprust-peer):
 #   1. llama.cpp source, as vendored in PyPI's llama-cpp-python 0.3.36 sdist (llama.cpp 0c1e57098),
@@ -12,11 +12,11 @@
 #      q_lora 768, kv_lora 512, V3's YaRN rope scaling and the real V3 tokenizer (129280 rows):
 #      1.46B parameters, 2.9 GB bf16.
 #   3. llama.cpp's convert_hf_to_gguf.py -> mid-bf16.gguf; llama-quantize -> mid-q8_0, mid-q4_k_m.
-#   4. llama-bench on each (-p 512 -n 128 -d 0,4096 -r 3 -t $THREADS), a STREAM-triad-like memory
-#      bandwidth probe and a peak-arithmetic probe
-#      (AVX-512, or AVX2 on CPUs without it; both C, compiled here with gcc).
-#   5. `deeprust bench` on the same files right after each (n/a where it fails or is missing),
-#      then the table.
+#   4. a STREAM-triad-like memory bandwidth probe and a peak-arithmetic probe (AVX-512, or AVX2
+#      on CPUs without it; both C, compiled here with gcc).
+#   5. llama-bench and `deeprust bench` on each file (pp512 and tg128 at each depth of
+#      0,4096, -t $THREADS) in REPS rounds of one run each, back to back, in alternating order
+#      (deeprust's columns are n/a where it fails or is missing); then the table.
 #   6. KL of the quantized files against bf16, llama-perplexity --kl-divergence beside deeprust kl.
 #
 # Roofline fractions: decode = tok/s * bytes read per token / bandwidth, where bytes read per
@@ -28,13 +28,14 @@
 # (vdpbf16ps) peak for bf16 and the int8 dot (vpdpbusd) peak for the quantized formats (llama.cpp's
 # CPU path quantizes activations to 8 bits and multiplies in int8). Attention FLOPs are not counted.
 #
-# Environment: PEER_DIR, THREADS (2), REPS (3), DEPTHS (0,4096), PEER_PYTHON (a python with numpy,
-# torch, transformers; default: scripts/reference/venv.sh, the repo's pinned reference venv),
-# DEEPRUST_BIN (default target/release/deeprust; this script never builds it), DEEPRUST_ARGS
-# (more `deeprust bench` options, e.g. "--cache-type bf16"), LLAMA_ARGS (more llama-bench options,
-# e.g. "--repack 0" where its AMX repacking aborts), LLAMA_KL_ARGS (more llama-perplexity
-# options, there "--no-repack"), PEER_SETUP_ONLY=1 (stop after step 3: build, model and GGUF
-# files, so a later run measures on an idle machine), PEER_REBENCH=1, PEER_KL=0 (skip step 6),
+# Environment: PEER_DIR, THREADS (2), REPS (3: rounds), DEPTHS (0,4096), PEER_FORMATS
+# ("bf16 q8_0 q4_k_m"), PEER_PYTHON (a python with numpy, torch, transformers; default:
+# scripts/reference/venv.sh, the repo's pinned reference venv), DEEPRUST_BIN (default
+# target/release/deeprust; this script never builds it), DEEPRUST_ARGS (more `deeprust bench`
+# options, e.g. "--cache-type bf16"), LLAMA_ARGS (more llama-bench options, e.g. "--repack 0"
+# where its AMX repacking aborts), LLAMA_KL_ARGS (more llama-perplexity options, there
+# "--no-repack"), PEER_SETUP_ONLY=1 (stop after step 3: build, model and GGUF files, so a later
+# run measures on an idle machine), PEER_REBENCH=1 (the probes again), PEER_KL=0 (skip step 6),
 # LLAMA_FA (0 or 1: llama-bench -fa; default llama.cpp's auto, which turns flash attention on
 # for CPU; at this commit that makes tg128@d4096 on q8_0/q4_k_m several times slower than -fa 0).
 # Needs: cmake, gcc/g++ (apt-get install cmake build-essential), pip, network for the sdist once.
@@ -48,7 +49,7 @@ REPS="${REPS:-3}"
 DEPTHS="${DEPTHS:-0,4096}"
 DEEPRUST_BIN="${DEEPRUST_BIN:-$repo/target/release/deeprust}"
 LCP_VERSION=0.3.36
-FORMATS=(bf16 q8_0 q4_k_m)
+read -r -a FORMATS <<< "${PEER_FORMATS:-bf16 q8_0 q4_k_m}"
 
 mkdir -p "$PEER_DIR/results"
 PEER_DIR="$(cd "$PEER_DIR" && pwd)"
@@ -224,7 +225,7 @@ EOF
   gcc -O3 -march=native -fopenmp "$probe/triad.c" -o "$probe/triad"
   gcc -O2 -march=native -fopenmp "$probe/peak.c" -o "$probe/peak"
 fi
-if [ -n "${PEER_REBENCH:-}" ]; then rm -f "$res"/membw.json "$res"/peak.json "$res"/llama-*.json; fi
+if [ -n "${PEER_REBENCH:-}" ]; then rm -f "$res"/membw.json "$res"/peak.json; fi
 if [ ! -s "$res/membw.json" ]; then
   log "measuring memory bandwidth ($THREADS threads, 3 x 256 MiB)"
   OMP_NUM_THREADS="$THREADS" OMP_PROC_BIND=close "$probe/triad" 256 20 > "$res/membw.json"
@@ -233,38 +234,69 @@ if [ ! -s "$res/peak.json" ]; then
   log "measuring peak arithmetic ($THREADS threads)"
   OMP_NUM_THREADS="$THREADS" "$probe/peak" > "$res/peak.json"
 fi
-# Each format's two engines run back to back (llama.cpp, then deeprust), so a shift in the
-# machine's speed over the run (shared hosts drift) falls on both sides of a ratio alike.
-rm -f "$res"/deeprust-*.json
+# ---- 5. the two engines in rounds ------------------------------------------------------------
+# Shared hosts drift: this one's memory bandwidth has moved by half within minutes. So each test
+# runs REPS rounds, and a round is one llama-bench run and one deeprust run of that test alone
+# (-r 1), back to back, in alternating order (llama.cpp first in odd rounds), each decode round
+# after a short bandwidth probe. The table's ratio is the median of the rounds' ratios and a
+# decode roofline the median over rounds against that round's own bandwidth, so a slow stretch
+# falls on both engines of a ratio alike. Tests at depth skip the warm-up run (their cache is
+# filled, untimed, first, which pages everything in); tests at depth 0 keep it.
+rounds="$res/rounds"
+rm -rf "$rounds" "$res"/llama-*.json "$res"/deeprust-*.json
+mkdir -p "$rounds"
+have_dr=
 if [ -x "$DEEPRUST_BIN" ]; then
+  have_dr=1
   "$DEEPRUST_BIN" bench --membw -o json > "$res/deeprust-membw.json" 2> "$res/deeprust-membw.log" \
     || { log "deeprust bench --membw failed"; rm -f "$res/deeprust-membw.json"; }
 else
   log "no deeprust binary at $DEEPRUST_BIN (cargo build --release -p cli): its columns are n/a"
 fi
+llama_run() { # format p n depth out
+  local warm=()
+  [ "$4" != 0 ] && warm=(--no-warmup)
+  # shellcheck disable=SC2086 # LLAMA_ARGS is a list of options
+  "$bin/llama-bench" -m "$PEER_DIR/mid-$1.gguf" -p "$2" -n "$3" -d "$4" -t "$THREADS" -r 1 "${warm[@]}" \
+    ${LLAMA_FA:+-fa "$LLAMA_FA"} ${LLAMA_ARGS:-} -o json > "$5.tmp" 2> "$5.log" \
+    && mv "$5.tmp" "$5" || { log "llama-bench failed (see $5.log)"; rm -f "$5.tmp"; }
+}
+deeprust_run() { # format p n depth out
+  [ -n "$have_dr" ] || return 0
+  local warm=()
+  [ "$4" != 0 ] && warm=(--no-warmup)
+  # shellcheck disable=SC2086 # DEEPRUST_ARGS is a list of options
+  "$DEEPRUST_BIN" bench --model "$PEER_DIR/mid-$1.gguf" -p "$2" -n "$3" --depth "$4" --threads "$THREADS" \
+    -r 1 "${warm[@]}" ${DEEPRUST_ARGS:-} -o json > "$5.tmp" 2> "$5.log" \
+    && mv "$5.tmp" "$5" || { log "deeprust bench failed (see $5.log)"; rm -f "$5.tmp"; }
+}
+IFS=, read -r -a depth_list <<< "$DEPTHS"
 for f in "${FORMATS[@]}"; do
-  if [ ! -s "$res/llama-$f.json" ]; then
-    log "llama-bench $f (-p 512 -n 128 -d $DEPTHS -r $REPS -t $THREADS)"
-    if "$bin/llama-bench" -m "$PEER_DIR/mid-$f.gguf" -p 512 -n 128 -d "$DEPTHS" -t "$THREADS" -r "$REPS" \
-        ${LLAMA_FA:+-fa "$LLAMA_FA"} ${LLAMA_ARGS:-} -o json > "$res/llama-$f.json.tmp" 2> "$res/llama-$f.log"; then
-      mv "$res/llama-$f.json.tmp" "$res/llama-$f.json"
-    else
-      log "llama-bench $f failed (see $res/llama-$f.log)"; rm -f "$res/llama-$f.json.tmp"
-    fi
-  fi
-  # ---- 5. deeprust on the same file --------------------------------------------------------
-  if [ -x "$DEEPRUST_BIN" ]; then
-    log "deeprust bench $f"
-    # shellcheck disable=SC2086 # DEEPRUST_ARGS is a list of options
-    "$DEEPRUST_BIN" bench --model "$PEER_DIR/mid-$f.gguf" -p 512 -n 128 --depth "$DEPTHS" --threads "$THREADS" \
-      -r "$REPS" ${DEEPRUST_ARGS:-} -o json > "$res/deeprust-$f.json" 2> "$res/deeprust-$f.log" \
-      || { log "deeprust bench $f failed (see $res/deeprust-$f.log)"; rm -f "$res/deeprust-$f.json"; }
-  fi
+  for d in "${depth_list[@]}"; do
+    for pn in "512 0" "0 128"; do
+      read -r p n <<< "$pn"
+      test="p${p}-n${n}-d${d}"
+      log "$f $test: $REPS rounds"
+      for ((r = 1; r <= REPS; r++)); do
+        base="$rounds/$f-$test-r$r"
+        if [ "$n" != 0 ]; then
+          OMP_NUM_THREADS="$THREADS" OMP_PROC_BIND=close "$probe/triad" 256 5 > "$base-bw.json" || true
+        fi
+        if ((r % 2)); then
+          llama_run "$f" "$p" "$n" "$d" "$base-llama.json"
+          deeprust_run "$f" "$p" "$n" "$d" "$base-deeprust.json"
+        else
+          deeprust_run "$f" "$p" "$n" "$d" "$base-deeprust.json"
+          llama_run "$f" "$p" "$n" "$d" "$base-llama.json"
+        fi
+      done
+    done
+  done
 done
 
 # ---- the table ------------------------------------------------------------------------------
-python3 - "$PEER_DIR" "${FORMATS[@]}" <<'EOF'
-import json, os, struct, sys
+REPS="$REPS" python3 - "$PEER_DIR" "${FORMATS[@]}" <<'EOF'
+import json, os, statistics, struct, sys
 
 peer, formats = sys.argv[1], sys.argv[2:]
 res = os.path.join(peer, "results")
@@ -354,25 +386,55 @@ for fm in formats:
     peak_ops = peak.get("bf16_dot_gflops") if fm == "bf16" else peak.get("int8_dot_gops")
     print(f"{fm}: {os.path.getsize(path) / 1e9:.2f} GB, {read / 1e6:.0f} MB of weights read per decoded token, "
           f"{active / 1e6:.0f}M active matmul parameters per prompt token")
-    lc = {(r["n_prompt"], r["n_gen"], r.get("n_depth", 0)): r for r in (load(f"llama-{fm}.json") or [])}
-    dr = {(r["n_prompt"], r["n_gen"], r.get("n_depth", 0)): r for r in (load(f"deeprust-{fm}.json") or [])}
-    for key in sorted(set(lc) | set(dr), key=lambda k: (k[2], k[1] > 0)):
+    # the rounds of each test: tok/s of each engine, and the bandwidth probed before a decode round
+    tests = {}
+    for name in sorted(os.listdir(os.path.join(res, "rounds"))):
+        if not name.startswith(fm + "-p") or not name.endswith(".json"):
+            continue
+        stem, what = name[:-5].rsplit("-", 1)
+        test, rnd = stem[len(fm) + 1:].rsplit("-r", 1)
+        p, g, d = (int(x[1:]) for x in test.split("-"))
+        rec = load(os.path.join("rounds", name))
+        if what == "bw":
+            val = (rec or {}).get("triad_gbs")
+        else:
+            val = rec[0]["avg_ts"] if rec else None
+        if val:
+            tests.setdefault((p, g, d), {}).setdefault(int(rnd), {})[what] = val
+    for key in sorted(tests, key=lambda k: (k[2], k[1] > 0)):
         p, g, d = key
+        rounds = tests[key].values()
         test = (f"pp{p}" if p else f"tg{g}") + (f"@d{d}" if d else "")
-        a, b = lc.get(key), dr.get(key)
-        def roof(r):
-            if not r:
+        def ts(engine):
+            v = [r[engine] for r in rounds if engine in r]
+            if not v:
                 return "n/a"
-            if g:
-                if not bw_gbs:
-                    return "n/a"
-                return f"{r['avg_ts'] * (read + d * n_layer * kv_row) / (bw_gbs * 1e9):.0%}"
-            return f"{r['avg_ts'] * 2 * active / (peak_ops * 1e9):.0%}" if peak_ops else "n/a"
-        ratio = f"{b['avg_ts'] / a['avg_ts']:.2f}" if a and b else "n/a"
-        rows.append(f"| {fm} | {test} | {fmt_ts(a)} | {fmt_ts(b)} | {ratio} | {roof(a)} | {roof(b)} |")
+            sd = statistics.stdev(v) if len(v) > 1 else 0.0
+            return f"{statistics.mean(v):.2f} ± {sd:.2f}"
+        def roof(engine):
+            v = []
+            for r in rounds:
+                if engine not in r:
+                    continue
+                if g:
+                    bw_r = r.get("bw") or bw_gbs
+                    if bw_r:
+                        v.append(r[engine] * (read + d * n_layer * kv_row) / (bw_r * 1e9))
+                elif peak_ops:
+                    v.append(r[engine] * 2 * active / (peak_ops * 1e9))
+            return f"{statistics.median(v):.0%}" if v else "n/a"
+        ratios = [r["deeprust"] / r["llama"] for r in rounds if "deeprust" in r and "llama" in r]
+        ratio = f"{statistics.median(ratios):.2f}" if ratios else "n/a"
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else ""
+        rows.append(f"| {fm} | {test} | {ts('llama')} | {ts('deeprust')} | {ratio} | {spread} | "
+                    f"{roof('llama')} | {roof('deeprust')} |")
 print()
-print("| format | test | llama.cpp tok/s | deeprust tok/s | deeprust / llama.cpp | llama.cpp roofline | deeprust roofline |")
-print("|---|---|---|---|---|---|---|")
+print(f"Each test: {os.environ.get('REPS', '?')} rounds of one run of each engine, back to back. tok/s: mean ± sd "
+      "over the rounds; ratio: median of the rounds' ratios (and their range); decode roofline: median "
+      "over the rounds, each against the bandwidth probed just before it.")
+print()
+print("| format | test | llama.cpp tok/s | deeprust tok/s | deeprust / llama.cpp | ratio range | llama.cpp roofline | deeprust roofline |")
+print("|---|---|---|---|---|---|---|---|")
 print("\n".join(rows))
 EOF
 

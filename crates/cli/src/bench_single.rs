@@ -1,7 +1,7 @@
 //! llama-bench's tests on our engine: `pp N` is one prefill of N tokens, `tg N` is N
 //! single-token decode steps, each starting with `depth` tokens already in the cache. Every
-//! test runs once to warm up, then `-r` times; the records carry llama-bench's JSON fields
-//! so `scripts/bench/peer.sh` can set the two engines side by side.
+//! test runs once to warm up (unless `--no-warmup`), then `-r` times; the records carry
+//! llama-bench's JSON fields so `scripts/bench/peer.sh` can set the two engines side by side.
 
 use std::time::Instant;
 
@@ -41,6 +41,10 @@ pub struct SingleArgs {
     /// Timed repetitions per test (after one warm-up run).
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
+    /// Skip the warm-up run before each test, as llama-bench's `--no-warmup` (a test at a
+    /// depth is warm anyway: its cache is filled, untimed, first).
+    #[arg(long)]
+    pub no_warmup: bool,
     /// Output: a markdown table, or JSON records as llama-bench writes them.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Md)]
     pub output: Output,
@@ -144,7 +148,9 @@ pub fn run(m: &ModelArgs, a: &SingleArgs) -> Result<()> {
         println!("| {:->16} | {:->20} |", "", "");
     }
     for t in &tests {
-        run_once(&model, t)?; // warm-up: page in the weights, size the scratch buffers
+        if !a.no_warmup {
+            run_once(&model, t)?; // warm-up: page in the weights, size the scratch buffers
+        }
         let mut samples_ns = Vec::with_capacity(a.reps);
         for _ in 0..a.reps {
             samples_ns.push(run_once(&model, t)?);

@@ -237,6 +237,33 @@ fn bench_writes_llama_bench_records() {
     assert_eq!(tests, [(16, 0, 0), (0, 4, 0), (16, 0, 8), (0, 4, 8)]);
 }
 
+/// `--no-warmup` (llama-bench's flag, for a script that interleaves single runs of two
+/// engines) still times each repetition and writes the same records.
+#[test]
+fn bench_without_warmup_times_each_repetition() {
+    let out = ok(&deeprust(&[
+        "bench",
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--no-warmup",
+        "-o",
+        "jsonl",
+    ]));
+    let recs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2, "{out}");
+    for r in &recs {
+        assert_eq!(r["samples_ts"].as_array().unwrap().len(), 1, "{r}");
+        assert!(r["avg_ts"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
 #[test]
 fn kernel_levels_can_be_forced_and_agree() {
     let logits = |level: &str| {
