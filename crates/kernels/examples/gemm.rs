@@ -1,8 +1,10 @@
-//! Prefill-shaped matmul (many tokens) over a random bf16 matrix: GFLOP/s with f32
+//! Prefill-shaped matmul (many tokens) over a random matrix: for bf16, GFLOP/s with f32
 //! activations (rows widened into panels) and with bf16 activations (`vdpbf16ps`, where
-//! the CPU has AVX-512 BF16), the number to hold against the machine's peak.
+//! the CPU has AVX-512 BF16); for a quantized type (q8_0, q4_k, q6_k), GOP/s of its int8
+//! products (activations quantized on the fly). The number to hold against the machine's
+//! peak.
 //!
-//! `cargo run --release -p kernels --example gemm -- [THREADS] [ROWS] [COLS] [TOKENS]`
+//! `cargo run --release -p kernels --example gemm -- [THREADS] [ROWS] [COLS] [TOKENS] [TYPE]`
 
 use std::time::Instant;
 
@@ -10,8 +12,17 @@ use kernels::{Backend, CpuBackend, CpuOptions, Matrix};
 use loader::{DType, Tensor};
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let dtype = match argv.get(4).map(String::as_str) {
+        None | Some("bf16") => DType::BF16,
+        Some("q8_0") => DType::Q8_0,
+        Some("q4_k") => DType::Q4K,
+        Some("q6_k") => DType::Q6K,
+        Some(t) => panic!("type {t}: bf16, q8_0, q4_k or q6_k"),
+    };
+    let args: Vec<usize> = argv
+        .iter()
+        .take(4)
         .map(|a| a.parse().expect("numbers"))
         .collect();
     let threads = args.first().copied().unwrap_or(2);
@@ -25,13 +36,27 @@ fn main() {
         s ^= s << 17;
         ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     };
-    let bytes: Vec<u8> = (0..rows * cols)
-        .flat_map(|_| half::bf16::from_f32(next()).to_bits().to_le_bytes())
-        .collect();
-    let w = Matrix::dense(Tensor::from_bytes("w", DType::BF16, vec![rows, cols], bytes).unwrap())
-        .unwrap();
+    let w = if dtype == DType::BF16 {
+        let bytes: Vec<u8> = (0..rows * cols)
+            .flat_map(|_| half::bf16::from_f32(next()).to_bits().to_le_bytes())
+            .collect();
+        Tensor::from_bytes("w", dtype, vec![rows, cols], bytes).unwrap()
+    } else {
+        let mut bytes = Vec::new();
+        for _ in 0..rows {
+            let row: Vec<f32> = (0..cols).map(|_| next()).collect();
+            loader::quant::quantize_row(dtype, &row, &mut bytes).unwrap();
+        }
+        Tensor::from_bytes("w", dtype, vec![rows, cols], bytes).unwrap()
+    };
+    let w = Matrix::dense(w).unwrap();
     let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
-    for bf16 in [false, true] {
+    let acts: &[bool] = if dtype == DType::BF16 {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    for &bf16 in acts {
         let be = CpuBackend::with_options(&CpuOptions {
             threads: Some(threads),
             bf16_activations: bf16,
@@ -48,11 +73,16 @@ fn main() {
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let med = times[times.len() / 2];
         println!(
-            "bf16 [{rows}, {cols}] x {n} tokens, {} threads {threads}, acts {}: {:.2} ms  {:.1} GFLOP/s",
+            "{dtype} [{rows}, {cols}] x {n} tokens, {} threads {threads}, acts {}: {:.2} ms  {:.1} G{}/s",
             be.level(),
-            if be.bf16_activations() { "bf16" } else { "f32" },
+            match (dtype, be.bf16_activations()) {
+                (DType::BF16, true) => "bf16",
+                (DType::BF16, false) => "f32",
+                _ => "int8",
+            },
             med * 1e3,
-            2.0 * (rows * cols * n) as f64 / med / 1e9
+            2.0 * (rows * cols * n) as f64 / med / 1e9,
+            if dtype == DType::BF16 { "FLOP" } else { "OP" }
         );
     }
 }

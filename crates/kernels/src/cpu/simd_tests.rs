@@ -304,7 +304,7 @@ fn quantized_matmul_matches_dequantized_reference() {
         DType::F16,
     ] {
         let cols = 512;
-        for rows in [1, 17, 32, 40] {
+        for rows in [1, 17, 27, 32, 40] {
             let bytes = stored(dtype, rows * cols, &mut rng);
             let t = Tensor::from_bytes("w", dtype, vec![rows, cols], bytes).unwrap();
             let w = Matrix::dense(t).unwrap();
