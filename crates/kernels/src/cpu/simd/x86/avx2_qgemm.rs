@@ -1,10 +1,10 @@
 //! The int8 prefill kernel for AVX2 without VNNI, over the same packed panel as the AVX-512
 //! one (`simd::qpanel`): eight of the panel's rows in the lanes of a register, a tile of up
 //! to four tokens, `vpmaddubsw` with each token's next four activation bytes broadcast.
-//! A panel of more than 8 rows takes both halves from each broadcast (`tile16`): 2 weight
-//! loads and T broadcasts for 2T products where a half at a time took 1 and T for T, with
-//! its i32 and f32 sums left to the stack; on Zen 3 that ran a Q4_K prefill's products
-//! 1.2-1.4x as fast.
+//! A panel of more than 8 rows takes both halves from each broadcast (`tile::<T, 2, F>`):
+//! 2 weight loads and T broadcasts for 2T products where a half at a time took 1 and T for
+//! T, with its i32 and f32 sums left to the stack; on Zen 3 that ran a Q4_K prefill's
+//! products 1.2-1.4x as fast.
 //!
 //! `vpmaddubsw` sums products in pairs into i16, so it runs alone for a few steps: its i16
 //! lanes take `F` steps (`F` pairs of at most `2 · qmax · 127`) before they could overflow,
@@ -20,8 +20,8 @@ use std::arch::x86_64::*;
 use super::super::qpanel::{PANEL, QPanel};
 use super::super::{ActQuant, Fmt, QActs, QGemm, QRow};
 
-/// Most tokens per tile of a half (a panel of at most 8 rows): three registers per token
-/// (i16 sums, i32 sums, f32 sums) and four shared make 16.
+/// Most tokens per tile: with one half, three registers per token (i16 sums, i32 sums, f32
+/// sums) and four shared make 16; with two, the i16 sums take 8 and the rest spill.
 const TILE: usize = 4;
 
 /// Steps of four values whose `vpmaddubsw` pairs an i16 lane can add up exactly.
@@ -44,71 +44,49 @@ pub unsafe fn qgemm_panel(g: &QGemm<'_>, y: *mut f32) {
         "qgemm: qmax {}",
         p.qmax
     );
-    // more than 8 rows: both halves at once from each broadcast (fewer loads per product);
-    // four tokens where the sums flush every 4 or 8 steps, three where every 2 (Q6_K), as
-    // measured on Zen 3
-    let t16 = if f >= 4 { 4 } else { 3 };
-    if p.rows > 8 {
-        let mut t = g.tokens.start;
-        while t < g.tokens.end {
-            let c = (g.tokens.end - t).min(t16);
-            unsafe {
-                match (f, c) {
-                    (8.., 4) => tile16::<4, 8>(g, t, y),
-                    (8.., 3) => tile16::<3, 8>(g, t, y),
-                    (8.., 2) => tile16::<2, 8>(g, t, y),
-                    (8.., _) => tile16::<1, 8>(g, t, y),
-                    (4..8, 4) => tile16::<4, 4>(g, t, y),
-                    (4..8, 3) => tile16::<3, 4>(g, t, y),
-                    (4..8, 2) => tile16::<2, 4>(g, t, y),
-                    (4..8, _) => tile16::<1, 4>(g, t, y),
-                    (2..4, 4) => tile16::<4, 2>(g, t, y),
-                    (2..4, 3) => tile16::<3, 2>(g, t, y),
-                    (2..4, 2) => tile16::<2, 2>(g, t, y),
-                    (2..4, _) => tile16::<1, 2>(g, t, y),
-                    (_, 4) => tile16::<4, 1>(g, t, y),
-                    (_, 3) => tile16::<3, 1>(g, t, y),
-                    (_, 2) => tile16::<2, 1>(g, t, y),
-                    (_, _) => tile16::<1, 1>(g, t, y),
-                }
+    // up to 8 rows: one half; more: both halves from each broadcast (fewer loads per
+    // product). Four tokens, but three with both halves where the sums flush every 2 steps
+    // (Q6_K), as measured on Zen 3.
+    let halves = if p.rows > 8 { 2 } else { 1 };
+    let most = if halves == 2 && f < 4 { 3 } else { TILE };
+    macro_rules! tiles {
+        ($h:literal, $f:literal, $c:expr, $t:expr) => {
+            match $c {
+                4 => tile::<4, $h, $f>(g, $t, y),
+                3 => tile::<3, $h, $f>(g, $t, y),
+                2 => tile::<2, $h, $f>(g, $t, y),
+                _ => tile::<1, $h, $f>(g, $t, y),
             }
-            t += c;
-        }
-        return;
+        };
     }
-    for half in 0..p.rows.div_ceil(8) {
-        let mut t = g.tokens.start;
-        while t < g.tokens.end {
-            let c = (g.tokens.end - t).min(TILE);
-            unsafe {
-                match (f, c) {
-                    (8.., 4) => tile::<4, 8>(g, t, half, y),
-                    (8.., 3) => tile::<3, 8>(g, t, half, y),
-                    (8.., 2) => tile::<2, 8>(g, t, half, y),
-                    (8.., _) => tile::<1, 8>(g, t, half, y),
-                    (4..8, 4) => tile::<4, 4>(g, t, half, y),
-                    (4..8, 3) => tile::<3, 4>(g, t, half, y),
-                    (4..8, 2) => tile::<2, 4>(g, t, half, y),
-                    (4..8, _) => tile::<1, 4>(g, t, half, y),
-                    (2..4, 4) => tile::<4, 2>(g, t, half, y),
-                    (2..4, 3) => tile::<3, 2>(g, t, half, y),
-                    (2..4, 2) => tile::<2, 2>(g, t, half, y),
-                    (2..4, _) => tile::<1, 2>(g, t, half, y),
-                    (_, 4) => tile::<4, 1>(g, t, half, y),
-                    (_, 3) => tile::<3, 1>(g, t, half, y),
-                    (_, 2) => tile::<2, 1>(g, t, half, y),
-                    (_, _) => tile::<1, 1>(g, t, half, y),
-                }
+    let mut t = g.tokens.start;
+    while t < g.tokens.end {
+        let c = (g.tokens.end - t).min(most);
+        // SAFETY: the caller's contract, passed on
+        unsafe {
+            match (halves, f) {
+                (2, 8..) => tiles!(2, 8, c, t),
+                (2, 4..8) => tiles!(2, 4, c, t),
+                (2, 2..4) => tiles!(2, 2, c, t),
+                (2, _) => tiles!(2, 1, c, t),
+                (_, 8..) => tiles!(1, 8, c, t),
+                (_, 4..8) => tiles!(1, 4, c, t),
+                (_, 2..4) => tiles!(1, 2, c, t),
+                (_, _) => tiles!(1, 1, c, t),
             }
-            t += c;
         }
+        t += c;
     }
 }
 
-/// Tokens `t0..t0 + T` over rows `8 half ..` of the panel, flushing the i16 sums every `F`
-/// steps.
+/// Tokens `t0..t0 + T` over the panel's first `8 H` rows (`H` halves of 8, each token's
+/// broadcast serving both), flushing the i16 sums every `F` steps.
 #[inline(always)]
-unsafe fn tile<const T: usize, const F: usize>(g: &QGemm<'_>, t0: usize, half: usize, y: *mut f32) {
+unsafe fn tile<const T: usize, const H: usize, const F: usize>(
+    g: &QGemm<'_>,
+    t0: usize,
+    y: *mut f32,
+) {
     let (p, acts, kind): (&QPanel, &QActs, ActQuant) = (g.panel, g.acts, g.kind);
     // (a loop, not `array::from_fn`, whose closure stayed a call: 5% of a q4_k_m
     // prefill's samples on AVX2)
@@ -122,46 +100,58 @@ unsafe fn tile<const T: usize, const F: usize>(g: &QGemm<'_>, t0: usize, half: u
     assert!(p.gscale.len() >= k / gsz * PANEL && p.mins.len() >= k / gsz * PANEL);
     let (block, per_sum) = (kind.block(), kind.sum_group());
     let sums_per_group = gsz / per_sum.min(gsz);
-    let lane0 = 8 * half;
     unsafe {
         let zero = _mm256_setzero_si256();
         let low = _mm256_set1_epi32(0xffff);
-        let mut facc = [_mm256_setzero_ps(); T];
-        let wq = p.wq.as_ptr().add(4 * lane0);
+        let mut facc = [[_mm256_setzero_ps(); H]; T];
+        let wq = p.wq.as_ptr();
         for unit in 0..k / u {
-            let mut ui = [zero; T];
+            let mut ui = [[zero; H]; T];
             // (loops, not `array::from_fn`: its closures were calls, per group, here)
             let mut da = [0f32; T];
             for t in 0..T {
                 da[t] = *rows[t].d.get_unchecked(unit * u / block);
             }
             for grp in unit * u / gsz..(unit + 1) * u / gsz {
-                let gs32 = _mm256_loadu_si256(
-                    p.gscale.as_ptr().add(grp * PANEL + lane0) as *const __m256i
-                );
+                let gsp = p.gscale.as_ptr().add(grp * PANEL);
+                let mut gs32 = [zero; H];
                 // each row's scale in both i16 halves of its lane, for `vpmaddwd`
-                let gs16 = if p.has_gscale {
-                    _mm256_or_si256(_mm256_and_si256(gs32, low), _mm256_slli_epi32::<16>(gs32))
-                } else {
-                    _mm256_set1_epi16(1)
-                };
+                let mut gs16 = [_mm256_set1_epi16(1); H];
+                for h in 0..H {
+                    gs32[h] = _mm256_loadu_si256(gsp.add(8 * h) as *const __m256i);
+                    if p.has_gscale {
+                        gs16[h] = _mm256_or_si256(
+                            _mm256_and_si256(gs32[h], low),
+                            _mm256_slli_epi32::<16>(gs32[h]),
+                        );
+                    }
+                }
                 let mut j = 0;
                 while j < gsz / 4 {
-                    let mut a16 = [zero; T];
+                    let mut a16 = [[zero; H]; T];
                     for s in 0..F {
                         let step = grp * gsz / 4 + j + s;
-                        let w = _mm256_loadu_si256(wq.add(step * 4 * PANEL) as *const __m256i);
-                        for t in 0..T {
-                            let x =
-                                (rows[t].qs.as_ptr().add(4 * step) as *const i32).read_unaligned();
-                            a16[t] = _mm256_add_epi16(
-                                a16[t],
-                                _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)),
+                        let mut w = [zero; H];
+                        for (h, w) in w.iter_mut().enumerate() {
+                            *w = _mm256_loadu_si256(
+                                wq.add(step * 4 * PANEL + 32 * h) as *const __m256i
                             );
+                        }
+                        for t in 0..T {
+                            let x = _mm256_set1_epi32(
+                                (rows[t].qs.as_ptr().add(4 * step) as *const i32).read_unaligned(),
+                            );
+                            for h in 0..H {
+                                a16[t][h] =
+                                    _mm256_add_epi16(a16[t][h], _mm256_maddubs_epi16(w[h], x));
+                            }
                         }
                     }
                     for t in 0..T {
-                        ui[t] = _mm256_add_epi32(ui[t], _mm256_madd_epi16(a16[t], gs16));
+                        for h in 0..H {
+                            ui[t][h] =
+                                _mm256_add_epi32(ui[t][h], _mm256_madd_epi16(a16[t][h], gs16[h]));
+                        }
                     }
                     j += F;
                 }
@@ -178,118 +168,7 @@ unsafe fn tile<const T: usize, const F: usize>(g: &QGemm<'_>, t0: usize, half: u
                 if p.off != 0 {
                     for t in 0..T {
                         let o = _mm256_set1_epi32(p.off * asum[t]);
-                        let o = if p.has_gscale {
-                            _mm256_mullo_epi32(o, gs32)
-                        } else {
-                            o
-                        };
-                        ui[t] = _mm256_sub_epi32(ui[t], o);
-                    }
-                }
-                if p.has_mins {
-                    let mv = _mm256_loadu_ps(p.mins.as_ptr().add(grp * PANEL + lane0));
-                    for t in 0..T {
-                        let c = _mm256_set1_ps(da[t] * asum[t] as f32);
-                        facc[t] = _mm256_fnmadd_ps(mv, c, facc[t]);
-                    }
-                }
-            }
-            let dv = _mm256_loadu_ps(p.d.as_ptr().add(unit * PANEL + lane0));
-            for t in 0..T {
-                let s = _mm256_mul_ps(dv, _mm256_set1_ps(da[t]));
-                facc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ui[t]), s, facc[t]);
-            }
-        }
-        // the rows of this half that the panel holds
-        let live = (p.rows - lane0).min(8) as i32;
-        let mask = _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(live),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        );
-        for (t, acc) in facc.iter().enumerate() {
-            _mm256_maskstore_ps(y.add((t0 + t) * g.m + g.r0 + lane0), mask, *acc);
-        }
-    }
-}
-
-/// Tokens `t0..t0 + T` over all 16 rows of the panel (both halves from one broadcast of
-/// each token's activations), flushing the i16 sums every `F` steps.
-#[inline(always)]
-unsafe fn tile16<const T: usize, const F: usize>(g: &QGemm<'_>, t0: usize, y: *mut f32) {
-    let (p, acts, kind): (&QPanel, &QActs, ActQuant) = (g.panel, g.acts, g.kind);
-    let mut rows: [QRow<'_>; T] = [acts.row(t0); T];
-    for (t, r) in rows.iter_mut().enumerate().skip(1) {
-        *r = acts.row(t0 + t);
-    }
-    let (k, gsz, u) = (p.k, p.group, p.unit);
-    assert!(rows.iter().all(|r| r.qs.len() == k));
-    assert!(p.wq.len() >= k * PANEL && p.d.len() >= k / u * PANEL);
-    assert!(p.gscale.len() >= k / gsz * PANEL && p.mins.len() >= k / gsz * PANEL);
-    let (block, per_sum) = (kind.block(), kind.sum_group());
-    let sums_per_group = gsz / per_sum.min(gsz);
-    unsafe {
-        let zero = _mm256_setzero_si256();
-        let low = _mm256_set1_epi32(0xffff);
-        let mut facc = [[_mm256_setzero_ps(); 2]; T];
-        let wq = p.wq.as_ptr();
-        for unit in 0..k / u {
-            let mut ui = [[zero; 2]; T];
-            let mut da = [0f32; T];
-            for t in 0..T {
-                da[t] = *rows[t].d.get_unchecked(unit * u / block);
-            }
-            for grp in unit * u / gsz..(unit + 1) * u / gsz {
-                let gsp = p.gscale.as_ptr().add(grp * PANEL);
-                let gs32 = [
-                    _mm256_loadu_si256(gsp as *const __m256i),
-                    _mm256_loadu_si256(gsp.add(8) as *const __m256i),
-                ];
-                let mut gs16 = [_mm256_set1_epi16(1); 2];
-                if p.has_gscale {
-                    for h in 0..2 {
-                        gs16[h] = _mm256_or_si256(
-                            _mm256_and_si256(gs32[h], low),
-                            _mm256_slli_epi32::<16>(gs32[h]),
-                        );
-                    }
-                }
-                let mut j = 0;
-                while j < gsz / 4 {
-                    let mut a16 = [[zero; 2]; T];
-                    for s in 0..F {
-                        let step = grp * gsz / 4 + j + s;
-                        let w = wq.add(step * 4 * PANEL);
-                        let w0 = _mm256_loadu_si256(w as *const __m256i);
-                        let w1 = _mm256_loadu_si256(w.add(32) as *const __m256i);
-                        for t in 0..T {
-                            let x = _mm256_set1_epi32(
-                                (rows[t].qs.as_ptr().add(4 * step) as *const i32).read_unaligned(),
-                            );
-                            a16[t][0] = _mm256_add_epi16(a16[t][0], _mm256_maddubs_epi16(w0, x));
-                            a16[t][1] = _mm256_add_epi16(a16[t][1], _mm256_maddubs_epi16(w1, x));
-                        }
-                    }
-                    for t in 0..T {
-                        for h in 0..2 {
-                            ui[t][h] =
-                                _mm256_add_epi32(ui[t][h], _mm256_madd_epi16(a16[t][h], gs16[h]));
-                        }
-                    }
-                    j += F;
-                }
-                let mut asum = [0i32; T];
-                for t in 0..T {
-                    let s = rows[t].bsums.as_ptr().add(grp * gsz / per_sum);
-                    asum[t] = if sums_per_group == 2 {
-                        *s as i32 + *s.add(1) as i32
-                    } else {
-                        *s as i32
-                    };
-                }
-                if p.off != 0 {
-                    for t in 0..T {
-                        let o = _mm256_set1_epi32(p.off * asum[t]);
-                        for h in 0..2 {
+                        for h in 0..H {
                             let o = if p.has_gscale {
                                 _mm256_mullo_epi32(o, gs32[h])
                             } else {
@@ -300,36 +179,36 @@ unsafe fn tile16<const T: usize, const F: usize>(g: &QGemm<'_>, t0: usize, y: *m
                     }
                 }
                 if p.has_mins {
-                    let mp = p.mins.as_ptr().add(grp * PANEL);
-                    let mv = [_mm256_loadu_ps(mp), _mm256_loadu_ps(mp.add(8))];
+                    let mut mv = [_mm256_setzero_ps(); H];
+                    for (h, m) in mv.iter_mut().enumerate() {
+                        *m = _mm256_loadu_ps(p.mins.as_ptr().add(grp * PANEL + 8 * h));
+                    }
                     for t in 0..T {
                         let c = _mm256_set1_ps(da[t] * asum[t] as f32);
-                        for h in 0..2 {
+                        for h in 0..H {
                             facc[t][h] = _mm256_fnmadd_ps(mv[h], c, facc[t][h]);
                         }
                     }
                 }
             }
-            let dp = p.d.as_ptr().add(unit * PANEL);
-            let dv = [_mm256_loadu_ps(dp), _mm256_loadu_ps(dp.add(8))];
-            for t in 0..T {
-                let a = _mm256_set1_ps(da[t]);
-                for h in 0..2 {
-                    let s = _mm256_mul_ps(dv[h], a);
+            for h in 0..H {
+                let dv = _mm256_loadu_ps(p.d.as_ptr().add(unit * PANEL + 8 * h));
+                for t in 0..T {
+                    let s = _mm256_mul_ps(dv, _mm256_set1_ps(da[t]));
                     facc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ui[t][h]), s, facc[t][h]);
                 }
             }
         }
-        // rows 8.. that the panel holds (the caller takes this tile for more than 8)
-        let live = (p.rows - 8).min(8) as i32;
-        let mask = _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(live),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        );
-        for (t, acc) in facc.iter().enumerate() {
-            let out = y.add((t0 + t) * g.m + g.r0);
-            _mm256_storeu_ps(out, acc[0]);
-            _mm256_maskstore_ps(out.add(8), mask, acc[1]);
+        // the rows of each half that the panel holds
+        for h in 0..H {
+            let live = (p.rows - 8 * h).min(8) as i32;
+            let mask = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(live),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            for (t, acc) in facc.iter().enumerate() {
+                _mm256_maskstore_ps(y.add((t0 + t) * g.m + g.r0 + 8 * h), mask, acc[h]);
+            }
         }
     }
 }
