@@ -1,8 +1,8 @@
 //! Prefill-shaped matmul (many tokens) over a random matrix: for bf16, GFLOP/s with f32
 //! activations (rows widened into panels) and with bf16 activations (`vdpbf16ps`, where
-//! the CPU has AVX-512 BF16); for a quantized type (q8_0, q4_k, q6_k), GOP/s of its int8
-//! products (activations quantized on the fly). The number to hold against the machine's
-//! peak.
+//! the CPU has AVX-512 BF16); for a quantized type (q8_0, q4_k, q6_k), GOP/s of the
+//! level's prefill over it (int8 products with the activations quantized on the fly where
+//! the level has them, else f32 panels). The number to hold against the machine's peak.
 //!
 //! `cargo run --release -p kernels --example gemm -- [THREADS] [ROWS] [COLS] [TOKENS] [TYPE]`
 
@@ -78,7 +78,7 @@ fn main() {
             match (dtype, be.bf16_activations()) {
                 (DType::BF16, true) => "bf16",
                 (DType::BF16, false) => "f32",
-                _ => "int8",
+                _ => "as the level takes them",
             },
             med * 1e3,
             2.0 * (rows * cols * n) as f64 / med / 1e9,

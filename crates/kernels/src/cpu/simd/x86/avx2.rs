@@ -93,10 +93,27 @@ unsafe fn tile_into<const R: usize, const T: usize>(
 /// once per three tokens.
 const ROW_BLOCK: usize = 48;
 
-/// Tokens three at a time (their rows stay in L1) over a block of panel rows three at a
-/// time (the block stays in L2).
+/// A matmul's panel (at most 16 rows): transposed once into a thread's scratch, then the
+/// rows in the lanes of two registers against six tokens at a time (`rows_in_lanes`).
+/// Otherwise (attention's blocks of cached positions, thousands of rows): tokens three at a
+/// time (their rows stay in L1) over a block of panel rows three at a time (the block stays
+/// in L2).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
+    if g.rows <= 16 {
+        PANEL_T.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < 16 * g.k {
+                p.resize(16 * g.k, 0.0);
+            }
+            // SAFETY: p holds 16 * k values; the caller vouches for y.
+            unsafe {
+                transpose16(g.panel, g.rows, g.k, &mut p);
+                gemm_t(g, &p, y);
+            }
+        });
+        return;
+    }
     let mut r0 = 0;
     while r0 < g.rows {
         let r_end = (r0 + ROW_BLOCK).min(g.rows);
@@ -124,6 +141,122 @@ pub unsafe fn gemm_panel(g: &GemmPanel<'_>, y: *mut f32) {
             t += tn;
         }
         r0 = r_end;
+    }
+}
+
+thread_local! {
+    /// A panel transposed, `[k][16]` (grown to the largest k, then reused).
+    static PANEL_T: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `dst[c * 16 + r] = src[r * k + c]` for `r < rows` (at most 16), and 0 for the rows past
+/// them: 8x8 blocks by shuffles, the columns past the last 8 one by one.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose16(src: &[f32], rows: usize, k: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(rows <= 16 && src.len() >= rows * k && dst.len() >= 16 * k);
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    let whole = k / 8 * 8;
+    // SAFETY: every index is below rows * k in src and 16 * k in dst (asserted above).
+    unsafe {
+        let mut c = 0;
+        while c < whole {
+            for h in 0..2 {
+                let mut v = [_mm256_setzero_si256(); 8];
+                for (i, v) in v.iter_mut().enumerate() {
+                    let r = 8 * h + i;
+                    if r < rows {
+                        *v = _mm256_castps_si256(_mm256_loadu_ps(s.add(r * k + c)));
+                    }
+                }
+                let t = super::avx2_qgemm::transpose8(&v);
+                for (j, t) in t.iter().enumerate() {
+                    _mm256_storeu_ps(d.add((c + j) * 16 + 8 * h), _mm256_castsi256_ps(*t));
+                }
+            }
+            c += 8;
+        }
+        for c in whole..k {
+            for r in 0..16 {
+                *d.add(c * 16 + r) = if r < rows { *s.add(r * k + c) } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// Tokens six at a time against the transposed panel `wt` (`[k][16]`), its rows in the
+/// lanes: per value, two loads and six broadcasts for twelve FMAs, and the sums leave as
+/// whole rows of `y` (no horizontal sums). Panels of at most 8 rows take one register.
+/// (The dot-shaped tiles before loaded a weight vector per 3 FMAs from L2 and ran at about
+/// half the FMA peak.)
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_t(g: &GemmPanel<'_>, wt: &[f32], y: *mut f32) {
+    assert!(g.rows <= 16 && wt.len() >= 16 * g.k && g.x.len() >= g.n * g.k);
+    let mut t = 0;
+    while t < g.n {
+        let tn = (g.n - t).min(6);
+        // SAFETY: wt and x are checked above; the caller vouches for y.
+        unsafe {
+            match (g.rows > 8, tn) {
+                (true, 6) => rows_in_lanes::<6, 2>(g, wt, t, y),
+                (true, 5) => rows_in_lanes::<5, 2>(g, wt, t, y),
+                (true, 4) => rows_in_lanes::<4, 2>(g, wt, t, y),
+                (true, 3) => rows_in_lanes::<3, 2>(g, wt, t, y),
+                (true, 2) => rows_in_lanes::<2, 2>(g, wt, t, y),
+                (true, _) => rows_in_lanes::<1, 2>(g, wt, t, y),
+                (false, 6) => rows_in_lanes::<6, 1>(g, wt, t, y),
+                (false, 5) => rows_in_lanes::<5, 1>(g, wt, t, y),
+                (false, 4) => rows_in_lanes::<4, 1>(g, wt, t, y),
+                (false, 3) => rows_in_lanes::<3, 1>(g, wt, t, y),
+                (false, 2) => rows_in_lanes::<2, 1>(g, wt, t, y),
+                (false, _) => rows_in_lanes::<1, 1>(g, wt, t, y),
+            }
+        }
+        t += tn;
+    }
+}
+
+/// Tokens `t0..t0 + T` by the panel's first `8 H` rows.
+#[inline(always)]
+unsafe fn rows_in_lanes<const T: usize, const H: usize>(
+    g: &GemmPanel<'_>,
+    wt: &[f32],
+    t0: usize,
+    y: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let k = g.k;
+    unsafe {
+        let (w, x) = (wt.as_ptr(), g.x.as_ptr().add(t0 * k));
+        let mut acc = [[_mm256_setzero_ps(); H]; T];
+        for c in 0..k {
+            let mut wv = [_mm256_setzero_ps(); H];
+            for (h, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(w.add(c * 16 + 8 * h));
+            }
+            for (t, a) in acc.iter_mut().enumerate() {
+                let b = _mm256_broadcast_ss(&*x.add(t * k + c));
+                for h in 0..H {
+                    a[h] = _mm256_fmadd_ps(wv[h], b, a[h]);
+                }
+            }
+        }
+        for h in 0..H {
+            let live = (g.rows - 8 * h).min(8);
+            // (a masked store only for a partial half: on Zen 3 it is far slower)
+            let mask = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(live as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            for (t, a) in acc.iter().enumerate() {
+                let out = y.add((t0 + t) * g.m + g.r0 + 8 * h);
+                if live == 8 {
+                    _mm256_storeu_ps(out, a[h]);
+                } else {
+                    _mm256_maskstore_ps(out, mask, a[h]);
+                }
+            }
+        }
     }
 }
 
