@@ -22,7 +22,34 @@ pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn widen(fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
-    portable::widen(fmt, src, out)
+    match fmt {
+        // (the loader's codec is compiled for the baseline CPU, a scalar loop with a call
+        // per block's scale: 8% of a q8_0 prefill's samples)
+        Fmt::Q8_0 => unsafe { widen_q8_0(src, out) },
+        _ => portable::widen(fmt, src, out),
+    }
+}
+
+/// Q8_0 blocks (an f16 scale and 32 bytes) widened to f32, `q * d` as the loader's codec.
+#[inline(always)]
+unsafe fn widen_q8_0(src: &[u8], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let blocks = src.len() / 34;
+    assert!(out.len() >= blocks * 32);
+    let (s, o) = (src.as_ptr(), out.as_mut_ptr());
+    // SAFETY: block b reads bytes 34b..34b + 34 of src and writes 32b..32b + 32 of out.
+    unsafe {
+        for b in 0..blocks {
+            let blk = s.add(34 * b);
+            let bits = (blk as *const u16).read_unaligned();
+            let d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
+            for i in 0..4 {
+                let q = _mm_loadl_epi64(blk.add(2 + 8 * i) as *const __m128i);
+                let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                _mm256_storeu_ps(o.add(32 * b + 8 * i), _mm256_mul_ps(v, d));
+            }
+        }
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
