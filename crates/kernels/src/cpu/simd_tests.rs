@@ -232,20 +232,33 @@ fn gemm_panel_matches_the_oracle_for_every_tile_shape() {
                     };
                     let mut got = vec![f32::NAN; n * m];
                     let mut want = got.clone();
+                    let mut got16 = got.clone();
                     unsafe {
                         simd::gemm_panel(level, &g, got.as_mut_ptr());
                         simd::gemm_panel(Level::Scalar, &g, want.as_mut_ptr());
+                        if rows <= 16 {
+                            simd::gemm_panel16(level, &g, got16.as_mut_ptr());
+                        } else {
+                            got16.copy_from_slice(&got);
+                        }
                     }
-                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    for (i, ((a, a16), b)) in got.iter().zip(&got16).zip(&want).enumerate() {
                         let col = i % m;
                         if col < r0 || col >= r0 + rows {
                             assert!(a.is_nan(), "{level} wrote outside its rows");
+                            assert!(a16.is_nan(), "{level} panel16 wrote outside its rows");
                         } else {
                             close(
                                 *a,
                                 *b,
                                 k as f32,
                                 &format!("{level} gemm k={k} rows={rows} n={n}"),
+                            );
+                            close(
+                                *a16,
+                                *b,
+                                k as f32,
+                                &format!("{level} panel16 k={k} rows={rows} n={n}"),
                             );
                         }
                     }

@@ -396,7 +396,7 @@ pub fn matmul(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matrix
                     r0,
                 };
                 // SAFETY: rows r0..r0+pr belong to this share; the pointer covers n * m.
-                unsafe { simd::gemm_panel(level, &g, out.ptr()) };
+                unsafe { simd::gemm_panel16(level, &g, out.ptr()) };
                 r0 += pr;
             }
         }
