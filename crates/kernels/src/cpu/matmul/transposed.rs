@@ -77,7 +77,10 @@ pub fn matmul_t(level: Level, bf16: bool, pool: &ThreadPool, x: &[f32], w: &Matr
                     r0: cs.start + c0,
                 };
                 // SAFETY: columns cs belong to this share; the pointer covers n * cols.
-                unsafe { simd::gemm_panel(level, &g, out.ptr()) };
+                // (the same panel kernel as `matmul`: the same sums in the same order, so a
+                // product stored transposed, as GGUF's attn_k_b, matches the HF layout's
+                // bit for bit)
+                unsafe { simd::gemm_panel16(level, &g, out.ptr()) };
                 c0 += pr;
             }
         }
