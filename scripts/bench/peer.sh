@@ -257,7 +257,7 @@ llama_run() { # format p n depth out
   local warm=()
   [ "$4" != 0 ] && warm=(--no-warmup)
   # shellcheck disable=SC2086 # LLAMA_ARGS is a list of options
-  "$bin/llama-bench" -m "$PEER_DIR/mid-$1.gguf" -p "$2" -n "$3" -d "$4" -t "$THREADS" -r 1 "${warm[@]}" \
+  "$bin/llama-bench" -m "$PEER_DIR/mid-$1.gguf" -p "$2" -n "$3" -d "$4" -t "$THREADS" -r 1 ${warm[@]+"${warm[@]}"} \
     ${LLAMA_FA:+-fa "$LLAMA_FA"} ${LLAMA_ARGS:-} -o json > "$5.tmp" 2> "$5.log" \
     && mv "$5.tmp" "$5" || { log "llama-bench failed (see $5.log)"; rm -f "$5.tmp"; }
 }
@@ -267,7 +267,7 @@ deeprust_run() { # format p n depth out
   [ "$4" != 0 ] && warm=(--no-warmup)
   # shellcheck disable=SC2086 # DEEPRUST_ARGS is a list of options
   "$DEEPRUST_BIN" bench --model "$PEER_DIR/mid-$1.gguf" -p "$2" -n "$3" --depth "$4" --threads "$THREADS" \
-    -r 1 "${warm[@]}" ${DEEPRUST_ARGS:-} -o json > "$5.tmp" 2> "$5.log" \
+    -r 1 ${warm[@]+"${warm[@]}"} ${DEEPRUST_ARGS:-} -o json > "$5.tmp" 2> "$5.log" \
     && mv "$5.tmp" "$5" || { log "deeprust bench failed (see $5.log)"; rm -f "$5.tmp"; }
 }
 IFS=, read -r -a depth_list <<< "$DEPTHS"
@@ -348,9 +348,6 @@ def gguf(path):
         nxt = infos[order[j + 1]][3] if j + 1 < len(order) else end
         nbytes[i] = nxt - infos[i][3]          # includes alignment padding (< 32 bytes)
     return kv, [(n, ne, t, nbytes[i]) for i, (n, ne, t, _) in enumerate(infos)]
-
-def fmt_ts(r):
-    return f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}" if r else "n/a"
 
 bw = load("membw.json") or {}
 peak = load("peak.json") or {}

@@ -35,7 +35,7 @@ pub unsafe fn widen(fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
 unsafe fn widen_q8_0(src: &[u8], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let blocks = src.len() / 34;
-    assert!(out.len() >= blocks * 32);
+    assert!(src.len().is_multiple_of(34) && out.len() == blocks * 32);
     let (s, o) = (src.as_ptr(), out.as_mut_ptr());
     // SAFETY: block b reads bytes 34b..34b + 34 of src and writes 32b..32b + 32 of out.
     unsafe {
@@ -179,18 +179,21 @@ thread_local! {
 }
 
 /// `dst[c * 16 + r] = src[r * k + c]` for `r < rows` (at most 16), and 0 for the rows past
-/// them: 8x8 blocks by shuffles, the columns past the last 8 one by one.
+/// them up to the end of their half of 8: 8x8 blocks by shuffles, the columns past the last
+/// 8 one by one.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn transpose16(src: &[f32], rows: usize, k: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
     assert!(rows <= 16 && src.len() >= rows * k && dst.len() >= 16 * k);
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
     let whole = k / 8 * 8;
+    // (a panel of 8 rows or fewer is read as one half: the second is not written)
+    let halves = if rows > 8 { 2 } else { 1 };
     // SAFETY: every index is below rows * k in src and 16 * k in dst (asserted above).
     unsafe {
         let mut c = 0;
         while c < whole {
-            for h in 0..2 {
+            for h in 0..halves {
                 let mut v = [_mm256_setzero_si256(); 8];
                 for (i, v) in v.iter_mut().enumerate() {
                     let r = 8 * h + i;
@@ -206,7 +209,7 @@ unsafe fn transpose16(src: &[f32], rows: usize, k: usize, dst: &mut [f32]) {
             c += 8;
         }
         for c in whole..k {
-            for r in 0..16 {
+            for r in 0..8 * halves {
                 *d.add(c * 16 + r) = if r < rows { *s.add(r * k + c) } else { 0.0 };
             }
         }
@@ -226,20 +229,19 @@ unsafe fn gemm_t(g: &GemmPanel<'_>, wt: &[f32], y: *mut f32) {
         let tn = (g.n - t).min(6);
         // SAFETY: wt and x are checked above; the caller vouches for y.
         unsafe {
-            match (g.rows > 8, tn) {
-                (true, 6) => rows_in_lanes::<6, 2>(g, wt, t, y),
-                (true, 5) => rows_in_lanes::<5, 2>(g, wt, t, y),
-                (true, 4) => rows_in_lanes::<4, 2>(g, wt, t, y),
-                (true, 3) => rows_in_lanes::<3, 2>(g, wt, t, y),
-                (true, 2) => rows_in_lanes::<2, 2>(g, wt, t, y),
-                (true, _) => rows_in_lanes::<1, 2>(g, wt, t, y),
-                (false, 6) => rows_in_lanes::<6, 1>(g, wt, t, y),
-                (false, 5) => rows_in_lanes::<5, 1>(g, wt, t, y),
-                (false, 4) => rows_in_lanes::<4, 1>(g, wt, t, y),
-                (false, 3) => rows_in_lanes::<3, 1>(g, wt, t, y),
-                (false, 2) => rows_in_lanes::<2, 1>(g, wt, t, y),
-                (false, _) => rows_in_lanes::<1, 1>(g, wt, t, y),
+            macro_rules! tiles {
+                ($h:literal) => {
+                    match tn {
+                        6 => rows_in_lanes::<6, $h>(g, wt, t, y),
+                        5 => rows_in_lanes::<5, $h>(g, wt, t, y),
+                        4 => rows_in_lanes::<4, $h>(g, wt, t, y),
+                        3 => rows_in_lanes::<3, $h>(g, wt, t, y),
+                        2 => rows_in_lanes::<2, $h>(g, wt, t, y),
+                        _ => rows_in_lanes::<1, $h>(g, wt, t, y),
+                    }
+                };
             }
+            if g.rows > 8 { tiles!(2) } else { tiles!(1) }
         }
         t += tn;
     }
@@ -270,15 +272,31 @@ unsafe fn rows_in_lanes<const T: usize, const H: usize>(
                 }
             }
         }
-        for h in 0..H {
-            let live = (g.rows - 8 * h).min(8);
-            // (a masked store only for a partial half: on Zen 3 it is far slower)
+        store_halves(&acc, g.rows, y.add(t0 * g.m + g.r0), g.m);
+    }
+}
+
+/// `acc[t][h]` (rows `8h..8h + 8` of token t's sums) to `y[t * ld + 8h..]`, only the first
+/// `rows` of each token: a full half by a plain store, a partial one masked (on Zen 3 a
+/// masked store is far slower).
+#[inline(always)]
+pub(super) unsafe fn store_halves<const T: usize, const H: usize>(
+    acc: &[[std::arch::x86_64::__m256; H]; T],
+    rows: usize,
+    y: *mut f32,
+    ld: usize,
+) {
+    use std::arch::x86_64::*;
+    for h in 0..H {
+        let live = rows.saturating_sub(8 * h).min(8);
+        // SAFETY: the caller vouches for y's first `rows` values of each token.
+        unsafe {
             let mask = _mm256_cmpgt_epi32(
                 _mm256_set1_epi32(live as i32),
                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
             );
             for (t, a) in acc.iter().enumerate() {
-                let out = y.add((t0 + t) * g.m + g.r0 + 8 * h);
+                let out = y.add(t * ld + 8 * h);
                 if live == 8 {
                     _mm256_storeu_ps(out, a[h]);
                 } else {

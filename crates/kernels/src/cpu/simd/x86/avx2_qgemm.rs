@@ -200,22 +200,7 @@ unsafe fn tile<const T: usize, const H: usize, const F: usize>(
             }
         }
         // the rows of each half that the panel holds
-        for h in 0..H {
-            let live = (p.rows - 8 * h).min(8);
-            // (a masked store only for a partial half: on Zen 3 it is far slower)
-            let mask = _mm256_cmpgt_epi32(
-                _mm256_set1_epi32(live as i32),
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            );
-            for (t, acc) in facc.iter().enumerate() {
-                let out = y.add((t0 + t) * g.m + g.r0 + 8 * h);
-                if live == 8 {
-                    _mm256_storeu_ps(out, acc[h]);
-                } else {
-                    _mm256_maskstore_ps(out, mask, acc[h]);
-                }
-            }
-        }
+        super::avx2::store_halves(&facc, p.rows, y.add(t0 * g.m + g.r0), g.m);
     }
 }
 
