@@ -1,7 +1,7 @@
 //! Decode-shaped matmul (one token) over a large random matrix of each format, reporting
 //! the bytes of weights read per second: the number to hold against `deeprust bench --membw`.
 //!
-//! `cargo run --release -p kernels --example matvec -- [THREADS] [ROWS] [COLS] [LEVEL|auto] [COPIES]`
+//! `cargo run --release -p kernels --example matvec -- [THREADS] [ROWS] [COLS] [LEVEL|auto] [COPIES] [TYPES]`
 //! (a small matrix stays in cache and shows the kernel's arithmetic limit instead; COPIES
 //! distinct matrices taken in turn, 1 GB or more in all, come from memory as a decode
 //! step's experts do)
@@ -18,6 +18,10 @@ fn main() {
         .filter(|l| *l != "auto")
         .map(|l| l.parse::<kernels::Level>().unwrap());
     let copies: usize = argv.get(4).map_or(1, |c| c.parse().unwrap());
+    // an optional comma-separated list of formats (bf16,q8_0,q6_k,q4_k): all by default
+    let only: Option<Vec<String>> = argv
+        .get(5)
+        .map(|t| t.split(',').map(str::to_owned).collect());
     let args: Vec<usize> = argv.iter().take(3).map(|a| a.parse().unwrap()).collect();
     let threads = args.first().copied().unwrap_or(2);
     let rows = args.get(1).copied().unwrap_or(32768);
@@ -37,6 +41,10 @@ fn main() {
         (DType::Q6K, 210),
         (DType::Q4K, 144),
     ] {
+        let name = format!("{dtype}").to_lowercase();
+        if only.as_ref().is_some_and(|o| !o.contains(&name)) {
+            continue;
+        }
         let bytes_len = rows * cols / 256 * per256;
         let mut s = 0x1234_5678_9abc_def0u64;
         let ws: Vec<Matrix> = (0..copies)
