@@ -217,13 +217,10 @@ unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
             let p = w.add(144 * b);
             prefetch_ahead(p, 144);
             let (scales, mins) = q4k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
-            // the eight scales as i16 in both 128-bit lanes, widened once a block (a
-            // widening per pair of sub-blocks took the shuffle pipes' time)
-            let sc16 =
-                _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(scales as i64)));
+            let sc8 = _mm_cvtsi64_si128(scales as i64);
             let xb = x.add(256 * b);
             let mut isum = _mm256_setzero_si256();
-            for (c, pairs) in Q4K_PAIRS.iter().enumerate() {
+            for (c, pairs) in SCALE_PAIRS.iter().take(4).enumerate() {
                 let v = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
                 let lo = _mm256_and_si256(v, nib);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib);
@@ -232,14 +229,14 @@ unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
                 let pl = _mm256_maddubs_epi16(lo, xl);
                 let ph = _mm256_maddubs_epi16(hi, xh);
                 // each sub-block's 16 pair sums folded to 8 (at most 4 · 15 · 128, an
-                // i16), the two sub-blocks side by side in each 128-bit lane (four i16
-                // each): one `vpmaddwd` by their scales where two ran before (the integer
-                // multiplier is this loop's limit), and unpacks within the lanes where
-                // lane-crossing permutes took the shuffle pipes' time
-                let v =
-                    _mm256_add_epi16(_mm256_unpacklo_epi64(pl, ph), _mm256_unpackhi_epi64(pl, ph));
-                let ctrl = _mm256_loadu_si256(pairs.as_ptr() as *const __m256i);
-                let sc = _mm256_shuffle_epi8(sc16, ctrl);
+                // i16), the two sub-blocks side by side: one `vpmaddwd` by their scales
+                // where two ran before (the integer multiplier is this loop's limit)
+                let v = _mm256_add_epi16(
+                    _mm256_permute2x128_si256::<0x20>(pl, ph),
+                    _mm256_permute2x128_si256::<0x31>(pl, ph),
+                );
+                let ctrl = _mm_loadu_si128(pairs.as_ptr() as *const __m128i);
+                let sc = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sc8, ctrl));
                 isum = _mm256_add_epi32(isum, _mm256_madd_epi16(v, sc));
             }
             // the minimums: pairs of the activations' sums of 16 make each sub-block's
@@ -269,32 +266,16 @@ unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
     }
 }
 
-/// `vpshufb` controls: from eight i16 in each 128-bit lane, element `2c` to all of the
-/// low lane and `2c + 1` to all of the high lane. The low eight i16 lanes of a
-/// `vpmaddubsw` over 32 weights cover its first 16: Q6_K's two 16-weight groups' scales.
-const PAIR_OF_I16: [[u8; 32]; 4] = {
-    let mut t = [[0u8; 32]; 4];
+/// Byte indices `2c` (eight times) then `2c + 1` (eight times): for 32 Q6_K weights from
+/// `32 c` on, their two 16-weight groups' scales (the low eight i16 lanes of `vpmaddubsw`
+/// cover the first group); for Q4_K, sub-blocks `2c` and `2c + 1`'s, as folded below.
+const SCALE_PAIRS: [[u8; 16]; 8] = {
+    let mut t = [[0u8; 16]; 8];
     let mut c = 0;
-    while c < 4 {
+    while c < 8 {
         let mut i = 0;
-        while i < 32 {
-            t[c][i] = (2 * (2 * c + i / 16) + i % 2) as u8;
-            i += 1;
-        }
-        c += 1;
-    }
-    t
-};
-
-/// `vpshufb` controls for Q4_K's folded sums: from the eight i16 scales in each 128-bit
-/// lane, element `2c` to the lane's low four i16 and `2c + 1` to its high four.
-const Q4K_PAIRS: [[u8; 32]; 4] = {
-    let mut t = [[0u8; 32]; 4];
-    let mut c = 0;
-    while c < 4 {
-        let mut i = 0;
-        while i < 32 {
-            t[c][i] = (2 * (2 * c + i % 16 / 8) + i % 2) as u8;
+        while i < 16 {
+            t[c][i] = (2 * c + i / 8) as u8;
             i += 1;
         }
         c += 1;
@@ -318,11 +299,6 @@ unsafe fn q6k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
             prefetch_ahead(p, 210);
             let sc8 = _mm_loadu_si128(p.add(192) as *const __m128i);
             let sc16 = _mm256_cvtepi8_epi16(sc8);
-            // each half's eight scales in both 128-bit lanes
-            let halves = [
-                _mm256_permute4x64_epi64::<0x44>(sc16),
-                _mm256_permute4x64_epi64::<0xee>(sc16),
-            ];
             let xb = x.add(256 * b);
             let mut isum = _mm256_setzero_si256();
             for h in 0..2 {
@@ -343,8 +319,8 @@ unsafe fn q6k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
                 ];
                 for (r, &q) in q.iter().enumerate() {
                     // weights 128h + 32r ..: groups 8h + 2r and 8h + 2r + 1
-                    let ctrl = _mm256_loadu_si256(PAIR_OF_I16[r].as_ptr() as *const __m256i);
-                    let s = _mm256_shuffle_epi8(halves[h], ctrl);
+                    let ctrl = _mm_loadu_si128(SCALE_PAIRS[4 * h + r].as_ptr() as *const __m128i);
+                    let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, ctrl));
                     let xv = _mm256_loadu_si256(xb.add(128 * h + 32 * r) as *const __m256i);
                     let pr = _mm256_maddubs_epi16(q, xv);
                     isum = _mm256_add_epi32(isum, _mm256_madd_epi16(pr, s));
