@@ -383,6 +383,18 @@ pub(super) unsafe fn quant_lanes(
     }
 }
 
+/// `acc` plus Q8_0 block `b`'s products with the f32 activations from `px`, by lane.
+#[inline(always)]
+unsafe fn q8_0_f32_block(src: &[u8], px: *const f32, b: usize, acc: __m512) -> __m512 {
+    unsafe {
+        let blk = &src[34 * b..34 * b + 34];
+        let p = blk.as_ptr().add(2);
+        let t = _mm512_mul_ps(load_i8(p), _mm512_loadu_ps(px.add(32 * b)));
+        let t = _mm512_fmadd_ps(load_i8(p.add(16)), _mm512_loadu_ps(px.add(32 * b + 16)), t);
+        _mm512_fmadd_ps(t, _mm512_set1_ps(f16_at(blk, 0)), acc)
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn dot_row(fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
     let n = x.len();
@@ -413,19 +425,19 @@ pub unsafe fn dot_row(fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
             }
             Fmt::Q8_0 => {
                 assert!(n.is_multiple_of(32) && src.len() >= n / 32 * 34);
-                let mut acc = [_mm512_setzero_ps(); 2];
-                for b in 0..n / 32 {
-                    let blk = &src[34 * b..34 * b + 34];
-                    let p = blk.as_ptr().add(2);
-                    let t = _mm512_mul_ps(load_i8(p), _mm512_loadu_ps(px.add(32 * b)));
-                    let t = _mm512_fmadd_ps(
-                        load_i8(p.add(16)),
-                        _mm512_loadu_ps(px.add(32 * b + 16)),
-                        t,
-                    );
-                    acc[b & 1] = _mm512_fmadd_ps(t, _mm512_set1_ps(f16_at(blk, 0)), acc[b & 1]);
+                // two named sums, not an array indexed by `b & 1` (which LLVM keeps on the
+                // stack: a store and reload behind every block's FMA, as AVX2's Q8_0 had)
+                let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut b = 0;
+                while b + 2 <= n / 32 {
+                    acc0 = q8_0_f32_block(src, px, b, acc0);
+                    acc1 = q8_0_f32_block(src, px, b + 1, acc1);
+                    b += 2;
                 }
-                _mm512_add_ps(acc[0], acc[1])
+                if b < n / 32 {
+                    acc0 = q8_0_f32_block(src, px, b, acc0);
+                }
+                _mm512_add_ps(acc0, acc1)
             }
             Fmt::Q5_0 => {
                 assert!(n.is_multiple_of(32) && src.len() >= n / 32 * 22);
