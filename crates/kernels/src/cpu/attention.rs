@@ -202,6 +202,9 @@ thread_local! {
     /// A decode tile of a bf16 (or converted 8-bit) cache widened to f32, where the level's
     /// scores take the queries transposed (`simd::has_scores_qt`).
     static WIDENED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A decode tile of an 8-bit cache widened to f32 rows in one pass, where the level's
+    /// scores take the queries transposed.
+    static WIDENED_Q8: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Query rows a chunk of the AMX prefill takes: two tiles of 16, so each key tile loaded
@@ -606,11 +609,19 @@ fn split_positions(
             } else {
                 0
             };
-            // an 8-bit cache's converted tile, and its rows' offsets there
+            // an 8-bit cache's converted tile, and its rows' offsets there: bf16 rows, or
+            // f32 rows where the scores multiply f32 (AVX2)
             let mut conv = match q8 {
-                Some(_) => CONVERTED.with(|c| std::mem::take(&mut *c.borrow_mut())),
-                None => Vec::new(),
+                Some(_) if !transposed => CONVERTED.with(|c| std::mem::take(&mut *c.borrow_mut())),
+                _ => Vec::new(),
             };
+            let mut conv32 = match q8 {
+                Some(_) if transposed => WIDENED_Q8.with(|c| std::mem::take(&mut *c.borrow_mut())),
+                _ => Vec::new(),
+            };
+            if !conv32.is_empty() || (q8.is_some() && transposed) {
+                conv32.resize(tile.next_multiple_of(8) * row, 0.0);
+            }
             // a widened tile's rows, one after another
             let mut wide = Vec::new();
             let mut wide_offs = [0usize; AMX_TILE];
@@ -632,6 +643,16 @@ fn split_positions(
                 };
                 // an 8-bit cache's tile as bf16 rows, and where they lie
                 let (tkv, toffs, tnext) = match q8 {
+                    Some(f) if transposed => {
+                        // whole groups of 8 (the score kernel's), the padding repeating
+                        // the last row as `fill`'s offsets do
+                        let n8 = nj.next_multiple_of(8);
+                        simd::q8_rows_to_f32(level, &f, &offs[..n8], &mut conv32[..n8 * row]);
+                        for (j, o) in local.iter_mut().enumerate() {
+                            *o = j * row;
+                        }
+                        (KvRows::F32(&conv32[..]), &local, &next[..0])
+                    }
                     Some(f) => {
                         if conv.len() < tile * row {
                             conv.resize(tile * row, 0);
@@ -735,8 +756,11 @@ fn split_positions(
                 std::mem::swap(&mut offs, &mut next);
                 nj = ahead;
             }
-            if q8.is_some() {
+            if !conv.is_empty() {
                 CONVERTED.with(|c| *c.borrow_mut() = conv);
+            }
+            if !conv32.is_empty() {
+                WIDENED_Q8.with(|c| *c.borrow_mut() = conv32);
             }
             if !wide.is_empty() {
                 WIDENED.with(|w| *w.borrow_mut() = wide);

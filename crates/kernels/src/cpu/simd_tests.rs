@@ -791,3 +791,48 @@ fn silu_mul_matches_f64_at_every_level() {
         }
     }
 }
+
+/// An 8-bit cache's rows widened to f32 in one pass are, at every level, exactly the bf16
+/// rows every other reader attends over, widened: whole and partial blocks, rope parts of
+/// whole vectors and with tails, rows in any order.
+#[test]
+fn q8_rows_to_f32_are_the_bf16_rows_widened() {
+    use crate::kv_q8::{Q8Rows, quantize_row, row_bytes, row_to_bf16};
+    let mut rng = Rng(0x0b8f);
+    for (r, p) in [(32, 8), (512, 32), (512, 64), (40, 13), (64, 5), (96, 0)] {
+        let (row, rb, n) = (r + p, row_bytes(r, p), 11);
+        let mut bytes = vec![0u8; n * rb];
+        for (i, dst) in bytes.chunks_exact_mut(rb).enumerate() {
+            // rows of several magnitudes, one with an outlier
+            let mut v: Vec<f32> = rng.vec(row).iter().map(|x| x * (1 + i) as f32).collect();
+            if i == 3 {
+                v[r / 2] = 300.0;
+            }
+            quantize_row(&v, r, p, dst);
+        }
+        let f = Q8Rows {
+            bytes: &bytes,
+            r,
+            p,
+        };
+        // value offsets, as the cache counts them: out of order, one repeated
+        let offs: Vec<usize> = [7, 0, 3, 10, 3, 1, 9].iter().map(|&j| j * row).collect();
+        let mut want16 = vec![0u16; row];
+        for level in Level::available() {
+            let mut got = vec![f32::NAN; offs.len() * row];
+            simd::q8_rows_to_f32(level, &f, &offs, &mut got);
+            for (&o, g) in offs.iter().zip(got.chunks_exact(row)) {
+                let b = o / row * rb;
+                row_to_bf16(&bytes[b..b + rb], r, p, &mut want16);
+                for (i, (&w, &g)) in want16.iter().zip(g).enumerate() {
+                    let want = f32::from_bits((w as u32) << 16);
+                    assert_eq!(
+                        g.to_bits(),
+                        want.to_bits(),
+                        "{level:?} r {r} p {p} row {o} value {i}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -531,6 +531,30 @@ pub fn q8_rows_to_bf16(
     }
 }
 
+/// [`q8_rows_to_bf16`]'s rows widened on to f32 (`out[j * (r + p)..]` holds the row at
+/// `offs[j]`): exactly the values a bf16 cache's rows widen to, in one pass, for the
+/// levels that multiply f32 (AVX2). The AVX2 scores took an 8-bit tile through bf16 rows
+/// by a scalar loop and then widened them again.
+pub fn q8_rows_to_f32(level: Level, f: &crate::kv_q8::Q8Rows<'_>, offs: &[usize], out: &mut [f32]) {
+    let (r, p) = (f.r, f.p);
+    let rb = crate::kv_q8::row_bytes(r, p);
+    assert!(out.len() >= offs.len() * (r + p));
+    assert!(offs.iter().all(|&o| f.byte_offset(o) + rb <= f.bytes.len()));
+    #[cfg(target_arch = "x86_64")]
+    if level != Level::Scalar {
+        // SAFETY: every level above Scalar has AVX2, FMA and F16C; bounds as asserted.
+        unsafe { x86::avx2_attention::q8_rows_to_f32(f, offs, out) };
+        return;
+    }
+    let _ = level;
+    for (&o, dst) in offs.iter().zip(out.chunks_exact_mut(r + p)) {
+        let b = f.byte_offset(o);
+        for (i, v) in dst.iter_mut().enumerate() {
+            *v = f32::from_bits((crate::kv_q8::value(&f.bytes[b..b + rb], r, i) as u32) << 16);
+        }
+    }
+}
+
 /// The most positions an [`amx_pv`] call takes.
 pub const AMX_PV_POSITIONS: usize = 128;
 

@@ -169,6 +169,56 @@ unsafe fn qt_tile<const J: usize>(
     }
 }
 
+/// `simd::q8_rows_to_f32`: per block, `bf16(q · d)` as the cache's rule rounds it (to
+/// nearest even, in the integer bits: the products are finite), kept as f32; the rope part
+/// widened from bf16 by a shift.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q8_rows_to_f32(f: &crate::kv_q8::Q8Rows<'_>, offs: &[usize], out: &mut [f32]) {
+    use crate::kv_q8::{BLOCK, BLOCK_BYTES, rope_offset, row_bytes};
+    let (r, p) = (f.r, f.p);
+    let (rb, whole) = (row_bytes(r, p), r / BLOCK);
+    let round = _mm256_set1_epi32(0x7fff);
+    let one = _mm256_set1_epi32(1);
+    let top = _mm256_set1_epi32(0xffff_0000u32 as i32);
+    for (&o, dst) in offs.iter().zip(out.chunks_exact_mut(r + p)) {
+        let b = f.byte_offset(o);
+        let row = &f.bytes[b..b + rb];
+        // SAFETY: block k reads bytes 34k..34k + 34 of the row and writes values
+        // 32k..32k + 32 of dst (k < r / 32); the rope part reads 2p bytes from
+        // rope_offset(r) and writes p values from r.
+        unsafe {
+            let (src, d) = (row.as_ptr(), dst.as_mut_ptr());
+            for k in 0..whole {
+                let blk = src.add(BLOCK_BYTES * k);
+                let bits = (blk as *const u16).read_unaligned();
+                let scale =
+                    _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
+                for i in 0..4 {
+                    let q = _mm_loadl_epi64(blk.add(2 + 8 * i) as *const __m128i);
+                    let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), scale);
+                    let x = _mm256_castps_si256(v);
+                    let odd = _mm256_and_si256(_mm256_srli_epi32::<16>(x), one);
+                    let x = _mm256_add_epi32(x, _mm256_add_epi32(round, odd));
+                    let x = _mm256_and_si256(x, top);
+                    _mm256_storeu_ps(d.add(BLOCK * k + 8 * i), _mm256_castsi256_ps(x));
+                }
+            }
+            let rope = src.add(rope_offset(r));
+            let mut i = 0;
+            while i + 8 <= p {
+                _mm256_storeu_ps(d.add(r + i), load8::<true>(rope, i));
+                i += 8;
+            }
+        }
+        // a partial last block and the rope's tail, by the scalar rule
+        for (i, v) in dst.iter_mut().enumerate().skip(whole * BLOCK) {
+            if i < r || i >= r + p / 8 * 8 {
+                *v = f32::from_bits((crate::kv_q8::value(row, r, i) as u32) << 16);
+            }
+        }
+    }
+}
+
 /// `e^x` lane-wise, as `portable::exp_approx` (same reduction and polynomial), the power of
 /// two built in the exponent bits; 0 below -87.33, for -inf and for NaN.
 #[inline(always)]

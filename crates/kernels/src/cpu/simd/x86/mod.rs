@@ -3,7 +3,7 @@
 
 pub mod amx;
 pub mod avx2;
-mod avx2_attention;
+pub mod avx2_attention;
 mod avx2_int8;
 pub mod avx2_qgemm;
 pub mod avx512;
