@@ -85,11 +85,11 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
         return;
     }
     if let KvRows::Q8(f) = a.kv
-        && level != Level::Scalar
+        && simd::has_amx(level)
         && rows > SPLIT_ROWS
     {
-        // a prefill over an 8-bit cache: the sequence's rows converted to bf16 once (what a
-        // decode step does a tile at a time), then attended over as a bf16 cache
+        // a prefill over an 8-bit cache on AMX: the sequence's rows converted to bf16 once
+        // (what a decode step does a tile at a time), then attended over as a bf16 cache
         return FLAT.with(|fl| {
             let mut fl = fl.borrow_mut();
             let (rows16, offs) = &mut *fl;
@@ -154,8 +154,18 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
                 let (wide, ids) = &mut *w;
                 let len = a.start_pos + tokens;
                 wide.resize(len * row, 0.0);
-                for (j, dst) in wide.chunks_exact_mut(row).enumerate() {
-                    a.kv.read(a.row_offset(j), dst);
+                if let KvRows::Q8(f) = a.kv {
+                    // an 8-bit cache's rows straight to f32, by vector where there is one
+                    FLAT.with(|fl| {
+                        let offs = &mut fl.borrow_mut().1;
+                        offs.clear();
+                        offs.extend((0..len).map(|j| a.row_offset(j)));
+                        simd::q8_rows_to_f32(level, &f, offs, wide);
+                    });
+                } else {
+                    for (j, dst) in wide.chunks_exact_mut(row).enumerate() {
+                        a.kv.read(a.row_offset(j), dst);
+                    }
                 }
                 ids.clear();
                 ids.push(0);
