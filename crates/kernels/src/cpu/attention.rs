@@ -625,23 +625,23 @@ fn split_positions(
                 Some(_) if !transposed => CONVERTED.with(|c| std::mem::take(&mut *c.borrow_mut())),
                 _ => Vec::new(),
             };
-            let mut conv32 = match q8 {
-                Some(_) if transposed => WIDENED_Q8.with(|c| std::mem::take(&mut *c.borrow_mut())),
-                _ => Vec::new(),
-            };
-            if !conv32.is_empty() || (q8.is_some() && transposed) {
+            let mut conv32 = Vec::new();
+            if q8.is_some() && transposed {
+                conv32 = WIDENED_Q8.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                // (padded to whole groups of 8, as the offsets are)
                 conv32.resize(tile.next_multiple_of(8) * row, 0.0);
             }
             // a widened tile's rows, one after another
             let mut wide = Vec::new();
             let mut wide_offs = [0usize; AMX_TILE];
-            if transposed && !matches!(a.kv, KvRows::F32(_)) {
+            // (and an 8-bit tile's f32 rows lie there as a widened tile's do)
+            for (j, o) in wide_offs.iter_mut().enumerate() {
+                *o = j * row;
+            }
+            if transposed && matches!(a.kv, KvRows::Bf16(_)) {
                 wide = WIDENED.with(|w| std::mem::take(&mut *w.borrow_mut()));
                 // (padded to whole groups of 8, as the offsets are)
                 wide.resize(tile.next_multiple_of(8) * row, 0.0);
-                for (j, o) in wide_offs.iter_mut().enumerate() {
-                    *o = j * row;
-                }
             }
             let mut local = [0usize; AMX_TILE];
             for t in first..end {
@@ -658,10 +658,7 @@ fn split_positions(
                         // the last row as `fill`'s offsets do
                         let n8 = nj.next_multiple_of(8);
                         simd::q8_rows_to_f32(level, &f, &offs[..n8], &mut conv32[..n8 * row]);
-                        for (j, o) in local.iter_mut().enumerate() {
-                            *o = j * row;
-                        }
-                        (KvRows::F32(&conv32[..]), &local, &next[..0])
+                        (KvRows::F32(&conv32[..]), &wide_offs, &next[..0])
                     }
                     Some(f) => {
                         if conv.len() < tile * row {

@@ -25,14 +25,16 @@ pub unsafe fn widen(fmt: &Fmt<'_>, src: &[u8], out: &mut [f32]) {
     match fmt {
         // (the loader's codec is compiled for the baseline CPU, a scalar loop with a call
         // per block's scale: 8% of a q8_0 prefill's samples)
-        Fmt::Q8_0 => unsafe { widen_q8_0(src, out) },
+        Fmt::Q8_0 => unsafe { widen_q8_0::<false>(src, out) },
         _ => portable::widen(fmt, src, out),
     }
 }
 
-/// Q8_0 blocks (an f16 scale and 32 bytes) widened to f32, `q * d` as the loader's codec.
+/// Q8_0 blocks (an f16 scale and 32 bytes) widened to f32, `q * d` as the loader's codec;
+/// with `BF16`, each product rounded to bf16 (to nearest even, in the integer bits: the
+/// products are finite), as the 8-bit latent cache's readers take it.
 #[inline(always)]
-unsafe fn widen_q8_0(src: &[u8], out: &mut [f32]) {
+pub(super) unsafe fn widen_q8_0<const BF16: bool>(src: &[u8], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let blocks = src.len() / 34;
     assert!(src.len().is_multiple_of(34) && out.len() == blocks * 32);
@@ -45,8 +47,15 @@ unsafe fn widen_q8_0(src: &[u8], out: &mut [f32]) {
             let d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
             for i in 0..4 {
                 let q = _mm_loadl_epi64(blk.add(2 + 8 * i) as *const __m128i);
-                let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-                _mm256_storeu_ps(o.add(32 * b + 8 * i), _mm256_mul_ps(v, d));
+                let mut v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
+                if BF16 {
+                    let x = _mm256_castps_si256(v);
+                    let odd = _mm256_and_si256(_mm256_srli_epi32::<16>(x), _mm256_set1_epi32(1));
+                    let x = _mm256_add_epi32(x, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd));
+                    let top = _mm256_set1_epi32(0xffff_0000u32 as i32);
+                    v = _mm256_castsi256_ps(_mm256_and_si256(x, top));
+                }
+                _mm256_storeu_ps(o.add(32 * b + 8 * i), v);
             }
         }
     }

@@ -169,41 +169,24 @@ unsafe fn qt_tile<const J: usize>(
     }
 }
 
-/// `simd::q8_rows_to_f32`: per block, `bf16(q · d)` as the cache's rule rounds it (to
-/// nearest even, in the integer bits: the products are finite), kept as f32; the rope part
-/// widened from bf16 by a shift.
+/// `simd::q8_rows_to_f32`: the latent's whole blocks as `bf16(q · d)` by
+/// `avx2::widen_q8_0`, kept as f32; the rope part widened from bf16 by a shift.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q8_rows_to_f32(f: &crate::kv_q8::Q8Rows<'_>, offs: &[usize], out: &mut [f32]) {
     use crate::kv_q8::{BLOCK, BLOCK_BYTES, rope_offset, row_bytes};
     let (r, p) = (f.r, f.p);
     let (rb, whole) = (row_bytes(r, p), r / BLOCK);
-    let round = _mm256_set1_epi32(0x7fff);
-    let one = _mm256_set1_epi32(1);
-    let top = _mm256_set1_epi32(0xffff_0000u32 as i32);
     for (&o, dst) in offs.iter().zip(out.chunks_exact_mut(r + p)) {
         let b = f.byte_offset(o);
         let row = &f.bytes[b..b + rb];
-        // SAFETY: block k reads bytes 34k..34k + 34 of the row and writes values
-        // 32k..32k + 32 of dst (k < r / 32); the rope part reads 2p bytes from
-        // rope_offset(r) and writes p values from r.
+        // SAFETY: this function's target features are the callee's.
         unsafe {
-            let (src, d) = (row.as_ptr(), dst.as_mut_ptr());
-            for k in 0..whole {
-                let blk = src.add(BLOCK_BYTES * k);
-                let bits = (blk as *const u16).read_unaligned();
-                let scale =
-                    _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
-                for i in 0..4 {
-                    let q = _mm_loadl_epi64(blk.add(2 + 8 * i) as *const __m128i);
-                    let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), scale);
-                    let x = _mm256_castps_si256(v);
-                    let odd = _mm256_and_si256(_mm256_srli_epi32::<16>(x), one);
-                    let x = _mm256_add_epi32(x, _mm256_add_epi32(round, odd));
-                    let x = _mm256_and_si256(x, top);
-                    _mm256_storeu_ps(d.add(BLOCK * k + 8 * i), _mm256_castsi256_ps(x));
-                }
-            }
-            let rope = src.add(rope_offset(r));
+            super::avx2::widen_q8_0::<true>(&row[..whole * BLOCK_BYTES], &mut dst[..whole * BLOCK])
+        };
+        // SAFETY: the rope part reads 2p bytes from rope_offset(r) and writes p values from
+        // r, within the row and dst.
+        unsafe {
+            let (rope, d) = (row.as_ptr().add(rope_offset(r)), dst.as_mut_ptr());
             let mut i = 0;
             while i + 8 <= p {
                 _mm256_storeu_ps(d.add(r + i), load8::<true>(rope, i));
