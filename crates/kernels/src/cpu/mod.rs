@@ -203,6 +203,8 @@ const PARALLEL_ROWS: usize = 16;
 #[cfg(test)]
 mod int8_tests;
 #[cfg(test)]
+mod matmul_tests;
+#[cfg(test)]
 mod simd_tests;
 #[cfg(test)]
 mod tests;
