@@ -59,6 +59,11 @@ unsafe fn rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f3
     }
     assert!(rb >= per * blocks && src.len() >= (n - 1) * rb + per * blocks);
     assert!(a.qs.len() >= blocks * block && a.bsums.len() >= blocks * sums);
+    if n >= 8 && blocks <= SHORT_BLOCKS && matches!(fmt, Fmt::Q8_0 | Fmt::Q5_0) {
+        // SAFETY: the bounds were asserted above.
+        unsafe { short_rows(fmt, src, rb, a, out) };
+        return;
+    }
     let q = n.div_ceil(4);
     for i in 0..q {
         let mut acc = [unsafe { _mm256_setzero_ps() }; 4];
@@ -85,6 +90,67 @@ unsafe fn rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f3
                 out[s * q + i] = v;
             }
         }
+    }
+}
+
+/// Rows of at most this many blocks take [`short_rows`].
+const SHORT_BLOCKS: usize = 4;
+
+/// Short rows (MLA's per-head `attn_k_b` is 64 values a row: two Q8_0 or Q5_0 blocks) in
+/// groups of eight adjacent ones, one horizontal sum for the eight. One row at a time, or
+/// a row from each of four streams, spent more on the loop, the sums and the stores than
+/// on the row: `attn_k_b` ran at 4-6 GB/s, a twentieth of a q4_k_m decode step. Adjacent
+/// short rows are one stream, which the prefetchers follow.
+#[inline(always)]
+unsafe fn short_rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f32]) {
+    unsafe {
+        let n = out.len();
+        let blocks = a.d.len();
+        let k = Q5Consts {
+            nib: _mm256_set1_epi8(0x0f),
+            pick: Q5_PICK,
+            bit: _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64),
+        };
+        let mut g = 0;
+        while g < n {
+            let p = src.as_ptr().add(g * rb);
+            prefetch_ahead(p, 8 * rb);
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (j, acc) in acc.iter_mut().enumerate() {
+                if g + j < n {
+                    let w = p.add(j * rb);
+                    for b in 0..blocks {
+                        *acc = match fmt {
+                            Fmt::Q8_0 => q8_0_block(w, a, b, *acc),
+                            _ => q5_0_block(w, a, b, &k, *acc),
+                        };
+                    }
+                }
+            }
+            let s = hsum8(acc);
+            if g + 8 <= n {
+                _mm256_storeu_ps(out.as_mut_ptr().add(g), s);
+            } else {
+                let mut t = [0f32; 8];
+                _mm256_storeu_ps(t.as_mut_ptr(), s);
+                out[g..].copy_from_slice(&t[..n - g]);
+            }
+            g += 8;
+        }
+    }
+}
+
+/// Lane `j` is the sum of `v[j]`'s lanes.
+#[inline(always)]
+unsafe fn hsum8(v: [__m256; 8]) -> __m256 {
+    unsafe {
+        // [v0 v1 v2 v3] of each 128-bit half, then the halves added
+        let a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+        let b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(a, b),
+            _mm256_permute2f128_ps::<0x31>(a, b),
+        )
     }
 }
 
@@ -148,15 +214,11 @@ unsafe fn q8_0_block(w: *const u8, a: &QRow<'_>, b: usize, acc: __m256) -> __m25
 #[inline(always)]
 unsafe fn q5_0_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
     unsafe {
-        let nib = _mm256_set1_epi8(0x0f);
-        // byte j of the block's 32 takes qh's byte j / 8 (its 128-bit lane holds qh too)
-        // and tests bit j % 8
-        let pick = _mm256_setr_epi8(
-            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
-            3, 3, 3,
-        );
-        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-        let k = Q5Consts { nib, pick, bit };
+        let k = Q5Consts {
+            nib: _mm256_set1_epi8(0x0f),
+            pick: Q5_PICK,
+            bit: _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64),
+        };
         let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut b = 0;
         while b + 2 <= blocks {
@@ -173,6 +235,15 @@ unsafe fn q5_0_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
         _mm256_add_ps(acc0, acc1)
     }
 }
+
+/// Byte j of a Q5_0 block's 32 takes `qh`'s byte j / 8 (its 128-bit lane holds `qh` too)
+/// and tests bit j % 8.
+const Q5_PICK: __m256i = unsafe {
+    std::mem::transmute::<[u8; 32], __m256i>([
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    ])
+};
 
 /// [`q5_0_block`]'s constants, made once per row.
 struct Q5Consts {
