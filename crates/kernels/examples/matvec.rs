@@ -18,7 +18,7 @@ fn main() {
         .filter(|l| *l != "auto")
         .map(|l| l.parse::<kernels::Level>().unwrap());
     let copies: usize = argv.get(4).map_or(1, |c| c.parse().unwrap());
-    // an optional comma-separated list of formats (bf16,q8_0,q6_k,q4_k): all by default
+    // an optional comma-separated list of formats (f32,bf16,q8_0,q6_k,q4_k): all by default
     let only: Option<Vec<String>> = argv
         .get(5)
         .map(|t| t.split(',').map(str::to_owned).collect());
@@ -36,6 +36,7 @@ fn main() {
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
     for (dtype, per256) in [
+        (DType::F32, 1024),
         (DType::BF16, 512),
         (DType::Q8_0, 272),
         (DType::Q6K, 210),
@@ -59,6 +60,9 @@ fn main() {
                         // one weight in 64 was: 3 GB/s)
                         let b = (s >> 24) as u8;
                         match (i % 2, dtype) {
+                            // f32: its top byte as bf16's, the rest random
+                            (_, DType::F32) if i % 4 == 3 => b & 0x3b | 0x04,
+                            (_, DType::F32) => b,
                             (1, DType::BF16) => b & 0x3b | 0x04,
                             (1, _) => b & 0x3b,
                             _ => b,
