@@ -65,9 +65,10 @@ fn int8_dot_row_matches_the_oracle_and_the_dequantized_product() {
     }
 }
 
-/// Runs of rows (the decode path's groups of four): every level against the oracle's row
-/// products, for run lengths with every remainder of four, rows with padding between them,
-/// an odd count of Q8_0 blocks, and a row of extreme weights (all -128 for Q8_0).
+/// Runs of rows (the decode path's groups of four, and of eight short rows): every level
+/// against the oracle's row products, for run lengths with every remainder of four, rows
+/// with padding between them, an odd count of Q8_0 blocks, and a row of extreme weights
+/// (all -128 for Q8_0).
 #[test]
 fn int8_dot_rows_match_the_row_products() {
     let mut rng = Rng(0x7a11);
@@ -76,6 +77,7 @@ fn int8_dot_rows_match_the_row_products() {
         (DType::Q8_0, 1024),
         (DType::Q5_0, 64),
         (DType::Q4K, 512),
+        (DType::Q6K, 512),
         (DType::Q6K, 768),
     ] {
         let fmt = fmt_of(dtype, &[], 0);

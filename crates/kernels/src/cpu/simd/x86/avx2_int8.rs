@@ -59,7 +59,7 @@ unsafe fn rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f3
     }
     assert!(rb >= per * blocks && src.len() >= (n - 1) * rb + per * blocks);
     assert!(a.qs.len() >= blocks * block && a.bsums.len() >= blocks * sums);
-    if n >= 8 && blocks <= SHORT_BLOCKS && matches!(fmt, Fmt::Q8_0 | Fmt::Q5_0) {
+    if n >= 8 && blocks * block <= if block == 256 { 512 } else { 128 } {
         // SAFETY: the bounds were asserted above.
         unsafe { short_rows(fmt, src, rb, a, out) };
         return;
@@ -93,14 +93,15 @@ unsafe fn rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f3
     }
 }
 
-/// Rows of at most this many blocks take [`short_rows`].
-const SHORT_BLOCKS: usize = 4;
-
-/// Short rows (MLA's per-head `attn_k_b` is 64 values a row: two Q8_0 or Q5_0 blocks) in
-/// groups of eight adjacent ones, one horizontal sum for the eight. One row at a time, or
-/// a row from each of four streams, spent more on the loop, the sums and the stores than
-/// on the row: `attn_k_b` ran at 4-6 GB/s, a twentieth of a q4_k_m decode step. Adjacent
-/// short rows are one stream, which the prefetchers follow.
+/// Short rows (up to four Q8_0 or Q5_0 blocks: MLA's per-head `attn_k_b` is 64 values a
+/// row; up to two K-quant blocks: `attn_v_b` and the experts' down projections of our
+/// mid-size model are 512) in groups of eight adjacent ones, one horizontal sum for the
+/// eight. One row at a time from each of four streams spent more on the loop, the sums and
+/// the stores than on the row: `attn_k_b` ran at 4-6 GB/s, a twentieth of a q4_k_m decode
+/// step. Adjacent short rows are one stream, which the prefetchers follow. Timed in a
+/// decode against the gate and up products of the same steps: q4_k_m's down products took
+/// 0.95 of their time, six runs alternating; q8_0's, with 16-block rows here too, 1.5, so
+/// longer rows keep the four streams.
 #[inline(always)]
 unsafe fn short_rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f32]) {
     unsafe {
@@ -119,11 +120,17 @@ unsafe fn short_rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &m
             for (j, acc) in acc.iter_mut().enumerate() {
                 if g + j < n {
                     let w = p.add(j * rb);
-                    for b in 0..blocks {
-                        *acc = match fmt {
-                            Fmt::Q8_0 => q8_0_block(w, a, b, *acc),
-                            _ => q5_0_block(w, a, b, &k, *acc),
-                        };
+                    match fmt {
+                        Fmt::Q4K => *acc = q4k_acc(w, a, blocks),
+                        Fmt::Q6K => *acc = q6k_acc(w, a, blocks),
+                        _ => {
+                            for b in 0..blocks {
+                                *acc = match fmt {
+                                    Fmt::Q8_0 => q8_0_block(w, a, b, *acc),
+                                    _ => q5_0_block(w, a, b, &k, *acc),
+                                };
+                            }
+                        }
                     }
                 }
             }
