@@ -107,15 +107,14 @@ unsafe fn short_rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &m
     unsafe {
         let n = out.len();
         let blocks = a.d.len();
-        let k = Q5Consts {
-            nib: _mm256_set1_epi8(0x0f),
-            pick: Q5_PICK,
-            bit: _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64),
-        };
+        let k = Q5Consts::new();
         let mut g = 0;
         while g < n {
             let p = src.as_ptr().add(g * rb);
-            prefetch_ahead(p, 8 * rb);
+            // (the K-quant row kernels ask for their own blocks' lines)
+            if matches!(fmt, Fmt::Q8_0 | Fmt::Q5_0) {
+                prefetch_ahead(p, 8 * rb);
+            }
             let mut acc = [_mm256_setzero_ps(); 8];
             for (j, acc) in acc.iter_mut().enumerate() {
                 if g + j < n {
@@ -221,11 +220,7 @@ unsafe fn q8_0_block(w: *const u8, a: &QRow<'_>, b: usize, acc: __m256) -> __m25
 #[inline(always)]
 unsafe fn q5_0_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
     unsafe {
-        let k = Q5Consts {
-            nib: _mm256_set1_epi8(0x0f),
-            pick: Q5_PICK,
-            bit: _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64),
-        };
+        let k = Q5Consts::new();
         let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut b = 0;
         while b + 2 <= blocks {
@@ -257,6 +252,19 @@ struct Q5Consts {
     nib: __m256i,
     pick: __m256i,
     bit: __m256i,
+}
+
+impl Q5Consts {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        unsafe {
+            Q5Consts {
+                nib: _mm256_set1_epi8(0x0f),
+                pick: Q5_PICK,
+                bit: _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64),
+            }
+        }
+    }
 }
 
 /// `acc` plus Q5_0 block `b`'s products, by lane.
@@ -387,7 +395,7 @@ const Q4K_MINS: [u8; 32] = {
 
 /// Byte indices `2c` (eight times) then `2c + 1` (eight times): for 32 Q6_K weights from
 /// `32 c` on, their two 16-weight groups' scales (the low eight i16 lanes of `vpmaddubsw`
-/// cover the first group); for Q4_K, sub-blocks `2c` and `2c + 1`'s, as folded below.
+/// cover the first group).
 const SCALE_PAIRS: [[u8; 16]; 8] = {
     let mut t = [[0u8; 16]; 8];
     let mut c = 0;
