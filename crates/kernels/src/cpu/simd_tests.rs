@@ -446,3 +446,34 @@ fn q8_rows_to_f32_are_the_bf16_rows_widened() {
         }
     }
 }
+
+/// The decode attention's transposed queries, at every level, are the rows' values moved
+/// (bit for bit) with zeros in the padding lanes: row counts that fill no group of 8 and
+/// lengths with tails past the last 8.
+#[test]
+fn transposed_queries_are_the_rows_moved() {
+    let mut rng = Rng(0x7a05);
+    for (rows, k, lanes) in [
+        (1, 8, 16),
+        (5, 13, 16),
+        (16, 544, 16),
+        (17, 21, 32),
+        (32, 7, 32),
+    ] {
+        let q = rng.vec(rows * k);
+        for level in Level::available() {
+            let mut qt = vec![f32::NAN; k * lanes];
+            simd::transpose_queries(level, &q, rows, k, lanes, &mut qt);
+            for d in 0..k {
+                for i in 0..lanes {
+                    let want = if i < rows { q[i * k + d] } else { 0.0 };
+                    assert_eq!(
+                        qt[d * lanes + i].to_bits(),
+                        want.to_bits(),
+                        "{level} rows {rows} k {k} lane {i} value {d}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -124,14 +124,8 @@ pub(super) fn split_positions(
         // and the scores broadcast its values against the queries transposed
         let transposed = !amx && simd::has_scores_qt(level);
         if transposed {
-            // written in order, the padding lanes zeroed (by rows, the stores went a line
-            // apart: a fifth of a short step's time)
             qt.resize(row * lanes, 0.0);
-            for (d, dst) in qt.chunks_exact_mut(lanes).enumerate() {
-                for (i, t) in dst.iter_mut().enumerate() {
-                    *t = if i < rows { q[i * row + d] } else { 0.0 };
-                }
-            }
+            simd::transpose_queries(level, q, rows, row, lanes, qt);
         } else {
             qt.clear();
         }

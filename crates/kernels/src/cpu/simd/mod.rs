@@ -708,6 +708,32 @@ pub fn has_scores_qt(level: Level) -> bool {
     level == Level::Avx2
 }
 
+/// `qt[d * lanes + i] = q[i * k + d]` for `i < rows`, `d < k`, and 0 in lanes `rows..lanes`:
+/// the queries as [`ScoresTile::qt`] holds them.
+pub fn transpose_queries(
+    level: Level,
+    q: &[f32],
+    rows: usize,
+    k: usize,
+    lanes: usize,
+    qt: &mut [f32],
+) {
+    assert!(rows <= lanes && q.len() >= rows * k && qt.len() >= k * lanes);
+    #[cfg(target_arch = "x86_64")]
+    if level != Level::Scalar && lanes.is_multiple_of(8) {
+        // SAFETY: every level above Scalar has AVX2, FMA and F16C; bounds as asserted.
+        unsafe { x86::avx2_attention::transpose_queries(q, rows, k, lanes, qt) };
+        return;
+    }
+    let _ = level;
+    // in store order: by rows, each store went a line apart
+    for (d, dst) in qt[..k * lanes].chunks_exact_mut(lanes).enumerate() {
+        for (i, t) in dst.iter_mut().enumerate() {
+            *t = if i < rows { q[i * k + d] } else { 0.0 };
+        }
+    }
+}
+
 /// [`scores_t`] over a bf16 tile, where [`has_scores_qt`]: the tile's rows are widened
 /// (exactly) to f32 as the scores reach them, and left in `wide` one after another
 /// (`wide[j * k..]` holds row `offs[j]`) for the output's product.

@@ -226,7 +226,8 @@ pub unsafe fn gemm_panel16(g: &GemmPanel<'_>, y: *mut f32) {
         }
         // SAFETY: p holds 16 * k values; the caller vouches for y.
         unsafe {
-            transpose16(g.panel, g.rows, g.k, &mut p);
+            // (a panel of 8 rows or fewer is read as one half: the second is not written)
+            transpose_lanes(g.panel, g.rows, g.k, 16, g.rows.div_ceil(8).max(1), &mut p);
             gemm_t(g, &p, y);
         }
     });
@@ -272,22 +273,28 @@ thread_local! {
     static PANEL_T: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `dst[c * 16 + r] = src[r * k + c]` for `r < rows` (at most 16), and 0 for the rows past
-/// them up to the end of their half of 8: 8x8 blocks by shuffles, the columns past the last
-/// 8 one by one.
+/// `dst[c * lanes + r] = src[r * k + c]` for `r < rows`, and 0 for the rows past them up to
+/// the end of the first `groups` groups of 8 lanes: 8x8 blocks by shuffles, the columns past
+/// the last 8 one by one.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn transpose16(src: &[f32], rows: usize, k: usize, dst: &mut [f32]) {
+pub(super) unsafe fn transpose_lanes(
+    src: &[f32],
+    rows: usize,
+    k: usize,
+    lanes: usize,
+    groups: usize,
+    dst: &mut [f32],
+) {
     use std::arch::x86_64::*;
-    assert!(rows <= 16 && src.len() >= rows * k && dst.len() >= 16 * k);
+    assert!(rows <= 8 * groups && 8 * groups <= lanes);
+    assert!(src.len() >= rows * k && dst.len() >= lanes * k);
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
     let whole = k / 8 * 8;
-    // (a panel of 8 rows or fewer is read as one half: the second is not written)
-    let halves = if rows > 8 { 2 } else { 1 };
-    // SAFETY: every index is below rows * k in src and 16 * k in dst (asserted above).
+    // SAFETY: every index is below rows * k in src and lanes * k in dst (asserted above).
     unsafe {
         let mut c = 0;
         while c < whole {
-            for h in 0..halves {
+            for h in 0..groups {
                 let mut v = [_mm256_setzero_si256(); 8];
                 for (i, v) in v.iter_mut().enumerate() {
                     let r = 8 * h + i;
@@ -297,14 +304,14 @@ unsafe fn transpose16(src: &[f32], rows: usize, k: usize, dst: &mut [f32]) {
                 }
                 let t = super::avx2_qgemm::transpose8(&v);
                 for (j, t) in t.iter().enumerate() {
-                    _mm256_storeu_ps(d.add((c + j) * 16 + 8 * h), _mm256_castsi256_ps(*t));
+                    _mm256_storeu_ps(d.add((c + j) * lanes + 8 * h), _mm256_castsi256_ps(*t));
                 }
             }
             c += 8;
         }
         for c in whole..k {
-            for r in 0..8 * halves {
-                *d.add(c * 16 + r) = if r < rows { *s.add(r * k + c) } else { 0.0 };
+            for r in 0..8 * groups {
+                *d.add(c * lanes + r) = if r < rows { *s.add(r * k + c) } else { 0.0 };
             }
         }
     }
