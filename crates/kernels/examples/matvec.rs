@@ -18,7 +18,7 @@ fn main() {
         .filter(|l| *l != "auto")
         .map(|l| l.parse::<kernels::Level>().unwrap());
     let copies: usize = argv.get(4).map_or(1, |c| c.parse().unwrap());
-    // an optional comma-separated list of formats (f32,bf16,q8_0,q6_k,q4_k): all by default
+    // an optional comma-separated list of formats (f32,bf16,q8_0,q5_0,q6_k,q4_k): all by default
     let only: Option<Vec<String>> = argv
         .get(5)
         .map(|t| t.split(',').map(str::to_owned).collect());
@@ -39,6 +39,7 @@ fn main() {
         (DType::F32, 1024),
         (DType::BF16, 512),
         (DType::Q8_0, 272),
+        (DType::Q5_0, 176),
         (DType::Q6K, 210),
         (DType::Q4K, 144),
     ] {

@@ -73,9 +73,14 @@ fn int8_dot_row_matches_the_oracle_and_the_dequantized_product() {
 fn int8_dot_rows_match_the_row_products() {
     let mut rng = Rng(0x7a11);
     for (dtype, n) in [
+        (DType::Q8_0, 32),
         (DType::Q8_0, 96),
+        (DType::Q8_0, 128),
         (DType::Q8_0, 1024),
+        (DType::Q5_0, 32),
         (DType::Q5_0, 64),
+        (DType::Q5_0, 96),
+        (DType::Q5_0, 128),
         (DType::Q4K, 512),
         (DType::Q6K, 512),
         (DType::Q6K, 768),
