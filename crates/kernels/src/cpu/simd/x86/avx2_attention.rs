@@ -79,12 +79,8 @@ pub unsafe fn scores_widening(t: &ScoresTile<'_>, s: &mut [f32], wide: &mut [f32
 ///
 /// With `WIDEN`, each group of six positions' bf16 rows are widened into `wide` first
 /// (`wide[j * k..]` holds row `offs[j]`), where the scores read them and the output's
-/// product will. The next group's rows (after the last group, the next tile's first) are
-/// asked for into L2 a line every 4 values of this group's product: the widening of each
-/// group waited on them from L3 or memory. At depth 4096 (`examples/attention`, calls
-/// alternated): 0.87-0.95 of the time from L3, 0.90 over an f32 cache and 0.94-0.99 over
-/// a bf16 one from memory. (Asked for in one burst, a tile or two groups ahead, they
-/// were slower than the hardware's prefetchers alone.)
+/// product will. The next tile's rows are not fetched ahead: at depth 4096 that was slower
+/// than the hardware's prefetchers alone, both a tile ahead and two groups ahead.
 #[inline(always)]
 unsafe fn scores_qt<const WIDEN: bool>(
     t: &ScoresTile<'_>,
@@ -94,22 +90,8 @@ unsafe fn scores_qt<const WIDEN: bool>(
 ) {
     let (qt, lanes, k, offs) = (t.qt.as_ptr(), t.lanes, t.k, t.offs);
     let out = s.as_mut_ptr();
-    // a cached row's lines (one more where it does not start on a line)
-    let size = if WIDEN { 2 } else { 4 };
-    let lines = (k * size).div_ceil(64) + 1;
     for j in (0..offs.len()).step_by(6) {
         let n = (offs.len() - j).min(6);
-        // the next group's rows, or the next tile's first ones after the last group
-        let mut ahead = [std::ptr::null::<u8>(); 6];
-        let mut m = 0;
-        for i in j + 6..j + 12 {
-            let o = offs.get(i).or_else(|| t.prefetch.get(i - offs.len()));
-            if let Some(&o) = o {
-                ahead[m] = src.wrapping_add(o * size);
-                m += 1;
-            }
-        }
-        let pfl = (&ahead[..m], lines);
         let mut keys = [0usize; 6];
         let kv = if WIDEN {
             for (i, key) in keys[..n].iter_mut().enumerate() {
@@ -141,12 +123,12 @@ unsafe fn scores_qt<const WIDEN: bool>(
             unsafe {
                 let (q, o) = (qt.add(lb), out.add(j * lanes + lb));
                 match n {
-                    6 => qt_tile::<6>(q, lanes, k, kv, keys, o, pfl),
-                    5 => qt_tile::<5>(q, lanes, k, kv, keys, o, pfl),
-                    4 => qt_tile::<4>(q, lanes, k, kv, keys, o, pfl),
-                    3 => qt_tile::<3>(q, lanes, k, kv, keys, o, pfl),
-                    2 => qt_tile::<2>(q, lanes, k, kv, keys, o, pfl),
-                    _ => qt_tile::<1>(q, lanes, k, kv, keys, o, pfl),
+                    6 => qt_tile::<6>(q, lanes, k, kv, keys, o),
+                    5 => qt_tile::<5>(q, lanes, k, kv, keys, o),
+                    4 => qt_tile::<4>(q, lanes, k, kv, keys, o),
+                    3 => qt_tile::<3>(q, lanes, k, kv, keys, o),
+                    2 => qt_tile::<2>(q, lanes, k, kv, keys, o),
+                    _ => qt_tile::<1>(q, lanes, k, kv, keys, o),
                 }
             }
             lb += 16;
@@ -164,7 +146,6 @@ unsafe fn qt_tile<const J: usize>(
     kv: *const f32,
     keys: &[usize],
     out: *mut f32,
-    (ahead, lines): (&[*const u8], usize),
 ) {
     unsafe {
         let mut key = [kv; J];
@@ -172,24 +153,7 @@ unsafe fn qt_tile<const J: usize>(
             *p = kv.add(off);
         }
         let mut acc = [[_mm256_setzero_ps(); 2]; J];
-        // `per` lines of `ahead` every 4 values: six bf16 rows of 544 values are 108 lines,
-        // one every 4 values; f32 rows twice that, two
-        let per = (ahead.len() * lines).div_ceil((k / 4).max(1));
-        // the row and line asked for next
-        let (mut r, mut l) = (0, 0);
         for d in 0..k {
-            if d % 4 == 0 && r < ahead.len() {
-                for _ in 0..per {
-                    if r < ahead.len() {
-                        // a hint: it never faults
-                        _mm_prefetch::<_MM_HINT_T1>(ahead[r].wrapping_add(64 * l) as *const i8);
-                        l += 1;
-                        if l == lines {
-                            (r, l) = (r + 1, 0);
-                        }
-                    }
-                }
-            }
             let q = qt.add(d * lanes);
             let (q0, q1) = (_mm256_loadu_ps(q), _mm256_loadu_ps(q.add(8)));
             for (a, p) in acc.iter_mut().zip(&key) {
