@@ -10,7 +10,6 @@ mod wasm;
 mod x86;
 
 use super::dispatch::Level;
-use crate::backend::KvRows;
 pub use qacts::{ActQuant, QActs, QRow};
 
 /// How one stored row is encoded.
@@ -91,6 +90,10 @@ macro_rules! dispatch {
         }
     };
 }
+
+// the decode attention's tile products (declared after `dispatch!`, which they use)
+mod decode_attention;
+pub use decode_attention::*;
 
 /// `a · b` over the shorter length.
 pub fn dot(level: Level, a: &[f32], b: &[f32]) -> f32 {
@@ -631,30 +634,6 @@ pub unsafe fn amx_bf16_gemm(level: Level, g: &AmxBf16Gemm<'_>, y: *mut f32) {
     let _ = (g, y);
 }
 
-/// Decode attention with the query rows in vector lanes (see `attention.rs`): `q` is
-/// `[rows, k]`, `kv[offs[j]..offs[j] + k]` is cached row `j` of the tile, and the scores
-/// come out transposed, one group of `lanes` (a multiple of 16, at least `rows`) per
-/// position: `s[j * lanes + i] = q[i] · kv[offs[j]..]` for `i < rows` and `j <
-/// offs.len()`, which must be a multiple of 8 (callers pad by repeating a row). Padding
-/// lanes are left as they were.
-pub struct ScoresTile<'a> {
-    pub q: &'a [f32],
-    pub rows: usize,
-    pub lanes: usize,
-    pub k: usize,
-    pub kv: KvRows<'a>,
-    pub offs: &'a [usize],
-    /// Where [`has_bf16_dot`] and the cache is bf16: `q` as bf16 bits (whose values `q` must
-    /// already hold, rounded), which the kernel then multiplies as bf16 pairs; else empty.
-    pub q16: &'a [u16],
-    /// Where [`has_scores_qt`]: `q` transposed, `[k][lanes]`, zero in the padding lanes
-    /// (which the kernel then may overwrite); else empty.
-    pub qt: &'a [f32],
-    /// Offsets of rows to fetch ahead into cache while this tile computes (the next
-    /// tile's). A hint: kernels may ignore it.
-    pub prefetch: &'a [usize],
-}
-
 /// `gate = silu(gate) * up` (SwiGLU's join), over the shorter length. The x86 levels take
 /// `e^x` from the attention's polynomial (within a few ulp); the others call libm's.
 pub fn silu_mul(level: Level, gate: &mut [f32], up: &[f32]) {
@@ -669,143 +648,4 @@ pub fn silu_mul(level: Level, gate: &mut [f32], up: &[f32]) {
         Level::Avx2 => unsafe { x86::avx2::silu_mul(gate, up) },
         _ => portable::silu_mul(gate, up),
     }
-}
-
-/// One row of attention scores: the first `visible` scaled by `scale` and replaced by
-/// their softmax, the rest zeroed. Returns the scaled scores' maximum `m` and the sum `l` of
-/// `e^(x - m)` (-inf and 0 where nothing is visible), so rows softmaxed a block of
-/// positions at a time can be merged. The x86 levels take `e^x` from the attention's
-/// polynomial (within a few ulp); the others call libm's.
-pub fn softmax_row(level: Level, s: &mut [f32], visible: usize, scale: f32) -> (f32, f32) {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a level is only ever selected when `Level::supported` said so.
-        Level::Avx512 | Level::Avx512Vnni | Level::Amx => unsafe {
-            x86::avx512::softmax_row(s, visible, scale)
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Level::Avx2 => unsafe { x86::avx2::softmax_row(s, visible, scale) },
-        _ => {
-            let visible = visible.min(s.len());
-            for v in &mut s[..visible] {
-                *v *= scale;
-            }
-            let ml = super::norm::softmax(&mut s[..visible]);
-            s[visible..].fill(0.0);
-            ml
-        }
-    }
-}
-
-/// Whether this level's decode scores want the queries transposed (`ScoresTile::qt`) and
-/// a bf16 tile widened to f32 ([`scores_widening`]). AVX2 has no bf16 dot: it widens each
-/// cached value once for all query rows (the dot per query row and position widened it
-/// once per pair of rows), then multiplies it, broadcast, by 16 query rows at a time, with
-/// no horizontal sums. Decode attention over a bf16 cache at depth 4096 took 17.2 ms a
-/// token before and 14.6 after (`examples/attention`, 12 layers, Zen 3).
-pub fn has_scores_qt(level: Level) -> bool {
-    level == Level::Avx2
-}
-
-/// `qt[d * lanes + i] = q[i * k + d]` for `i < rows`, `d < k`, and 0 in lanes `rows..lanes`:
-/// the queries as [`ScoresTile::qt`] holds them.
-pub fn transpose_queries(
-    level: Level,
-    q: &[f32],
-    rows: usize,
-    k: usize,
-    lanes: usize,
-    qt: &mut [f32],
-) {
-    assert!(rows <= lanes && q.len() >= rows * k && qt.len() >= k * lanes);
-    #[cfg(target_arch = "x86_64")]
-    if level != Level::Scalar && lanes.is_multiple_of(8) {
-        // SAFETY: every level above Scalar has AVX2, FMA and F16C; bounds as asserted.
-        unsafe { x86::avx2_attention::transpose_queries(q, rows, k, lanes, qt) };
-        return;
-    }
-    let _ = level;
-    // in store order: by rows, each store went a line apart
-    for (d, dst) in qt[..k * lanes].chunks_exact_mut(lanes).enumerate() {
-        for (i, t) in dst.iter_mut().enumerate() {
-            *t = if i < rows { q[i * k + d] } else { 0.0 };
-        }
-    }
-}
-
-/// [`scores_t`] over a bf16 tile, where [`has_scores_qt`]: the tile's rows are widened
-/// (exactly) to f32 as the scores reach them, and left in `wide` one after another
-/// (`wide[j * k..]` holds row `offs[j]`) for the output's product.
-pub fn scores_widening(level: Level, t: &ScoresTile<'_>, s: &mut [f32], wide: &mut [f32]) {
-    assert!(matches!(t.kv, KvRows::Bf16(_)) && wide.len() >= t.offs.len() * t.k);
-    assert!(has_scores_qt(level) && t.qt.len() >= t.k * t.lanes);
-    assert!(t.lanes.is_multiple_of(16) && t.rows <= t.lanes && t.offs.len().is_multiple_of(8));
-    assert!(s.len() >= t.offs.len() * t.lanes);
-    assert!(t.offs.iter().all(|&o| o + t.k <= t.kv.len()));
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a level is only ever selected when `Level::supported` said so; the
-        // bounds are checked above.
-        Level::Avx2 => unsafe { x86::avx2::scores_widening(t, s, wide) },
-        _ => unreachable!("only AVX2 takes the queries transposed"),
-    }
-}
-
-pub fn scores_t(level: Level, t: &ScoresTile<'_>, s: &mut [f32]) {
-    assert!(t.lanes.is_multiple_of(16) && t.rows <= t.lanes && t.offs.len().is_multiple_of(8));
-    assert!(t.q.len() >= t.rows * t.k && s.len() >= t.offs.len() * t.lanes);
-    assert!(t.q16.is_empty() || (t.q16.len() >= t.rows * t.k && has_bf16_dot(level)));
-    assert!(t.qt.is_empty() || (t.qt.len() >= t.k * t.lanes && has_scores_qt(level)));
-    assert!(t.offs.iter().all(|&o| o + t.k <= t.kv.len()));
-    assert!(
-        !matches!(t.kv, KvRows::Q8(_)),
-        "an 8-bit cache's tile is converted first"
-    );
-    dispatch!(level, scores_t(t, s))
-}
-
-/// One tile's step of the online softmax, per lane `i` (one query row): scores of
-/// positions `j0..j0 + nj` are scaled, masked from position `visible[i]` on, and replaced by
-/// `exp(score - m)` with `m` the running maximum, which is updated; `alpha[i]` is what the
-/// row's earlier sums must be multiplied by (`exp(m_old - m_new)`), and `l` the running
-/// sum of the exponentials, already rescaled.
-pub struct SoftmaxStep<'a> {
-    pub nj: usize,
-    pub lanes: usize,
-    pub j0: usize,
-    pub scale: f32,
-    pub visible: &'a [u32],
-    pub m: &'a mut [f32],
-    pub l: &'a mut [f32],
-    pub alpha: &'a mut [f32],
-}
-
-pub fn softmax_step(level: Level, s: &mut [f32], st: &mut SoftmaxStep<'_>) {
-    let n = st.lanes;
-    assert!(n.is_multiple_of(16) && s.len() >= st.nj * n && st.visible.len() >= n);
-    assert!(st.m.len() >= n && st.l.len() >= n && st.alpha.len() >= n);
-    dispatch!(level, softmax_step(s, st))
-}
-
-/// `o[i * width + c] += Σ_j p[j * lanes + i] · kv[offs[j] + c]` for `i < rows`, `c < width`,
-/// `j < offs.len()`: a tile's probabilities times its cached latents.
-pub struct PvTile<'a> {
-    pub p: &'a [f32],
-    pub lanes: usize,
-    pub rows: usize,
-    pub kv: KvRows<'a>,
-    pub offs: &'a [usize],
-    pub width: usize,
-}
-
-pub fn pv_t(level: Level, t: &PvTile<'_>, o: &mut [f32]) {
-    assert!(t.rows <= t.lanes && t.p.len() >= t.offs.len() * t.lanes);
-    assert!(o.len() >= t.rows * t.width);
-    assert!(t.offs.iter().all(|&o| o + t.width <= t.kv.len()));
-    assert!(
-        !matches!(t.kv, KvRows::Q8(_)),
-        "an 8-bit cache's tile is converted first"
-    );
-    dispatch!(level, pv_t(t, o))
 }

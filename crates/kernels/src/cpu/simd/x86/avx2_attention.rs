@@ -169,16 +169,6 @@ unsafe fn qt_tile<const J: usize>(
     }
 }
 
-/// `simd::transpose_queries` by 8x8 blocks in registers. By single values, at depth 32,
-/// the 16 rows of 544 took a fifth of a decode step's attention: 35 KB read a value a line
-/// apart, from L2.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn transpose_queries(q: &[f32], rows: usize, k: usize, lanes: usize, qt: &mut [f32]) {
-    // SAFETY: this function's target features are the callee's; the wrapper checked the
-    // lengths, and lanes is a multiple of 8.
-    unsafe { super::avx2::transpose_lanes(q, rows, k, lanes, lanes / 8, qt) }
-}
-
 /// `simd::q8_rows_to_f32`: the latent's whole blocks as `bf16(q · d)` by
 /// `avx2::widen_q8_0`, kept as f32; the rope part widened from bf16 by a shift.
 #[target_feature(enable = "avx2,fma,f16c")]
