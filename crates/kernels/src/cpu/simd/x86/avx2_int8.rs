@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512_int8::{f16_at, q4k_scales_mins};
+use super::avx512_int8::f16_at;
 use super::prefetch_ahead;
 
 use super::super::{Fmt, QRow, portable};
@@ -345,7 +345,12 @@ unsafe fn q5_0_block(w: *const u8, a: &QRow<'_>, b: usize, k: &Q5Consts, acc: __
 /// halves, finishes the block. (A lane-crossing permute and a scale widening per 64
 /// weights, as before, held the shuffle pipes: from L2 this is 0.90 of that kernel's time,
 /// from memory 0.95-0.97, the two interleaved call by call.) The minimums meet the
-/// activations' sums of 16 in pairs: `dmin · Σ_j min_j · (sum of sub-block j)`.
+/// activations' sums of 16 in pairs: `dmin · Σ_j min_j · (sum of sub-block j)`. The
+/// scales and minimums unpack in a vector register from the block's first 16 bytes, which
+/// also give `d` and `dmin`: ~12 instructions where the scalar unpacking (as
+/// `q4k_scales_mins`) and moving its results over took ~24, and this host's cores are
+/// shared: on one core from L2, 0.86-0.91 of the time while the host was busy, 1.00-1.02
+/// while it was quiet.
 #[inline(always)]
 unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
     unsafe {
@@ -358,14 +363,17 @@ unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
         for b in 0..blocks {
             let p = w.add(144 * b);
             prefetch_ahead(p, 144);
-            let (scales, mins) = q4k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
+            // d, dmin and the twelve scale bytes in one load
+            let v = _mm_loadu_si128(p as *const __m128i);
+            let sm = q4k_scales_mins_v(v);
+            let sm2 = _mm256_broadcastsi128_si256(sm);
             let xb = x.add(256 * b);
             // sub-block j's 16 pair sums
             let mut pair = [_mm256_setzero_si256(); 8];
             for c in 0..4 {
-                let v = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
-                let lo = _mm256_and_si256(v, nib);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib);
+                let nibs = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(nibs, nib);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(nibs), nib);
                 let xl = _mm256_loadu_si256(xb.add(64 * c) as *const __m256i);
                 let xh = _mm256_loadu_si256(xb.add(64 * c + 32) as *const __m256i);
                 pair[2 * c] = _mm256_maddubs_epi16(lo, xl);
@@ -388,16 +396,14 @@ unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
                 _mm256_unpacklo_epi64(u03, u47),
                 _mm256_unpackhi_epi64(u03, u47),
             );
-            let sc = _mm256_shuffle_epi8(_mm256_set1_epi64x(scales as i64), csc);
+            let sc = _mm256_shuffle_epi8(sm2, csc);
             let isum = _mm256_madd_epi16(sums, sc);
             let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
-            let mn = _mm256_shuffle_epi8(_mm256_set1_epi64x(mins as i64), cmin);
+            let mn = _mm256_shuffle_epi8(sm2, cmin);
             let imin = _mm256_madd_epi16(bs, mn);
-            // d and dmin lie side by side: one conversion for both
-            let dd = _mm_mul_ps(
-                _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned())),
-                _mm_set1_ps(*a.d.get_unchecked(b)),
-            );
+            // d and dmin lie side by side: one conversion for both (lanes 2 and 3, the
+            // scale bytes as halves, go unused)
+            let dd = _mm_mul_ps(_mm_cvtph_ps(v), _mm_set1_ps(*a.d.get_unchecked(b)));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(dd), acc);
             acc_min = _mm256_fmadd_ps(
                 _mm256_cvtepi32_ps(imin),
@@ -408,6 +414,53 @@ unsafe fn q4k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
         _mm256_sub_ps(acc, acc_min)
     }
 }
+
+/// Q4_K's eight 6-bit scales (bytes 0-7) and eight minimums (bytes 8-15) from a block's
+/// first 16 bytes (`d`, `dmin`, the 12 packed bytes), as `q4k_scales_mins` unpacks them.
+#[inline(always)]
+unsafe fn q4k_scales_mins_v(v: __m128i) -> __m128i {
+    unsafe {
+        // packed byte k lies at v's byte 4 + k
+        let pp = _mm_shuffle_epi8(
+            v,
+            _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15),
+        );
+        let qq = _mm_shuffle_epi8(
+            v,
+            _mm_setr_epi8(
+                -128, -128, -128, -128, 4, 5, 6, 7, -128, -128, -128, -128, 8, 9, 10, 11,
+            ),
+        );
+        let r1 = _mm_and_si128(
+            pp,
+            _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0),
+        );
+        let r2 = _mm_and_si128(
+            _mm_srli_epi16::<4>(pp),
+            _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15),
+        );
+        let r3 = _mm_and_si128(
+            _mm_srli_epi16::<2>(qq),
+            _mm_setr_epi8(
+                0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30, 0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30,
+            ),
+        );
+        _mm_or_si128(_mm_or_si128(r1, r2), r3)
+    }
+}
+
+/// `vpshufb` control over Q4_K's eight minimums (bytes 8-15 of `q4k_scales_mins_v`, in both
+/// 128-bit lanes), against the activations' sums of 16: i16 lanes 2j and 2j + 1 take min j
+/// (sub-blocks 0..3 in the low half, 4..7 in the high).
+const Q4K_MINS: [u8; 32] = {
+    let mut t = [0x80u8; 32];
+    let mut k = 0;
+    while k < 16 {
+        t[2 * k] = (8 + k / 2) as u8;
+        k += 1;
+    }
+    t
+};
 
 /// Each 128-bit half of `a` and `b`'s i16 lanes summed in pairs `(i, i + 4)` and
 /// interleaved: `[a b a b ..]`. (A function, not a closure: closures do not inherit the
@@ -424,19 +477,6 @@ const Q4K_SCALES: [u8; 32] = {
     let mut k = 0;
     while k < 16 {
         t[2 * k] = (k % 8) as u8;
-        k += 1;
-    }
-    t
-};
-
-/// `vpshufb` control over Q4_K's eight minimums (in both 128-bit lanes), against the
-/// activations' sums of 16: i16 lanes 2j and 2j + 1 take min j (sub-blocks 0..3 in the low
-/// half, 4..7 in the high).
-const Q4K_MINS: [u8; 32] = {
-    let mut t = [0x80u8; 32];
-    let mut k = 0;
-    while k < 16 {
-        t[2 * k] = (k / 2) as u8;
         k += 1;
     }
     t
