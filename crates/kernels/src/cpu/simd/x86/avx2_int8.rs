@@ -506,7 +506,10 @@ const SCALE_PICK: [[u8; 32]; 4] = {
 /// comes off at the end. The scales are widened to i16 once a block, each half's eight in
 /// both 128-bit lanes, and each run picks its two by one in-lane `vpshufb`. (Widening each
 /// run's two by a lane-crossing `vpmovsxbw` took 1.13-1.16x the time from L2, one core,
-/// calls alternated; from memory with two threads 1.03-1.10x.)
+/// calls alternated, and 1.15x for 512-value rows. In a decode step, where `output` comes
+/// from memory, the two are even; but with lines asked for 4 KiB ahead, while the host's
+/// memory was slow, this one's `output` product took 1.3-1.4x the other's (7-8 ms), until
+/// the distance came down to 1 KiB: see `x86::ahead`.)
 #[inline(always)]
 unsafe fn q6k_acc(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m256 {
     unsafe {

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// - On our Xeon VM (48 KiB of L1 data) the hardware prefetchers alone kept q4_k_m decode
 ///   at about 50 tok/s; 1, 2, 4 and 8 KiB ahead gave about 55, 63, 65 and 66 (medians of
 ///   three to six alternating runs).
-/// - On our Zen 3 VM (32 KiB, 8-way, and a core shared with other guests) 4 KiB was the
-///   worst of 0.5-4: decode steps alternated within one run took 0.97 of the time at 1 KiB
-///   for q4_k_m (median of eight runs), 0.90-0.95 for bf16 and 0.98-1.00 for q8_0; with
-///   none at all, 1.4-2x.
+/// - On our Zen 3 VM (32 KiB, 8-way, and a core shared with other guests) decode steps
+///   alternated within one run took 0.97 of 4 KiB's time at 1 KiB for q4_k_m (median of
+///   eight comparisons; 0.985 at 0.5 and at 2 KiB), 0.90-0.95 for bf16 and 0.98-1.00 for
+///   q8_0. With none at all, q4_k_m's `output` product took 1.5-3.2x as long.
 fn ahead() -> usize {
     static AHEAD: AtomicUsize = AtomicUsize::new(0);
     match AHEAD.load(Ordering::Relaxed) {
