@@ -13,7 +13,7 @@ mod avx512_int8;
 pub mod avx512_qgemm;
 pub mod avx512vnni;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::LazyLock;
 
 /// How far ahead of the bytes being multiplied the decode kernels ask for lines. A run's
 /// rows lie back to back, so this reaches into the next rows. The lines go to L1, and
@@ -23,22 +23,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 ///   three to six alternating runs).
 /// - On our Zen 3 VM (32 KiB, 8-way, and a core shared with other guests) decode steps
 ///   alternated within one run took 0.97 of 4 KiB's time at 1 KiB for q4_k_m (median of
-///   eight comparisons; 0.985 at 0.5 and at 2 KiB), 0.90-0.95 for bf16 and 0.98-1.00 for
+///   eight comparisons; 0.99 at 2 KiB, 0.985 at 0.5), 0.90-0.95 for bf16 and 0.98-1.00 for
 ///   q8_0. With none at all, q4_k_m's `output` product took 1.5-3.2x as long.
 fn ahead() -> usize {
-    static AHEAD: AtomicUsize = AtomicUsize::new(0);
-    match AHEAD.load(Ordering::Relaxed) {
-        0 => {
-            let d = if l1d_bytes().is_some_and(|b| b >= 48 << 10) {
-                4096
-            } else {
-                1024
-            };
-            AHEAD.store(d, Ordering::Relaxed);
-            d
+    static AHEAD: LazyLock<usize> = LazyLock::new(|| {
+        if l1d_bytes().is_some_and(|b| b >= 48 << 10) {
+            4096
+        } else {
+            1024
         }
-        d => d,
-    }
+    });
+    *AHEAD
 }
 
 /// The L1 data cache of the core this runs on, from `cpuid` (AMD's leaf 0x8000_0005,
@@ -90,8 +85,8 @@ unsafe fn prefetch_ahead(p: *const u8, len: usize) {
 
 #[cfg(test)]
 mod tests {
-    /// The L1 data cache read from cpuid is one a real core has (every x86-64 CPU since
-    /// 2003 has 16-64 KiB; a hypervisor may hide it, and then the default distance holds).
+    /// The L1 data cache read from cpuid is one a real core has (x86-64 cores have had
+    /// 16-64 KiB; a hypervisor may hide it, and then the default distance holds).
     #[test]
     fn l1d_size_is_plausible_and_picks_a_distance() {
         if let Some(b) = super::l1d_bytes() {
