@@ -99,8 +99,8 @@ unsafe fn rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f3
         // SAFETY: as above.
         let acc = unsafe {
             match fmt {
-                Fmt::Q8_0 => q8_0_x4(w, a, blocks),
-                Fmt::Q5_0 => q5_0_x4(w, a, blocks),
+                Fmt::Q8_0 => small_x4::<false>(w, a, blocks),
+                Fmt::Q5_0 => small_x4::<true>(w, a, blocks),
                 Fmt::Q4K => q4k_x4(w, a, blocks),
                 _ => q6k_x4(w, a, blocks),
             }
@@ -115,35 +115,24 @@ unsafe fn rows(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out: &mut [f3
     }
 }
 
-/// Q8_0 over four rows, a block of each in turn (see [`rows`]).
+/// Q8_0 (or, with `Q5`, Q5_0) over four rows, a block of each in turn (see [`rows`]), the
+/// lines of two blocks (four) asked for at a time.
 #[inline(always)]
-unsafe fn q8_0_x4(w: [*const u8; 4], a: &QRow<'_>, blocks: usize) -> [__m256; 4] {
-    unsafe {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for b in 0..blocks {
-            for (acc, &w) in acc.iter_mut().zip(&w) {
-                if b % 2 == 0 {
-                    prefetch_ahead(w.add(34 * b), 68);
-                }
-                *acc = q8_0_block(w, a, b, *acc);
-            }
-        }
-        acc
-    }
-}
-
-/// Q5_0 over four rows, a block of each in turn.
-#[inline(always)]
-unsafe fn q5_0_x4(w: [*const u8; 4], a: &QRow<'_>, blocks: usize) -> [__m256; 4] {
+unsafe fn small_x4<const Q5: bool>(w: [*const u8; 4], a: &QRow<'_>, blocks: usize) -> [__m256; 4] {
+    let (per, every) = if Q5 { (22, 4) } else { (34, 2) };
     unsafe {
         let k = Q5Consts::new();
         let mut acc = [_mm256_setzero_ps(); 4];
         for b in 0..blocks {
             for (acc, &w) in acc.iter_mut().zip(&w) {
-                if b % 4 == 0 {
-                    prefetch_ahead(w.add(22 * b), 88);
+                if b % every == 0 {
+                    prefetch_ahead(w.add(per * b), per * every);
                 }
-                *acc = q5_0_block(w, a, b, &k, *acc);
+                *acc = if Q5 {
+                    q5_0_block(w, a, b, &k, *acc)
+                } else {
+                    q8_0_block(w, a, b, *acc)
+                };
             }
         }
         acc
