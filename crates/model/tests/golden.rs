@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use kernels::{CpuBackend, CpuOptions, Level};
+use kernels::cpu::simd::has_bf16_dot;
 use loader::{Checkpoint, SafetensorsFile};
 use model::{ForwardBatch, LogitsMode, Model, SeqChunk, Trace};
 
@@ -527,18 +528,21 @@ fn bf16_cache_decodes_as_it_prefills_and_stays_near_the_reference() {
         // scores are bf16 products (the query rounded too), a difference of a few 1e-3.
         // With AMX the prefill's products run on bf16 tiles, which round the
         // probabilities as well (1.4e-3 on v3_yarn_mtp), where decode keeps them f32.
+        // With AVX-512 BF16 it is decode's output product that rounds them (as the
+        // reference does in bf16: its softmax is cast to the values' type), where this
+        // prefill keeps them f32 (2.2e-3 at worst on v3_yarn_mtp).
         let stepwise = case.stepwise(&ids);
         for layer in &mut case.model.layers {
             layer.attn.expand_from = usize::MAX;
         }
         let absorbed = case.prefill(&ids, None);
-        if Level::detect() == Level::Amx {
+        if Level::detect() == Level::Amx || has_bf16_dot(Level::detect()) {
             // those roundings differ per position: the median and most rows are bounded
             let errs = sorted_row_errors(&stepwise, &absorbed, vocab);
             let (median, p90) = (errs[errs.len() / 2], errs[errs.len() * 9 / 10]);
             assert!(
                 median <= 2e-3 && p90 <= 4e-3,
-                "{name}: bf16 cache on AMX, decode through cache against prefill: median {median:.2e}, 90th percentile {p90:.2e}"
+                "{name}: bf16 cache with bf16 probabilities, decode through cache against prefill: median {median:.2e}, 90th percentile {p90:.2e}"
             );
         } else {
             // the two paths sum in f32 in different orders (decode's row kernels, the
@@ -565,7 +569,9 @@ fn bf16_cache_decodes_as_it_prefills_and_stays_near_the_reference() {
 /// On AMX the prefill's tiles round the probabilities to bf16 where decode does not (a few
 /// 1e-3 a token), and on v3_yarn_mtp that tips a router tie at token 5: its experts flip
 /// (0.5 off) and the difference carries through the cache to later tokens (median 9e-3),
-/// hence the looser bound there. Elsewhere decode and prefill agree to 3e-4 at worst.
+/// hence the looser bound there. With AVX-512 BF16 decode's output product rounds them
+/// (the same tie: median 8.9e-3, 90th percentile 3.8e-2). Elsewhere decode and prefill
+/// agree to 3e-4 at worst.
 #[test]
 fn q8_cache_decodes_as_it_prefills_and_stays_near_the_reference() {
     for level in Level::available() {
@@ -603,7 +609,7 @@ fn q8_cache_at(level: Level) {
             layer.attn.expand_from = usize::MAX;
         }
         let absorbed = case.prefill(&ids, None);
-        let (m, p) = if level == Level::Amx {
+        let (m, p) = if level == Level::Amx || has_bf16_dot(level) {
             (2e-2, 8e-2)
         } else {
             (2e-4, 5e-4)

@@ -15,8 +15,9 @@ struct Split {
     partial: Vec<f32>,
     /// Per lane, how many positions that query row sees (0 for padding lanes).
     visible: Vec<u32>,
-    /// The queries as bf16 bits, where the scores are bf16 products.
-    q16: Vec<u16>,
+    /// The queries as bf16 pairs along k with the rows in lanes (`ScoresTile::q16`), where
+    /// the scores are bf16 products.
+    q16: Vec<u32>,
     /// The queries packed as AMX tiles' B side, where the scores run on tiles.
     qpack: Vec<u16>,
     /// The queries transposed, `[k][lanes]`, where the level's scores take them so.
@@ -124,7 +125,12 @@ pub(super) fn split_positions(
         q16.clear();
         if !amx && !matches!(a.kv, KvRows::F32(_)) && simd::has_bf16_dot(level) {
             // the queries are already rounded to bf16: their top halves are exact
-            q16.extend(q.iter().map(|&v| (v.to_bits() >> 16) as u16));
+            q16.resize(row.div_ceil(2) * lanes, 0);
+            for (i, qi) in q.chunks_exact(row).take(rows).enumerate() {
+                for (d, &v) in qi.iter().enumerate() {
+                    q16[d / 2 * lanes + i] |= (v.to_bits() >> 16) << (16 * (d % 2));
+                }
+            }
         }
         let q16 = &q16[..];
         // without a bf16 dot (AVX2), each tile is widened to f32 once for every query row,
@@ -328,6 +334,8 @@ pub(super) fn split_positions(
                             &toffs[..nj]
                         },
                         width: r,
+                        // over a bf16 tile where the scores took bf16 pairs, so does this
+                        bf16_dot: !q16.is_empty() && !widened && matches!(tkv, KvRows::Bf16(_)),
                     };
                     simd::pv_t(level, &pv, o);
                 }

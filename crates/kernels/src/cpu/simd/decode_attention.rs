@@ -24,8 +24,11 @@ pub struct ScoresTile<'a> {
     pub kv: KvRows<'a>,
     pub offs: &'a [usize],
     /// Where [`has_bf16_dot`] and the cache is bf16: `q` as bf16 bits (whose values `q` must
-    /// already hold, rounded), which the kernel then multiplies as bf16 pairs; else empty.
-    pub q16: &'a [u16],
+    /// already hold, rounded) in pairs along k, with the rows in lanes:
+    /// `q16[d / 2 * lanes + i]` holds `q[i * k + d]` in its low half for even `d`, its high
+    /// half for odd (0 past k and in the padding lanes), which the kernel then multiplies
+    /// as bf16 pairs; else empty.
+    pub q16: &'a [u32],
     /// Where [`has_scores_qt`]: `q` transposed, `[k][lanes]`, zero in the padding lanes
     /// (which the kernel then may overwrite); else empty.
     pub qt: &'a [f32],
@@ -118,7 +121,7 @@ pub fn scores_widening(level: Level, t: &ScoresTile<'_>, s: &mut [f32], wide: &m
 pub fn scores_t(level: Level, t: &ScoresTile<'_>, s: &mut [f32]) {
     assert!(t.lanes.is_multiple_of(16) && t.rows <= t.lanes && t.offs.len().is_multiple_of(8));
     assert!(t.q.len() >= t.rows * t.k && s.len() >= t.offs.len() * t.lanes);
-    assert!(t.q16.is_empty() || (t.q16.len() >= t.rows * t.k && has_bf16_dot(level)));
+    assert!(t.q16.is_empty() || (t.q16.len() >= t.k.div_ceil(2) * t.lanes && has_bf16_dot(level)));
     assert!(t.qt.is_empty() || (t.qt.len() >= t.k * t.lanes && has_scores_qt(level)));
     assert!(t.offs.iter().all(|&o| o + t.k <= t.kv.len()));
     assert!(
@@ -160,10 +163,20 @@ pub struct PvTile<'a> {
     pub kv: KvRows<'a>,
     pub offs: &'a [usize],
     pub width: usize,
+    /// Multiply bf16 pairs (`vdpbf16ps`): the probabilities rounded to bf16, as the AMX
+    /// path multiplies them, against a bf16 tile's latents two positions at a time. Only
+    /// where [`has_bf16_dot`], over a bf16 tile, with `lanes` a multiple of 16.
+    pub bf16_dot: bool,
 }
 
 pub fn pv_t(level: Level, t: &PvTile<'_>, o: &mut [f32]) {
     assert!(t.rows <= t.lanes && t.p.len() >= t.offs.len() * t.lanes);
+    assert!(
+        !t.bf16_dot
+            || (has_bf16_dot(level)
+                && matches!(t.kv, KvRows::Bf16(_))
+                && t.lanes.is_multiple_of(16))
+    );
     assert!(o.len() >= t.rows * t.width);
     assert!(t.offs.iter().all(|&o| o + t.width <= t.kv.len()));
     assert!(
