@@ -1,23 +1,16 @@
 //! AVX-512 BW int8 dot products of block-quantized weight rows with quantized activations
 //! (`QRow`): weights unpack to bytes and multiply signed activation bytes as unsigned
-//! bytes. Q8_0 and Q5_0 sum them straight into i32 (`vpdpbusd`, or `vpmaddubsw` and
-//! `vpmaddwd` without VNNI); the K-quants sum them in fours, pack those to i16 and apply the
+//! bytes. Q8_0 sums them straight into i32 (`vpdpbusd`, or `vpmaddubsw` and `vpmaddwd`
+//! without VNNI); the K-quants sum them in fours, pack those to i16 and apply the
 //! per-sub-block scales while widening back to i32 (`vpmaddwd`). Each block's integer sum is
-//! exact; f32 enters once per block.
+//! exact; f32 enters once per block. Q5_0 and short rows go to the AVX2 kernels
+//! (`via_avx2`).
 
 use std::arch::x86_64::*;
 
 use super::prefetch_ahead;
 
 use super::super::{Fmt, QRow, portable};
-
-/// An f16 bit pattern to f32 (F16C).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-fn f16c(b: &[u8], i: usize) -> f32 {
-    let h = u16::from_le_bytes([b[i], b[i + 1]]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
-}
 
 /// Q6_K's 128 weights a step: `vpackssdw` leaves group `8h + L` (four i32 of the low 64
 /// weights) then group `8h + 4 + L` (the high 64) in 128-bit lane L.
@@ -92,13 +85,14 @@ pub unsafe fn dot_rows_q_vnni(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>
 /// of sums), taking them from four streams (the run cut in quarters: rows i, q + i,
 /// 2q + i, 3q + i), each walked in order: four adjacent rows interleaved (the obvious
 /// grouping) ran 2-3 times slower from memory here, as the prefetchers lost the stream.
-/// The K-quants take one whole row from each of the four streams in turn: interleaved
-/// block by block they were no faster end to end (q4_k_m decode 0.97x), but a single
-/// stream (four adjacent rows, one after another) held a core to ~10 GB/s from memory
-/// here, as the far prefetches queue behind the L1's few fill buffers; four streams let
-/// the L2's prefetcher run beside them. A 129280x1024 Q6_K product (q4_k_m's lm_head,
-/// half the bytes a decode step reads) went from 18 to 27-30 GB/s on two threads, Q4_K
-/// from 20-22 to 23-26.
+/// The K-quants take the four streams a block of each in turn too (`k_quant_x4`). A
+/// single stream (four adjacent rows, one after another) held a core to ~10 GB/s from
+/// memory on the Xeon, as the far prefetches queue behind the L1's few fill buffers;
+/// four streams let the L2's prefetcher run beside them (a 129280x1024 Q6_K product,
+/// q4_k_m's lm_head, went from 18 to 27-30 GB/s on two threads). One whole row of each
+/// stream in turn left only one stream moving at a time; block by block, as the AVX2
+/// kernels found on Zen 3, q4_k_m decode steps on Zen 4 took a median of 0.99 of the
+/// time (alternated within one run).
 #[inline(always)]
 unsafe fn dot_rows_q<const VNNI: bool>(
     fmt: &Fmt<'_>,
@@ -109,6 +103,16 @@ unsafe fn dot_rows_q<const VNNI: bool>(
 ) {
     let rows = out.len();
     let blocks = a.d.len();
+    // Q5_0, and runs of short rows, through the AVX2 kernels: eight adjacent short rows
+    // share one horizontal sum there, and Q5_0 (MLA's per-head `attn_k_b` in q4_k_m
+    // files, rows of 64 values) goes four streams a block at a time, where here a row
+    // went alone with its own sum. Decode steps alternated within one run (Zen 4,
+    // q4_k_m): a median of 0.99 of the time; with the K-quants' streams below taken a
+    // block at a time too, 0.98 (9 comparisons, 0.975-1.01); q8_0 1.00.
+    if via_avx2(fmt, blocks) {
+        // SAFETY: every AVX-512 CPU has AVX2, FMA and F16C; the kernel checks the bounds.
+        return unsafe { super::avx2_int8::dot_rows_q(fmt, src, rb, a, out) };
+    }
     // bytes per block, activations per block, activation sums per block
     let (per, block, sums) = match fmt {
         Fmt::Q8_0 => (34, 32, 1),
@@ -121,11 +125,7 @@ unsafe fn dot_rows_q<const VNNI: bool>(
         // functions is outlined without the target features, and every intrinsic in it
         // becomes a call)
         for (j, o) in out.iter_mut().enumerate() {
-            let row = &src[j * rb..(j + 1) * rb];
-            *o = match fmt {
-                Fmt::Q5_0 => unsafe { dot_q5_0::<VNNI>(row, a) },
-                _ => portable::dot_row_q(fmt, row, a),
-            };
+            *o = portable::dot_row_q(fmt, &src[j * rb..(j + 1) * rb], a);
         }
         return;
     }
@@ -181,9 +181,9 @@ unsafe fn dot_rows_q<const VNNI: bool>(
     }
 }
 
-/// The K-quants' runs (Q4_K, or else Q6_K): four streams (rows i, q + i, 2q + i, 3q + i),
-/// one row of each after another, one horizontal sum. (Generic, not over a closure:
-/// closures do not inherit the caller's target features, and the kernels became calls.)
+/// The K-quants' runs (Q4_K, or else Q6_K): four streams (`k_quant_x4`), or under four
+/// rows one row at a time. (Generic, not over a closure: closures do not inherit the
+/// caller's target features, and the kernels became calls.)
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn k_quant_streams<const VNNI: bool, const Q4K: bool>(
@@ -195,30 +195,90 @@ unsafe fn k_quant_streams<const VNNI: bool, const Q4K: bool>(
     sums: *const i16,
     out: &mut [f32],
 ) {
-    let q = rows.div_ceil(4);
-    for i in 0..q {
-        let mut acc = [unsafe { _mm512_setzero_ps() }; 4];
-        let mut acc_min = [unsafe { _mm_setzero_ps() }; 4];
-        for s in 0..4 {
-            let r = s * q + i;
-            if r >= rows {
-                continue;
+    if rows >= 4 {
+        // SAFETY: the caller checked the rows' bounds.
+        return unsafe { k_quant_x4::<VNNI, Q4K>(src, rb, rows, a, qs, sums, out) };
+    }
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY: row r lies within src (the caller checked).
+        let w = unsafe { src.add(r * rb) };
+        let (acc, acc_min) = unsafe {
+            if Q4K {
+                q4k_acc64::<VNNI>(w, qs, sums, a.d)
+            } else {
+                (q6k_acc::<VNNI>(w, a, a.d.len()), _mm_setzero_ps())
             }
-            // SAFETY: row r lies within src (the caller checked).
-            let w = unsafe { src.add(r * rb) };
-            unsafe {
-                if Q4K {
-                    (acc[s], acc_min[s]) = q4k_acc64::<VNNI>(w, qs, sums, a.d);
-                } else {
-                    acc[s] = q6k_acc::<VNNI>(w, a, a.d.len());
+        };
+        let mut s4 = [0f32; 4];
+        unsafe {
+            let acc = [
+                acc,
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+            ];
+            let m = [
+                acc_min,
+                _mm_setzero_ps(),
+                _mm_setzero_ps(),
+                _mm_setzero_ps(),
+            ];
+            _mm_storeu_ps(s4.as_mut_ptr(), _mm_sub_ps(hsum4(acc), hsum4_128(m)));
+        }
+        *o = s4[0];
+    }
+}
+
+/// The K-quants' runs of at least four rows: the four streams advance a block each in
+/// turn, so four streams' lines are in flight while the arithmetic runs.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn k_quant_x4<const VNNI: bool, const Q4K: bool>(
+    src: *const u8,
+    rb: usize,
+    rows: usize,
+    a: &QRow<'_>,
+    qs: *const i8,
+    sums: *const i16,
+    out: &mut [f32],
+) {
+    unsafe {
+        let q = rows.div_ceil(4);
+        let k4 = Q4kConsts::new();
+        let k6 = Q6kConsts::new();
+        let blocks = a.d.len();
+        for i in 0..q {
+            // a missing row (past the run's end) repeats row i; its sum is not stored
+            let mut w = [src; 4];
+            for (s, w) in w.iter_mut().enumerate() {
+                let r = s * q + i;
+                *w = src.add(if r < rows { r } else { i } * rb);
+            }
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut acc_min = [_mm_setzero_ps(); 4];
+            for b in 0..blocks {
+                for s in 0..4 {
+                    if Q4K {
+                        q4k_block::<VNNI>(
+                            &k4,
+                            w[s].add(144 * b),
+                            qs.add(256 * b),
+                            sums.add(8 * b),
+                            a.d[b],
+                            &mut acc[s],
+                            &mut acc_min[s],
+                        );
+                    } else {
+                        q6k_block::<VNNI>(&k6, w[s].add(210 * b), a, b, &mut acc[s]);
+                    }
                 }
             }
-        }
-        let mut s4 = [0f32; 4];
-        unsafe { _mm_storeu_ps(s4.as_mut_ptr(), _mm_sub_ps(hsum4(acc), hsum4_128(acc_min))) };
-        for s in 0..4 {
-            if s * q + i < rows {
-                out[s * q + i] = s4[s];
+            let mut s4 = [0f32; 4];
+            _mm_storeu_ps(s4.as_mut_ptr(), _mm_sub_ps(hsum4(acc), hsum4_128(acc_min)));
+            for s in 0..4 {
+                if s * q + i < rows {
+                    out[s * q + i] = s4[s];
+                }
             }
         }
     }
@@ -376,44 +436,83 @@ unsafe fn q4k_acc64<const VNNI: bool>(
     d: &[f32],
 ) -> (__m512, __m128) {
     unsafe {
-        let nib = _mm512_set1_epi8(0x0f);
-        let idx = load_idx2(&Q4K_PACKED_IDX);
-        let zero = _mm512_setzero_si512();
+        let k = Q4kConsts::new();
         let mut acc = _mm512_setzero_ps();
         let mut acc_min = _mm_setzero_ps();
         for (b, &da) in d.iter().enumerate() {
-            let p = w.add(144 * b);
-            prefetch_ahead(p, 144);
-            let (scales, mins) = q4k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
-            let sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(scales as i64)));
-            let x = qs.add(256 * b);
-            let mut isum = zero;
-            for (h, idx) in idx.iter().enumerate() {
-                let v = _mm512_loadu_si512(p.add(16 + 64 * h) as *const __m512i);
-                let lo = _mm512_and_si512(v, nib);
-                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nib);
-                let xl = _mm512_loadu_si512(x.add(128 * h) as *const __m512i);
-                let xh = _mm512_loadu_si512(x.add(128 * h + 64) as *const __m512i);
-                let sl = dot_u8i8::<VNNI>(zero, lo, xl);
-                let sh = dot_u8i8::<VNNI>(zero, hi, xh);
-                let s16 = _mm512_packs_epi32(sl, sh);
-                isum = dot_i16::<VNNI>(isum, s16, _mm512_permutexvar_epi16(*idx, sc));
-            }
-            let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64));
-            let im = _mm_madd_epi16(m16, _mm_loadu_si128(sums.add(8 * b) as *const __m128i));
-            // d and dmin lie side by side: one conversion for both
-            let dd = _mm_mul_ps(
-                _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned())),
-                _mm_set1_ps(da),
-            );
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(dd), acc);
-            acc_min = _mm_fmadd_ps(
-                _mm_cvtepi32_ps(im),
-                _mm_permute_ps::<0b01_01_01_01>(dd),
-                acc_min,
+            q4k_block::<VNNI>(
+                &k,
+                w.add(144 * b),
+                qs.add(256 * b),
+                sums.add(8 * b),
+                da,
+                &mut acc,
+                &mut acc_min,
             );
         }
         (acc, acc_min)
+    }
+}
+
+/// The constants of a Q4_K block step, loaded once a run.
+struct Q4kConsts {
+    nib: __m512i,
+    idx: [__m512i; 2],
+}
+
+impl Q4kConsts {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        unsafe {
+            Q4kConsts {
+                nib: _mm512_set1_epi8(0x0f),
+                idx: load_idx2(&Q4K_PACKED_IDX),
+            }
+        }
+    }
+}
+
+/// One Q4_K block `p` against its reordered activations `x` and sub-block sums `sums`.
+#[inline(always)]
+unsafe fn q4k_block<const VNNI: bool>(
+    k: &Q4kConsts,
+    p: *const u8,
+    x: *const i8,
+    sums: *const i16,
+    da: f32,
+    acc: &mut __m512,
+    acc_min: &mut __m128,
+) {
+    unsafe {
+        prefetch_ahead(p, 144);
+        let zero = _mm512_setzero_si512();
+        let (scales, mins) = q4k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
+        let sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(scales as i64)));
+        let mut isum = zero;
+        for (h, idx) in k.idx.iter().enumerate() {
+            let v = _mm512_loadu_si512(p.add(16 + 64 * h) as *const __m512i);
+            let lo = _mm512_and_si512(v, k.nib);
+            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), k.nib);
+            let xl = _mm512_loadu_si512(x.add(128 * h) as *const __m512i);
+            let xh = _mm512_loadu_si512(x.add(128 * h + 64) as *const __m512i);
+            let sl = dot_u8i8::<VNNI>(zero, lo, xl);
+            let sh = dot_u8i8::<VNNI>(zero, hi, xh);
+            let s16 = _mm512_packs_epi32(sl, sh);
+            isum = dot_i16::<VNNI>(isum, s16, _mm512_permutexvar_epi16(*idx, sc));
+        }
+        let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64));
+        let im = _mm_madd_epi16(m16, _mm_loadu_si128(sums as *const __m128i));
+        // d and dmin lie side by side: one conversion for both
+        let dd = _mm_mul_ps(
+            _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned())),
+            _mm_set1_ps(da),
+        );
+        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(dd), *acc);
+        *acc_min = _mm_fmadd_ps(
+            _mm_cvtepi32_ps(im),
+            _mm_permute_ps::<0b01_01_01_01>(dd),
+            *acc_min,
+        );
     }
 }
 
@@ -422,54 +521,100 @@ unsafe fn q4k_acc64<const VNNI: bool>(
 #[inline(always)]
 unsafe fn q6k_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -> __m512 {
     unsafe {
-        let nib = _mm512_set1_epi8(0x0f);
-        let top = _mm512_set1_epi8(0x30);
-        let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
-        let idx = load_idx2(&Q6K_PACKED_IDX);
-        let zero = _mm512_setzero_si512();
+        let k = Q6kConsts::new();
         let mut acc = _mm512_setzero_ps();
-        let x = a.qs.as_ptr();
         for b in 0..blocks {
-            let p = w.add(210 * b);
-            prefetch_ahead(p, 210);
-            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
-            let sc = _mm512_castsi256_si512(sc16);
-            let mut isum = _mm512_setzero_si512();
-            for (h, idx) in idx.iter().enumerate() {
-                let ql = _mm512_loadu_si512(p.add(64 * h) as *const __m512i);
-                let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                    p.add(128 + 32 * h) as *const __m256i
-                ));
-                let qh = _mm512_srlv_epi16(qh, shift);
-                let lo = _mm512_or_si512(
-                    _mm512_and_si512(ql, nib),
-                    _mm512_and_si512(_mm512_slli_epi16::<4>(qh), top),
-                );
-                let hi = _mm512_or_si512(
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(ql), nib),
-                    _mm512_and_si512(qh, top),
-                );
-                // sums of four (at most 4 · 63 · 127, an i16), packed in pairs and scaled
-                // per group of 16 while summing, as Q4_K goes (`q4k_acc64`)
-                let xl = _mm512_loadu_si512(x.add(256 * b + 128 * h) as *const __m512i);
-                let xh = _mm512_loadu_si512(x.add(256 * b + 128 * h + 64) as *const __m512i);
-                let s16 = _mm512_packs_epi32(
-                    dot_u8i8::<VNNI>(zero, lo, xl),
-                    dot_u8i8::<VNNI>(zero, hi, xh),
-                );
-                isum = dot_i16::<VNNI>(isum, s16, _mm512_permutexvar_epi16(*idx, sc));
-            }
-            // the stored quants are q + 32: subtract 32 · Σ_g scale_g · (sum of group g)
-            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
-            let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
-            isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(off));
-            acc = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(isum),
-                _mm512_set1_ps(f16_at(p.add(208)) * a.d[b]),
-                acc,
-            );
+            q6k_block::<VNNI>(&k, w.add(210 * b), a, b, &mut acc);
         }
         acc
+    }
+}
+
+/// The constants of a Q6_K block step, loaded once a run.
+struct Q6kConsts {
+    nib: __m512i,
+    top: __m512i,
+    shift: __m512i,
+    idx: [__m512i; 2],
+}
+
+impl Q6kConsts {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        unsafe {
+            Q6kConsts {
+                nib: _mm512_set1_epi8(0x0f),
+                top: _mm512_set1_epi8(0x30),
+                shift: _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2)),
+                idx: load_idx2(&Q6K_PACKED_IDX),
+            }
+        }
+    }
+}
+
+/// Q6_K block `b` of a row, at `p`: the low four bits from `ql`, the top two from `qh`,
+/// each 64 weights scaled per 16-weight group while widening to i32.
+#[inline(always)]
+unsafe fn q6k_block<const VNNI: bool>(
+    k: &Q6kConsts,
+    p: *const u8,
+    a: &QRow<'_>,
+    b: usize,
+    acc: &mut __m512,
+) {
+    unsafe {
+        prefetch_ahead(p, 210);
+        let zero = _mm512_setzero_si512();
+        let x = a.qs.as_ptr();
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
+        let sc = _mm512_castsi256_si512(sc16);
+        let mut isum = _mm512_setzero_si512();
+        for (h, idx) in k.idx.iter().enumerate() {
+            let ql = _mm512_loadu_si512(p.add(64 * h) as *const __m512i);
+            let qh =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i));
+            let qh = _mm512_srlv_epi16(qh, k.shift);
+            let lo = _mm512_or_si512(
+                _mm512_and_si512(ql, k.nib),
+                _mm512_and_si512(_mm512_slli_epi16::<4>(qh), k.top),
+            );
+            let hi = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), k.nib),
+                _mm512_and_si512(qh, k.top),
+            );
+            // sums of four (at most 4 · 63 · 127, an i16), packed in pairs and scaled
+            // per group of 16 while summing, as Q4_K goes (`q4k_block`)
+            let xl = _mm512_loadu_si512(x.add(256 * b + 128 * h) as *const __m512i);
+            let xh = _mm512_loadu_si512(x.add(256 * b + 128 * h + 64) as *const __m512i);
+            let s16 = _mm512_packs_epi32(
+                dot_u8i8::<VNNI>(zero, lo, xl),
+                dot_u8i8::<VNNI>(zero, hi, xh),
+            );
+            isum = dot_i16::<VNNI>(isum, s16, _mm512_permutexvar_epi16(*idx, sc));
+        }
+        // the stored quants are q + 32: subtract 32 · Σ_g scale_g · (sum of group g)
+        let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
+        let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
+        isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(off));
+        *acc = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(isum),
+            _mm512_set1_ps(f16_at(p.add(208)) * a.d[b]),
+            *acc,
+        );
+    }
+}
+
+/// Whether rows of `blocks` blocks of `fmt` go through the AVX2 kernels (see `dot_rows_q`):
+/// Q5_0, and short rows (those the AVX2 kernels take eight at a time). Whole shapes go
+/// there, whatever the run's length, so that a row's sum does not depend on how the
+/// rows were split into runs (batched heads and experts must equal one product each).
+#[inline(always)]
+fn via_avx2(fmt: &Fmt<'_>, blocks: usize) -> bool {
+    match fmt {
+        Fmt::Q5_0 => true,
+        Fmt::Q8_0 => blocks <= 4,
+        Fmt::Q4K | Fmt::Q6K => blocks <= 2,
+        _ => false,
     }
 }
 
@@ -478,10 +623,13 @@ unsafe fn q6k_acc<const VNNI: bool>(w: *const u8, a: &QRow<'_>, blocks: usize) -
 #[inline(always)]
 unsafe fn dot_row_q<const VNNI: bool>(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> f32 {
     unsafe {
+        if via_avx2(fmt, a.d.len()) {
+            // as a run of this shape goes
+            return super::avx2_int8::dot_row_q(fmt, src, a);
+        }
         match fmt {
             // one row through the run kernel, which checks the bounds
             Fmt::Q8_0 | Fmt::Q4K | Fmt::Q6K => dot_one::<VNNI>(fmt, src, a),
-            Fmt::Q5_0 => dot_q5_0::<VNNI>(src, a),
             _ => portable::dot_row_q(fmt, src, a),
         }
     }
@@ -531,36 +679,6 @@ unsafe fn dot_one<const VNNI: bool>(fmt: &Fmt<'_>, src: &[u8], a: &QRow<'_>) -> 
     let mut out = [0f32];
     unsafe { dot_rows_q::<VNNI>(fmt, src, src.len(), a, &mut out) };
     out[0]
-}
-
-/// Q5_0: the low nibbles then the high nibbles of 16 bytes, the fifth bits from a mask;
-/// the stored quants are q + 16, so 16 · (sum of the block's activations) comes off.
-#[inline(always)]
-unsafe fn dot_q5_0<const VNNI: bool>(src: &[u8], a: &QRow<'_>) -> f32 {
-    unsafe {
-        let blocks = a.d.len();
-        assert!(src.len() >= 22 * blocks && a.qs.len() >= 32 * blocks && a.bsums.len() >= blocks);
-        let nib = _mm256_set1_epi8(0x0f);
-        let bit5 = _mm256_set1_epi8(0x10);
-        let mut acc = _mm256_setzero_ps();
-        let mut off = 0f32;
-        {
-            let x = a.qs.as_ptr();
-            for b in 0..blocks {
-                let blk = &src[22 * b..22 * b + 22];
-                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
-                let q = _mm_loadu_si128(blk.as_ptr().add(6) as *const __m128i);
-                let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), nib);
-                let q = _mm256_mask_add_epi8(q, qh, q, bit5);
-                let xv = _mm256_loadu_si256(x.add(32 * b) as *const __m256i);
-                let p = dot_u8i8_256::<VNNI>(_mm256_setzero_si256(), q, xv);
-                let scale = f16c(blk, 0) * a.d[b];
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
-                off += scale * a.bsums[b] as f32;
-            }
-            hsum256(acc) - 16.0 * off
-        }
-    }
 }
 
 #[inline]
