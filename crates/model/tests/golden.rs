@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use kernels::{CpuBackend, CpuOptions, Level};
 use kernels::cpu::simd::has_bf16_dot;
+use kernels::{CpuBackend, CpuOptions, Level};
 use loader::{Checkpoint, SafetensorsFile};
 use model::{ForwardBatch, LogitsMode, Model, SeqChunk, Trace};
 
