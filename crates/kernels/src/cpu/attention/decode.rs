@@ -127,8 +127,9 @@ pub(super) fn split_positions(
             // the queries are already rounded to bf16: their top halves are exact
             q16.resize(row.div_ceil(2) * lanes, 0);
             for (i, qi) in q.chunks_exact(row).take(rows).enumerate() {
-                for (d, &v) in qi.iter().enumerate() {
-                    q16[d / 2 * lanes + i] |= (v.to_bits() >> 16) << (16 * (d % 2));
+                for (d2, pair) in qi.chunks(2).enumerate() {
+                    let hi = pair.get(1).map_or(0, |v| v.to_bits() >> 16);
+                    q16[d2 * lanes + i] = pair[0].to_bits() >> 16 | hi << 16;
                 }
             }
         }
@@ -334,8 +335,9 @@ pub(super) fn split_positions(
                             &toffs[..nj]
                         },
                         width: r,
-                        // over a bf16 tile where the scores took bf16 pairs, so does this
-                        bf16_dot: !q16.is_empty() && !widened && matches!(tkv, KvRows::Bf16(_)),
+                        // where the scores take bf16 pairs (a bf16 tile, or an 8-bit
+                        // one converted to bf16), so does this
+                        bf16_dot: !q16.is_empty(),
                     };
                     simd::pv_t(level, &pv, o);
                 }

@@ -38,7 +38,7 @@ pub unsafe fn dot_rows_q(fmt: &Fmt<'_>, src: &[u8], rb: usize, a: &QRow<'_>, out
 /// for why streams, not adjacent rows), a block of each in turn, one horizontal sum for the
 /// four. The four streams then advance together, each with its lines asked for ahead, so
 /// four times the bytes are on their way while the arithmetic runs. (One whole row of each
-/// in turn, as the AVX-512 K-quant kernels take them, left a Zen 3 core stalled on memory
+/// in turn, as the AVX-512 K-quant kernels took them until 2026-11-29, left a Zen 3 core stalled on memory
 /// and then computing: Q6_K from memory at about the rate that a read at full speed and
 /// the arithmetic from cache give when one waits for the other. Block by block, decode
 /// steps alternated within one run took a median of 0.97 of the time for q4_k_m (24

@@ -424,17 +424,7 @@ unsafe fn pv_dp(t: &PvTile<'_>, kv: *const u16, o: &mut [f32]) {
                 c += if two { 64 } else { 32 };
             }
             while c < t.width {
-                let left = t.width - c;
-                let m = if left >= 16 { 0xffff } else { tail_mask(left) };
-                let kv = kv as *const u8;
-                match rn {
-                    6 => pv_tile::<6, 1, true>(t, kv, i, c, m, o),
-                    5 => pv_tile::<5, 1, true>(t, kv, i, c, m, o),
-                    4 => pv_tile::<4, 1, true>(t, kv, i, c, m, o),
-                    3 => pv_tile::<3, 1, true>(t, kv, i, c, m, o),
-                    2 => pv_tile::<2, 1, true>(t, kv, i, c, m, o),
-                    _ => pv_tile::<1, 1, true>(t, kv, i, c, m, o),
-                }
+                pv_cols16::<true>(t, kv as *const u8, i, rn, c, o);
                 c += 16;
             }
             i += rn;
@@ -532,20 +522,39 @@ unsafe fn pv_of<const BF: bool>(t: &PvTile<'_>, kv: *const u8, o: &mut [f32]) {
                     }
                     c += 64;
                 } else {
-                    let m = if left >= 16 { 0xffff } else { tail_mask(left) };
-                    match rn {
-                        6 => pv_tile::<6, 1, BF>(t, kv, i, c, m, o),
-                        5 => pv_tile::<5, 1, BF>(t, kv, i, c, m, o),
-                        4 => pv_tile::<4, 1, BF>(t, kv, i, c, m, o),
-                        3 => pv_tile::<3, 1, BF>(t, kv, i, c, m, o),
-                        2 => pv_tile::<2, 1, BF>(t, kv, i, c, m, o),
-                        _ => pv_tile::<1, 1, BF>(t, kv, i, c, m, o),
-                    }
+                    pv_cols16::<BF>(t, kv, i, rn, c, o);
                     c += 16;
                 }
             }
         }
         i += rn;
+    }
+}
+
+/// Query rows `i..i + rn` (at most 6) by the up to 16 latent columns from `c`, the last
+/// ones masked.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn pv_cols16<const BF: bool>(
+    t: &PvTile<'_>,
+    kv: *const u8,
+    i: usize,
+    rn: usize,
+    c: usize,
+    o: &mut [f32],
+) {
+    let left = t.width - c;
+    let m = if left >= 16 { 0xffff } else { tail_mask(left) };
+    // SAFETY: as `pv_tile`'s callers: the wrapper checked every bound; m covers the tail.
+    unsafe {
+        match rn {
+            6 => pv_tile::<6, 1, BF>(t, kv, i, c, m, o),
+            5 => pv_tile::<5, 1, BF>(t, kv, i, c, m, o),
+            4 => pv_tile::<4, 1, BF>(t, kv, i, c, m, o),
+            3 => pv_tile::<3, 1, BF>(t, kv, i, c, m, o),
+            2 => pv_tile::<2, 1, BF>(t, kv, i, c, m, o),
+            _ => pv_tile::<1, 1, BF>(t, kv, i, c, m, o),
+        }
     }
 }
 
