@@ -209,6 +209,38 @@ fn bf16_pair_rows_match_the_oracle_at_every_level() {
     }
 }
 
+/// The bf16 decode kernel's four-stream form over a run of rows: row counts that leave
+/// streams short (the repeated row's sum dropped), lengths with and without a tail, rows
+/// stored farther apart than their length; each row against the oracle's widened row.
+#[test]
+fn bf16_pair_row_runs_match_the_oracle_at_every_level() {
+    let mut rng = Rng(37);
+    for level in Level::available() {
+        for k in [32, 37, 64, 100, 1024, 1031] {
+            for (n, pad) in [(1, 0), (3, 0), (4, 2), (5, 0), (9, 6), (17, 0)] {
+                let rb = 2 * (k + pad);
+                let src = stored(DType::BF16, n * (k + pad), &mut rng);
+                let x = rng.vec(k);
+                let mut pairs = Vec::new();
+                simd::bf16_pairs(&x, &mut pairs);
+                let mut got = vec![f32::NAN; n];
+                simd::dot_rows_bf16_pairs(level, &src, rb, &x, &pairs, &mut got);
+                for (r, g) in got.iter().enumerate() {
+                    let mut w = vec![0f32; k];
+                    portable::widen(&Fmt::BF16, &src[r * rb..r * rb + 2 * k], &mut w);
+                    let norm: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+                    close(
+                        *g,
+                        portable::dot(&w, &x),
+                        norm,
+                        &format!("{level} bf16 pair rows k={k} n={n} row {r}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_panel_matches_the_oracle_for_every_tile_shape() {
     let mut rng = Rng(99);

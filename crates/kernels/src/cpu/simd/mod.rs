@@ -152,8 +152,8 @@ pub fn dot_row_bf16_pairs(level: Level, src: &[u8], x: &[f32], pairs: &[f32]) ->
 /// `out[j] = row j · x` for the bf16 rows stored `rb` bytes apart from `src`, given `pairs`
 /// as [`dot_row_bf16_pairs`] takes them. Rows are taken from four streams (i, q + i,
 /// 2q + i, 3q + i), as the quantized kernels take them: one stream held a core to ~10 GB/s
-/// from memory, four let the L2's prefetcher run. AVX2 takes each four rows in one pass;
-/// the other levels a row at a time in the same order.
+/// from memory, four let the L2's prefetcher run. AVX2 and AVX-512 take each four rows in
+/// one pass; the other levels a row at a time in the same order.
 pub fn dot_rows_bf16_pairs(
     level: Level,
     src: &[u8],
@@ -165,9 +165,13 @@ pub fn dot_rows_bf16_pairs(
     let n = out.len();
     assert!(n == 0 || src.len() >= (n - 1) * rb + 2 * x.len());
     #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx2 {
+    match level {
         // SAFETY: a level is only selected when `Level::supported` said so.
-        return unsafe { x86::avx2::dot_rows_bf16_pairs(src, rb, x, pairs, out) };
+        Level::Avx2 => return unsafe { x86::avx2::dot_rows_bf16_pairs(src, rb, x, pairs, out) },
+        Level::Avx512 | Level::Avx512Vnni | Level::Amx => {
+            return unsafe { x86::avx512::dot_rows_bf16_pairs(src, rb, x, pairs, out) };
+        }
+        _ => {}
     }
     let q = n.div_ceil(4);
     for j in (0..q).flat_map(|j| (0..4).map(move |s| s * q + j)) {

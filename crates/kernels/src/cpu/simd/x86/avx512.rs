@@ -521,6 +521,67 @@ pub unsafe fn dot_row_bf16_pairs(src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
     }
 }
 
+/// `out[j] = row j · x` for the bf16 rows stored `rb` bytes apart from `src`, four at a time
+/// from four streams (rows i, q + i, 2q + i, 3q + i), as AVX2's kernel takes them: each load
+/// of `pairs` serves four rows, and the four rows' lines are in flight together. A row at a
+/// time, in the same order, read 21-27 GB/s on Zen 4 where Q8_0's streams read 35.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn dot_rows_bf16_pairs(
+    src: &[u8],
+    rb: usize,
+    x: &[f32],
+    pairs: &[f32],
+    out: &mut [f32],
+) {
+    let (n, k) = (out.len(), x.len());
+    let full = k / 32 * 32;
+    if n == 0 {
+        return;
+    }
+    assert!(rb >= 2 * k && src.len() >= (n - 1) * rb + 2 * k && pairs.len() >= full);
+    let q = n.div_ceil(4);
+    let p = pairs.as_ptr();
+    unsafe {
+        let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        for i in 0..q {
+            // a stream past the end repeats row i (its sum is dropped)
+            let mut w = [src.as_ptr(); 4];
+            for (s, w) in w.iter_mut().enumerate() {
+                let r = if s * q + i < n { s * q + i } else { i };
+                *w = src.as_ptr().add(r * rb);
+            }
+            let mut acc = [[_mm512_setzero_ps(); 2]; 4];
+            let mut c = 0;
+            while c < full {
+                let (pe, po) = (_mm512_loadu_ps(p.add(c)), _mm512_loadu_ps(p.add(c + 16)));
+                for (a, &w) in acc.iter_mut().zip(&w) {
+                    super::prefetch_ahead(w.add(2 * c), 64);
+                    let v = _mm512_loadu_si512(w.add(2 * c) as *const _);
+                    let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
+                    let odd = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+                    a[0] = _mm512_fmadd_ps(even, pe, a[0]);
+                    a[1] = _mm512_fmadd_ps(odd, po, a[1]);
+                }
+                c += 32;
+            }
+            for (s, (a, &w)) in acc.iter().zip(&w).enumerate() {
+                let r = s * q + i;
+                if r >= n {
+                    continue;
+                }
+                let mut v = _mm512_add_ps(a[0], a[1]);
+                if full < k {
+                    v = _mm512_add_ps(
+                        v,
+                        dot_lanes::<BF16>(w.add(2 * full), x.as_ptr().add(full), k - full),
+                    );
+                }
+                out[r] = _mm512_reduce_add_ps(v);
+            }
+        }
+    }
+}
+
 /// `R` panel rows against `T` tokens: R*T accumulators stay in registers; each step loads
 /// R weight vectors and T activation vectors for R*T FMAs.
 #[inline]
