@@ -18,7 +18,8 @@ fn main() {
         .filter(|l| *l != "auto")
         .map(|l| l.parse::<kernels::Level>().unwrap());
     let copies: usize = argv.get(4).map_or(1, |c| c.parse().unwrap());
-    // an optional comma-separated list of formats (f32,bf16,q8_0,q5_0,q6_k,q4_k): all by default
+    // an optional comma-separated list of formats (f32,bf16,q8_0,q5_0,q6_k,q4_k,f8_e4m3): all
+    // by default
     let only: Option<Vec<String>> = argv
         .get(5)
         .map(|t| t.split(',').map(str::to_owned).collect());
@@ -42,6 +43,7 @@ fn main() {
         (DType::Q5_0, 176),
         (DType::Q6K, 210),
         (DType::Q4K, 144),
+        (DType::F8E4M3, 256),
     ] {
         let name = format!("{dtype}").to_lowercase();
         if only.as_ref().is_some_and(|o| !o.contains(&name)) {
@@ -64,6 +66,9 @@ fn main() {
                             // f32: its top byte as bf16's, the rest random
                             (_, DType::F32) if i % 4 == 3 => b & 0x3b | 0x04,
                             (_, DType::F32) => b,
+                            // e4m3: no NaN codes
+                            (_, DType::F8E4M3) if b & 0x7f == 0x7f => 0x3c,
+                            (_, DType::F8E4M3) => b,
                             (1, DType::BF16) => b & 0x3b | 0x04,
                             (1, _) => b & 0x3b,
                             _ => b,
@@ -71,7 +76,14 @@ fn main() {
                     })
                     .collect();
                 let t = Tensor::from_bytes("w", dtype, vec![rows, cols], bytes).unwrap();
-                Matrix::dense(t).unwrap()
+                if dtype != DType::F8E4M3 {
+                    return Matrix::dense(t).unwrap();
+                }
+                // the official checkpoints' 128x128 blocks
+                let grid = vec![rows.div_ceil(128), cols.div_ceil(128)];
+                let scales = (0..grid[0] * grid[1]).flat_map(|_| 0.01f32.to_le_bytes());
+                let s = Tensor::from_bytes("s", DType::F32, grid, scales.collect()).unwrap();
+                Matrix::fp8(t, s, [128, 128]).unwrap()
             })
             .collect();
         let mut y = vec![0f32; rows];

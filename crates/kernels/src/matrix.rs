@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use loader::{DType, Tensor};
 
-use crate::cpu::simd::Fmt;
+use crate::cpu::simd::{Fmt, Fp8Run};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -71,6 +71,19 @@ impl<'a> Rows<'a> {
             None => Some((&self.bytes[r0 * self.rb..(r0 + len) * self.rb], self.rb)),
             Some(_) => None,
         }
+    }
+
+    /// Rows `r0..r0 + len` of an FP8 matrix with block scales, as one run.
+    #[inline]
+    pub fn fp8_run(&self, r0: usize, len: usize) -> Option<Fp8Run<'a>> {
+        self.scales.map(|s| Fp8Run {
+            bytes: &self.bytes[r0 * self.rb..(r0 + len) * self.rb],
+            rb: self.rb,
+            grid: &s.grid[..],
+            grid_cols: s.grid_cols,
+            row0: self.row0 + r0,
+            block: s.block,
+        })
     }
 
     /// The encoding shared by every row, up to FP8's per-row scales.

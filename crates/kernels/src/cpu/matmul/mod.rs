@@ -146,6 +146,10 @@ impl Acts<'_> {
                         let (x, pairs) = (&x[i * k..(i + 1) * k], &pairs[i * full..(i + 1) * full]);
                         simd::dot_rows_bf16_pairs(level, bytes, rb, x, pairs, dst)
                     }
+                    (Acts::F32 { x, k }, None) => {
+                        let run = w.fp8_run(r0 + c, cl).expect("only FP8 rows have no run");
+                        simd::dot_rows_fp8(level, &run, &x[i * k..(i + 1) * k], dst)
+                    }
                     _ => {
                         // rows from four streams (i, q + i, 2q + i, 3q + i), as the
                         // quantized kernels take them: one stream held a core to ~10 GB/s

@@ -44,6 +44,31 @@ impl Fmt<'_> {
     }
 }
 
+/// A run of FP8 e4m3 rows with their block scales: row `r` is `rb` bytes from row `r - 1`
+/// in `bytes`, and takes the scale grid's row `(row0 + r) / block[0]` (`grid_cols` scales,
+/// one per `block[1]` columns).
+#[derive(Clone, Copy, Debug)]
+pub struct Fp8Run<'a> {
+    pub bytes: &'a [u8],
+    pub rb: usize,
+    pub grid: &'a [f32],
+    pub grid_cols: usize,
+    pub row0: usize,
+    pub block: [usize; 2],
+}
+
+impl<'a> Fp8Run<'a> {
+    /// Row `r`'s encoding and stored bytes (`k` values).
+    pub fn row(&self, r: usize, k: usize) -> (Fmt<'a>, &'a [u8]) {
+        let s = (self.row0 + r) / self.block[0];
+        let fmt = Fmt::Fp8 {
+            scales: &self.grid[s * self.grid_cols..(s + 1) * self.grid_cols],
+            block: self.block[1],
+        };
+        (fmt, &self.bytes[r * self.rb..r * self.rb + k])
+    }
+}
+
 /// `$f::<R, T>(args)` for a runtime tile of `rn` rows by `tn` tokens, each 1 to 4: the
 /// register-tiled kernels are generic over their shape, and a share's edges take the
 /// smaller ones.
@@ -177,6 +202,40 @@ pub fn dot_rows_bf16_pairs(
     for j in (0..q).flat_map(|j| (0..4).map(move |s| s * q + j)) {
         if j < n {
             out[j] = dot_row_bf16_pairs(level, &src[j * rb..j * rb + 2 * x.len()], x, pairs);
+        }
+    }
+}
+
+/// `out[j] = row j · x` over a run of FP8 rows, taken from four streams (i, q + i, 2q + i,
+/// 3q + i) as the other formats' rows are. AVX-512 takes each four rows in one pass; the
+/// other levels a row at a time in the same order.
+pub fn dot_rows_fp8(level: Level, run: &Fp8Run<'_>, x: &[f32], out: &mut [f32]) {
+    let (n, k) = (out.len(), x.len());
+    if n == 0 {
+        return;
+    }
+    let last = (run.row0 + n - 1) / run.block[0];
+    assert!(
+        run.rb >= k
+            && run.bytes.len() >= (n - 1) * run.rb + k
+            && run.block[0] > 0
+            && run.block[1] > 0
+            && run.grid_cols >= k.div_ceil(run.block[1])
+            && run.grid.len() >= (last + 1) * run.grid_cols,
+        "dot_rows_fp8: {n} rows of {k} values do not fit the run"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if matches!(level, Level::Avx512 | Level::Avx512Vnni | Level::Amx)
+        && run.block[1].is_multiple_of(16)
+    {
+        // SAFETY: a level is only selected when `Level::supported` said so; bounds above.
+        return unsafe { x86::avx512::dot_rows_fp8(run, x, out) };
+    }
+    let q = n.div_ceil(4);
+    for j in (0..q).flat_map(|j| (0..4).map(move |s| s * q + j)) {
+        if j < n {
+            let (fmt, src) = run.row(j, k);
+            out[j] = dot_row(level, &fmt, src, x);
         }
     }
 }

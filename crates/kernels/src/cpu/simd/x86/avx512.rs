@@ -582,6 +582,87 @@ pub unsafe fn dot_rows_bf16_pairs(
     }
 }
 
+/// 16 e4m3 codes to f32 lanes at 2^-8 of their value: each code's sign and magnitude bits
+/// put where an f16's go, which `vcvtph2ps` widens exactly (an e4m3 subnormal is an f16
+/// normal); the caller's block scales carry the 2^8. Four operations per 16 weights, three
+/// on 256 bits, where `fp8_lanes` takes seven on 512.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn fp8_f16_lanes(b: __m128i) -> __m512 {
+    // sign-extended, shifted: the sign lands in bit 15 (and 14, cleared), the magnitude in 7-13
+    let h = _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(b));
+    _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(0xbf80u16 as i16)))
+}
+
+/// `out[j] = row j · x` over a run of FP8 rows with block scales (`block[1]` a multiple of
+/// 16), four at a time from four streams (rows i, q + i, 2q + i, 3q + i): each load of x
+/// serves four rows, and a row's sum over a scale block is scaled once. The row-at-a-time
+/// kernel restarted its four accumulators and widened with seven operations per 16 weights.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn dot_rows_fp8(run: &super::super::Fp8Run<'_>, x: &[f32], out: &mut [f32]) {
+    let (n, k) = (out.len(), x.len());
+    let bc = run.block[1];
+    if n == 0 {
+        return;
+    }
+    assert!(bc.is_multiple_of(16) && run.bytes.len() >= (n - 1) * run.rb + k);
+    let q = n.div_ceil(4);
+    let px = x.as_ptr();
+    unsafe {
+        for i in 0..q {
+            // a stream past the end repeats row i (its sum is dropped)
+            let mut w = [run.bytes.as_ptr(); 4];
+            let mut sc = [run.grid.as_ptr(); 4];
+            for s in 0..4 {
+                let r = if s * q + i < n { s * q + i } else { i };
+                w[s] = run.bytes.as_ptr().add(r * run.rb);
+                let g = (run.row0 + r) / run.block[0] * run.grid_cols;
+                assert!(g + k.div_ceil(bc) <= run.grid.len());
+                sc[s] = run.grid.as_ptr().add(g);
+            }
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut c0 = 0;
+            let mut b = 0;
+            while c0 < k {
+                let end = (c0 + bc).min(k);
+                let mut part = [_mm512_setzero_ps(); 4];
+                for &w in &w {
+                    super::prefetch_ahead(w.add(c0), bc);
+                }
+                let mut c = c0;
+                while c + 16 <= end {
+                    let xv = _mm512_loadu_ps(px.add(c));
+                    for (a, &w) in part.iter_mut().zip(&w) {
+                        let v = fp8_f16_lanes(_mm_loadu_si128(w.add(c) as *const __m128i));
+                        *a = _mm512_fmadd_ps(v, xv, *a);
+                    }
+                    c += 16;
+                }
+                if c < end {
+                    let m = tail_mask(end - c);
+                    let xv = _mm512_maskz_loadu_ps(m, px.add(c));
+                    for (a, &w) in part.iter_mut().zip(&w) {
+                        let v = fp8_f16_lanes(_mm_maskz_loadu_epi8(m, w.add(c) as *const i8));
+                        *a = _mm512_fmadd_ps(v, xv, *a);
+                    }
+                }
+                for s in 0..4 {
+                    let scale = _mm512_set1_ps(*sc[s].add(b) * 256.0);
+                    acc[s] = _mm512_fmadd_ps(part[s], scale, acc[s]);
+                }
+                c0 = end;
+                b += 1;
+            }
+            for (s, a) in acc.iter().enumerate() {
+                let r = s * q + i;
+                if r < n {
+                    out[r] = _mm512_reduce_add_ps(*a);
+                }
+            }
+        }
+    }
+}
+
 /// `R` panel rows against `T` tokens: R*T accumulators stay in registers; each step loads
 /// R weight vectors and T activation vectors for R*T FMAs.
 #[inline]
