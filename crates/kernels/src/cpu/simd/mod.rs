@@ -207,8 +207,8 @@ pub fn dot_rows_bf16_pairs(
 }
 
 /// `out[j] = row j · x` over a run of FP8 rows, taken from four streams (i, q + i, 2q + i,
-/// 3q + i) as the other formats' rows are. AVX-512 takes each four rows in one pass; the
-/// other levels a row at a time in the same order.
+/// 3q + i) as the other formats' rows are. AVX2 and AVX-512 take each four rows in one
+/// pass; the other levels a row at a time in the same order.
 pub fn dot_rows_fp8(level: Level, run: &Fp8Run<'_>, x: &[f32], out: &mut [f32]) {
     let (n, k) = (out.len(), x.len());
     if n == 0 {
@@ -225,11 +225,15 @@ pub fn dot_rows_fp8(level: Level, run: &Fp8Run<'_>, x: &[f32], out: &mut [f32]) 
         "dot_rows_fp8: {n} rows of {k} values do not fit the run"
     );
     #[cfg(target_arch = "x86_64")]
-    if matches!(level, Level::Avx512 | Level::Avx512Vnni | Level::Amx)
-        && run.block[1].is_multiple_of(16)
-    {
+    match level {
         // SAFETY: a level is only selected when `Level::supported` said so; bounds above.
-        return unsafe { x86::avx512::dot_rows_fp8(run, x, out) };
+        Level::Avx2 if run.block[1].is_multiple_of(8) => {
+            return unsafe { x86::avx2::dot_rows_fp8(run, x, out) };
+        }
+        Level::Avx512 | Level::Avx512Vnni | Level::Amx if run.block[1].is_multiple_of(16) => {
+            return unsafe { x86::avx512::dot_rows_fp8(run, x, out) };
+        }
+        _ => {}
     }
     let q = n.div_ceil(4);
     for j in (0..q).flat_map(|j| (0..4).map(move |s| s * q + j)) {

@@ -531,6 +531,88 @@ pub unsafe fn dot_row_bf16_pairs(src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
     }
 }
 
+/// 8 e4m3 codes to f32 at 2^-8 of their value: sign and magnitude bits put where an f16's
+/// go, widened exactly by `vcvtph2ps` (as AVX-512's `fp8_f16_lanes`).
+#[inline(always)]
+unsafe fn fp8_f16_8(p: *const u8) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    unsafe {
+        let b = _mm_cvtepi8_epi16(_mm_loadl_epi64(p as *const __m128i));
+        _mm256_cvtph_ps(_mm_and_si128(
+            _mm_slli_epi16::<7>(b),
+            _mm_set1_epi16(0xbf80u16 as i16),
+        ))
+    }
+}
+
+/// `out[j] = row j · x` over a run of FP8 rows with block scales (`block[1]` a multiple of
+/// 8), four at a time from four streams (rows i, q + i, 2q + i, 3q + i): each load of x
+/// serves four rows, a row's sum over a scale block is scaled once, and the last values of
+/// a row short of 8 are summed one by one. (The portable row widened each code alone.)
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_rows_fp8(run: &super::super::Fp8Run<'_>, x: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (n, k) = (out.len(), x.len());
+    let bc = run.block[1];
+    if n == 0 {
+        return;
+    }
+    assert!(bc.is_multiple_of(8) && run.bytes.len() >= (n - 1) * run.rb + k);
+    let q = n.div_ceil(4);
+    let px = x.as_ptr();
+    unsafe {
+        for i in 0..q {
+            // a stream past the end repeats row i (its sum is dropped)
+            let mut w = [run.bytes.as_ptr(); 4];
+            let mut sc = [run.grid.as_ptr(); 4];
+            for s in 0..4 {
+                let r = if s * q + i < n { s * q + i } else { i };
+                w[s] = run.bytes.as_ptr().add(r * run.rb);
+                let g = (run.row0 + r) / run.block[0] * run.grid_cols;
+                assert!(g + k.div_ceil(bc) <= run.grid.len());
+                sc[s] = run.grid.as_ptr().add(g);
+            }
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut tail = [0f32; 4];
+            let (mut c0, mut b) = (0, 0);
+            while c0 < k {
+                let end = (c0 + bc).min(k);
+                let mut part = [_mm256_setzero_ps(); 4];
+                for &w in &w {
+                    super::prefetch_ahead(w.add(c0), bc);
+                }
+                let mut c = c0;
+                while c + 8 <= end {
+                    let xv = _mm256_loadu_ps(px.add(c));
+                    for (a, &w) in part.iter_mut().zip(&w) {
+                        *a = _mm256_fmadd_ps(fp8_f16_8(w.add(c)), xv, *a);
+                    }
+                    c += 8;
+                }
+                for s in 0..4 {
+                    let scale = *sc[s].add(b);
+                    acc[s] = _mm256_fmadd_ps(part[s], _mm256_set1_ps(scale * 256.0), acc[s]);
+                    let mut t = 0f32;
+                    for (j, &xj) in x.iter().enumerate().take(end).skip(c) {
+                        t += loader::fp8_e4m3_to_f32(*w[s].add(j)) * xj;
+                    }
+                    tail[s] += t * scale;
+                }
+                c0 = end;
+                b += 1;
+            }
+            let mut s4 = [0f32; 4];
+            _mm_storeu_ps(s4.as_mut_ptr(), super::avx2_int8::hsum4(acc));
+            for (s, (&v, &t)) in s4.iter().zip(&tail).enumerate() {
+                let r = s * q + i;
+                if r < n {
+                    out[r] = v + t;
+                }
+            }
+        }
+    }
+}
+
 /// `out[j] = row j · x` for the bf16 rows stored `rb` bytes apart from `src`, four at a time
 /// from four streams (rows i, q + i, 2q + i, 3q + i, as the int8 kernels take them): each
 /// load of `pairs` serves four rows, and one horizontal sum four sums. The row-at-a-time
