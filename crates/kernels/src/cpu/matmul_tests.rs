@@ -295,8 +295,22 @@ fn head_and_expert_batches_equal_one_matmul_each() {
         DType::Q5_0,
         DType::BF16,
         DType::F32,
+        DType::F8E4M3,
     ] {
         let k = 256;
+        // FP8 with scale blocks of 16 rows, so heads and experts start inside one
+        let matrix = |name: &str, rows: usize, rng: &mut Rng| {
+            let t = Tensor::from_bytes(name, dtype, vec![rows, k], stored(dtype, rows * k, rng));
+            if dtype != DType::F8E4M3 {
+                return Matrix::dense(t.unwrap()).unwrap();
+            }
+            let grid = vec![rows.div_ceil(16), k.div_ceil(128)];
+            let scales: Vec<u8> = (0..grid[0] * grid[1])
+                .flat_map(|_| (rng.f().abs() + 0.01).to_le_bytes())
+                .collect();
+            let s = Tensor::from_bytes("s", DType::F32, grid, scales).unwrap();
+            Matrix::fp8(t.unwrap(), s, [16, 128]).unwrap()
+        };
         // heads: 5 heads of 24 rows, 3 rows apart from a first row of 7
         let heads = crate::Heads {
             count: 5,
@@ -305,16 +319,9 @@ fn head_and_expert_batches_equal_one_matmul_each() {
             rows: 24,
         };
         let rows = heads.first + 4 * heads.stride + heads.rows + 2;
-        let t = Tensor::from_bytes("w", dtype, vec![rows, k], stored(dtype, rows * k, &mut rng));
-        let w = Matrix::dense(t.unwrap()).unwrap();
+        let w = matrix("w", rows, &mut rng);
         // experts: rows per expert 0, 1, 2, 0, 5, 3 (5 takes the panel path)
-        let experts: Vec<Matrix> = (0..6)
-            .map(|_| {
-                let t =
-                    Tensor::from_bytes("e", dtype, vec![40, k], stored(dtype, 40 * k, &mut rng));
-                Matrix::dense(t.unwrap()).unwrap()
-            })
-            .collect();
+        let experts: Vec<Matrix> = (0..6).map(|_| matrix("e", 40, &mut rng)).collect();
         let f32_experts: Vec<Matrix> = (0..6)
             .map(|_| {
                 let t = Tensor::from_bytes(

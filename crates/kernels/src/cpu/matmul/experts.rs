@@ -93,7 +93,7 @@ pub fn matmul_experts_sets<'w>(
                 );
                 let f = we.rows().fmt();
                 let same = fmt.is_none_or(|g: Fmt<'_>| same_fmt(&g, &f));
-                if b - a >= GEMM_MIN_TOKENS || !same || matches!(f, Fmt::Fp8 { .. }) {
+                if b - a >= GEMM_MIN_TOKENS || !same {
                     batched = false;
                 } else {
                     fmt.get_or_insert(f);
