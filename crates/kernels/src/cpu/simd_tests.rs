@@ -286,6 +286,54 @@ fn fp8_row_runs_match_the_oracle_at_every_level() {
     }
 }
 
+/// The decode attention's query pairs at every level against their definition: whole and
+/// partial groups of 16 rows, lengths with and without whole 32s and odd ones, more lanes
+/// than the rows' groups; lanes past the rows keep what they held.
+#[test]
+fn query_pairs_match_their_definition_at_every_level() {
+    let mut rng = Rng(43);
+    for level in Level::available() {
+        for (rows, k, lanes) in [
+            (16, 576, 16),
+            (5, 37, 16),
+            (17, 64, 32),
+            (33, 100, 64),
+            (128, 576, 128),
+            (3, 31, 16),
+        ] {
+            // bf16 values, as the attention rounds the queries first
+            let q: Vec<f32> = rng
+                .vec(rows * k)
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_f32())
+                .collect();
+            let sentinel = 0xdead_beef;
+            let mut got = vec![sentinel; k.div_ceil(2) * lanes];
+            simd::pair_queries(level, &q, rows, k, lanes, &mut got);
+            for d2 in 0..k.div_ceil(2) {
+                for i in 0..lanes {
+                    let want = if i >= rows {
+                        sentinel
+                    } else {
+                        let lo = half::bf16::from_f32(q[i * k + 2 * d2]).to_bits() as u32;
+                        let hi = if 2 * d2 + 1 < k {
+                            half::bf16::from_f32(q[i * k + 2 * d2 + 1]).to_bits() as u32
+                        } else {
+                            0
+                        };
+                        lo | hi << 16
+                    };
+                    assert_eq!(
+                        got[d2 * lanes + i],
+                        want,
+                        "{level} rows={rows} k={k} lanes={lanes} pair {d2} row {i}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_panel_matches_the_oracle_for_every_tile_shape() {
     let mut rng = Rng(99);

@@ -126,12 +126,7 @@ pub(super) fn split_positions(
         if !amx && !matches!(a.kv, KvRows::F32(_)) && simd::has_bf16_dot(level) {
             // the queries are already rounded to bf16: their top halves are exact
             q16.resize(row.div_ceil(2) * lanes, 0);
-            for (i, qi) in q.chunks_exact(row).take(rows).enumerate() {
-                for (d2, pair) in qi.chunks(2).enumerate() {
-                    let hi = pair.get(1).map_or(0, |v| v.to_bits() >> 16);
-                    q16[d2 * lanes + i] = pair[0].to_bits() >> 16 | hi << 16;
-                }
-            }
+            simd::pair_queries(level, q, rows, row, lanes, q16);
         }
         let q16 = &q16[..];
         // without a bf16 dot (AVX2), each tile is widened to f32 once for every query row,

@@ -100,6 +100,28 @@ pub fn transpose_queries(
     }
 }
 
+/// `q16[d / 2 * lanes + i]` = row `i`'s values `d` and `d + 1` as a bf16 pair (low half,
+/// high half; 0 past `k`), for `i < rows` and even `d < k`: the queries as
+/// [`ScoresTile::q16`] holds them. `q`'s values must already be bf16 (their top halves are
+/// then exact); lanes `rows..lanes` are left as they are.
+pub fn pair_queries(level: Level, q: &[f32], rows: usize, k: usize, lanes: usize, q16: &mut [u32]) {
+    assert!(rows <= lanes && q.len() >= rows * k && q16.len() >= k.div_ceil(2) * lanes);
+    #[cfg(target_arch = "x86_64")]
+    if matches!(level, Level::Avx512 | Level::Avx512Vnni | Level::Amx) {
+        // SAFETY: a level is only ever selected when `Level::supported` said so; bounds as
+        // asserted.
+        unsafe { x86::avx512::pair_queries(q, rows, k, lanes, q16) };
+        return;
+    }
+    let _ = level;
+    for (i, qi) in q.chunks_exact(k).take(rows).enumerate() {
+        for (d2, pair) in qi.chunks(2).enumerate() {
+            let hi = pair.get(1).map_or(0, |v| v.to_bits() >> 16);
+            q16[d2 * lanes + i] = pair[0].to_bits() >> 16 | hi << 16;
+        }
+    }
+}
+
 /// [`scores_t`] over a bf16 tile, where [`has_scores_qt`]: the tile's rows are widened
 /// (exactly) to f32 as the scores reach them, and left in `wide` one after another
 /// (`wide[j * k..]` holds row `offs[j]`) for the output's product.

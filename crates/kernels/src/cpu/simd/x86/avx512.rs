@@ -6,7 +6,9 @@
 use std::arch::x86_64::*;
 
 use super::super::{Fmt, GemmPanel, PvBlock, portable, tile4x4};
-pub use super::avx512_attention::{pv_t, scores_t, silu_mul, softmax_row, softmax_step};
+pub use super::avx512_attention::{
+    pair_queries, pv_t, scores_t, silu_mul, softmax_row, softmax_step,
+};
 pub use super::avx512_int8::{dot_row_q_bw as dot_row_q, dot_rows_q_bw as dot_rows_q};
 
 #[inline(always)]
@@ -835,6 +837,13 @@ fn tail_mask_or_full(n: usize) -> __mmask16 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub(super) unsafe fn transpose_store(r: &[__m512i; 16], dst: *mut u8) {
+    unsafe { transpose_store_at(r, dst, 64) }
+}
+
+/// [`transpose_store`] with the output's rows `stride` bytes apart.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(super) unsafe fn transpose_store_at(r: &[__m512i; 16], dst: *mut u8, stride: usize) {
     unsafe {
         // t: per 128-bit lane, words 0-1 or 2-3 of two rows interleaved
         let mut t = [_mm512_setzero_si512(); 16];
@@ -851,16 +860,16 @@ pub(super) unsafe fn transpose_store(r: &[__m512i; 16], dst: *mut u8) {
             u[4 * g + 2] = _mm512_unpacklo_epi64(b, d);
             u[4 * g + 3] = _mm512_unpackhi_epi64(b, d);
         }
-        let out = dst as *mut __m512i;
+        let out = |j: usize| dst.add(j * stride) as *mut __m512i;
         for c in 0..4 {
             let v = _mm512_shuffle_i32x4::<0x88>(u[c], u[4 + c]);
             let w = _mm512_shuffle_i32x4::<0xdd>(u[c], u[4 + c]);
             let v2 = _mm512_shuffle_i32x4::<0x88>(u[8 + c], u[12 + c]);
             let w2 = _mm512_shuffle_i32x4::<0xdd>(u[8 + c], u[12 + c]);
-            _mm512_storeu_si512(out.add(c), _mm512_shuffle_i32x4::<0x88>(v, v2));
-            _mm512_storeu_si512(out.add(8 + c), _mm512_shuffle_i32x4::<0xdd>(v, v2));
-            _mm512_storeu_si512(out.add(4 + c), _mm512_shuffle_i32x4::<0x88>(w, w2));
-            _mm512_storeu_si512(out.add(12 + c), _mm512_shuffle_i32x4::<0xdd>(w, w2));
+            _mm512_storeu_si512(out(c), _mm512_shuffle_i32x4::<0x88>(v, v2));
+            _mm512_storeu_si512(out(8 + c), _mm512_shuffle_i32x4::<0xdd>(v, v2));
+            _mm512_storeu_si512(out(4 + c), _mm512_shuffle_i32x4::<0x88>(w, w2));
+            _mm512_storeu_si512(out(12 + c), _mm512_shuffle_i32x4::<0xdd>(w, w2));
         }
     }
 }
