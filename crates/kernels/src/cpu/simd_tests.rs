@@ -241,6 +241,40 @@ fn bf16_pair_row_runs_match_the_oracle_at_every_level() {
     }
 }
 
+/// The f32 and f16 decode rows over a run, each row against the oracle's widened row:
+/// lengths with and without whole 16s, short streams, rows stored farther apart than their
+/// length.
+#[test]
+fn wide_row_runs_match_the_oracle_at_every_level() {
+    let mut rng = Rng(47);
+    for level in Level::available() {
+        for dtype in [DType::F32, DType::F16] {
+            let size = if dtype == DType::F32 { 4 } else { 2 };
+            for k in [1, 16, 37, 1024, 1031] {
+                for (n, pad) in [(1, 0), (3, 1), (4, 0), (9, 5), (17, 0)] {
+                    let rb = size * (k + pad);
+                    let src = stored(dtype, n * (k + pad), &mut rng);
+                    let x = rng.vec(k);
+                    let fmt = fmt_of(dtype, &[], 0);
+                    let mut got = vec![f32::NAN; n];
+                    simd::dot_rows_wide(level, &fmt, &src, rb, &x, &mut got);
+                    for (r, g) in got.iter().enumerate() {
+                        let mut w = vec![0f32; k];
+                        portable::widen(&fmt, &src[r * rb..r * rb + size * k], &mut w);
+                        let norm: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+                        close(
+                            *g,
+                            portable::dot(&w, &x),
+                            norm,
+                            &format!("{level} {dtype} rows k={k} n={n} row {r}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The FP8 decode rows over a run with block scales, each row against the oracle's widened
 /// row: scale blocks of 16 and 128 columns (AVX-512's four-row kernel) and of 24 (a row at a
 /// time), a last block partial and a tail short of 16, short streams, runs that start inside

@@ -146,6 +146,12 @@ impl Acts<'_> {
                         let (x, pairs) = (&x[i * k..(i + 1) * k], &pairs[i * full..(i + 1) * full]);
                         simd::dot_rows_bf16_pairs(level, bytes, rb, x, pairs, dst)
                     }
+                    (Acts::F32 { x, k }, Some((bytes, rb)))
+                        if matches!(w.fmt(), Fmt::F32 | Fmt::F16) =>
+                    {
+                        let x = &x[i * k..(i + 1) * k];
+                        simd::dot_rows_wide(level, &w.fmt(), bytes, rb, x, dst)
+                    }
                     (Acts::F32 { x, k }, None) => {
                         let run = w.fp8_run(r0 + c, cl).expect("only FP8 rows have no run");
                         simd::dot_rows_fp8(level, &run, &x[i * k..(i + 1) * k], dst)

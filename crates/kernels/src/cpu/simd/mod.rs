@@ -206,6 +206,43 @@ pub fn dot_rows_bf16_pairs(
     }
 }
 
+/// `out[j] = row j · x` for the f32 or f16 rows (`fmt`) stored `rb` bytes apart from
+/// `src`, taken from four streams (i, q + i, 2q + i, 3q + i) as the other formats' rows are.
+/// AVX-512 takes each four rows in one pass; the other levels a row at a time in the same
+/// order.
+pub fn dot_rows_wide(
+    level: Level,
+    fmt: &Fmt<'_>,
+    src: &[u8],
+    rb: usize,
+    x: &[f32],
+    out: &mut [f32],
+) {
+    let (n, k) = (out.len(), x.len());
+    let size = match fmt {
+        Fmt::F32 => 4,
+        Fmt::F16 => 2,
+        other => panic!("dot_rows_wide takes f32 or f16 rows, not {other:?}"),
+    };
+    assert!(n == 0 || (rb >= size * k && src.len() >= (n - 1) * rb + size * k));
+    #[cfg(target_arch = "x86_64")]
+    if matches!(level, Level::Avx512 | Level::Avx512Vnni | Level::Amx) {
+        // SAFETY: a level is only selected when `Level::supported` said so; bounds above.
+        return unsafe {
+            match fmt {
+                Fmt::F32 => x86::avx512::dot_rows_f32(src, rb, x, out),
+                _ => x86::avx512::dot_rows_f16(src, rb, x, out),
+            }
+        };
+    }
+    let q = n.div_ceil(4);
+    for j in (0..q).flat_map(|j| (0..4).map(move |s| s * q + j)) {
+        if j < n {
+            out[j] = dot_row(level, fmt, &src[j * rb..j * rb + size * k], x);
+        }
+    }
+}
+
 /// `out[j] = row j · x` over a run of FP8 rows, taken from four streams (i, q + i, 2q + i,
 /// 3q + i) as the other formats' rows are. AVX2 and AVX-512 take each four rows in one
 /// pass; the other levels a row at a time in the same order.
