@@ -320,6 +320,43 @@ fn fp8_row_runs_match_the_oracle_at_every_level() {
     }
 }
 
+/// Rounding to bf16 in place at every level, bit for bit as `bf16_bits`: ties both ways,
+/// subnormals, the largest finite values (which round to infinity), infinities and NaNs,
+/// negative values, and a tail short of 16.
+#[test]
+fn rounding_to_bf16_matches_bf16_bits_at_every_level() {
+    let mut rng = Rng(53);
+    let mut bits: Vec<u32> = vec![
+        0x3f80_8000,
+        0x3f81_8000,
+        0xbf80_8000,
+        0x3f80_7fff,
+        0x3f80_8001,
+        0x0000_0001,
+        0x0000_8000,
+        0x0001_8000,
+        0x807f_ffff,
+        0x7f7f_ffff,
+        0xff7f_ffff,
+        0x7f80_0000,
+        0xff80_0000,
+        0x7f80_0001,
+        0xffc0_0000,
+        0x7fff_ffff,
+        0,
+        0x8000_0000,
+    ];
+    bits.extend(rng.vec(45).iter().map(|v| v.to_bits()));
+    for level in Level::available() {
+        let mut got: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+        simd::round_to_bf16(level, &mut got);
+        for (g, &b) in got.iter().zip(&bits) {
+            let want = (crate::bf16_bits(f32::from_bits(b)) as u32) << 16;
+            assert_eq!(g.to_bits(), want, "{level} {b:#010x}");
+        }
+    }
+}
+
 /// The decode attention's query pairs at every level against their definition: whole and
 /// partial groups of 16 rows, lengths with and without whole 32s and odd ones, more lanes
 /// than the rows' groups; lanes past the rows keep what they held.

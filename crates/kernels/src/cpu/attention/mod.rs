@@ -89,8 +89,7 @@ pub fn mla_attention(level: Level, pool: &ThreadPool, a: &MlaAttention<'_>, out:
                 qi[..r].copy_from_slice(&a.q_latent[i * r..(i + 1) * r]);
                 qi[r..].copy_from_slice(&a.q_pe[i * p..(i + 1) * p]);
                 if round {
-                    qi.iter_mut()
-                        .for_each(|v| *v = f32::from_bits((crate::bf16_bits(*v) as u32) << 16));
+                    simd::round_to_bf16(level, qi);
                 }
             }
         };

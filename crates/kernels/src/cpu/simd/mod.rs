@@ -243,6 +243,19 @@ pub fn dot_rows_wide(
     }
 }
 
+/// `x`'s values rounded to bf16 in place (each `f32::from_bits(bf16_bits(v) << 16)`).
+pub fn round_to_bf16(level: Level, x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(level, Level::Avx512 | Level::Avx512Vnni | Level::Amx) {
+        // SAFETY: a level is only selected when `Level::supported` said so.
+        return unsafe { x86::avx512::round_to_bf16(x) };
+    }
+    let _ = level;
+    for v in x {
+        *v = f32::from_bits((crate::bf16_bits(*v) as u32) << 16);
+    }
+}
+
 /// `out[j] = row j · x` over a run of FP8 rows, taken from four streams (i, q + i, 2q + i,
 /// 3q + i) as the other formats' rows are. AVX2 and AVX-512 take each four rows in one
 /// pass; the other levels a row at a time in the same order.
