@@ -58,11 +58,17 @@ pub struct Fp8Run<'a> {
 }
 
 impl<'a> Fp8Run<'a> {
+    /// Row `r`'s scales, one per `block[1]` columns.
+    #[inline(always)]
+    pub fn scales(&self, r: usize) -> &'a [f32] {
+        let s = (self.row0 + r) / self.block[0];
+        &self.grid[s * self.grid_cols..(s + 1) * self.grid_cols]
+    }
+
     /// Row `r`'s encoding and stored bytes (`k` values).
     pub fn row(&self, r: usize, k: usize) -> (Fmt<'a>, &'a [u8]) {
-        let s = (self.row0 + r) / self.block[0];
         let fmt = Fmt::Fp8 {
-            scales: &self.grid[s * self.grid_cols..(s + 1) * self.grid_cols],
+            scales: self.scales(r),
             block: self.block[1],
         };
         (fmt, &self.bytes[r * self.rb..r * self.rb + k])

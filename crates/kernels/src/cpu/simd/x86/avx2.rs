@@ -562,16 +562,9 @@ pub unsafe fn dot_rows_fp8(run: &super::super::Fp8Run<'_>, x: &[f32], out: &mut 
     let px = x.as_ptr();
     unsafe {
         for i in 0..q {
-            // a stream past the end repeats row i (its sum is dropped)
-            let mut w = [run.bytes.as_ptr(); 4];
-            let mut sc = [run.grid.as_ptr(); 4];
-            for s in 0..4 {
-                let r = if s * q + i < n { s * q + i } else { i };
-                w[s] = run.bytes.as_ptr().add(r * run.rb);
-                let g = (run.row0 + r) / run.block[0] * run.grid_cols;
-                assert!(g + k.div_ceil(bc) <= run.grid.len());
-                sc[s] = run.grid.as_ptr().add(g);
-            }
+            let rows = super::four_streams(n, i);
+            let w = rows.map(|r| run.bytes.as_ptr().add(r * run.rb));
+            let sc = rows.map(|r| run.scales(r).as_ptr());
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut tail = [0f32; 4];
             let (mut c0, mut b) = (0, 0);
@@ -637,12 +630,7 @@ pub unsafe fn dot_rows_bf16_pairs(
     unsafe {
         let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
         for i in 0..q {
-            // a stream past the end repeats row i (its sum is dropped)
-            let mut w = [src.as_ptr(); 4];
-            for (s, w) in w.iter_mut().enumerate() {
-                let r = if s * q + i < n { s * q + i } else { i };
-                *w = src.as_ptr().add(r * rb);
-            }
+            let w = super::four_streams(n, i).map(|r| src.as_ptr().add(r * rb));
             let mut acc = [[_mm256_setzero_ps(); 2]; 4];
             let mut c = 0;
             while c < full {

@@ -7,9 +7,12 @@ use std::arch::x86_64::*;
 
 use super::super::{Fmt, GemmPanel, PvBlock, portable, tile4x4};
 pub use super::avx512_attention::{
-    pair_queries, pv_t, scores_t, silu_mul, softmax_row, softmax_step,
+    pair_queries, pv_t, round_to_bf16, scores_t, silu_mul, softmax_row, softmax_step,
 };
 pub use super::avx512_int8::{dot_row_q_bw as dot_row_q, dot_rows_q_bw as dot_rows_q};
+pub use super::avx512_rows::{
+    dot_row_bf16_pairs, dot_rows_bf16_pairs, dot_rows_f16, dot_rows_f32, dot_rows_fp8,
+};
 
 #[inline(always)]
 pub(super) fn tail_mask(n: usize) -> __mmask16 {
@@ -83,14 +86,14 @@ unsafe fn load_i8(p: *const u8) -> __m512 {
 
 /// Load kinds for `dot_lanes` / `widen_lanes` (a const parameter so each loop is
 /// specialised with its load inlined).
-const F32: u8 = 0;
-const BF16: u8 = 1;
-const F16: u8 = 2;
+pub(super) const F32: u8 = 0;
+pub(super) const BF16: u8 = 1;
+pub(super) const F16: u8 = 2;
 const FP8: u8 = 3;
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn load<const K: u8>(p: *const u8, m: Option<__mmask16>) -> __m512 {
+pub(super) unsafe fn load<const K: u8>(p: *const u8, m: Option<__mmask16>) -> __m512 {
     unsafe {
         match K {
             F32 => load_f32(p, m),
@@ -101,7 +104,7 @@ unsafe fn load<const K: u8>(p: *const u8, m: Option<__mmask16>) -> __m512 {
     }
 }
 
-const fn size_of_kind(k: u8) -> usize {
+pub(super) const fn size_of_kind(k: u8) -> usize {
     match k {
         F32 => 4,
         BF16 | F16 => 2,
@@ -117,7 +120,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// Σ load(w, i) * x[i] over `n` values, as an unreduced vector; `size` bytes per value.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn dot_lanes<const K: u8>(w: *const u8, x: *const f32, n: usize) -> __m512 {
+pub(super) unsafe fn dot_lanes<const K: u8>(w: *const u8, x: *const f32, n: usize) -> __m512 {
     let size = size_of_kind(K);
     unsafe {
         let mut acc = [_mm512_setzero_ps(); 4];
@@ -474,282 +477,6 @@ pub unsafe fn dot_row(fmt: &Fmt<'_>, src: &[u8], x: &[f32]) -> f32 {
             }
         };
         _mm512_reduce_add_ps(v)
-    }
-}
-
-/// A bf16 row · x, with x also given as `pairs` (`super::super::bf16_pairs`): per block of
-/// 32 values, the even-indexed ones then the odd. A 32-bit lane of the row holds an even
-/// value in its low half and the next odd one in its high half, so a shift and a mask give
-/// both as f32 in place: one load and two integer operations per 32 weights, where widening
-/// takes two loads and four. Products and sums are the same f32 ones, in another order.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn dot_row_bf16_pairs(src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
-    let n = x.len();
-    let full = n / 32 * 32;
-    assert!(src.len() >= 2 * n && pairs.len() >= full);
-    let (w, p) = (src.as_ptr(), pairs.as_ptr());
-    unsafe {
-        let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 64 <= full {
-            super::prefetch_ahead(w.add(2 * i), 128);
-            for h in 0..2 {
-                let o = i + 32 * h;
-                let v = _mm512_loadu_si512(w.add(2 * o) as *const _);
-                let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
-                let odd = _mm512_castsi512_ps(_mm512_and_si512(v, high));
-                acc[2 * h] = _mm512_fmadd_ps(even, _mm512_loadu_ps(p.add(o)), acc[2 * h]);
-                acc[2 * h + 1] =
-                    _mm512_fmadd_ps(odd, _mm512_loadu_ps(p.add(o + 16)), acc[2 * h + 1]);
-            }
-            i += 64;
-        }
-        if i < full {
-            let v = _mm512_loadu_si512(w.add(2 * i) as *const _);
-            let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
-            let odd = _mm512_castsi512_ps(_mm512_and_si512(v, high));
-            acc[0] = _mm512_fmadd_ps(even, _mm512_loadu_ps(p.add(i)), acc[0]);
-            acc[1] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(p.add(i + 16)), acc[1]);
-        }
-        let mut v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        if full < n {
-            v = _mm512_add_ps(
-                v,
-                dot_lanes::<BF16>(w.add(2 * full), x.as_ptr().add(full), n - full),
-            );
-        }
-        _mm512_reduce_add_ps(v)
-    }
-}
-
-/// `out[j] = row j · x` for the bf16 rows stored `rb` bytes apart from `src`, four at a time
-/// from four streams (rows i, q + i, 2q + i, 3q + i), as AVX2's kernel takes them: each load
-/// of `pairs` serves four rows, and the four rows' lines are in flight together. A row at a
-/// time, in the same order, read 21-27 GB/s on Zen 4 where Q8_0's streams read 35.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn dot_rows_bf16_pairs(
-    src: &[u8],
-    rb: usize,
-    x: &[f32],
-    pairs: &[f32],
-    out: &mut [f32],
-) {
-    let (n, k) = (out.len(), x.len());
-    let full = k / 32 * 32;
-    if n == 0 {
-        return;
-    }
-    assert!(rb >= 2 * k && src.len() >= (n - 1) * rb + 2 * k && pairs.len() >= full);
-    let q = n.div_ceil(4);
-    let p = pairs.as_ptr();
-    unsafe {
-        let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
-        for i in 0..q {
-            // a stream past the end repeats row i (its sum is dropped)
-            let mut w = [src.as_ptr(); 4];
-            for (s, w) in w.iter_mut().enumerate() {
-                let r = if s * q + i < n { s * q + i } else { i };
-                *w = src.as_ptr().add(r * rb);
-            }
-            let mut acc = [[_mm512_setzero_ps(); 2]; 4];
-            let mut c = 0;
-            while c < full {
-                let (pe, po) = (_mm512_loadu_ps(p.add(c)), _mm512_loadu_ps(p.add(c + 16)));
-                for (a, &w) in acc.iter_mut().zip(&w) {
-                    super::prefetch_ahead(w.add(2 * c), 64);
-                    let v = _mm512_loadu_si512(w.add(2 * c) as *const _);
-                    let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
-                    let odd = _mm512_castsi512_ps(_mm512_and_si512(v, high));
-                    a[0] = _mm512_fmadd_ps(even, pe, a[0]);
-                    a[1] = _mm512_fmadd_ps(odd, po, a[1]);
-                }
-                c += 32;
-            }
-            for (s, (a, &w)) in acc.iter().zip(&w).enumerate() {
-                let r = s * q + i;
-                if r >= n {
-                    continue;
-                }
-                let mut v = _mm512_add_ps(a[0], a[1]);
-                if full < k {
-                    v = _mm512_add_ps(
-                        v,
-                        dot_lanes::<BF16>(w.add(2 * full), x.as_ptr().add(full), k - full),
-                    );
-                }
-                out[r] = _mm512_reduce_add_ps(v);
-            }
-        }
-    }
-}
-
-/// `out[j] = row j · x` for f32 or f16 rows (`K`) stored `rb` bytes apart from `src`, four
-/// at a time from four streams (rows i, q + i, 2q + i, 3q + i), as the other formats' rows:
-/// each load of x serves four rows. (A row at a time, the router's f32 rows read 14-19 GB/s
-/// in a decode step where the bf16 and block formats' rows read 27-47.)
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn dot_rows_wide<const K: u8>(src: &[u8], rb: usize, x: &[f32], out: &mut [f32]) {
-    let (n, k) = (out.len(), x.len());
-    let size = size_of_kind(K);
-    if n == 0 {
-        return;
-    }
-    assert!(rb >= size * k && src.len() >= (n - 1) * rb + size * k);
-    let q = n.div_ceil(4);
-    let px = x.as_ptr();
-    unsafe {
-        for i in 0..q {
-            // a stream past the end repeats row i (its sum is dropped)
-            let mut w = [src.as_ptr(); 4];
-            for (s, w) in w.iter_mut().enumerate() {
-                let r = if s * q + i < n { s * q + i } else { i };
-                *w = src.as_ptr().add(r * rb);
-            }
-            let mut acc = [_mm512_setzero_ps(); 4];
-            let mut c = 0;
-            while c + 16 <= k {
-                let xv = _mm512_loadu_ps(px.add(c));
-                for (a, &w) in acc.iter_mut().zip(&w) {
-                    super::prefetch_ahead(w.add(c * size), 16 * size);
-                    *a = _mm512_fmadd_ps(load::<K>(w.add(c * size), None), xv, *a);
-                }
-                c += 16;
-            }
-            if c < k {
-                let m = tail_mask(k - c);
-                let xv = _mm512_maskz_loadu_ps(m, px.add(c));
-                for (a, &w) in acc.iter_mut().zip(&w) {
-                    *a = _mm512_fmadd_ps(load::<K>(w.add(c * size), Some(m)), xv, *a);
-                }
-            }
-            for (s, a) in acc.iter().enumerate() {
-                let r = s * q + i;
-                if r < n {
-                    out[r] = _mm512_reduce_add_ps(*a);
-                }
-            }
-        }
-    }
-}
-
-/// [`dot_rows_wide`] for f32 rows.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn dot_rows_f32(src: &[u8], rb: usize, x: &[f32], out: &mut [f32]) {
-    unsafe { dot_rows_wide::<F32>(src, rb, x, out) }
-}
-
-/// [`dot_rows_wide`] for f16 rows.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn dot_rows_f16(src: &[u8], rb: usize, x: &[f32], out: &mut [f32]) {
-    unsafe { dot_rows_wide::<F16>(src, rb, x, out) }
-}
-
-/// `x`'s values rounded to bf16 in place, as `crate::bf16_bits` rounds (to nearest even, a
-/// NaN kept quiet, subnormals rounded rather than flushed as `vcvtneps2bf16` would).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn round_to_bf16(x: &mut [f32]) {
-    let whole = x.len() / 16 * 16;
-    unsafe {
-        let one = _mm512_set1_epi32(1);
-        let half = _mm512_set1_epi32(0x7fff);
-        let top = _mm512_set1_epi32(0xffff_0000u32 as i32);
-        let abs = _mm512_set1_epi32(0x7fff_ffff);
-        let inf = _mm512_set1_epi32(0x7f80_0000);
-        let quiet = _mm512_set1_epi32(0x0040_0000);
-        for c in (0..whole).step_by(16) {
-            let p = x.as_mut_ptr().add(c) as *mut __m512i;
-            let b = _mm512_loadu_si512(p);
-            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), one);
-            let r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(b, half), odd), top);
-            let nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, abs), inf);
-            let q = _mm512_and_si512(_mm512_or_si512(b, quiet), top);
-            _mm512_storeu_si512(p, _mm512_mask_mov_epi32(r, nan, q));
-        }
-    }
-    for v in &mut x[whole..] {
-        *v = f32::from_bits((crate::bf16_bits(*v) as u32) << 16);
-    }
-}
-
-/// 16 e4m3 codes to f32 lanes at 2^-8 of their value: each code's sign and magnitude bits
-/// put where an f16's go, which `vcvtph2ps` widens exactly (an e4m3 subnormal is an f16
-/// normal); the caller's block scales carry the 2^8. Four operations per 16 weights, three
-/// on 256 bits, where `fp8_lanes` takes seven on 512.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn fp8_f16_lanes(b: __m128i) -> __m512 {
-    // sign-extended, shifted: the sign lands in bit 15 (and 14, cleared), the magnitude in 7-13
-    let h = _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(b));
-    _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(0xbf80u16 as i16)))
-}
-
-/// `out[j] = row j · x` over a run of FP8 rows with block scales (`block[1]` a multiple of
-/// 16), four at a time from four streams (rows i, q + i, 2q + i, 3q + i): each load of x
-/// serves four rows, and a row's sum over a scale block is scaled once. The row-at-a-time
-/// kernel restarted its four accumulators and widened with seven operations per 16 weights.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn dot_rows_fp8(run: &super::super::Fp8Run<'_>, x: &[f32], out: &mut [f32]) {
-    let (n, k) = (out.len(), x.len());
-    let bc = run.block[1];
-    if n == 0 {
-        return;
-    }
-    assert!(bc.is_multiple_of(16) && run.bytes.len() >= (n - 1) * run.rb + k);
-    let q = n.div_ceil(4);
-    let px = x.as_ptr();
-    unsafe {
-        for i in 0..q {
-            // a stream past the end repeats row i (its sum is dropped)
-            let mut w = [run.bytes.as_ptr(); 4];
-            let mut sc = [run.grid.as_ptr(); 4];
-            for s in 0..4 {
-                let r = if s * q + i < n { s * q + i } else { i };
-                w[s] = run.bytes.as_ptr().add(r * run.rb);
-                let g = (run.row0 + r) / run.block[0] * run.grid_cols;
-                assert!(g + k.div_ceil(bc) <= run.grid.len());
-                sc[s] = run.grid.as_ptr().add(g);
-            }
-            let mut acc = [_mm512_setzero_ps(); 4];
-            let mut c0 = 0;
-            let mut b = 0;
-            while c0 < k {
-                let end = (c0 + bc).min(k);
-                let mut part = [_mm512_setzero_ps(); 4];
-                for &w in &w {
-                    super::prefetch_ahead(w.add(c0), bc);
-                }
-                let mut c = c0;
-                while c + 16 <= end {
-                    let xv = _mm512_loadu_ps(px.add(c));
-                    for (a, &w) in part.iter_mut().zip(&w) {
-                        let v = fp8_f16_lanes(_mm_loadu_si128(w.add(c) as *const __m128i));
-                        *a = _mm512_fmadd_ps(v, xv, *a);
-                    }
-                    c += 16;
-                }
-                if c < end {
-                    let m = tail_mask(end - c);
-                    let xv = _mm512_maskz_loadu_ps(m, px.add(c));
-                    for (a, &w) in part.iter_mut().zip(&w) {
-                        let v = fp8_f16_lanes(_mm_maskz_loadu_epi8(m, w.add(c) as *const i8));
-                        *a = _mm512_fmadd_ps(v, xv, *a);
-                    }
-                }
-                for s in 0..4 {
-                    let scale = _mm512_set1_ps(*sc[s].add(b) * 256.0);
-                    acc[s] = _mm512_fmadd_ps(part[s], scale, acc[s]);
-                }
-                c0 = end;
-                b += 1;
-            }
-            for (s, a) in acc.iter().enumerate() {
-                let r = s * q + i;
-                if r < n {
-                    out[r] = _mm512_reduce_add_ps(*a);
-                }
-            }
-        }
     }
 }
 

@@ -200,6 +200,33 @@ unsafe fn scores8_dp<const G: usize>(
     }
 }
 
+/// `x`'s values rounded to bf16 in place, as `crate::bf16_bits` rounds (to nearest even, a
+/// NaN kept quiet, subnormals rounded rather than flushed as `vcvtneps2bf16` would).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn round_to_bf16(x: &mut [f32]) {
+    let whole = x.len() / 16 * 16;
+    unsafe {
+        let one = _mm512_set1_epi32(1);
+        let half = _mm512_set1_epi32(0x7fff);
+        let top = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        let abs = _mm512_set1_epi32(0x7fff_ffff);
+        let inf = _mm512_set1_epi32(0x7f80_0000);
+        let quiet = _mm512_set1_epi32(0x0040_0000);
+        for c in (0..whole).step_by(16) {
+            let p = x.as_mut_ptr().add(c) as *mut __m512i;
+            let b = _mm512_loadu_si512(p);
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), one);
+            let r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(b, half), odd), top);
+            let nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, abs), inf);
+            let q = _mm512_and_si512(_mm512_or_si512(b, quiet), top);
+            _mm512_storeu_si512(p, _mm512_mask_mov_epi32(r, nan, q));
+        }
+    }
+    for v in &mut x[whole..] {
+        *v = f32::from_bits((crate::bf16_bits(*v) as u32) << 16);
+    }
+}
+
 /// `simd::pair_queries` (see there): sixteen rows by sixteen pairs at a time, each row's
 /// 32 values' top halves gathered into pairs by one `vpermt2w`, then transposed so that a
 /// pair index's sixteen rows are one store. (Pair by pair, a store 64 bytes from the last,

@@ -11,6 +11,7 @@ mod avx512_attention;
 pub mod avx512_bf16gemm;
 mod avx512_int8;
 pub mod avx512_qgemm;
+mod avx512_rows;
 pub mod avx512vnni;
 
 use std::sync::LazyLock;
@@ -64,6 +65,15 @@ fn l1d_bytes() -> Option<usize> {
         }
     }
     None
+}
+
+/// The rows that pass `i` over a run of `n` rows reads from its four streams (rows i,
+/// q + i, 2q + i, 3q + i, q = n.div_ceil(4)): a stream past the end repeats row i, and the
+/// kernels drop its sum (`s * q + i >= n`).
+#[inline(always)]
+fn four_streams(n: usize, i: usize) -> [usize; 4] {
+    let q = n.div_ceil(4);
+    [0, 1, 2, 3].map(|s| if s * q + i < n { s * q + i } else { i })
 }
 
 /// Asks for the lines of the `len` bytes `ahead()` past `p` (a hint: it never faults, so
