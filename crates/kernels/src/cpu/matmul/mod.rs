@@ -90,15 +90,8 @@ impl Acts<'_> {
         match self {
             Acts::F32 { x, k } => simd::dot_row(level, fmt, src, &x[i * k..(i + 1) * k]),
             Acts::Q(q) => simd::dot_row_q(level, fmt, src, &q.row(i)),
-            Acts::Bf16 { x, pairs, k } => {
-                let full = k / 32 * 32;
-                simd::dot_row_bf16_pairs(
-                    level,
-                    src,
-                    &x[i * k..(i + 1) * k],
-                    &pairs[i * full..(i + 1) * full],
-                )
-            }
+            // (bf16 rows always come as runs, which `dot_run` takes four at a time)
+            Acts::Bf16 { x, k, .. } => simd::dot_row(level, fmt, src, &x[i * k..(i + 1) * k]),
         }
     }
 }

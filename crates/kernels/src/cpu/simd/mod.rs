@@ -164,24 +164,8 @@ pub fn bf16_pairs(x: &[f32], out: &mut Vec<f32>) {
     }
 }
 
-/// A bf16 row · `x`, given `pairs` = `bf16_pairs(x)` as well (the decode path for bf16
-/// weights: see the AVX-512 kernel).
-pub fn dot_row_bf16_pairs(level: Level, src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    match level {
-        // SAFETY: a level is only selected when `Level::supported` said so.
-        Level::Avx2 => return unsafe { x86::avx2::dot_row_bf16_pairs(src, x, pairs) },
-        Level::Avx512 | Level::Avx512Vnni | Level::Amx => {
-            return unsafe { x86::avx512::dot_row_bf16_pairs(src, x, pairs) };
-        }
-        _ => {}
-    }
-    let _ = pairs;
-    dot_row(level, &Fmt::BF16, src, x)
-}
-
 /// `out[j] = row j · x` for the bf16 rows stored `rb` bytes apart from `src`, given `pairs`
-/// as [`dot_row_bf16_pairs`] takes them. Rows are taken from four streams (i, q + i,
+/// = [`bf16_pairs`]`(x)` as well (the decode path for bf16 weights: see the AVX-512 kernel). Rows are taken from four streams (i, q + i,
 /// 2q + i, 3q + i), as the quantized kernels take them: one stream held a core to ~10 GB/s
 /// from memory, four let the L2's prefetcher run. AVX2 and AVX-512 take each four rows in
 /// one pass; the other levels a row at a time in the same order.
@@ -207,7 +191,7 @@ pub fn dot_rows_bf16_pairs(
     let q = n.div_ceil(4);
     for j in (0..q).flat_map(|j| (0..4).map(move |s| s * q + j)) {
         if j < n {
-            out[j] = dot_row_bf16_pairs(level, &src[j * rb..j * rb + 2 * x.len()], x, pairs);
+            out[j] = dot_row(level, &Fmt::BF16, &src[j * rb..j * rb + 2 * x.len()], x);
         }
     }
 }

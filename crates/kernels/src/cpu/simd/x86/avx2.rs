@@ -494,43 +494,6 @@ unsafe fn pv_tile<const R: usize>(b: &PvBlock<'_>, i0: usize, c: usize, out: &mu
     }
 }
 
-/// A bf16 row · x, with x also given as `pairs` (`super::super::bf16_pairs`), as the
-/// AVX-512 kernel takes it: a 32-bit lane of the row holds an even value in its low half
-/// and the next odd one in its high half, so a shift and a mask give both as f32 in place.
-/// Per 32 values the two 256-bit loads' even lanes meet `pairs`' first 16, their odd lanes
-/// the next 16.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_row_bf16_pairs(src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = x.len();
-    let full = n / 32 * 32;
-    assert!(src.len() >= 2 * n && pairs.len() >= full);
-    let (w, p) = (src.as_ptr(), pairs.as_ptr());
-    unsafe {
-        let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i < full {
-            super::prefetch_ahead(w.add(2 * i), 64);
-            for h in 0..2 {
-                let v = _mm256_loadu_si256(w.add(2 * (i + 16 * h)) as *const __m256i);
-                let even = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v));
-                let odd = _mm256_castsi256_ps(_mm256_and_si256(v, high));
-                acc[h] = _mm256_fmadd_ps(even, _mm256_loadu_ps(p.add(i + 8 * h)), acc[h]);
-                acc[2 + h] =
-                    _mm256_fmadd_ps(odd, _mm256_loadu_ps(p.add(i + 16 + 8 * h)), acc[2 + h]);
-            }
-            i += 32;
-        }
-        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut sum = hsum(v);
-        if full < n {
-            sum += portable::dot_row(&Fmt::BF16, &src[2 * full..], &x[full..]);
-        }
-        sum
-    }
-}
-
 /// 8 e4m3 codes to f32 at 2^-8 of their value: sign and magnitude bits put where an f16's
 /// go, widened exactly by `vcvtph2ps` (as AVX-512's `fp8_f16_lanes`).
 #[inline(always)]

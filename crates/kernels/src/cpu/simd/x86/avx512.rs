@@ -10,9 +10,7 @@ pub use super::avx512_attention::{
     pair_queries, pv_t, round_to_bf16, scores_t, silu_mul, softmax_row, softmax_step,
 };
 pub use super::avx512_int8::{dot_row_q_bw as dot_row_q, dot_rows_q_bw as dot_rows_q};
-pub use super::avx512_rows::{
-    dot_row_bf16_pairs, dot_rows_bf16_pairs, dot_rows_f16, dot_rows_f32, dot_rows_fp8,
-};
+pub use super::avx512_rows::{dot_rows_bf16_pairs, dot_rows_f16, dot_rows_f32, dot_rows_fp8};
 
 #[inline(always)]
 pub(super) fn tail_mask(n: usize) -> __mmask16 {

@@ -1,59 +1,12 @@
 //! AVX-512 decode rows for the formats whose rows have no int8 product: one activation row
 //! against a run of weight rows, four rows per pass from four streams (rows i, q + i,
-//! 2q + i, 3q + i of the run): bf16 (against the activations' even/odd pairs, also a row at
-//! a time), f32 and f16, and FP8 e4m3 with block scales.
+//! 2q + i, 3q + i of the run): bf16 (against the activations' even/odd pairs), f32 and f16, and FP8 e4m3 with block scales.
 
 use std::arch::x86_64::*;
 
 use super::super::Fp8Run;
 use super::avx512::{BF16, F16, F32, dot_lanes, load, size_of_kind, tail_mask};
 use super::four_streams;
-
-/// A bf16 row · x, with x also given as `pairs` (`super::super::bf16_pairs`): per block of
-/// 32 values, the even-indexed ones then the odd. A 32-bit lane of the row holds an even
-/// value in its low half and the next odd one in its high half, so a shift and a mask give
-/// both as f32 in place: one load and two integer operations per 32 weights, where widening
-/// takes two loads and four. Products and sums are the same f32 ones, in another order.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn dot_row_bf16_pairs(src: &[u8], x: &[f32], pairs: &[f32]) -> f32 {
-    let n = x.len();
-    let full = n / 32 * 32;
-    assert!(src.len() >= 2 * n && pairs.len() >= full);
-    let (w, p) = (src.as_ptr(), pairs.as_ptr());
-    unsafe {
-        let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 64 <= full {
-            super::prefetch_ahead(w.add(2 * i), 128);
-            for h in 0..2 {
-                let o = i + 32 * h;
-                let v = _mm512_loadu_si512(w.add(2 * o) as *const _);
-                let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
-                let odd = _mm512_castsi512_ps(_mm512_and_si512(v, high));
-                acc[2 * h] = _mm512_fmadd_ps(even, _mm512_loadu_ps(p.add(o)), acc[2 * h]);
-                acc[2 * h + 1] =
-                    _mm512_fmadd_ps(odd, _mm512_loadu_ps(p.add(o + 16)), acc[2 * h + 1]);
-            }
-            i += 64;
-        }
-        if i < full {
-            let v = _mm512_loadu_si512(w.add(2 * i) as *const _);
-            let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
-            let odd = _mm512_castsi512_ps(_mm512_and_si512(v, high));
-            acc[0] = _mm512_fmadd_ps(even, _mm512_loadu_ps(p.add(i)), acc[0]);
-            acc[1] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(p.add(i + 16)), acc[1]);
-        }
-        let mut v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        if full < n {
-            v = _mm512_add_ps(
-                v,
-                dot_lanes::<BF16>(w.add(2 * full), x.as_ptr().add(full), n - full),
-            );
-        }
-        _mm512_reduce_add_ps(v)
-    }
-}
 
 /// `out[j] = row j · x` for the bf16 rows stored `rb` bytes apart from `src`, four at a time
 /// from four streams (rows i, q + i, 2q + i, 3q + i), as AVX2's kernel takes them: each load
