@@ -11,10 +11,33 @@ fn golden(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("deeprust-gguf-ds2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A path named `name` in a directory of its own, removed with the directory when dropped
+/// (a checkpoint mapped from the file stays readable).
+struct Tmp {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Tmp {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn tmp(name: &str) -> Tmp {
+    let dir = tempfile::Builder::new()
+        .prefix("deeprust-gguf-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join(name);
+    Tmp { _dir: dir, path }
 }
 
 fn export(
@@ -344,7 +367,7 @@ fn other_goldens_keep_their_config() {
 }
 
 /// Rewrite `path`'s metadata through `edit` (tensors kept), for error tests.
-fn with_metadata(path: &Path, out: &str, edit: impl Fn(&mut Vec<(String, GgufValue)>)) -> PathBuf {
+fn with_metadata(path: &Path, out: &str, edit: impl Fn(&mut Vec<(String, GgufValue)>)) -> Tmp {
     let f = GgufFile::open(path).unwrap();
     let mut meta = f.metadata.clone();
     edit(&mut meta);

@@ -5,10 +5,33 @@ use std::sync::Arc;
 use crate::dtype::DType;
 use crate::error::{LoadError, Result};
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("deeprust-gguf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A path named `name` in a directory of its own, removed with the directory when dropped
+/// (a checkpoint mapped from the file stays readable).
+struct Tmp {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Tmp {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn tmp(name: &str) -> Tmp {
+    let dir = tempfile::Builder::new()
+        .prefix("deeprust-gguf-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join(name);
+    Tmp { _dir: dir, path }
 }
 
 fn every_value_type() -> Vec<(String, GgufValue)> {
