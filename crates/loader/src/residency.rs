@@ -47,7 +47,8 @@ pub(crate) fn hold(file: &File, len: usize, residency: Residency) -> io::Result<
     if residency == Residency::HugePages && len > 0 {
         return Ok(Arc::new(HugeCopy::read(file, len)?));
     }
-    let _ = residency;
+    // (both are only read on Linux)
+    let _ = (residency, len);
     // SAFETY: the map is read-only. Like every mmap-based loader we assume the file is not
     // truncated by another process while mapped.
     let map = unsafe { memmap2::Mmap::map(file) }?;

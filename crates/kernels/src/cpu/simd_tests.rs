@@ -675,3 +675,21 @@ fn transposed_queries_are_the_rows_moved() {
         }
     }
 }
+
+/// The row-at-a-time levels take a run's rows in the four streams' order, each row once.
+#[test]
+fn four_stream_order_visits_every_row_once() {
+    let got: Vec<usize> = simd::four_stream_order(6).collect();
+    assert_eq!(got, [0, 2, 4, 1, 3, 5]);
+    for n in 0..40 {
+        let mut rows: Vec<usize> = simd::four_stream_order(n).collect();
+        assert_eq!(rows.len(), n, "n = {n}");
+        if n >= 4 {
+            // the first pass starts the four streams
+            let q = n.div_ceil(4);
+            assert_eq!(rows[..3], [0, q, 2 * q], "n = {n}");
+        }
+        rows.sort_unstable();
+        assert!(rows.iter().copied().eq(0..n), "n = {n}");
+    }
+}

@@ -153,12 +153,9 @@ impl Acts<'_> {
                         // rows from four streams (i, q + i, 2q + i, 3q + i), as the
                         // quantized kernels take them: one stream held a core to ~10 GB/s
                         // from memory here, four let the L2's prefetcher run
-                        let q = cl.div_ceil(4);
-                        for j in (0..q).flat_map(|j| (0..4).map(move |s| s * q + j)) {
-                            if j < cl {
-                                let (fmt, bytes) = w.get(r0 + c + j);
-                                dst[j] = self.dot(level, &fmt, bytes, i);
-                            }
+                        for j in simd::four_stream_order(cl) {
+                            let (fmt, bytes) = w.get(r0 + c + j);
+                            dst[j] = self.dot(level, &fmt, bytes, i);
                         }
                     }
                 }

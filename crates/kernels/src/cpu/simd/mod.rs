@@ -165,9 +165,10 @@ pub fn bf16_pairs(x: &[f32], out: &mut Vec<f32>) {
 }
 
 /// `out[j] = row j · x` for the bf16 rows stored `rb` bytes apart from `src`, given `pairs`
-/// = [`bf16_pairs`]`(x)` as well (the decode path for bf16 weights: see the AVX-512 kernel). Rows are taken from four streams (i, q + i,
-/// 2q + i, 3q + i), as the quantized kernels take them: one stream held a core to ~10 GB/s
-/// from memory, four let the L2's prefetcher run. AVX2 and AVX-512 take each four rows in
+/// = [`bf16_pairs`]`(x)` as well (the decode path for bf16 weights: see the AVX-512
+/// kernel). Rows are taken from four streams (i, q + i, 2q + i, 3q + i), as the quantized
+/// kernels take them: one stream held a core to ~10 GB/s from memory, four let the L2's
+/// prefetcher run. AVX2 and AVX-512 take each four rows in
 /// one pass; the other levels a row at a time in the same order.
 pub fn dot_rows_bf16_pairs(
     level: Level,
@@ -188,12 +189,21 @@ pub fn dot_rows_bf16_pairs(
         }
         _ => {}
     }
-    let q = n.div_ceil(4);
-    for j in (0..q).flat_map(|j| (0..4).map(move |s| s * q + j)) {
-        if j < n {
-            out[j] = dot_row(level, &Fmt::BF16, &src[j * rb..j * rb + 2 * x.len()], x);
-        }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = pairs;
+    for j in four_stream_order(n) {
+        out[j] = dot_row(level, &Fmt::BF16, &src[j * rb..j * rb + 2 * x.len()], x);
     }
+}
+
+/// Rows `0..n` in the order of four streams (0, q, 2q, 3q, 1, q + 1, ..., q = n / 4
+/// rounded up), skipping those past `n`: the order the SIMD levels' decode rows take, for
+/// the levels that take a row at a time.
+pub fn four_stream_order(n: usize) -> impl Iterator<Item = usize> {
+    let q = n.div_ceil(4);
+    (0..q)
+        .flat_map(move |j| (0..4).map(move |s| s * q + j))
+        .filter(move |&j| j < n)
 }
 
 /// `out[j] = row j · x` for the f32 or f16 rows (`fmt`) stored `rb` bytes apart from
@@ -225,11 +235,8 @@ pub fn dot_rows_wide(
             }
         };
     }
-    let q = n.div_ceil(4);
-    for j in (0..q).flat_map(|j| (0..4).map(move |s| s * q + j)) {
-        if j < n {
-            out[j] = dot_row(level, fmt, &src[j * rb..j * rb + size * k], x);
-        }
+    for j in four_stream_order(n) {
+        out[j] = dot_row(level, fmt, &src[j * rb..j * rb + size * k], x);
     }
 }
 
@@ -275,12 +282,9 @@ pub fn dot_rows_fp8(level: Level, run: &Fp8Run<'_>, x: &[f32], out: &mut [f32]) 
         }
         _ => {}
     }
-    let q = n.div_ceil(4);
-    for j in (0..q).flat_map(|j| (0..4).map(move |s| s * q + j)) {
-        if j < n {
-            let (fmt, src) = run.row(j, k);
-            out[j] = dot_row(level, &fmt, src, x);
-        }
+    for j in four_stream_order(n) {
+        let (fmt, src) = run.row(j, k);
+        out[j] = dot_row(level, &fmt, src, x);
     }
 }
 
@@ -528,6 +532,9 @@ pub unsafe fn amx_pack_kv(level: Level, g: &KvGroup<'_>, keys: *mut u16, values:
     unsafe {
         x86::amx::pack_kv(g, keys, values)
     }
+    // (has_amx holds only on x86-64)
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (keys, values);
 }
 
 /// Tokens (`[n][k]`, `k` a multiple of 32) rounded to bf16 as `round_bf16` rounds them and
