@@ -246,6 +246,30 @@ pub(super) fn split_positions(
                     }
                     None => (a.kv, &offs, &next[..ahead]),
                 };
+                // the next tile's rows as the cache stores them, for the scores to fetch
+                // ahead (an 8-bit tile is converted first, from rows not fetched ahead,
+                // except by the bf16 scores, which ask for them)
+                let prefetch = match (q8, a.kv) {
+                    (Some(f), _) if !amx && !transposed => simd::Ahead {
+                        bytes: f.bytes,
+                        offs: &next[..ahead],
+                        row_values: row,
+                        row_bytes: crate::kv_q8::row_bytes(r, p),
+                    },
+                    (_, KvRows::Bf16(kv)) => simd::Ahead {
+                        bytes: simd::u16_bytes(kv),
+                        offs: tnext,
+                        row_values: row,
+                        row_bytes: 2 * row,
+                    },
+                    (_, KvRows::F32(kv)) => simd::Ahead {
+                        bytes: simd::f32_bytes(kv),
+                        offs: tnext,
+                        row_values: row,
+                        row_bytes: 4 * row,
+                    },
+                    _ => simd::Ahead::default(),
+                };
                 let widened = transposed && matches!(tkv, KvRows::Bf16(_));
                 if let (true, KvRows::Bf16(kv)) = (amx, tkv) {
                     let groups = nj.div_ceil(16);
@@ -276,7 +300,7 @@ pub(super) fn split_positions(
                         offs: &toffs[..nj.next_multiple_of(8)],
                         q16,
                         qt,
-                        prefetch: tnext,
+                        prefetch,
                     };
                     if widened {
                         // the tile's rows widened as the scores reach them, for the

@@ -32,9 +32,44 @@ pub struct ScoresTile<'a> {
     /// Where [`has_scores_qt`]: `q` transposed, `[k][lanes]`, zero in the padding lanes
     /// (which the kernel then may overwrite); else empty.
     pub qt: &'a [f32],
-    /// Offsets of rows to fetch ahead into cache while this tile computes (the next
-    /// tile's). A hint: kernels may ignore it.
-    pub prefetch: &'a [usize],
+    /// Rows to fetch ahead into cache while this tile computes (the next tile's). A hint:
+    /// kernels may ignore it.
+    pub prefetch: Ahead<'a>,
+}
+
+/// Cached rows to fetch ahead, as the cache stores them: an 8-bit cache's tile is
+/// converted before its products, so the rows to fetch are not in `ScoresTile::kv`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ahead<'a> {
+    /// The cache's bytes as stored.
+    pub bytes: &'a [u8],
+    /// The rows' offsets, in values (as `MlaAttention::row_offset` gives them).
+    pub offs: &'a [usize],
+    /// Values a row holds, and the bytes it takes as stored.
+    pub row_values: usize,
+    pub row_bytes: usize,
+}
+
+impl<'a> Ahead<'a> {
+    /// The same rows' `range`.
+    pub fn rows(&self, range: std::ops::Range<usize>) -> Ahead<'a> {
+        Ahead {
+            offs: &self.offs[range],
+            ..*self
+        }
+    }
+
+    /// Where row `i` starts (an address to prefetch: possibly past the bytes, which a
+    /// prefetch may be).
+    pub fn row(&self, i: usize) -> *const u8 {
+        let at = self.offs[i] / self.row_values.max(1) * self.row_bytes;
+        self.bytes.as_ptr().wrapping_add(at)
+    }
+
+    /// Lines a row touches at most (one more than its length where it starts mid-line).
+    pub fn lines(&self) -> usize {
+        self.row_bytes.div_ceil(64) + 1
+    }
 }
 
 /// One row of attention scores: the first `visible` scaled by `scale` and replaced by

@@ -499,6 +499,12 @@ pub fn u16_bytes(v: &[u16]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), 2 * v.len()) }
 }
 
+/// f32 values as their bytes (for addresses to fetch ahead).
+pub fn f32_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: any f32 is four initialised bytes, at f32 alignment.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), 4 * v.len()) }
+}
+
 /// Whether this level runs prefill products on AMX tiles (`amx_bf16_gemm`).
 pub fn has_amx(level: Level) -> bool {
     level == Level::Amx

@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::{PvTile, ScoresTile, SoftmaxStep};
+use super::super::{Ahead, PvTile, ScoresTile, SoftmaxStep};
 use super::avx512::tail_mask;
 use crate::backend::KvRows;
 
@@ -42,19 +42,19 @@ pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn scores_of<const BF: bool>(t: &ScoresTile<'_>, kv: *const u8, s: &mut [f32]) {
     let (q, rows, lanes, k, offs) = (t.q, t.rows, t.lanes, t.k, t.offs);
-    let size = if BF { 2 } else { 4 };
     let groups = offs.len() / 4;
-    let ahead = t.prefetch.len().div_ceil(groups.max(1));
+    let next = t.prefetch;
+    let ahead = next.offs.len().div_ceil(groups.max(1));
     for jt in 0..groups {
         let keys: [usize; 4] = std::array::from_fn(|j| offs[jt * 4 + j]);
         // the next tile's rows, spread over the groups, into L2: the prefetchers see
         // only short streams (one cached row is 17-36 lines), and this product is where
         // the cache first comes in from memory
-        for &off in t.prefetch.iter().skip(ahead * jt).take(ahead) {
-            let row = kv.wrapping_add(off * size);
-            for line in (0..k * size).step_by(64) {
+        for i in (ahead * jt..ahead * (jt + 1)).take_while(|&i| i < next.offs.len()) {
+            let row = next.row(i);
+            for line in 0..next.lines() {
                 // a hint: it never faults, even out of bounds
-                _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(line) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(64 * line) as *const i8);
             }
         }
         // SAFETY (here and below): the wrapper checked every row's bounds, q's and s's.
@@ -123,14 +123,15 @@ unsafe fn scores_tile<const R: usize, const BF: bool>(
 unsafe fn scores_dp(t: &ScoresTile<'_>, kv: *const u16, s: &mut [f32]) {
     let (lanes, k, offs) = (t.lanes, t.k, t.offs);
     let groups = offs.len() / 8;
-    let ahead = t.prefetch.len().div_ceil(groups.max(1));
+    let all = t.prefetch.offs.len();
+    let ahead = all.div_ceil(groups.max(1));
     // the lane vectors that hold query rows
     let nv = t.rows.div_ceil(16);
     for jt in 0..groups {
         // the next tile's rows, spread over the groups, into L2; within a group the
         // kernel asks for them a line per step (see `scores8_dp`)
-        let a = (ahead * jt).min(t.prefetch.len());
-        let next = &t.prefetch[a..(a + ahead).min(t.prefetch.len())];
+        let a = (ahead * jt).min(all);
+        let next = t.prefetch.rows(a..(a + ahead).min(all));
         let mut rows = [kv; 8];
         for (j, r) in rows.iter_mut().enumerate() {
             // SAFETY (here and below): the wrapper checked every row's bounds, q16's and s's.
@@ -141,12 +142,12 @@ unsafe fn scores_dp(t: &ScoresTile<'_>, kv: *const u16, s: &mut [f32]) {
         while g < nv {
             unsafe {
                 // (the first vectors' pass asks for the group's share of the next rows)
-                let next = if g == 0 { next } else { &[] };
+                let next = if g == 0 { next } else { next.rows(0..0) };
                 if nv - g >= 2 {
-                    scores8_dp::<2>(t.q16.as_ptr(), lanes, k, &rows, g, out, kv, next);
+                    scores8_dp::<2>(t.q16.as_ptr(), lanes, k, &rows, g, out, next);
                     g += 2;
                 } else {
-                    scores8_dp::<1>(t.q16.as_ptr(), lanes, k, &rows, g, out, kv, next);
+                    scores8_dp::<1>(t.q16.as_ptr(), lanes, k, &rows, g, out, next);
                     g += 1;
                 }
             }
@@ -155,8 +156,7 @@ unsafe fn scores_dp(t: &ScoresTile<'_>, kv: *const u16, s: &mut [f32]) {
 }
 
 /// Eight positions (cached rows `rows`) by `G` vectors of query rows from lane `16 * g0`,
-/// asking for the lines of the cached rows at `next` (offsets from `kv`) into L2, a line a
-/// step. (All of a group's lines asked for at once before its products, as `scores_of`
+/// asking for the lines of the cached rows `next` into L2, a line a step. (All of a group's lines asked for at once before its products, as `scores_of`
 /// does, took 1.05-1.16x as long at depth 4096 and 1.2-1.25x at 16384 over 12 layers
 /// from memory on Zen 4, alternated within one run; into L1, as long.)
 #[inline]
@@ -169,18 +169,16 @@ unsafe fn scores8_dp<const G: usize>(
     rows: &[*const u16; 8],
     g0: usize,
     out: *mut f32,
-    kv: *const u16,
-    next: &[usize],
+    next: Ahead<'_>,
 ) {
-    // (a row not on a line boundary touches one line more than its length)
-    let lines = (2 * k).div_ceil(64) + 1;
+    let (rows_ahead, lines) = (next.offs.len(), next.lines());
     let (mut row, mut line) = (0, 0);
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); G]; 8];
         let mut qv = [_mm512_setzero_si512(); G];
         for dp in 0..k.div_ceil(2) {
-            if row < next.len() {
-                let at = (kv.wrapping_add(next[row]) as *const u8).wrapping_add(64 * line);
+            if row < rows_ahead {
+                let at = next.row(row).wrapping_add(64 * line);
                 // a hint: it never faults, even out of bounds
                 _mm_prefetch::<_MM_HINT_T1>(at as *const i8);
                 line += 1;
@@ -210,8 +208,8 @@ unsafe fn scores8_dp<const G: usize>(
             }
         }
         // (k is long enough that none are left for realistic shapes)
-        while row < next.len() {
-            let at = (kv.wrapping_add(next[row]) as *const u8).wrapping_add(64 * line);
+        while row < rows_ahead {
+            let at = next.row(row).wrapping_add(64 * line);
             _mm_prefetch::<_MM_HINT_T1>(at as *const i8);
             line += 1;
             if line == lines {
