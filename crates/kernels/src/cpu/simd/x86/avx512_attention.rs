@@ -5,6 +5,7 @@
 use std::arch::x86_64::*;
 
 use super::super::{Ahead, PvTile, ScoresTile, SoftmaxStep};
+use super::Fetch;
 use super::avx512::tail_mask;
 use crate::backend::KvRows;
 
@@ -73,51 +74,6 @@ unsafe fn scores_of<const BF: bool>(t: &ScoresTile<'_>, kv: *const u8, s: &mut [
                 }
             }
             i += 4;
-        }
-    }
-}
-
-/// Cached rows' lines asked for into L2 one at a time, a kernel's step each. (All of a
-/// group's lines at once, before its products, cost an f32 cache's scores 1.16-1.2x the
-/// time at depth 4096 over 12 layers from memory on Zen 4, alternated within one run.)
-struct Fetch<'a> {
-    next: Ahead<'a>,
-    lines: usize,
-    row: usize,
-    line: usize,
-}
-
-impl<'a> Fetch<'a> {
-    #[inline(always)]
-    fn new(next: Ahead<'a>) -> Self {
-        Fetch {
-            lines: next.lines(),
-            next,
-            row: 0,
-            line: 0,
-        }
-    }
-
-    /// Ask for the next line, if any is left.
-    #[inline(always)]
-    fn step(&mut self) {
-        if self.row < self.next.offs.len() {
-            let at = self.next.row(self.row).wrapping_add(64 * self.line);
-            // SAFETY: a prefetch is a hint: it reads nothing and never faults, even out
-            // of bounds.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(at as *const i8) };
-            self.line += 1;
-            if self.line == self.lines {
-                (self.row, self.line) = (self.row + 1, 0);
-            }
-        }
-    }
-
-    /// Ask for the lines left (the kernel's steps were fewer).
-    #[inline(always)]
-    fn rest(&mut self) {
-        while self.row < self.next.offs.len() {
-            self.step();
         }
     }
 }

@@ -93,6 +93,55 @@ unsafe fn prefetch_ahead(p: *const u8, len: usize) {
     }
 }
 
+/// Cached rows' lines asked for into L2 one at a time, a kernel's step each. (All of a
+/// group's lines at once, before its products, cost an f32 cache's scores 1.16-1.2x the
+/// time at depth 4096 over 12 layers from memory on Zen 4, alternated within one run.)
+pub(super) struct Fetch<'a> {
+    next: super::Ahead<'a>,
+    lines: usize,
+    row: usize,
+    line: usize,
+}
+
+impl<'a> Fetch<'a> {
+    #[inline(always)]
+    pub(super) fn new(next: super::Ahead<'a>) -> Self {
+        Fetch {
+            lines: next.lines(),
+            next,
+            row: 0,
+            line: 0,
+        }
+    }
+
+    /// Ask for the next line, if any is left.
+    #[inline(always)]
+    pub(super) fn step(&mut self) {
+        if self.row < self.next.offs.len() {
+            let at = self.next.row(self.row).wrapping_add(64 * self.line);
+            // SAFETY: a prefetch is a hint: it reads nothing and never faults, even out
+            // of bounds.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                    at as *const i8,
+                )
+            };
+            self.line += 1;
+            if self.line == self.lines {
+                (self.row, self.line) = (self.row + 1, 0);
+            }
+        }
+    }
+
+    /// Ask for the lines left (the kernel's steps were fewer).
+    #[inline(always)]
+    pub(super) fn rest(&mut self) {
+        while self.row < self.next.offs.len() {
+            self.step();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The L1 data cache read from cpuid is one a real core has (x86-64 cores have had
