@@ -131,7 +131,7 @@ pub(super) fn split_positions(
         let q16 = &q16[..];
         // without a bf16 dot (AVX2), each tile is widened to f32 once for every query row,
         // and the scores broadcast its values against the queries transposed
-        let transposed = !amx && simd::has_scores_qt(level);
+        let transposed = !amx && simd::has_scores_qt(level, &a.kv);
         if transposed {
             qt.resize(row * lanes, 0.0);
             simd::transpose_queries(level, q, rows, row, lanes, qt);

@@ -105,8 +105,17 @@ pub fn softmax_row(level: Level, s: &mut [f32], visible: usize, scale: f32) -> (
 /// once per pair of rows), then multiplies it, broadcast, by 16 query rows at a time, with
 /// no horizontal sums. Decode attention over a bf16 cache at depth 4096 took 17.2 ms a
 /// token before and 14.6 after (`examples/attention`, 12 layers, Zen 3).
-pub fn has_scores_qt(level: Level) -> bool {
-    level == Level::Avx2
+///
+/// The AVX-512 levels take an f32 cache's scores so too (16 query rows a vector, a
+/// broadcast and an FMA per value and position), where the dot along each row spent `R +
+/// 4` loads on `4R` FMAs and sixteen horizontal sums a step; a bf16 cache they take in
+/// pairs (`ScoresTile::q16`) or widened along the row.
+pub fn has_scores_qt(level: Level, kv: &KvRows<'_>) -> bool {
+    match level {
+        Level::Avx2 => true,
+        Level::Avx512 | Level::Avx512Vnni | Level::Amx => matches!(kv, KvRows::F32(_)),
+        _ => false,
+    }
 }
 
 /// `qt[d * lanes + i] = q[i * k + d]` for `i < rows`, `d < k`, and 0 in lanes `rows..lanes`:
@@ -162,7 +171,7 @@ pub fn pair_queries(level: Level, q: &[f32], rows: usize, k: usize, lanes: usize
 /// (`wide[j * k..]` holds row `offs[j]`) for the output's product.
 pub fn scores_widening(level: Level, t: &ScoresTile<'_>, s: &mut [f32], wide: &mut [f32]) {
     assert!(matches!(t.kv, KvRows::Bf16(_)) && wide.len() >= t.offs.len() * t.k);
-    assert!(has_scores_qt(level) && t.qt.len() >= t.k * t.lanes);
+    assert!(has_scores_qt(level, &t.kv) && t.qt.len() >= t.k * t.lanes);
     assert!(t.lanes.is_multiple_of(16) && t.rows <= t.lanes && t.offs.len().is_multiple_of(8));
     assert!(s.len() >= t.offs.len() * t.lanes);
     assert!(t.offs.iter().all(|&o| o + t.k <= t.kv.len()));
@@ -179,7 +188,7 @@ pub fn scores_t(level: Level, t: &ScoresTile<'_>, s: &mut [f32]) {
     assert!(t.lanes.is_multiple_of(16) && t.rows <= t.lanes && t.offs.len().is_multiple_of(8));
     assert!(t.q.len() >= t.rows * t.k && s.len() >= t.offs.len() * t.lanes);
     assert!(t.q16.is_empty() || (t.q16.len() >= t.k.div_ceil(2) * t.lanes && has_bf16_dot(level)));
-    assert!(t.qt.is_empty() || (t.qt.len() >= t.k * t.lanes && has_scores_qt(level)));
+    assert!(t.qt.is_empty() || (t.qt.len() >= t.k * t.lanes && has_scores_qt(level, &t.kv)));
     assert!(t.offs.iter().all(|&o| o + t.k <= t.kv.len()));
     assert!(
         !matches!(t.kv, KvRows::Q8(_)),

@@ -29,11 +29,69 @@ pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
     // SAFETY: the wrapper checked every row's bounds, q's and s's.
     unsafe {
         match t.kv {
+            KvRows::F32(kv) if !t.qt.is_empty() => scores_qt(t, kv.as_ptr(), s),
             KvRows::F32(kv) => scores_of::<false>(t, kv.as_ptr() as *const u8, s),
             // the wrapper checked that q16 is only given where vdpbf16ps exists
             KvRows::Bf16(kv) if !t.q16.is_empty() => scores_dp(t, kv.as_ptr(), s),
             KvRows::Bf16(kv) => scores_of::<true>(t, kv.as_ptr() as *const u8, s),
             KvRows::Q8(_) => unreachable!("the wrapper refuses an 8-bit cache"),
+        }
+    }
+}
+
+/// An f32 tile's scores with the query rows in lanes (`ScoresTile::qt`): per value along
+/// k, a vector of 16 rows' queries against each of eight positions' value broadcast, so
+/// each sum lands in its lane of `s` with no horizontal sums. The next tile's rows are
+/// asked for a line a step (`Fetch`). Against the dot along each row (`scores_of`), whole
+/// decode attention at depth 4096 took 0.87-0.92x the time from cache on one thread and
+/// 0.85-0.92x over 12 layers from memory on two (Zen 4, alternated within one run).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn scores_qt(t: &ScoresTile<'_>, kv: *const f32, s: &mut [f32]) {
+    let (lanes, k, offs) = (t.lanes, t.k, t.offs);
+    let groups = offs.len() / 8;
+    let all = t.prefetch.offs.len();
+    let ahead = all.div_ceil(groups.max(1));
+    for jt in 0..groups {
+        let a = (ahead * jt).min(all);
+        let mut next = t.prefetch.rows(a..(a + ahead).min(all));
+        let mut rows = [kv; 8];
+        for (j, r) in rows.iter_mut().enumerate() {
+            // SAFETY (here and below): the wrapper checked every row's bounds, qt's and s's.
+            *r = unsafe { kv.add(offs[jt * 8 + j]) };
+        }
+        let out = unsafe { s.as_mut_ptr().add(jt * 8 * lanes) };
+        for lb in (0..t.rows).step_by(16) {
+            unsafe { scores8_qt(t.qt.as_ptr().add(lb), lanes, k, &rows, out.add(lb), next) };
+            next = next.rows(0..0);
+        }
+    }
+}
+
+/// Eight positions (cached rows `rows`) by the 16 query rows whose transposed values start
+/// at `qt`: `out[j * lanes + l] = Σ_d qt[d * lanes + l] * rows[j][d]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn scores8_qt(
+    qt: *const f32,
+    lanes: usize,
+    k: usize,
+    rows: &[*const f32; 8],
+    out: *mut f32,
+    next: Ahead<'_>,
+) {
+    let mut fetch = Fetch::new(next);
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); 8];
+        for d in 0..k {
+            fetch.step();
+            let q = _mm512_loadu_ps(qt.add(d * lanes));
+            for (a, &r) in acc.iter_mut().zip(rows) {
+                *a = _mm512_fmadd_ps(_mm512_set1_ps(*r.add(d)), q, *a);
+            }
+        }
+        fetch.rest();
+        for (j, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.add(j * lanes), *a);
         }
     }
 }
