@@ -37,8 +37,8 @@ pub struct ScoresTile<'a> {
     pub prefetch: Ahead<'a>,
 }
 
-/// Cached rows to fetch ahead, as the cache stores them: an 8-bit cache's tile is
-/// converted before its products, so the rows to fetch are not in `ScoresTile::kv`.
+/// Cached rows to fetch ahead, as bytes (the kernels ask for lines, whatever the rows'
+/// type).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Ahead<'a> {
     /// The cache's bytes as stored.
