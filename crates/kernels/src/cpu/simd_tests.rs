@@ -693,3 +693,21 @@ fn four_stream_order_visits_every_row_once() {
         assert!(rows.iter().copied().eq(0..n), "n = {n}");
     }
 }
+
+/// The rows a tile's groups fetch ahead are all the rows, each once, in order.
+#[test]
+fn fetch_ahead_shares_cover_the_rows_once() {
+    let offs: Vec<usize> = (0..40).map(|i| 1000 + 576 * i).collect();
+    for n in 0..offs.len() {
+        for groups in 1..10 {
+            let all = simd::Ahead {
+                offs: &offs[..n],
+                ..Default::default()
+            };
+            let got: Vec<usize> = (0..groups)
+                .flat_map(|g| all.share(g, groups).offs.to_vec())
+                .collect();
+            assert_eq!(got, &offs[..n], "{n} rows over {groups} groups");
+        }
+    }
+}

@@ -59,6 +59,15 @@ impl<'a> Ahead<'a> {
         }
     }
 
+    /// Group `g`'s share when the rows are spread over `groups` groups of a tile's work
+    /// (a whole share each but the last).
+    pub fn share(&self, g: usize, groups: usize) -> Ahead<'a> {
+        let all = self.offs.len();
+        let per = all.div_ceil(groups.max(1));
+        let a = (per * g).min(all);
+        self.rows(a..(a + per).min(all))
+    }
+
     /// Where row `i` starts (an address to prefetch: possibly past the bytes, which a
     /// prefetch may be).
     pub fn row(&self, i: usize) -> *const u8 {

@@ -94,12 +94,9 @@ unsafe fn scores_qt<const WIDEN: bool>(
     let (qt, lanes, k, offs) = (t.qt.as_ptr(), t.lanes, t.k, t.offs);
     let out = s.as_mut_ptr();
     let groups = offs.len().div_ceil(6);
-    let all = t.prefetch.offs.len();
-    let ahead = all.div_ceil(groups.max(1));
     for j in (0..offs.len()).step_by(6) {
         let n = (offs.len() - j).min(6);
-        let a = (j / 6 * ahead).min(all);
-        let mut next = t.prefetch.rows(a..(a + ahead).min(all));
+        let mut next = t.prefetch.share(j / 6, groups);
         let mut keys = [0usize; 6];
         let kv = if WIDEN {
             for (i, key) in keys[..n].iter_mut().enumerate() {

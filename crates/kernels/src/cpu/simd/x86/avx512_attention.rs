@@ -49,11 +49,8 @@ pub unsafe fn scores_t(t: &ScoresTile<'_>, s: &mut [f32]) {
 unsafe fn scores_qt(t: &ScoresTile<'_>, kv: *const f32, s: &mut [f32]) {
     let (lanes, k, offs) = (t.lanes, t.k, t.offs);
     let groups = offs.len() / 8;
-    let all = t.prefetch.offs.len();
-    let ahead = all.div_ceil(groups.max(1));
     for jt in 0..groups {
-        let a = (ahead * jt).min(all);
-        let mut next = t.prefetch.rows(a..(a + ahead).min(all));
+        let mut next = t.prefetch.share(jt, groups);
         let mut rows = [kv; 8];
         for (j, r) in rows.iter_mut().enumerate() {
             // SAFETY (here and below): the wrapper checked every row's bounds, qt's and s's.
@@ -102,8 +99,6 @@ unsafe fn scores8_qt(
 unsafe fn scores_of<const BF: bool>(t: &ScoresTile<'_>, kv: *const u8, s: &mut [f32]) {
     let (q, rows, lanes, k, offs) = (t.q, t.rows, t.lanes, t.k, t.offs);
     let groups = offs.len() / 4;
-    let all = t.prefetch.offs.len();
-    let ahead = all.div_ceil(groups.max(1));
     // the calls a group makes, four query rows each
     let calls = rows.div_ceil(4);
     for jt in 0..groups {
@@ -112,15 +107,12 @@ unsafe fn scores_of<const BF: bool>(t: &ScoresTile<'_>, kv: *const u8, s: &mut [
         // a step: the prefetchers see only short streams (one cached row is 17-36
         // lines), and this product is where the cache first comes in from memory (see
         // `scores8_dp`)
-        let a = (ahead * jt).min(all);
-        let mine = (a + ahead).min(all) - a;
-        let per = mine.div_ceil(calls.max(1));
+        let mine = t.prefetch.share(jt, groups);
         // SAFETY (here and below): the wrapper checked every row's bounds, q's and s's.
         let out = unsafe { s.as_mut_ptr().add(jt * 4 * lanes) };
         let mut i = 0;
         while i < rows {
-            let c = (i / 4 * per).min(mine);
-            let next = t.prefetch.rows(a + c..a + (c + per).min(mine));
+            let next = mine.share(i / 4, calls);
             let qi = unsafe { q.as_ptr().add(i * k) };
             let o = unsafe { out.add(i) };
             unsafe {
@@ -187,15 +179,12 @@ unsafe fn scores_tile<const R: usize, const BF: bool>(
 unsafe fn scores_dp(t: &ScoresTile<'_>, kv: *const u16, s: &mut [f32]) {
     let (lanes, k, offs) = (t.lanes, t.k, t.offs);
     let groups = offs.len() / 8;
-    let all = t.prefetch.offs.len();
-    let ahead = all.div_ceil(groups.max(1));
     // the lane vectors that hold query rows
     let nv = t.rows.div_ceil(16);
     for jt in 0..groups {
         // the next tile's rows, spread over the groups, into L2; within a group the
         // kernel asks for them a line per step (see `scores8_dp`)
-        let a = (ahead * jt).min(all);
-        let next = t.prefetch.rows(a..(a + ahead).min(all));
+        let next = t.prefetch.share(jt, groups);
         let mut rows = [kv; 8];
         for (j, r) in rows.iter_mut().enumerate() {
             // SAFETY (here and below): the wrapper checked every row's bounds, q16's and s's.
@@ -220,9 +209,10 @@ unsafe fn scores_dp(t: &ScoresTile<'_>, kv: *const u16, s: &mut [f32]) {
 }
 
 /// Eight positions (cached rows `rows`) by `G` vectors of query rows from lane `16 * g0`,
-/// asking for the lines of the cached rows `next` into L2, a line a step. (All of a group's lines asked for at once before its products, as `scores_of`
-/// does, took 1.05-1.16x as long at depth 4096 and 1.2-1.25x at 16384 over 12 layers
-/// from memory on Zen 4, alternated within one run; into L1, as long.)
+/// asking for the lines of the cached rows `next` into L2, a line a step. (All of a
+/// group's lines asked for at once before its products took 1.05-1.16x as long at depth
+/// 4096 and 1.2-1.25x at 16384 over 12 layers from memory on Zen 4, alternated within one
+/// run; a line a step into L1, as long.)
 #[inline]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
