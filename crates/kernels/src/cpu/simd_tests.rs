@@ -710,4 +710,22 @@ fn fetch_ahead_shares_cover_the_rows_once() {
             assert_eq!(got, &offs[..n], "{n} rows over {groups} groups");
         }
     }
+    // addresses as the cache stores its rows: 2 or 4 bytes a value; none of an 8-bit cache
+    let (kv16, kv32) = (vec![0u16; 40 * 576], vec![0f32; 40 * 576]);
+    let b16 = simd::Ahead::of(&crate::KvRows::Bf16(&kv16), &offs, 576);
+    assert_eq!(b16.row(3) as usize - kv16.as_ptr() as usize, 2 * offs[3]);
+    assert_eq!(b16.lines(), 1152 / 64 + 1);
+    let f32s = simd::Ahead::of(&crate::KvRows::F32(&kv32), &offs, 576);
+    assert_eq!(f32s.row(3) as usize - kv32.as_ptr() as usize, 4 * offs[3]);
+    assert_eq!(f32s.lines(), 2304 / 64 + 1);
+    let q8 = crate::kv_q8::Q8Rows {
+        bytes: &[],
+        r: 512,
+        p: 64,
+    };
+    assert!(
+        simd::Ahead::of(&crate::KvRows::Q8(q8), &offs, 576)
+            .offs
+            .is_empty()
+    );
 }

@@ -246,24 +246,9 @@ pub(super) fn split_positions(
                     }
                     None => (a.kv, &offs, &next[..ahead]),
                 };
-                // the next tile's rows, for the scores to fetch ahead (none for an 8-bit
-                // tile: its conversion asks for its rows itself, and fetching them a tile
-                // ahead as well was neutral, 0.94-1.01x a decode step's time)
-                let prefetch = match tkv {
-                    KvRows::Bf16(kv) => simd::Ahead {
-                        bytes: simd::u16_bytes(kv),
-                        offs: tnext,
-                        row_values: row,
-                        row_bytes: 2 * row,
-                    },
-                    KvRows::F32(kv) => simd::Ahead {
-                        bytes: simd::f32_bytes(kv),
-                        offs: tnext,
-                        row_values: row,
-                        row_bytes: 4 * row,
-                    },
-                    _ => simd::Ahead::default(),
-                };
+                // the next tile's rows, for the scores to fetch ahead (none of an 8-bit
+                // cache: see `simd::Ahead::of`)
+                let prefetch = simd::Ahead::of(&a.kv, tnext, row);
                 let widened = transposed && matches!(tkv, KvRows::Bf16(_));
                 if let (true, KvRows::Bf16(kv)) = (amx, tkv) {
                     let groups = nj.div_ceil(16);

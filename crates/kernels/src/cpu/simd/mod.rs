@@ -168,8 +168,8 @@ pub fn bf16_pairs(x: &[f32], out: &mut Vec<f32>) {
 /// = [`bf16_pairs`]`(x)` as well (the decode path for bf16 weights: see the AVX-512
 /// kernel). Rows are taken from four streams (i, q + i, 2q + i, 3q + i), as the quantized
 /// kernels take them: one stream held a core to ~10 GB/s from memory, four let the L2's
-/// prefetcher run. AVX2 and AVX-512 take each four rows in
-/// one pass; the other levels a row at a time in the same order.
+/// prefetcher run. AVX2 and AVX-512 take each four rows in one pass; the other levels a
+/// row at a time in the same order.
 pub fn dot_rows_bf16_pairs(
     level: Level,
     src: &[u8],

@@ -210,9 +210,9 @@ unsafe fn scores_dp(t: &ScoresTile<'_>, kv: *const u16, s: &mut [f32]) {
 
 /// Eight positions (cached rows `rows`) by `G` vectors of query rows from lane `16 * g0`,
 /// asking for the lines of the cached rows `next` into L2, a line a step. (All of a
-/// group's lines asked for at once before its products took 1.05-1.16x as long at depth
-/// 4096 and 1.2-1.25x at 16384 over 12 layers from memory on Zen 4, alternated within one
-/// run; a line a step into L1, as long.)
+/// group's lines asked for at once before its products took 1.10-1.19x as long at depth
+/// 4096 and 1.22-1.27x at 16384 over 12 layers from memory on Zen 4, alternated within one
+/// run or by build; a line a step into L1, as long.)
 #[inline]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]

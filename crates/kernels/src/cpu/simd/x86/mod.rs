@@ -101,16 +101,24 @@ pub(super) struct Fetch<'a> {
     lines: usize,
     row: usize,
     line: usize,
+    /// Where row `row` starts.
+    at: *const u8,
 }
 
 impl<'a> Fetch<'a> {
     #[inline(always)]
     pub(super) fn new(next: super::Ahead<'a>) -> Self {
+        let at = if next.offs.is_empty() {
+            std::ptr::null()
+        } else {
+            next.row(0)
+        };
         Fetch {
             lines: next.lines(),
             next,
             row: 0,
             line: 0,
+            at,
         }
     }
 
@@ -118,7 +126,7 @@ impl<'a> Fetch<'a> {
     #[inline(always)]
     pub(super) fn step(&mut self) {
         if self.row < self.next.offs.len() {
-            let at = self.next.row(self.row).wrapping_add(64 * self.line);
+            let at = self.at.wrapping_add(64 * self.line);
             // SAFETY: a prefetch is a hint: it reads nothing and never faults, even out
             // of bounds.
             unsafe {
@@ -129,6 +137,9 @@ impl<'a> Fetch<'a> {
             self.line += 1;
             if self.line == self.lines {
                 (self.row, self.line) = (self.row + 1, 0);
+                if self.row < self.next.offs.len() {
+                    self.at = self.next.row(self.row);
+                }
             }
         }
     }
